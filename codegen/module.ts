@@ -1,0 +1,52 @@
+// Wraps an op's KernelPlan into a full WGSL module: a header naming the IR node and source line,
+// the `params` uniform struct, named storage bindings, and `main` with the linear indices a plan uses.
+
+import type { Node } from '../ir/graph.ts';
+import type { KernelPlan } from '../ir/kernel.ts';
+import type { DType } from '../ir/types.ts';
+import { printNode } from '../ir/text.ts';
+import { storageType } from '../ir/ops/wgsl.ts';
+
+/** The most workgroups along one dispatch dimension (WebGPU's default and usual limit). */
+export const MAX_GROUPS_PER_DIM = 65535;
+
+/** Spreads a linear workgroup count over x and y; `main` folds them back into `wid`. */
+export function dispatchShape(workgroups: number, maxPerDim = MAX_GROUPS_PER_DIM): [number, number, number] {
+  if (workgroups <= maxPerDim) return [workgroups, 1, 1];
+  const y = Math.ceil(workgroups / maxPerDim);
+  if (y > maxPerDim) throw new Error(`${workgroups} workgroups exceed ${maxPerDim}^2`);
+  return [Math.ceil(workgroups / y), y, 1];
+}
+
+export interface StorageInput {
+  readonly name: string;
+  readonly dtype: DType;
+}
+
+/** Field names of the params struct, in order: the plan's, then `groups` (the real workgroup count). */
+export function paramNames(plan: KernelPlan): string[] {
+  return [...Object.keys(plan.params), 'groups'];
+}
+
+export function moduleText(node: Node, plan: KernelPlan, inputs: readonly StorageInput[]): string {
+  const bindings = inputs.map((x, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${x.name}: array<${storageType(x.dtype)}>;`);
+  bindings.push(`@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<${storageType(node.type.dtype)}>;`);
+  const fields = paramNames(plan).map((name) => `  ${name}: u32,`);
+  return `// ${printNode(node)}
+
+struct Params {
+${fields.join('\n')}
+}
+@group(0) @binding(0) var<uniform> params: Params;
+${bindings.join('\n')}
+${plan.decls ? '\n' + plan.decls.trim() + '\n' : ''}
+@compute @workgroup_size(${plan.workgroupSize})
+fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wid = group_id.y * group_count.x + group_id.x;
+  // Past 65535 workgroups the grid is rounded up to a rectangle: the extra ones stop here.
+  if (wid >= params.groups) { return; }
+  let gid = wid * ${plan.workgroupSize}u + lid;
+${plan.body.replace(/\s+$/, '')}
+}
+`;
+}

@@ -1,0 +1,51 @@
+// Execution backends for compiled graphs and for eager ops. `cpu` runs the reference interpreter in f32;
+// `webgpu` runs generated WGSL (compiler/webgpu.ts). Both take the same leaf feeds.
+
+import { KilnError } from '../ir/errors.ts';
+import type { Graph, Node } from '../ir/graph.ts';
+import type { HostTensor } from '../ir/host.ts';
+import { getOp } from '../ir/registry.ts';
+import { formatType } from '../ir/types.ts';
+import { interpret } from '../runtime/interpreter.ts';
+import type { EagerBackend } from './frontend/dispatch.ts';
+import { Tensor } from './frontend/tensor.ts';
+
+export type BackendName = 'cpu' | 'webgpu';
+
+/** A graph made ready to run: give it a tensor for each leaf, get the named outputs. */
+export type Runner = (leaf: (node: Node) => Tensor) => Promise<Map<string, Tensor>>;
+
+export interface ExecutionBackend {
+  readonly name: BackendName;
+  prepare(graph: Graph): Promise<Runner>;
+  readonly eager: EagerBackend;
+}
+
+/** The host copy of a tensor; device-only tensors must be read back by the caller first. */
+export function hostValue(t: Tensor, what: string): HostTensor {
+  if (t.host) return t.host;
+  throw new KilnError('KILN_E011', `${what} (${formatType(t.type)}) lives on ${t.device?.backend ?? 'no device'}; read it with await tensor.data() before using it on the cpu backend`);
+}
+
+export const cpuBackend: ExecutionBackend = {
+  name: 'cpu',
+  async prepare(graph) {
+    return async (leaf) => {
+      const out = interpret(graph, (node) => hostValue(leaf(node), `${node.op} "${String(node.attrs.name)}"`), 'f32');
+      return new Map([...out].map(([name, host]) => [name, new Tensor(host.type, { host })]));
+    };
+  },
+  eager: {
+    name: 'cpu',
+    run(node, inputs) {
+      const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[argIndex(node, x)], `input of ${node.op}`)));
+      return { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } };
+    },
+  },
+};
+
+/** In an eager one-node graph, tensor operand `x` is the input leaf named `x<i>`, i counting all operands. */
+function argIndex(node: Node, x: Node): number {
+  const tensorsBefore = node.inputs.slice(0, node.inputs.indexOf(x)).filter((y) => typeof y !== 'number');
+  return tensorsBefore.length;
+}

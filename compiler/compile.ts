@@ -1,0 +1,112 @@
+// compile(model): trace forward() per input signature, run the passes, prepare a backend, and call it.
+// Guards: input dtypes and shapes (and non-tensor arguments) pick a cached compilation; a change retraces.
+
+import { KilnError } from '../ir/errors.ts';
+import type { Graph, Node } from '../ir/graph.ts';
+import { formatType } from '../ir/types.ts';
+import { DEFAULT_PIPELINE, type Pass, type PassResult, runPasses, type Stage } from '../passes/index.ts';
+import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
+import type { Module } from './frontend/module.ts';
+import { Tensor } from './frontend/tensor.ts';
+import { type Trace, rebuildOutputs, traceModule } from './tracer.ts';
+
+export interface CompileOptions {
+  /** Where compiled graphs run; default webgpu. */
+  backend?: BackendName;
+  /** Pass name -> on/off (see passes/index.ts); unnamed passes stay on. */
+  passes?: Record<string, boolean>;
+  /** The pass pipeline; the default is kiln's. */
+  pipeline?: readonly Pass[];
+}
+
+type ForwardModule = Module & { forward: (...args: never[]) => unknown };
+type Forward<M> = M extends { forward: (...args: infer A) => infer R } ? (...args: A) => Promise<R> : never;
+
+/** One compilation: a trace for one input signature, its stages, and a prepared runner. */
+export interface Compilation {
+  readonly signature: string;
+  readonly trace: Trace;
+  readonly passes: PassResult;
+  readonly run: Runner;
+}
+
+export interface CompileStats {
+  traces: number;
+  /** Traces after the first: each one a guard that failed. */
+  recompiles: number;
+  cacheHits: number;
+}
+
+export type CompiledModel<M> = Forward<M> & {
+  readonly stats: CompileStats;
+  /** The compilation used by the last call, for dumps and explain. */
+  readonly last: Compilation | undefined;
+  /** Compiles for these arguments without running (what the CLI's dump and kernels use). */
+  lower(...args: Parameters<Forward<M>>): Promise<Compilation>;
+  stage(name: Stage): Graph | undefined;
+};
+
+const backends = new Map<BackendName, () => Promise<ExecutionBackend>>([['cpu', async () => cpuBackend]]);
+
+/** Backends other than cpu register here (compiler/webgpu.ts), so the core never imports WebGPU. */
+export function registerBackend(name: BackendName, load: () => Promise<ExecutionBackend>): void {
+  backends.set(name, load);
+}
+
+export async function loadBackend(name: BackendName): Promise<ExecutionBackend> {
+  const load = backends.get(name);
+  if (!load) throw new KilnError('KILN_E011', `unknown backend "${name}"; use cpu or webgpu`);
+  return load();
+}
+
+/** The guard key: dtype and shape of each tensor argument, the value of every other argument. */
+export function signatureOf(args: readonly unknown[]): string {
+  return args.map((a) => (a instanceof Tensor ? formatType(a.type) : JSON.stringify(a) ?? 'undefined')).join(', ');
+}
+
+export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
+  const backendName = options.backend ?? 'webgpu';
+  const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
+  const cache = new Map<string, Compilation>();
+  const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
+  let last: Compilation | undefined;
+
+  const state = new Map<string, Tensor>();
+  for (const [name, p] of model.namedParameters()) state.set(name, p);
+  for (const [name, b] of model.namedBuffers()) state.set(name, b);
+
+  async function lower(...args: unknown[]): Promise<Compilation> {
+    const signature = signatureOf(args);
+    const hit = cache.get(signature);
+    if (hit) {
+      stats.cacheHits++;
+      return (last = hit);
+    }
+    const trace = traceModule(model, args);
+    stats.traces++;
+    if (stats.traces > 1) stats.recompiles++;
+    const passes = runPasses(trace.graph, pipeline, { passes: options.passes });
+    const backend = await loadBackend(backendName);
+    const run = await backend.prepare(passes.graph);
+    const compilation = { signature, trace, passes, run };
+    cache.set(signature, compilation);
+    return (last = compilation);
+  }
+
+  async function call(...args: unknown[]): Promise<unknown> {
+    const c = await lower(...args);
+    const byName = new Map(c.trace.argNames.map((n, i) => [n, args[i]]));
+    const leaf = (node: Node): Tensor => {
+      const name = String(node.attrs.name);
+      const value = node.op === 'input' ? (byName.get(name) ?? args[Number(name.replace(/^arg/, ''))]) : state.get(name);
+      if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
+      return value;
+    };
+    const outputs = await c.run(leaf);
+    return rebuildOutputs(c.trace.tree, outputs);
+  }
+
+  const compiled = Object.assign(call, { stats, lower, stage: (name: Stage) => last?.passes.stages.get(name) });
+  Object.defineProperty(compiled, 'last', { get: () => last });
+  return compiled as unknown as CompiledModel<M>;
+}

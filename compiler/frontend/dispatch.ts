@@ -1,0 +1,65 @@
+// Where every front-end op goes: into the trace when tracing, else to the eager backend, op by op.
+// Both check the op's type rule first, so a shape error names the user's line in either mode.
+
+import { KilnError, type SourceLoc } from '../../ir/errors.ts';
+import { type Attrs, Graph, type Node } from '../../ir/graph.ts';
+import { getOp } from '../../ir/registry.ts';
+import '../../ir/ops/index.ts';
+import { callerLoc } from './loc.ts';
+import { type DeviceValue, Tensor } from './tensor.ts';
+
+export type Arg = Tensor | number;
+
+/** The tracer, while one runs: it turns calls into IR nodes. */
+export interface TraceHook {
+  record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor;
+}
+
+/** Runs one node eagerly; its inputs are the given tensors, in order, fed as the node's `input` leaves. */
+export interface EagerBackend {
+  readonly name: string;
+  run(node: Node, inputs: readonly Tensor[]): { host?: import('../../ir/host.ts').HostTensor; device?: DeviceValue };
+}
+
+let activeTracer: TraceHook | null = null;
+let eager: EagerBackend | null = null;
+
+export function setTracer(t: TraceHook | null): TraceHook | null {
+  const before = activeTracer;
+  activeTracer = t;
+  return before;
+}
+
+export function isTracing(): boolean {
+  return activeTracer !== null;
+}
+
+export function setEagerBackend(b: EagerBackend): void {
+  eager = b;
+}
+
+export function eagerBackend(): EagerBackend {
+  if (!eager) throw new KilnError('KILN_E011', 'no eager backend is set; import kiln from its index.ts');
+  return eager;
+}
+
+/** Applies an op to tensors and scalars: the one door from the front end into the IR. */
+export function apply(op: string, inputs: readonly Arg[], attrs: Attrs = {}): Tensor {
+  const loc = callerLoc();
+  if (activeTracer) return activeTracer.record(op, inputs, attrs, loc);
+  for (const x of inputs) {
+    if (x instanceof Tensor && x.node) {
+      throw new KilnError('KILN_E011', `a traced tensor (%${x.node.id}) escaped its trace; do not keep tensors from forward() between calls`, loc);
+    }
+  }
+  // One-node graph: tensor inputs become `input` leaves, scalars stay literals.
+  const g = new Graph();
+  const operands = inputs.map((x, i) =>
+    x instanceof Tensor ? g.add('input', [], { name: `x${i}`, dtype: x.dtype, shape: [...x.shape] }) : x,
+  );
+  const node = g.add(op, operands, attrs, loc);
+  const tensors = inputs.filter((x): x is Tensor => x instanceof Tensor);
+  const def = getOp(op);
+  if (def.alias?.(node.attrs)) return tensors[0].viewAs(node.type);
+  return new Tensor(node.type, eagerBackend().run(node, tensors));
+}

@@ -1,0 +1,154 @@
+// Module and Parameter, as torch.nn: submodules and parameters are found by walking a module's own
+// fields in order, so `this.wte = new Embedding(...)` registers it under the key `wte`, like __setattr__.
+
+import { KilnError } from '../../ir/errors.ts';
+import type { HostTensor } from '../../ir/host.ts';
+import { formatType, sameShape } from '../../ir/types.ts';
+import { Tensor } from './tensor.ts';
+
+/** A trainable tensor; its host data is the source of truth between compiled calls. */
+export class Parameter extends Tensor {
+  constructor(host: HostTensor) {
+    super(host.type, { host });
+  }
+
+  /** Replaces the values (loading a checkpoint); device copies are dropped and re-uploaded on use. */
+  assign(host: HostTensor): void {
+    this.host = host;
+    this.device = undefined;
+    this.version++;
+  }
+
+  /** Bumped on every assign, so compiled models know when to re-upload. */
+  version = 0;
+}
+
+export class Module {
+  training = true;
+  private readonly buffers = new Map<string, { tensor: Tensor; persistent: boolean }>();
+
+  /** A named constant tensor that is part of the state (torch's register_buffer), e.g. a causal mask. */
+  registerBuffer(name: string, tensor: Tensor, opts: { persistent?: boolean } = {}): void {
+    this.buffers.set(name, { tensor, persistent: opts.persistent ?? true });
+    (this as unknown as Record<string, Tensor>)[name] = tensor;
+  }
+
+  /** Direct submodules in field order. */
+  *namedChildren(): Generator<[string, Module]> {
+    for (const [key, value] of Object.entries(this)) if (value instanceof Module) yield [key, value];
+  }
+
+  *namedModules(prefix = ''): Generator<[string, Module]> {
+    yield [prefix, this];
+    for (const [key, child] of this.namedChildren()) yield* child.namedModules(prefix ? `${prefix}.${key}` : key);
+  }
+
+  /** Every parameter once, under its first name (a tied weight appears only under its first owner). */
+  namedParameters(): [string, Parameter][] {
+    const seen = new Set<Parameter>();
+    const out: [string, Parameter][] = [];
+    for (const [name, p] of this.allParameterNames()) {
+      if (!seen.has(p)) out.push([name, p]);
+      seen.add(p);
+    }
+    return out;
+  }
+
+  /** Every parameter under every name it has (tied weights twice). */
+  allParameterNames(): [string, Parameter][] {
+    const out: [string, Parameter][] = [];
+    for (const [prefix, m] of this.namedModules()) {
+      for (const [key, value] of Object.entries(m)) {
+        if (value instanceof Parameter) out.push([prefix ? `${prefix}.${key}` : key, value]);
+      }
+    }
+    return out;
+  }
+
+  namedBuffers(): [string, Tensor, boolean][] {
+    const out: [string, Tensor, boolean][] = [];
+    for (const [prefix, m] of this.namedModules()) {
+      for (const [key, b] of m.buffers) out.push([prefix ? `${prefix}.${key}` : key, b.tensor, b.persistent]);
+    }
+    return out;
+  }
+
+  parameters(): Parameter[] {
+    return this.namedParameters().map(([, p]) => p);
+  }
+
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Parameters (tied ones under their first name) and persistent buffers, by nanoGPT's key names. */
+  stateDict(): Map<string, HostTensor> {
+    const out = new Map<string, HostTensor>();
+    for (const [name, p] of this.namedParameters()) out.set(name, hostOf(p, name));
+    for (const [name, b, persistent] of this.namedBuffers()) if (persistent) out.set(name, hostOf(b, name));
+    return out;
+  }
+
+  /**
+   * Loads parameters by key. Every parameter must be present (a tied weight under any of its names),
+   * no unknown keys, shapes and dtypes must match; buffers are optional (they are derived constants).
+   * Checks everything before changing anything: a bad state dict loads nothing.
+   */
+  loadStateDict(state: ReadonlyMap<string, HostTensor>, source = 'state dict'): void {
+    const byName = new Map(this.allParameterNames());
+    const bufferNames = new Set(this.namedBuffers().map(([n]) => n));
+    const bad = (detail: string) => new KilnError('KILN_E006', `${source}: ${detail}`);
+    for (const key of state.keys()) {
+      if (!byName.has(key) && !bufferNames.has(key)) throw bad(`unexpected key "${key}" (the model has no such parameter); is the config right?`);
+    }
+    const updates: [Parameter, HostTensor][] = [];
+    for (const [name, p] of this.namedParameters()) {
+      const names = [...byName].filter(([, q]) => q === p).map(([n]) => n);
+      const key = names.find((n) => state.has(n));
+      if (!key) throw bad(`missing key "${name}"${names.length > 1 ? ` (or its tied names ${names.slice(1).join(', ')})` : ''}`);
+      const value = state.get(key)!;
+      if (value.type.dtype !== p.dtype || !sameShape(value.type.shape, p.shape)) {
+        throw bad(`key "${key}" is ${formatType(value.type)}, the model expects ${formatType(p.type)}; is the config right?`);
+      }
+      updates.push([p, value]);
+    }
+    for (const [p, value] of updates) p.assign(value);
+  }
+}
+
+function hostOf(t: Tensor, name: string): HostTensor {
+  if (!t.host) throw new KilnError('KILN_E011', `${name} has no host copy`);
+  return t.host;
+}
+
+/** nn.ModuleList: children keyed "0", "1", ... */
+export class ModuleList<T extends Module = Module> extends Module {
+  readonly length: number;
+  constructor(modules: T[]) {
+    super();
+    modules.forEach((m, i) => ((this as unknown as Record<string, Module>)[i] = m));
+    this.length = modules.length;
+  }
+  at(i: number): T {
+    return (this as unknown as Record<string, T>)[i];
+  }
+  *[Symbol.iterator](): Iterator<T> {
+    for (let i = 0; i < this.length; i++) yield this.at(i);
+  }
+}
+
+class ModuleDictImpl extends Module {
+  constructor(modules: Record<string, Module>) {
+    super();
+    Object.assign(this, modules);
+  }
+}
+
+/** nn.ModuleDict: children under the given keys, in order, typed as fields (`transformer.wte`). */
+export const ModuleDict = ModuleDictImpl as unknown as new <T extends Record<string, Module>>(modules: T) => Module & T;
+export type ModuleDict<T extends Record<string, Module>> = Module & T;

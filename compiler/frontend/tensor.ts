@@ -1,0 +1,203 @@
+// Tensor: the user-facing value. While tracing it stands for an IR node; in eager mode it holds data
+// on the host and/or a device. Methods mirror torch.Tensor with TypeScript naming.
+
+import { KilnError } from '../../ir/errors.ts';
+import type { Node } from '../../ir/graph.ts';
+import type { HostData, HostTensor } from '../../ir/host.ts';
+import { type DType, type Shape, type TensorType, formatType, numel } from '../../ir/types.ts';
+import * as F from './functional.ts';
+import { callerLoc } from './loc.ts';
+
+/** A tensor's data on a device, owned by a runtime backend. */
+export interface DeviceValue {
+  readonly backend: string;
+  read(): Promise<HostData>;
+}
+
+export interface TensorSource {
+  node?: Node;
+  host?: HostTensor;
+  device?: DeviceValue;
+}
+
+export class Tensor {
+  readonly type: TensorType;
+  /** Set while tracing: the IR value this tensor stands for. */
+  readonly node?: Node;
+  host?: HostTensor;
+  device?: DeviceValue;
+
+  constructor(type: TensorType, source: TensorSource) {
+    this.type = type;
+    this.node = source.node;
+    this.host = source.host;
+    this.device = source.device;
+  }
+
+  get dtype(): DType {
+    return this.type.dtype;
+  }
+  get shape(): Shape {
+    return this.type.shape;
+  }
+  get ndim(): number {
+    return this.type.shape.length;
+  }
+  /** torch's size(): the whole shape, or one dim (negative counts from the end). */
+  size(): Shape;
+  size(dim: number): number;
+  size(dim?: number): Shape | number {
+    if (dim === undefined) return this.shape;
+    const d = dim < 0 ? dim + this.ndim : dim;
+    if (d < 0 || d >= this.ndim) throw new KilnError('KILN_E011', `size(${dim}) is out of range for ${formatType(this.type)}`, callerLoc());
+    return this.shape[d];
+  }
+  numel(): number {
+    return numel(this.shape);
+  }
+  toString(): string {
+    return `Tensor(${formatType(this.type)}${this.node ? `, traced %${this.node.id}` : ''})`;
+  }
+
+  /** The same storage seen with another shape (reshape, identity dropout). */
+  viewAs(type: TensorType): Tensor {
+    return new Tensor(type, {
+      host: this.host && { type, data: this.host.data },
+      device: this.device,
+    });
+  }
+
+  // ---- reading values: never while tracing ----
+
+  private refuseWhileTraced(what: string): void {
+    if (this.node) {
+      throw new KilnError(
+        'KILN_E003',
+        `${what} reads a tensor's value while tracing (data-dependent control flow); compute it with tensor ops, or move it out of forward()`,
+        callerLoc(),
+      );
+    }
+  }
+
+  /** The values, flat and row-major. */
+  async data(): Promise<HostData> {
+    this.refuseWhileTraced('data()');
+    if (this.host) return this.host.data;
+    if (this.device) return this.device.read();
+    throw new Error('tensor has no data');
+  }
+
+  /** The single value of a one-element tensor. */
+  async item(): Promise<number> {
+    this.refuseWhileTraced('item()');
+    if (this.numel() !== 1) throw new KilnError('KILN_E011', `item() needs one element, the tensor is ${formatType(this.type)}`, callerLoc());
+    return (await this.data())[0];
+  }
+
+  [Symbol.toPrimitive](hint: string): never {
+    this.refuseWhileTraced(`using a tensor as a ${hint === 'default' ? 'primitive' : hint}`);
+    throw new KilnError('KILN_E011', `a tensor is not a ${hint}; read it with await tensor.item() or tensor.data()`, callerLoc());
+  }
+
+  // ---- ops (torch.Tensor methods) ----
+
+  view(...shape: number[]): Tensor {
+    return F.reshape(this, shape);
+  }
+  reshape(...shape: number[]): Tensor {
+    return F.reshape(this, shape);
+  }
+  contiguous(): Tensor {
+    return this;
+  }
+  transpose(dim0: number, dim1: number): Tensor {
+    return F.transpose(this, dim0, dim1);
+  }
+  permute(...dims: number[]): Tensor {
+    return F.permute(this, dims);
+  }
+  slice(dim: number, start?: number, end?: number, step = 1): Tensor {
+    return F.slice(this, dim, start, end, step);
+  }
+  split(splitSize: number, dim = 0): Tensor[] {
+    return F.split(this, splitSize, dim);
+  }
+  to(dtype: DType): Tensor {
+    return dtype === this.dtype ? this : F.cast(this, dtype);
+  }
+  matmul(other: Tensor): Tensor {
+    return F.matmul(this, other);
+  }
+  add(other: Tensor | number): Tensor {
+    return F.add(this, other);
+  }
+  sub(other: Tensor | number): Tensor {
+    return F.sub(this, other);
+  }
+  mul(other: Tensor | number): Tensor {
+    return F.mul(this, other);
+  }
+  div(other: Tensor | number): Tensor {
+    return F.div(this, other);
+  }
+  pow(exponent: Tensor | number): Tensor {
+    return F.pow(this, exponent);
+  }
+  neg(): Tensor {
+    return F.neg(this);
+  }
+  exp(): Tensor {
+    return F.exp(this);
+  }
+  log(): Tensor {
+    return F.log(this);
+  }
+  sqrt(): Tensor {
+    return F.sqrt(this);
+  }
+  tanh(): Tensor {
+    return F.tanh(this);
+  }
+  eq(other: Tensor | number): Tensor {
+    return F.eq(this, other);
+  }
+  ne(other: Tensor | number): Tensor {
+    return F.ne(this, other);
+  }
+  lt(other: Tensor | number): Tensor {
+    return F.lt(this, other);
+  }
+  le(other: Tensor | number): Tensor {
+    return F.le(this, other);
+  }
+  gt(other: Tensor | number): Tensor {
+    return F.gt(this, other);
+  }
+  ge(other: Tensor | number): Tensor {
+    return F.ge(this, other);
+  }
+  logicalNot(): Tensor {
+    return F.logicalNot(this);
+  }
+  maskedFill(mask: Tensor, value: number): Tensor {
+    return F.maskedFill(this, mask, value);
+  }
+  softmax(dim: number): Tensor {
+    return F.softmax(this, dim);
+  }
+  sum(dim?: number | number[], keepdim = false): Tensor {
+    return F.sum(this, dim, keepdim);
+  }
+  mean(dim?: number | number[], keepdim = false): Tensor {
+    return F.mean(this, dim, keepdim);
+  }
+  amax(dim?: number | number[], keepdim = false): Tensor {
+    return F.amax(this, dim, keepdim);
+  }
+  tril(diagonal = 0): Tensor {
+    return F.tril(this, diagonal);
+  }
+  triu(diagonal = 0): Tensor {
+    return F.triu(this, diagonal);
+  }
+}

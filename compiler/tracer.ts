@@ -1,0 +1,123 @@
+// The tracer: calls forward() on symbolic tensors and records every op as an IR node.
+// Parameters and buffers become `param`/`buffer` leaves named by their state-dict keys.
+
+import { KilnError, type SourceLoc } from '../ir/errors.ts';
+import { type Attrs, Graph, type GraphOutput, type Node, type Operand } from '../ir/graph.ts';
+import { verifyGraph } from '../ir/verify.ts';
+import { type Arg, type TraceHook, setTracer } from './frontend/dispatch.ts';
+import type { Module } from './frontend/module.ts';
+import { Tensor } from './frontend/tensor.ts';
+
+/** Where each output of forward() goes when rebuilding its return value. */
+export type OutputTree = { kind: 'tensor'; name: string } | { kind: 'const'; value: unknown } | { kind: 'array'; items: OutputTree[] } | { kind: 'object'; entries: [string, OutputTree][] };
+
+export interface Trace {
+  graph: Graph;
+  tree: OutputTree;
+  /** forward()'s parameter names, which name the `input` leaves. */
+  argNames: string[];
+}
+
+/** forward's parameter names, read from its source text (`forward(idx, targets = null)` -> idx, targets). */
+export function forwardArgNames(fn: (...args: never[]) => unknown): string[] {
+  const m = /^[^(]*\(([^)]*)\)/.exec(fn.toString());
+  if (!m) return [];
+  return m[1]
+    .split(',')
+    .map((p) => p.replace(/[=:].*$/s, '').replace(/[?\s]/g, ''))
+    .filter((p) => p.length > 0);
+}
+
+class Recorder implements TraceHook {
+  readonly graph = new Graph();
+  private readonly leaves = new Map<Tensor, Node>();
+  private readonly own = new Set<Node>();
+
+  constructor(private readonly stateNames: Map<Tensor, { op: 'param' | 'buffer'; name: string }>) {}
+
+  input(name: string, t: Tensor): Tensor {
+    const node = this.graph.add('input', [], { name, dtype: t.dtype, shape: [...t.shape] });
+    this.own.add(node);
+    return new Tensor(node.type, { node });
+  }
+
+  private operand(x: Arg, loc: SourceLoc | undefined): Operand {
+    if (typeof x === 'number') return x;
+    if (!(x instanceof Tensor)) throw new KilnError('KILN_E011', `an op was given ${String(x)}, expected a tensor or a number`, loc);
+    if (x.node) {
+      if (!this.own.has(x.node)) throw new KilnError('KILN_E011', 'a tensor from another trace was used; do not keep tensors from forward() between calls', loc);
+      return x.node;
+    }
+    const known = this.leaves.get(x);
+    if (known) return known;
+    const state = this.stateNames.get(x);
+    if (!state) {
+      throw new KilnError('KILN_E011', `forward() used a tensor ${x} that is neither an input nor a parameter or buffer of the model; register it with registerBuffer() or make it inside forward()`, loc);
+    }
+    const node = this.graph.add(state.op, [], { name: state.name, dtype: x.dtype, shape: [...x.shape] });
+    this.own.add(node);
+    this.leaves.set(x, node);
+    return node;
+  }
+
+  record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
+    const node = this.graph.add(op, inputs.map((x) => this.operand(x, loc)), attrs, loc);
+    this.own.add(node);
+    return new Tensor(node.type, { node });
+  }
+
+  /** Turns forward's return value into graph outputs and a tree to rebuild it. */
+  outputs(value: unknown): { tree: OutputTree; outputs: GraphOutput[] } {
+    const outputs: GraphOutput[] = [];
+    const walk = (v: unknown, path: string): OutputTree => {
+      if (v instanceof Tensor) {
+        const node = this.operand(v, undefined) as Node;
+        outputs.push({ name: path || 'output', node });
+        return { kind: 'tensor', name: path || 'output' };
+      }
+      if (Array.isArray(v)) return { kind: 'array', items: v.map((x, i) => walk(x, path ? `${path}.${i}` : String(i))) };
+      if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+        return { kind: 'object', entries: Object.entries(v).map(([k, x]) => [k, walk(x, path ? `${path}.${k}` : k)]) };
+      }
+      return { kind: 'const', value: v };
+    };
+    const tree = walk(value, '');
+    return { tree, outputs };
+  }
+}
+
+/** Traces model.forward(...args): tensors become inputs, everything else is a constant of this trace. */
+export function traceModule(model: Module & { forward: (...args: never[]) => unknown }, args: readonly unknown[]): Trace {
+  const stateNames = new Map<Tensor, { op: 'param' | 'buffer'; name: string }>();
+  for (const [name, p] of model.namedParameters()) stateNames.set(p, { op: 'param', name });
+  for (const [name, b] of model.namedBuffers()) if (!stateNames.has(b)) stateNames.set(b, { op: 'buffer', name });
+  const argNames = forwardArgNames(model.forward);
+  const rec = new Recorder(stateNames);
+  const symbolic = args.map((a, i) => (a instanceof Tensor ? rec.input(argNames[i] ?? `arg${i}`, a) : a));
+  const before = setTracer(rec);
+  let result: unknown;
+  try {
+    result = (model.forward as (...a: unknown[]) => unknown)(...symbolic);
+  } finally {
+    setTracer(before);
+  }
+  const { tree, outputs } = rec.outputs(result);
+  if (outputs.length === 0) throw new KilnError('KILN_E011', 'forward() returned no tensors; return a tensor, an array or an object of tensors');
+  rec.graph.setOutputs(outputs);
+  verifyGraph(rec.graph, 'trace');
+  return { graph: rec.graph, tree, argNames };
+}
+
+/** Rebuilds forward's return value from named output tensors. */
+export function rebuildOutputs(tree: OutputTree, values: ReadonlyMap<string, Tensor>): unknown {
+  switch (tree.kind) {
+    case 'tensor':
+      return values.get(tree.name);
+    case 'array':
+      return tree.items.map((t) => rebuildOutputs(t, values));
+    case 'object':
+      return Object.fromEntries(tree.entries.map(([k, t]) => [k, rebuildOutputs(t, values)]));
+    case 'const':
+      return tree.value;
+  }
+}

@@ -1,0 +1,22 @@
+// kiln's public API: the torch-like front end, compile(), the IR tools, checkpoints.
+
+import './ir/ops/index.ts';
+import './compiler/eager.ts';
+// webgpu backend registered below once ready
+
+export { Tensor } from './compiler/frontend/tensor.ts';
+export * as F from './compiler/frontend/functional.ts';
+export * as nn from './compiler/frontend/nn.ts';
+export { Module, ModuleDict, ModuleList, Parameter } from './compiler/frontend/module.ts';
+export { manualSeed, random, randn } from './compiler/frontend/random.ts';
+export { tensor, fromHost } from './compiler/frontend/create.ts';
+export { compile, type CompileOptions, type CompiledModel, type Compilation } from './compiler/compile.ts';
+export { useBackend } from './compiler/eager.ts';
+export { traceModule } from './compiler/tracer.ts';
+export { KilnError, ERROR_CODES, type SourceLoc } from './ir/errors.ts';
+export { Graph, type Node } from './ir/graph.ts';
+export { printGraph, parseGraph } from './ir/text.ts';
+export { verifyGraph } from './ir/verify.ts';
+export type { DType, TensorType } from './ir/types.ts';
+export type { HostTensor } from './ir/host.ts';
+export { interpret } from './runtime/interpreter.ts';

@@ -1,0 +1,78 @@
+// The IR: an SSA graph of nodes in topological order, in the spirit of torch.fx.
+// A node has an op, inputs (other nodes or scalar literals), attrs, a type and the user's source line.
+
+import type { SourceLoc } from './errors.ts';
+import { KilnError } from './errors.ts';
+import type { TensorType } from './types.ts';
+import { getOp } from './registry.ts';
+
+export type AttrValue = number | boolean | string | readonly number[] | null;
+export type Attrs = Readonly<Record<string, AttrValue>>;
+
+/** A node input: another node's value, or a scalar literal (`mul(%12, 0.25)`). */
+export type Operand = Node | number;
+
+export interface Node {
+  readonly id: number;
+  readonly op: string;
+  readonly inputs: readonly Operand[];
+  readonly attrs: Attrs;
+  readonly type: TensorType;
+  readonly loc?: SourceLoc;
+}
+
+export interface GraphOutput {
+  readonly name: string;
+  readonly node: Node;
+}
+
+export function isNode(x: Operand): x is Node {
+  return typeof x !== 'number';
+}
+
+export class Graph {
+  readonly nodes: Node[] = [];
+  outputs: GraphOutput[] = [];
+  private nextId = 0;
+
+  /** Appends a node; its type is inferred by the op's registry entry. Shape errors carry `loc`. */
+  add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc): Node {
+    const def = getOp(op, loc);
+    let type: TensorType;
+    try {
+      type = def.infer(inputs.map((x) => (isNode(x) ? x.type : x)), attrs);
+    } catch (e) {
+      throw e instanceof KilnError ? e.at(loc) : e;
+    }
+    return this.push({ id: this.nextId++, op, inputs: [...inputs], attrs: { ...attrs }, type, loc });
+  }
+
+  /** Appends a node whose id and type are already known (the parser uses this; the verifier checks it). */
+  addRaw(node: Node): Node {
+    this.nextId = Math.max(this.nextId, node.id + 1);
+    return this.push(node);
+  }
+
+  private push(node: Node): Node {
+    this.nodes.push(node);
+    return node;
+  }
+
+  setOutputs(outputs: GraphOutput[]): void {
+    this.outputs = outputs;
+  }
+
+  /** Nodes that read each node, in graph order. */
+  users(): Map<Node, Node[]> {
+    const users = new Map<Node, Node[]>(this.nodes.map((n) => [n, []]));
+    for (const n of this.nodes) {
+      for (const x of n.inputs) if (isNode(x)) users.get(x)?.push(n);
+    }
+    return users;
+  }
+
+  /** Nodes of one op kind, e.g. all `input` nodes. */
+  nodesOf(op: string): Node[] {
+    return this.nodes.filter((n) => n.op === op);
+  }
+}

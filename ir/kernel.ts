@@ -1,0 +1,36 @@
+// The contract between an op's WGSL lowering (in its registry entry) and codegen/, which wraps the
+// plan into a full WGSL module: header comment, `params` uniform struct, named storage bindings, `main`.
+//
+// What codegen provides around a plan, so a lowering only writes its own logic:
+// - `struct Params { <each key of plan.params>: u32, groups: u32 }` bound as `params` (binding 0);
+//   shapes and strides live here, never in the text, so equal text means a reused pipeline.
+// - one `var<storage, read>` per name in `inputNames` (bindings 1..n, element type from the input's
+//   dtype: f32, i32, or u32 for bool), then `out` as `var<storage, read_write>`.
+// - `main` with `wid` (linear workgroup index, spread over x and y past 65535 workgroups), `lid`
+//   (local index) and `gid = wid * workgroupSize + lid`; it returns before the body when
+//   `wid >= workgroups`, a uniform branch, so bodies that use barriers stay valid.
+
+import type { Attrs } from './graph.ts';
+import type { OperandType } from './registry.ts';
+import type { TensorType } from './types.ts';
+
+export interface KernelRequest {
+  /** Tensor types of the inputs, or the values of scalar literal operands. */
+  readonly inputs: readonly OperandType[];
+  readonly attrs: Attrs;
+  readonly out: TensorType;
+}
+
+export interface KernelPlan {
+  /** Binding names of the tensor inputs in operand order (scalar operands have none); the output is `out`. */
+  readonly inputNames: readonly string[];
+  /** u32 values the kernel reads as `params.<name>`: sizes, strides. Shapes live here, not in the text. */
+  readonly params: Readonly<Record<string, number>>;
+  /** Module-scope WGSL: named consts, helper functions, workgroup arrays. */
+  readonly decls?: string;
+  /** The body of `main`. In scope: `gid: u32` (linear invocation index), `lid: u32` (local index), `wid: u32` (linear workgroup index). */
+  readonly body: string;
+  readonly workgroupSize: number;
+  /** Linear workgroup count; codegen spreads it over x and y when it exceeds 65535. */
+  readonly workgroups: number;
+}

@@ -1,0 +1,151 @@
+// scaled_dot_product_attention as one op (torch.nn.functional.scaled_dot_product_attention), and dropout.
+// Both draw dropout bits from one counter-based hash, identical in JS and WGSL, so CPU and GPU agree.
+
+import { KilnError } from '../errors.ts';
+import type { Attrs } from '../graph.ts';
+import { allocData } from '../host.ts';
+import { registerOp } from '../registry.ts';
+import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
+import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
+
+/** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. The WGSL twin is DROPOUT_HASH_WGSL. */
+export function dropoutUniform(seed: number, index: number): number {
+  let h = (Math.imul(index >>> 0, 747796405) + Math.imul(seed >>> 0, 2891336453) + 2891336453) >>> 0;
+  const word = Math.imul((h >>> (((h >>> 28) + 4) & 31)) ^ h, 277803737) >>> 0;
+  h = ((word >>> 22) ^ word) >>> 0;
+  return h / 4294967296;
+}
+
+export const DROPOUT_HASH_WGSL = `fn kiln_uniform(seed: u32, index: u32) -> f32 {
+  let h = index * 747796405u + seed * 2891336453u + 2891336453u;
+  let word = ((h >> (((h >> 28u) + 4u) & 31u)) ^ h) * 277803737u;
+  return f32((word >> 22u) ^ word) / 4294967296.0;
+}`;
+
+/** Dropout acts only in training with p > 0; otherwise it is the identity. */
+export function dropoutActive(attrs: Attrs): boolean {
+  return attrs.training === true && typeof attrs.p === 'number' && attrs.p > 0;
+}
+
+// dropout(x) {p, training, seed}: zero with probability p, scale the rest by 1/(1-p).
+registerOp({
+  name: 'dropout',
+  alias: (attrs) => !dropoutActive(attrs),
+  infer(inputs, attrs) {
+    arity('dropout', inputs, 1);
+    const x = tensorArg('dropout', inputs, 0);
+    const p = numAttr('dropout', attrs, 'p');
+    if (p < 0 || p >= 1) throw new KilnError('KILN_E011', `dropout p must be in [0, 1), got ${p}`);
+    boolAttr('dropout', attrs, 'training');
+    if (dropoutActive(attrs)) intAttr('dropout', attrs, 'seed');
+    expectDType('dropout', x, 'f32');
+    return { dtype: 'f32', shape: [...x.shape] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const x = inputs[0];
+    if (typeof x === 'number') throw new Error('dropout of a scalar');
+    if (!dropoutActive(attrs)) return x.data;
+    const p = attrs.p as number;
+    const seed = attrs.seed as number;
+    const result = allocData('f32', numel(out.shape), precision);
+    for (let i = 0; i < result.length; i++) result[i] = dropoutUniform(seed, i) < p ? 0 : x.data[i] / (1 - p);
+    return result;
+  },
+  wgsl: dropoutKernel,
+});
+
+export interface AttentionDims {
+  batch: number[];
+  l: number;
+  s: number;
+  d: number;
+  dv: number;
+}
+
+/** q [..., L, D], k [..., S, D], v [..., S, Dv], batch dims equal. */
+export function attentionDims(q: TensorType, k: TensorType, v: TensorType): AttentionDims {
+  const rank = q.shape.length;
+  const bad = () => new KilnError('KILN_E001', `attention shapes do not match: q ${formatType(q)}, k ${formatType(k)}, v ${formatType(v)}`);
+  if (rank < 2 || k.shape.length !== rank || v.shape.length !== rank) throw bad();
+  const batch = q.shape.slice(0, -2);
+  if (!sameShape(batch, k.shape.slice(0, -2)) || !sameShape(batch, v.shape.slice(0, -2))) throw bad();
+  const [l, d] = q.shape.slice(-2);
+  const [s, dk] = k.shape.slice(-2);
+  const [sv, dv] = v.shape.slice(-2);
+  if (d !== dk || s !== sv) throw bad();
+  return { batch: [...batch], l, s, d, dv };
+}
+
+/** The scale an sdpa node applies: its `scale` attr, or 1/sqrt(D) when null. */
+export function attentionScale(attrs: Attrs, d: number): number {
+  return typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
+}
+
+// sdpa(q, k, v, mask?) {isCausal, scale, dropoutP, training, seed}: softmax(q k^T * scale + mask) v.
+// A bool mask keeps where true; a float mask is added. Causal is top-left aligned, as PyTorch.
+// A fully masked row gives zeros (PyTorch gives NaN): kiln's kernels promise zeros.
+registerOp({
+  name: 'sdpa',
+  infer(inputs, attrs) {
+    arity('sdpa', inputs, 3, 4);
+    const [q, k, v] = [0, 1, 2].map((i) => tensorArg('sdpa', inputs, i));
+    for (const t of [q, k, v]) expectDType('sdpa', t, 'f32');
+    const dims = attentionDims(q, k, v);
+    const causal = boolAttr('sdpa', attrs, 'isCausal', false);
+    const dropoutP = numAttr('sdpa', attrs, 'dropoutP', 0);
+    if (dropoutP < 0 || dropoutP >= 1) throw new KilnError('KILN_E011', `sdpa dropoutP must be in [0, 1), got ${dropoutP}`);
+    if (dropoutP > 0) intAttr('sdpa', attrs, 'seed');
+    if (attrs.scale !== null && attrs.scale !== undefined) numAttr('sdpa', attrs, 'scale');
+    if (inputs.length === 4) {
+      const mask = tensorArg('sdpa', inputs, 3);
+      if (causal) throw new KilnError('KILN_E011', 'sdpa takes either a mask or isCausal, not both (as PyTorch)');
+      expectDType('sdpa', mask, 'bool', 'f32');
+      const full = [...dims.batch, dims.l, dims.s];
+      const b = broadcastShapes(full, mask.shape);
+      if (!b || !sameShape(b, full)) throw new KilnError('KILN_E001', `sdpa mask ${formatType(mask)} does not broadcast to the scores [${full.join(',')}]`);
+    }
+    return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const [q, k, v, mask] = inputs;
+    if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
+    const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+    const scale = attentionScale(attrs, d);
+    const causal = attrs.isCausal === true;
+    const dropoutP = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
+    const seed = typeof attrs.seed === 'number' ? attrs.seed : 0;
+    const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
+    const result = allocData('f32', numel(out.shape), precision);
+    const scores = new Float64Array(s);
+    for (let b = 0; b < numel(batch); b++) {
+      for (let i = 0; i < l; i++) {
+        let max = -Infinity;
+        for (let j = 0; j < s; j++) {
+          let x = -Infinity;
+          const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
+          const keep = causal ? j <= i : !(mask && mask.type.dtype === 'bool' && !m);
+          if (keep) {
+            x = 0;
+            for (let c = 0; c < d; c++) x += q.data[(b * l + i) * d + c] * k.data[(b * s + j) * d + c];
+            x = x * scale + (mask && mask.type.dtype === 'f32' ? m : 0);
+          }
+          scores[j] = x;
+          max = Math.max(max, x);
+        }
+        const row = (b * l + i) * dv;
+        if (max === -Infinity) continue; // fully masked: zeros
+        let sum = 0;
+        for (let j = 0; j < s; j++) sum += (scores[j] = Math.exp(scores[j] - max));
+        for (let j = 0; j < s; j++) {
+          let p = scores[j] / sum;
+          if (dropoutP > 0) p = dropoutUniform(seed, (b * l + i) * s + j) < dropoutP ? 0 : p / (1 - dropoutP);
+          if (p === 0) continue;
+          for (let c = 0; c < dv; c++) result[row + c] += p * v.data[(b * s + j) * dv + c];
+        }
+      }
+    }
+    return result;
+  },
+  wgsl: sdpaKernel,
+});

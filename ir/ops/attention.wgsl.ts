@@ -1,0 +1,114 @@
+// WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts).
+
+import type { KernelPlan, KernelRequest } from '../kernel.ts';
+import { type TensorType, numel } from '../types.ts';
+import { DROPOUT_HASH_WGSL, attentionDims, attentionScale } from './attention.ts';
+import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './wgsl.ts';
+
+/** Dropout's constants: the seed, p, and 1 - p; the bits come from the hash shared with the CPU. */
+function dropoutDecls(p: number, seed: number): string {
+  return [DROPOUT_HASH_WGSL, `const SEED: u32 = ${seed >>> 0}u;`, constDecl('DROP_P', 'f32', p), constDecl('KEEP_P', 'f32', 1 - p)].join('\n');
+}
+
+export function dropoutKernel(req: KernelRequest): KernelPlan {
+  const decls = dropoutDecls(req.attrs.p as number, req.attrs.seed as number);
+  return generateKernel(req.out, {}, ['x'], decls, ['out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(SEED, gid) < DROP_P);']);
+}
+
+const GROUP = 64;
+
+/**
+ * sdpa: one workgroup per query row. Keys go by in chunks of 64: each invocation scores one key
+ * (q row staged in workgroup memory), then every invocation folds the chunk into an online softmax
+ * and accumulates the output dims it owns (lid, lid + 64, ...). Masked scores sit at a finite sentinel,
+ * never -inf; a row with no kept key writes zeros. Dropout draws the same bits as the CPU reference.
+ */
+export function sdpaKernel(req: KernelRequest): KernelPlan {
+  const [q, k, v, mask] = req.inputs as (TensorType | undefined)[] as TensorType[];
+  const { batch, l, s, d, dv } = attentionDims(q, k, v);
+  const causal = req.attrs.isCausal === true;
+  const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
+  const perInvocation = Math.max(1, Math.ceil(dv / GROUP));
+  const params: Record<string, number> = { l, s, d, dv };
+  const maskLines: string[] = [];
+  let scoreLine = 'score = dot * SCALE;';
+  if (mask) {
+    const strides = broadcastStrides([...batch, l, s], mask.shape);
+    Object.assign(params, listParams('batch_shape', batch), listParams('mask_stride', strides.slice(0, -2)));
+    params.mask_row_stride = strides[batch.length];
+    params.mask_col_stride = strides[batch.length + 1];
+    maskLines.push(...coordLines('bh', batch.length, 'batch_shape', 'b'),
+      `let mask_base = ${offsetExpr(batch.length, 'b', 'mask_stride')} + i * params.mask_row_stride;`);
+    const at = 'mask[mask_base + j * params.mask_col_stride]';
+    scoreLine = mask.dtype === 'bool' ? `score = select(MASKED, dot * SCALE, ${at} != 0u);` : `score = dot * SCALE + ${at};`;
+  }
+  const dropout = dropoutP > 0
+    ? ['let weight = select(p / KEEP_P, 0.0, kiln_uniform(SEED, wid * params.s + j0 + t) < DROP_P);']
+    : ['let weight = p;'];
+  const body = [
+    'let i = wid % params.l;',
+    'let bh = wid / params.l;',
+    'let kv_row = bh * params.s;',
+    'for (var c = lid; c < params.d; c = c + 64u) { q_row[c] = q[wid * params.d + c]; }',
+    'workgroupBarrier();',
+    ...maskLines,
+    `let key_end = ${causal ? 'min(params.s, i + 1u)' : 'params.s'};`,
+    'var run_max = MASKED;',
+    'var run_sum = 0.0;',
+    `var acc: array<f32, ${perInvocation}>;`,
+    `for (var j0 = 0u; j0 < key_end; j0 = j0 + ${GROUP}u) {`,
+    '  let j = j0 + lid;',
+    '  var score = MASKED;',
+    '  if (j < key_end) {',
+    '    var dot = 0.0;',
+    '    for (var c = 0u; c < params.d; c = c + 1u) { dot = fma(q_row[c], k[(kv_row + j) * params.d + c], dot); }',
+    `    ${scoreLine}`,
+    '  }',
+    '  // An additive -inf (or anything at the sentinel) counts as masked.',
+    '  scores[lid] = select(MASKED, score, score > MASKED_BELOW);',
+    '  workgroupBarrier();',
+    `  let chunk = min(${GROUP}u, key_end - j0);`,
+    '  var chunk_max = MASKED;',
+    '  for (var t = 0u; t < chunk; t = t + 1u) { chunk_max = max(chunk_max, scores[t]); }',
+    '  let new_max = max(run_max, chunk_max);',
+    '  let alpha = select(0.0, exp(run_max - new_max), run_max > MASKED_BELOW);',
+    '  run_sum = run_sum * alpha;',
+    `  for (var u = 0u; u < ${perInvocation}u; u = u + 1u) { acc[u] = acc[u] * alpha; }`,
+    '  for (var t = 0u; t < chunk; t = t + 1u) {',
+    '    let st = scores[t];',
+    '    if (st > MASKED_BELOW) {',
+    '      let p = exp(st - new_max);',
+    '      run_sum = run_sum + p;',
+    ...dropout.map((line) => `      ${line}`),
+    '      let v_row = (kv_row + j0 + t) * params.dv;',
+    `      for (var u = 0u; u < ${perInvocation}u; u = u + 1u) {`,
+    `        let col = lid + u * ${GROUP}u;`,
+    '        if (col < params.dv) { acc[u] = fma(weight, v[v_row + col], acc[u]); }',
+    '      }',
+    '    }',
+    '  }',
+    '  run_max = new_max;',
+    '  workgroupBarrier();',
+    '}',
+    `for (var u = 0u; u < ${perInvocation}u; u = u + 1u) {`,
+    `  let col = lid + u * ${GROUP}u;`,
+    '  if (col < params.dv) { out[wid * params.dv + col] = select(0.0, acc[u] / run_sum, run_sum > 0.0); }',
+    '}',
+  ];
+  const decls = [
+    constDecl('SCALE', 'f32', attentionScale(req.attrs, d)),
+    constDecl('MASKED', 'f32', -F32_MAX),
+    `const MASKED_BELOW: f32 = ${wgslLiteral(-1e38, 'f32')}; // scores at or below this are masked`,
+    `var<workgroup> q_row: array<f32, ${Math.max(d, 1)}>;`,
+    `var<workgroup> scores: array<f32, ${GROUP}>;`,
+    ...(dropoutP > 0 ? [dropoutDecls(dropoutP, req.attrs.seed as number)] : []),
+  ];
+  return {
+    inputNames: mask ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
+    params,
+    decls: decls.join('\n'),
+    body: indent(body),
+    workgroupSize: GROUP,
+    workgroups: numel(batch) * l,
+  };
+}

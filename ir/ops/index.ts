@@ -1,0 +1,7 @@
+// Importing this module registers every op. Each file holds a family; each op is one entry.
+import './leaf.ts';
+import './elementwise.ts';
+import './shape.ts';
+import './linalg.ts';
+import './reduce.ts';
+import './attention.ts';

@@ -1,0 +1,82 @@
+// Leaves and constants: model inputs, parameters and buffers (fed by the runtime), and tensors
+// made from attributes alone (full, arange). Their type lives in attrs `dtype` and `shape`.
+
+import { KilnError } from '../errors.ts';
+import type { Attrs } from '../graph.ts';
+import { allocData } from '../host.ts';
+import { registerOp } from '../registry.ts';
+import { type DType, type TensorType, isDType, numel } from '../types.ts';
+import { numAttr } from './check.ts';
+import { constDecl, generateKernel, store } from './wgsl.ts';
+
+export function typeFromAttrs(op: string, attrs: Attrs): TensorType {
+  const { dtype, shape } = attrs;
+  if (typeof dtype !== 'string' || !isDType(dtype)) throw new KilnError('KILN_E011', `${op} needs a dtype attribute, got ${String(dtype)}`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new KilnError('KILN_E011', `${op} needs a shape attribute of non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+  return { dtype: dtype as DType, shape: [...shape] };
+}
+
+function leaf(name: string): void {
+  registerOp({
+    name,
+    leaf: true,
+    typeInAttrs: true,
+    infer(inputs, attrs) {
+      if (inputs.length !== 0) throw new KilnError('KILN_E011', `${name} takes no inputs`);
+      if (typeof attrs.name !== 'string') throw new KilnError('KILN_E011', `${name} needs a name attribute`);
+      return typeFromAttrs(name, attrs);
+    },
+    cpu() {
+      throw new Error(`${name} nodes are fed by the runtime, not computed`);
+    },
+  });
+}
+
+leaf('input'); // a forward() argument: {name="idx"}
+leaf('param'); // a parameter, by state-dict key: {name="transformer.wte.weight"}
+leaf('buffer'); // a registered buffer, by state-dict key: {name="transformer.h.0.attn.bias"}
+
+// full() {value, dtype, shape}: a tensor of one value (torch.full, ones, zeros).
+registerOp({
+  name: 'full',
+  typeInAttrs: true,
+  infer(inputs, attrs) {
+    if (inputs.length !== 0) throw new KilnError('KILN_E011', 'full takes no inputs');
+    numAttr('full', attrs, 'value');
+    return typeFromAttrs('full', attrs);
+  },
+  cpu(_inputs, attrs, out, precision) {
+    return allocData(out.dtype, numel(out.shape), precision).fill(attrs.value as number);
+  },
+  wgsl: ({ attrs, out }) => generateKernel(out, {}, [], constDecl('VALUE', out.dtype, attrs.value as number), [`out[gid] = ${store(out.dtype, 'VALUE')};`]),
+});
+
+// arange() {start, step, dtype, shape=[n]}: start, start+step, ... (torch.arange).
+registerOp({
+  name: 'arange',
+  typeInAttrs: true,
+  infer(inputs, attrs) {
+    if (inputs.length !== 0) throw new KilnError('KILN_E011', 'arange takes no inputs');
+    numAttr('arange', attrs, 'start');
+    numAttr('arange', attrs, 'step');
+    const t = typeFromAttrs('arange', attrs);
+    if (t.shape.length !== 1) throw new KilnError('KILN_E011', 'arange makes a 1-d tensor');
+    return t;
+  },
+  cpu(_inputs, attrs, out, precision) {
+    const data = allocData(out.dtype, numel(out.shape), precision);
+    const start = attrs.start as number;
+    const step = attrs.step as number;
+    for (let i = 0; i < data.length; i++) data[i] = start + i * step;
+    return data;
+  },
+  wgsl({ attrs, out }) {
+    // A bool arange is 0/1 by truthiness of start + i * step, computed in f32 as the CPU does in f64.
+    const math = out.dtype === 'i32' ? 'i32' : 'f32';
+    const consts = [constDecl('START', math, attrs.start as number), constDecl('STEP', math, attrs.step as number)].join('\n');
+    const value = `START + ${math}(gid) * STEP`;
+    return generateKernel(out, {}, [], consts, [`out[gid] = ${out.dtype === 'bool' ? `select(0u, 1u, ${value} != 0.0)` : value};`]);
+  },
+});

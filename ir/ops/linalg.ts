@@ -1,0 +1,107 @@
+// matmul (batched, batch dims broadcast, operand transposes as attrs) and embedding (row gather).
+
+import { KilnError } from '../errors.ts';
+import { allocData } from '../host.ts';
+import { registerOp } from '../registry.ts';
+import { type Shape, type TensorType, broadcastShapes, formatType, numel } from '../types.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, tensorArg, tensorData } from './check.ts';
+import { embeddingKernel, matmulKernel } from './linalg.wgsl.ts';
+
+export interface MatmulDims {
+  batch: number[];
+  m: number;
+  k: number;
+  n: number;
+}
+
+/** matmul(a, b) {transposeA, transposeB}: a is [..., M, K] (or [..., K, M] transposed), b is [..., K, N] (or [..., N, K]). */
+export function matmulDims(a: TensorType, b: TensorType, transposeA: boolean, transposeB: boolean): MatmulDims {
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new KilnError('KILN_E001', `matmul needs operands of rank 2 or more, got ${formatType(a)} and ${formatType(b)}`);
+  }
+  const [a0, a1] = a.shape.slice(-2);
+  const [b0, b1] = b.shape.slice(-2);
+  const [m, ka] = transposeA ? [a1, a0] : [a0, a1];
+  const [kb, n] = transposeB ? [b1, b0] : [b0, b1];
+  const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  if (ka !== kb || !batch) {
+    const ta = transposeA ? ' (transposed)' : '';
+    const tb = transposeB ? ' (transposed)' : '';
+    throw new KilnError('KILN_E001', `matmul shapes do not match: ${formatType(a)}${ta} @ ${formatType(b)}${tb}`);
+  }
+  return { batch, m, k: ka, n };
+}
+
+registerOp({
+  name: 'matmul',
+  infer(inputs, attrs) {
+    arity('matmul', inputs, 2);
+    const a = tensorArg('matmul', inputs, 0);
+    const b = tensorArg('matmul', inputs, 1);
+    expectDType('matmul', a, 'f32');
+    expectDType('matmul', b, 'f32');
+    const { batch, m, n } = matmulDims(a, b, boolAttr('matmul', attrs, 'transposeA', false), boolAttr('matmul', attrs, 'transposeB', false));
+    return { dtype: 'f32', shape: [...batch, m, n] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const [a, b] = inputs;
+    if (typeof a === 'number' || typeof b === 'number') throw new Error('matmul of a scalar');
+    const ta = boolAttr('matmul', attrs, 'transposeA', false);
+    const tb = boolAttr('matmul', attrs, 'transposeB', false);
+    const { batch, m, k, n } = matmulDims(a.type, b.type, ta, tb);
+    const nb = numel(batch);
+    // Offset of each batch's matrix in a and b, by broadcasting batch indices.
+    const aBatch = broadcastIndex(batch, a.type.shape.slice(0, -2) as Shape);
+    const bBatch = broadcastIndex(batch, b.type.shape.slice(0, -2) as Shape);
+    const result = allocData('f32', numel(out.shape), precision);
+    const ad = a.data;
+    const bd = b.data;
+    const [aRow, aCol] = ta ? [1, m] : [k, 1];
+    const [bRow, bCol] = tb ? [1, k] : [n, 1];
+    const row = new Float64Array(n);
+    for (let p = 0; p < nb; p++) {
+      const ao = aBatch[p] * m * k;
+      const bo = bBatch[p] * k * n;
+      for (let i = 0; i < m; i++) {
+        row.fill(0);
+        for (let kk = 0; kk < k; kk++) {
+          const av = ad[ao + i * aRow + kk * aCol];
+          if (av === 0) continue;
+          const bBase = bo + kk * bRow;
+          for (let j = 0; j < n; j++) row[j] += av * bd[bBase + j * bCol];
+        }
+        result.set(row, (p * m + i) * n);
+      }
+    }
+    return result;
+  },
+  wgsl: matmulKernel,
+});
+
+// embedding(weight[V, C], idx[...]): weight rows gathered by index, shape [..., C].
+registerOp({
+  name: 'embedding',
+  infer(inputs) {
+    arity('embedding', inputs, 2);
+    const w = tensorArg('embedding', inputs, 0);
+    const idx = tensorArg('embedding', inputs, 1);
+    expectDType('embedding', w, 'f32');
+    expectDType('embedding', idx, 'i32');
+    if (w.shape.length !== 2) throw new KilnError('KILN_E001', `embedding weight must be [num, dim], got ${formatType(w)}`);
+    return { dtype: 'f32', shape: [...idx.shape, w.shape[1]] };
+  },
+  cpu(inputs, _attrs, out, precision) {
+    const w = inputs[0];
+    if (typeof w === 'number') throw new Error('embedding of a scalar');
+    const idx = tensorData(inputs[1]);
+    const [rows, c] = w.type.shape;
+    const result = allocData('f32', numel(out.shape), precision);
+    for (let i = 0; i < idx.length; i++) {
+      const r = idx[i];
+      if (r < 0 || r >= rows) throw new KilnError('KILN_E011', `embedding index ${r} is outside [0, ${rows})`);
+      for (let j = 0; j < c; j++) result[i * c + j] = w.data[r * c + j];
+    }
+    return result;
+  },
+  wgsl: embeddingKernel,
+});

@@ -1,0 +1,172 @@
+// Reductions and row-wise ops: sum, mean, amax over dims; softmax; layer_norm; cross_entropy.
+
+import { KilnError } from '../errors.ts';
+import type { Attrs } from '../graph.ts';
+import { type HostData, allocData } from '../host.ts';
+import { type CpuOperand, registerOp } from '../registry.ts';
+import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
+import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
+import { crossEntropyKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
+
+function tensorIn(inputs: readonly CpuOperand[], i: number): { type: TensorType; data: HostData } {
+  const x = inputs[i];
+  if (typeof x === 'number') throw new Error('expected a tensor');
+  return x;
+}
+
+/** Reduced dims of a sum/mean/amax node, normalized and sorted. */
+export function reducedDims(op: string, attrs: Attrs, rank: number): number[] {
+  const raw = attrs.dims;
+  if (!Array.isArray(raw) || raw.length === 0) throw new KilnError('KILN_E011', `${op} needs a non-empty dims list`);
+  const dims = raw.map((d) => normalizeDim(d, rank));
+  if (dims.some((d) => d === null)) throw new KilnError('KILN_E011', `${op} dims ${JSON.stringify(raw)} out of range for rank ${rank}`);
+  return [...new Set(dims as number[])].sort((a, b) => a - b);
+}
+
+function reduceOp(name: string, init: number, combine: (acc: number, x: number) => number, finish: (acc: number, n: number) => number): void {
+  registerOp({
+    name,
+    infer(inputs, attrs) {
+      arity(name, inputs, 1);
+      const x = tensorArg(name, inputs, 0);
+      expectDType(name, x, 'f32', 'i32');
+      const dims = reducedDims(name, attrs, x.shape.length);
+      const keep = boolAttr(name, attrs, 'keepdim', false);
+      const shape = keep ? x.shape.map((d, i) => (dims.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !dims.includes(i));
+      return { dtype: name === 'mean' ? 'f32' : x.dtype, shape };
+    },
+    cpu(inputs, attrs, out, precision) {
+      const x = tensorIn(inputs, 0);
+      const shape = x.type.shape;
+      const dims = reducedDims(name, attrs, shape.length);
+      const result = allocData(out.dtype, numel(out.shape), precision);
+      const acc = new Float64Array(result.length).fill(init);
+      const count = dims.reduce((n, d) => n * shape[d], 1);
+      // Output index of each input element: drop the reduced dims' coordinates.
+      const idx = new Array<number>(shape.length).fill(0);
+      for (let i = 0; i < x.data.length; i++) {
+        let o = 0;
+        for (let d = 0; d < shape.length; d++) if (!dims.includes(d)) o = o * shape[d] + idx[d];
+        acc[o] = combine(acc[o], x.data[i]);
+        for (let d = shape.length - 1; d >= 0; d--) {
+          if (++idx[d] < shape[d]) break;
+          idx[d] = 0;
+        }
+      }
+      for (let o = 0; o < result.length; o++) result[o] = finish(acc[o], count);
+      return result;
+    },
+    wgsl: reduceKernel(name),
+  });
+}
+reduceOp('sum', 0, (a, x) => a + x, (a) => a); // {dims, keepdim}
+reduceOp('mean', 0, (a, x) => a + x, (a, n) => a / n);
+reduceOp('amax', -Infinity, (a, x) => Math.max(a, x), (a) => a);
+
+// softmax(x) {dim}: exp(x - max) / sum, along any dim.
+registerOp({
+  name: 'softmax',
+  infer(inputs, attrs) {
+    arity('softmax', inputs, 1);
+    const x = tensorArg('softmax', inputs, 0);
+    expectDType('softmax', x, 'f32');
+    dimAttr('softmax', attrs, 'dim', x.shape.length);
+    return { dtype: 'f32', shape: [...x.shape] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const x = tensorIn(inputs, 0);
+    const dim = dimAttr('softmax', attrs, 'dim', x.type.shape.length);
+    const { outer, size, inner } = splitAround(x.type.shape, dim);
+    const result = allocData('f32', numel(out.shape), precision);
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < inner; j++) {
+        const at = (k: number) => o * size * inner + k * inner + j;
+        let max = -Infinity;
+        for (let k = 0; k < size; k++) max = Math.max(max, x.data[at(k)]);
+        let sum = 0;
+        for (let k = 0; k < size; k++) sum += Math.exp(x.data[at(k)] - max);
+        for (let k = 0; k < size; k++) result[at(k)] = Math.exp(x.data[at(k)] - max) / sum;
+      }
+    }
+    return result;
+  },
+  wgsl: softmaxKernel,
+});
+
+// layer_norm(x, weight, bias?) {eps}: normalize over the last dim (nanoGPT's LayerNorm, bias optional).
+registerOp({
+  name: 'layer_norm',
+  infer(inputs, attrs) {
+    arity('layer_norm', inputs, 2, 3);
+    const x = tensorArg('layer_norm', inputs, 0);
+    expectDType('layer_norm', x, 'f32');
+    numAttr('layer_norm', attrs, 'eps');
+    const c = x.shape[x.shape.length - 1];
+    for (let i = 1; i < inputs.length; i++) {
+      const p = tensorArg('layer_norm', inputs, i);
+      expectDType('layer_norm', p, 'f32');
+      if (!sameShape(p.shape, [c])) throw new KilnError('KILN_E001', `layer_norm ${i === 1 ? 'weight' : 'bias'} is ${formatType(p)}, expected f32[${c}] for input ${formatType(x)}`);
+    }
+    return { dtype: 'f32', shape: [...x.shape] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const x = tensorIn(inputs, 0);
+    const w = tensorIn(inputs, 1).data;
+    const b = inputs.length > 2 ? tensorIn(inputs, 2).data : null;
+    const eps = attrs.eps as number;
+    const c = x.type.shape[x.type.shape.length - 1];
+    const result = allocData('f32', numel(out.shape), precision);
+    for (let r = 0; r < result.length / c; r++) {
+      let mean = 0;
+      for (let k = 0; k < c; k++) mean += x.data[r * c + k];
+      mean /= c;
+      let variance = 0;
+      for (let k = 0; k < c; k++) variance += (x.data[r * c + k] - mean) ** 2;
+      variance /= c;
+      const inv = 1 / Math.sqrt(variance + eps);
+      for (let k = 0; k < c; k++) result[r * c + k] = (x.data[r * c + k] - mean) * inv * w[k] + (b ? b[k] : 0);
+    }
+    return result;
+  },
+  wgsl: layerNormKernel,
+});
+
+// cross_entropy(logits[N,C], targets[N]) {ignoreIndex}: mean of -log softmax at the target, over kept rows.
+registerOp({
+  name: 'cross_entropy',
+  infer(inputs, attrs) {
+    arity('cross_entropy', inputs, 2);
+    const logits = tensorArg('cross_entropy', inputs, 0);
+    const targets = tensorArg('cross_entropy', inputs, 1);
+    expectDType('cross_entropy', logits, 'f32');
+    expectDType('cross_entropy', targets, 'i32');
+    intAttr('cross_entropy', attrs, 'ignoreIndex', -100);
+    if (logits.shape.length !== 2 || targets.shape.length !== 1 || logits.shape[0] !== targets.shape[0]) {
+      throw new KilnError('KILN_E001', `cross_entropy expects logits [N,C] and targets [N], got ${formatType(logits)} and ${formatType(targets)}`);
+    }
+    return { dtype: 'f32', shape: [] };
+  },
+  cpu(inputs, attrs, _out, precision) {
+    const logits = tensorIn(inputs, 0);
+    const targets = tensorIn(inputs, 1).data;
+    const ignore = intAttr('cross_entropy', attrs, 'ignoreIndex', -100);
+    const [n, c] = logits.type.shape;
+    let total = 0;
+    let kept = 0;
+    for (let r = 0; r < n; r++) {
+      const t = targets[r];
+      if (t === ignore) continue;
+      if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
+      let max = -Infinity;
+      for (let k = 0; k < c; k++) max = Math.max(max, logits.data[r * c + k]);
+      let sum = 0;
+      for (let k = 0; k < c; k++) sum += Math.exp(logits.data[r * c + k] - max);
+      total += Math.log(sum) + max - logits.data[r * c + t];
+      kept++;
+    }
+    const result = allocData('f32', 1, precision);
+    result[0] = total / kept; // NaN when every target is ignored, as PyTorch
+    return result;
+  },
+  wgsl: crossEntropyKernel,
+});

@@ -1,0 +1,188 @@
+// WGSL lowerings of the reductions and row ops (the entries live in reduce.ts). Each output element
+// (or row) gets one workgroup; its invocations stride over the reduced elements and combine through
+// a workgroup tree reduction, accumulating in f32 (i32 for integer sum/amax).
+
+import type { KernelPlan, KernelRequest } from '../kernel.ts';
+import { type DType, type TensorType, numel, stridesOf } from '../types.ts';
+import { dimAttr, intAttr, numAttr, splitAround } from './check.ts';
+import { reducedDims } from './reduce.ts';
+import { F32_MAX, constDecl, coordLines, indent, listParams, offsetExpr, reduceDecl, wgslLiteral, workgroupReduce } from './wgsl.ts';
+
+/** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
+function groupFor(size: number): number {
+  return size >= 1024 ? 256 : 64;
+}
+
+/** Adjacent dims of equal kind (kept or reduced) merged into one; size-1 dims dropped. */
+function mergeDims(shape: readonly number[], reduced: readonly number[]): { kept: Dim[]; red: Dim[] } {
+  const strides = stridesOf(shape);
+  const kept: Dim[] = [];
+  const red: Dim[] = [];
+  let last: Dim[] | null = null;
+  shape.forEach((size, d) => {
+    if (size === 1) return;
+    const list = reduced.includes(d) ? red : kept;
+    const prev = list[list.length - 1];
+    // Dims are contiguous within a group when nothing of the other kind sat between them.
+    if (last === list && prev) list[list.length - 1] = { size: prev.size * size, stride: strides[d] };
+    else list.push({ size, stride: strides[d] });
+    last = list;
+  });
+  return { kept, red };
+}
+interface Dim {
+  size: number;
+  stride: number;
+}
+
+interface Reduction {
+  acc: 'f32' | 'i32';
+  init: string;
+  combine: (a: string, b: string) => string;
+  finish: (total: string) => string;
+}
+
+function reduction(op: string, inDType: DType): Reduction {
+  const acc = op !== 'mean' && inDType === 'i32' ? 'i32' : 'f32';
+  if (op === 'amax') return { acc, init: acc === 'i32' ? wgslLiteral(-2147483648, 'i32') : wgslLiteral(-F32_MAX, 'f32'), combine: (a, b) => `max(${a}, ${b})`, finish: (t) => t };
+  const finish = op === 'mean' ? (t: string) => `${t} / f32(params.count)` : (t: string) => t;
+  return { acc, init: acc === 'i32' ? '0' : '0.0', combine: (a, b) => `(${a} + ${b})`, finish };
+}
+
+/** sum/mean/amax over any dims: one workgroup per output element. */
+export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
+  return (req) => {
+    const x = req.inputs[0] as TensorType;
+    const { kept, red } = mergeDims(x.shape, reducedDims(op, req.attrs, x.shape.length));
+    const r = reduction(op, x.dtype);
+    const count = numel(red.map((d) => d.size));
+    const group = groupFor(count);
+    const read = r.acc === x.dtype ? 'x[at]' : `f32(x[at])`;
+    const body = [
+      ...coordLines('wid', kept.length, 'kept_shape', 'k'),
+      `let base = ${offsetExpr(kept.length, 'k', 'kept_stride')};`,
+      `var acc: ${r.acc} = ${r.init};`,
+      `for (var e = lid; e < params.count; e = e + ${group}u) {`,
+      indent(coordLines('e', red.length, 'red_shape', 'r')),
+      `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
+      `  acc = ${r.combine('acc', read)};`,
+      '}',
+      workgroupReduce('partial', group, 'acc', r.combine, 'total'),
+      `if (lid == 0u) { out[wid] = ${r.finish('total')}; }`,
+    ];
+    return {
+      inputNames: ['x'],
+      params: {
+        count,
+        ...listParams('kept_shape', kept.map((d) => d.size)),
+        ...listParams('kept_stride', kept.map((d) => d.stride)),
+        ...listParams('red_shape', red.map((d) => d.size)),
+        ...listParams('red_stride', red.map((d) => d.stride)),
+      },
+      decls: reduceDecl('partial', r.acc, group),
+      body: indent(body),
+      workgroupSize: group,
+      workgroups: numel(req.out.shape),
+    };
+  };
+}
+
+const SENTINEL = wgslLiteral(-F32_MAX, 'f32');
+
+/** softmax along any dim: one workgroup per row; max, sum of exp, then the normalized write. */
+export function softmaxKernel(req: KernelRequest): KernelPlan {
+  const x = req.inputs[0] as TensorType;
+  const { outer, size, inner } = splitAround(x.shape, dimAttr('softmax', req.attrs, 'dim', x.shape.length));
+  const group = groupFor(size);
+  const loop = (stmt: string) => `for (var e = lid; e < params.size; e = e + ${group}u) { ${stmt} }`;
+  const body = [
+    '// Row wid: elements base + e * inner for e < size.',
+    'let base = (wid / params.inner) * params.size * params.inner + wid % params.inner;',
+    `var row_max = ${SENTINEL};`,
+    loop('row_max = max(row_max, x[base + e * params.inner]);'),
+    workgroupReduce('partial', group, 'row_max', (a, b) => `max(${a}, ${b})`, 'max_all'),
+    'var row_sum = 0.0;',
+    loop('row_sum = row_sum + exp(x[base + e * params.inner] - max_all);'),
+    workgroupReduce('partial', group, 'row_sum', (a, b) => `(${a} + ${b})`, 'sum_all'),
+    loop('let at = base + e * params.inner; out[at] = exp(x[at] - max_all) / sum_all;'),
+  ];
+  return {
+    inputNames: ['x'],
+    params: { size, inner },
+    decls: reduceDecl('partial', 'f32', group),
+    body: indent(body),
+    workgroupSize: group,
+    workgroups: outer * inner,
+  };
+}
+
+/** layer_norm over the last dim: one workgroup per row, mean then variance (two passes, f32). */
+export function layerNormKernel(req: KernelRequest): KernelPlan {
+  const x = req.inputs[0] as TensorType;
+  const c = x.shape[x.shape.length - 1];
+  const hasBias = req.inputs.length > 2;
+  const group = groupFor(c);
+  const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+  const add = (a: string, b: string) => `(${a} + ${b})`;
+  const body = [
+    'let base = wid * params.c;',
+    'var part = 0.0;',
+    loop('part = part + x[base + e];'),
+    workgroupReduce('partial', group, 'part', add, 'total'),
+    'let mean = total / f32(params.c);',
+    'var part_sq = 0.0;',
+    loop('let d = x[base + e] - mean; part_sq = part_sq + d * d;'),
+    workgroupReduce('partial', group, 'part_sq', add, 'total_sq'),
+    'let inv_std = inverseSqrt(total_sq / f32(params.c) + EPS);',
+    loop(`out[base + e] = (x[base + e] - mean) * inv_std * weight[e]${hasBias ? ' + bias[e]' : ''};`),
+  ];
+  return {
+    inputNames: hasBias ? ['x', 'weight', 'bias'] : ['x', 'weight'],
+    params: { c },
+    decls: [constDecl('EPS', 'f32', numAttr('layer_norm', req.attrs, 'eps')), reduceDecl('partial', 'f32', group)].join('\n'),
+    body: indent(body),
+    workgroupSize: group,
+    workgroups: c === 0 ? 0 : numel(x.shape) / c,
+  };
+}
+
+const CE_GROUP = 256;
+
+/**
+ * cross_entropy in one workgroup: each invocation takes rows lid, lid + 256, ..., computes their
+ * logsumexp serially, and the workgroup sums losses and kept-row counts. Fine for small vocabularies;
+ * a row-parallel pair of kernels is the follow-up for GPT-2-sized ones.
+ */
+export function crossEntropyKernel(req: KernelRequest): KernelPlan {
+  const [rows, c] = (req.inputs[0] as TensorType).shape;
+  const add = (a: string, b: string) => `(${a} + ${b})`;
+  const body = [
+    'var loss = 0.0;',
+    'var kept = 0.0;',
+    `for (var row = lid; row < params.rows; row = row + ${CE_GROUP}u) {`,
+    '  let label = targets[row];',
+    '  if (label != IGNORE_INDEX) {',
+    '    let base = row * params.c;',
+    `    var row_max = ${SENTINEL};`,
+    '    for (var e = 0u; e < params.c; e = e + 1u) { row_max = max(row_max, logits[base + e]); }',
+    '    var row_sum = 0.0;',
+    '    for (var e = 0u; e < params.c; e = e + 1u) { row_sum = row_sum + exp(logits[base + e] - row_max); }',
+    '    let picked = logits[base + u32(clamp(label, 0, i32(params.c) - 1))];',
+    '    loss = loss + log(row_sum) + row_max - picked;',
+    '    kept = kept + 1.0;',
+    '  }',
+    '}',
+    workgroupReduce('partial', CE_GROUP, 'loss', add, 'loss_all'),
+    workgroupReduce('partial', CE_GROUP, 'kept', add, 'kept_all'),
+    '// Every row ignored: 0 / 0, which PyTorch reports as NaN; WGSL promises no NaN, so do not rely on it.',
+    'if (lid == 0u) { out[0] = loss_all / kept_all; }',
+  ];
+  return {
+    inputNames: ['logits', 'targets'],
+    params: { rows, c },
+    decls: [constDecl('IGNORE_INDEX', 'i32', intAttr('cross_entropy', req.attrs, 'ignoreIndex', -100)), reduceDecl('partial', 'f32', CE_GROUP)].join('\n'),
+    body: indent(body),
+    workgroupSize: CE_GROUP,
+    workgroups: 1,
+  };
+}

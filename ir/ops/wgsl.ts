@@ -1,0 +1,194 @@
+// WGSL text helpers shared by the op lowerings: literals, typed loads and stores, index arithmetic
+// from shapes in the `params` uniform, workgroup reductions, and the two generic kernels
+// (elementwise with broadcasting, strided copy). Pure string builders: nothing here touches a GPU.
+
+import { KilnError } from '../errors.ts';
+import type { KernelPlan, KernelRequest } from '../kernel.ts';
+import type { ScalarFn } from '../registry.ts';
+import { type DType, type Shape, type TensorType, numel, sameShape, stridesOf } from '../types.ts';
+
+/** The largest finite f32: WGSL does not promise infinities, so -Infinity becomes -F32_MAX. */
+export const F32_MAX = 3.4028234663852886e38;
+
+/** How a dtype is stored in a buffer: bool is a u32 holding 0 or 1. */
+export function storageType(dtype: DType): 'f32' | 'i32' | 'u32' {
+  return dtype === 'bool' ? 'u32' : dtype;
+}
+
+/** The WGSL type of a value of this dtype once loaded. */
+export function valueType(dtype: DType): 'f32' | 'i32' | 'bool' {
+  return dtype;
+}
+
+/** A WGSL literal of a dtype; infinities clamp to the finite f32 range. */
+export function wgslLiteral(v: number, dtype: DType): string {
+  if (Number.isNaN(v)) throw new KilnError('KILN_E011', 'a NaN constant cannot be lowered to WGSL');
+  if (dtype === 'bool') return v ? 'true' : 'false';
+  if (dtype === 'i32') {
+    const i = Math.trunc(v);
+    if (i < -2147483648 || i > 2147483647) throw new KilnError('KILN_E011', `the constant ${v} does not fit in i32`);
+    return i === -2147483648 ? '(-2147483647 - 1)' : `${i}`; // -2147483648 alone is out of range before the minus
+  }
+  const f = Math.min(Math.max(v, -F32_MAX), F32_MAX);
+  const s = String(f);
+  return /[.eE]/.test(s) ? s : `${s}.0`;
+}
+
+export function constDecl(name: string, dtype: DType, v: number): string {
+  return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};`;
+}
+
+/** Reads element `index` of binding `name` as a value of `dtype`. */
+export function load(name: string, dtype: DType, index: string): string {
+  return dtype === 'bool' ? `(${name}[${index}] != 0u)` : `${name}[${index}]`;
+}
+
+/** Converts a value of `dtype` to what its buffer stores. */
+export function store(dtype: DType, value: string): string {
+  return dtype === 'bool' ? `select(0u, 1u, ${value})` : value;
+}
+
+/** Params `${prefix}0..` holding each entry of `values` (shapes, strides). */
+export function listParams(prefix: string, values: readonly number[]): Record<string, number> {
+  return Object.fromEntries(values.map((v, d) => [`${prefix}${d}`, v]));
+}
+
+/**
+ * Lines that split the flat index `index` into coordinates `${coord}0..` over the shape held in
+ * params `${shape}0..` (row-major, last dim fastest).
+ */
+export function coordLines(index: string, rank: number, shape: string, coord: string): string[] {
+  if (rank === 0) return [];
+  if (rank === 1) return [`let ${coord}0 = ${index};`];
+  const lines = [`var ${coord}_rest = ${index};`];
+  for (let d = rank - 1; d > 0; d--) {
+    lines.push(`let ${coord}${d} = ${coord}_rest % params.${shape}${d};`, `${coord}_rest = ${coord}_rest / params.${shape}${d};`);
+  }
+  lines.push(`let ${coord}0 = ${coord}_rest;`);
+  return lines;
+}
+
+/** `c0 * params.s0 + c1 * params.s1 ...`, or `0u` for rank 0. */
+export function offsetExpr(rank: number, coord: string, stride: string): string {
+  if (rank === 0) return '0u';
+  return [...Array(rank).keys()].map((d) => `${coord}${d} * params.${stride}${d}`).join(' + ');
+}
+
+/** Strides that read `inShape` broadcast into `outShape` (0 along broadcast dims). */
+export function broadcastStrides(outShape: Shape, inShape: Shape): number[] {
+  const strides = stridesOf(inShape);
+  const lead = outShape.length - inShape.length;
+  return outShape.map((_, d) => (d < lead || inShape[d - lead] === 1 ? 0 : strides[d - lead]));
+}
+
+export function groupsFor(n: number, workgroupSize: number): number {
+  return Math.ceil(n / workgroupSize);
+}
+
+/** Workgroup memory for `workgroupReduce`. */
+export function reduceDecl(name: string, type: string, size: number): string {
+  return `var<workgroup> ${name}: array<${type}, ${size}>;`;
+}
+
+/**
+ * A tree reduction of each invocation's `value` over a power-of-two workgroup; every invocation
+ * gets the result in `let ${result}`. Barriers sit in uniform control flow; `scratch` is reusable after.
+ */
+export function workgroupReduce(scratch: string, size: number, value: string, combine: (a: string, b: string) => string, result: string): string {
+  if (size & (size - 1)) throw new Error(`workgroup reductions need a power-of-two size, got ${size}`);
+  return `${scratch}[lid] = ${value};
+  workgroupBarrier();
+  for (var stride = ${size / 2}u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { ${scratch}[lid] = ${combine(`${scratch}[lid]`, `${scratch}[lid + stride]`)}; }
+    workgroupBarrier();
+  }
+  let ${result} = ${scratch}[0];
+  workgroupBarrier();`;
+}
+
+/** Indents each line of a block of statements for a readable kernel body. */
+export function indent(lines: readonly string[], by = '  '): string {
+  return lines.map((l) => by + l).join('\n');
+}
+
+const OPERAND_NAMES = ['a', 'b', 'c', 'd', 'e', 'f'];
+const ELEMENTWISE_GROUP = 256;
+
+/** The dtype of a scalar literal operand: the value dtype, or the tensors' dtype for ops giving bool. */
+function scalarDType(req: KernelRequest): DType {
+  if (req.out.dtype !== 'bool') return req.out.dtype;
+  const t = req.inputs.find((x): x is TensorType => typeof x !== 'number');
+  return t ? t.dtype : 'bool';
+}
+
+/**
+ * An elementwise kernel with NumPy broadcasting: one invocation per output element. Operands of the
+ * output's shape read at `gid`; broadcast ones through strides in params; scalars are named consts.
+ */
+export function elementwiseKernel(req: KernelRequest, scalar: ScalarFn): KernelPlan {
+  const { out } = req;
+  const rank = out.shape.length;
+  const inputNames: string[] = [];
+  const consts: string[] = [];
+  const lines: string[] = [];
+  const params: Record<string, number> = { n: numel(out.shape) };
+  const strided: Record<string, number> = {};
+  const args = req.inputs.map((x, i) => {
+    const name = OPERAND_NAMES[i];
+    if (typeof x === 'number') {
+      consts.push(constDecl(name, scalarDType(req), x));
+      return name;
+    }
+    inputNames.push(name);
+    if (sameShape(x.shape, out.shape)) return load(name, x.dtype, 'gid');
+    Object.assign(strided, listParams(`${name}_stride`, broadcastStrides(out.shape, x.shape)));
+    lines.push(`let ${name}_at = ${offsetExpr(rank, 'i', `${name}_stride`)};`);
+    return load(name, x.dtype, `${name}_at`);
+  });
+  if (lines.length > 0) {
+    Object.assign(params, listParams('shape', out.shape), strided);
+    lines.unshift(...coordLines('gid', rank, 'shape', 'i'));
+  }
+  lines.push(`out[gid] = ${store(out.dtype, scalar.wgsl(...args))};`);
+  return {
+    inputNames,
+    params,
+    decls: [...consts, scalar.decls ?? ''].filter(Boolean).join('\n'),
+    body: `  if (gid >= params.n) { return; }\n${indent(lines)}`,
+    workgroupSize: ELEMENTWISE_GROUP,
+    workgroups: groupsFor(numel(out.shape), ELEMENTWISE_GROUP),
+  };
+}
+
+/**
+ * Copies input `x` into the output's layout: output element at coordinates i reads x at
+ * `offset + sum(i[d] * srcStrides[d])` (transpose, permute, slice). Bools copy as their u32 words.
+ */
+export function stridedCopyKernel(req: KernelRequest, srcStrides: readonly number[], offset: number): KernelPlan {
+  const rank = req.out.shape.length;
+  const lines = [
+    ...coordLines('gid', rank, 'shape', 'i'),
+    `out[gid] = x[params.offset + ${offsetExpr(rank, 'i', 'src_stride')}];`,
+  ];
+  const n = numel(req.out.shape);
+  return {
+    inputNames: ['x'],
+    params: { n, offset, ...listParams('shape', req.out.shape), ...listParams('src_stride', srcStrides) },
+    body: `  if (gid >= params.n) { return; }\n${indent(lines)}`,
+    workgroupSize: ELEMENTWISE_GROUP,
+    workgroups: groupsFor(n, ELEMENTWISE_GROUP),
+  };
+}
+
+/** A kernel that writes each output element from its index alone (full, arange, tril/triu masks). */
+export function generateKernel(out: TensorType, params: Record<string, number>, inputNames: string[], decls: string, lines: string[]): KernelPlan {
+  const n = numel(out.shape);
+  return {
+    inputNames,
+    params: { n, ...params },
+    decls,
+    body: `  if (gid >= params.n) { return; }\n${indent(lines)}`,
+    workgroupSize: ELEMENTWISE_GROUP,
+    workgroups: groupsFor(n, ELEMENTWISE_GROUP),
+  };
+}

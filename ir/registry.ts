@@ -1,0 +1,67 @@
+// The op registry: one entry per op holds its type rule, its CPU reference and its WGSL lowering.
+// Adding an op is adding one entry (see ir/ops/); nothing else in kiln switches on op names.
+
+import { KilnError, type SourceLoc } from './errors.ts';
+import type { Attrs } from './graph.ts';
+import type { HostData, HostTensor, Precision } from './host.ts';
+import type { KernelPlan, KernelRequest } from './kernel.ts';
+import type { TensorType } from './types.ts';
+
+/** A node input as the type rule sees it: a tensor type, or a scalar literal's value. */
+export type OperandType = TensorType | number;
+/** A node input as the CPU reference sees it. */
+export type CpuOperand = HostTensor | number;
+
+/** How an elementwise op computes one element; codegen and the CPU reference share it. */
+export interface ScalarFn {
+  /** JS on numbers (bools as 0/1). */
+  readonly js: (...args: number[]) => number;
+  /** WGSL expression over the argument expressions. */
+  readonly wgsl: (...args: string[]) => string;
+  /** Module-scope WGSL the expression needs (e.g. an `erf` function). */
+  readonly decls?: string;
+}
+
+export interface OpDef {
+  readonly name: string;
+  /** Leaf ops read the outside world (model inputs, parameters, buffers); the runtime feeds them. */
+  readonly leaf?: boolean;
+  /** The node's type is stored in attrs `dtype` and `shape` (leaves, constants); the printer shows it once. */
+  readonly typeInAttrs?: boolean;
+  /** The output is input 0's storage seen with another shape (reshape, identity dropout): no kernel. */
+  readonly alias?: (attrs: Attrs) => boolean;
+  /** Operands may be swapped (the pattern matcher tries both orders). */
+  readonly commutative?: boolean;
+  /** Elementwise ops give their scalar function; the generic machinery builds cpu and wgsl from it. */
+  readonly scalar?: ScalarFn;
+  /** Type rule; throws KilnError (E001/E002/E011) on bad inputs. */
+  infer(inputs: readonly OperandType[], attrs: Attrs): TensorType;
+  /** CPU reference in the requested precision. */
+  cpu(inputs: readonly CpuOperand[], attrs: Attrs, out: TensorType, precision: Precision): HostData;
+  /** WGSL lowering: absent only for leaves and aliases. */
+  readonly wgsl?: (req: KernelRequest) => KernelPlan;
+}
+
+const registry = new Map<string, OpDef>();
+
+export function registerOp(def: OpDef): OpDef {
+  if (registry.has(def.name)) throw new Error(`op ${def.name} registered twice`);
+  registry.set(def.name, def);
+  return def;
+}
+
+export function getOp(name: string, loc?: SourceLoc): OpDef {
+  const def = registry.get(name);
+  if (!def) {
+    throw new KilnError('KILN_E004', `unknown op "${name}"; known ops: ${[...registry.keys()].sort().join(', ')}`, loc);
+  }
+  return def;
+}
+
+export function hasOp(name: string): boolean {
+  return registry.has(name);
+}
+
+export function allOps(): OpDef[] {
+  return [...registry.values()];
+}

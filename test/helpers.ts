@@ -1,0 +1,32 @@
+// Shared test helpers: the PyTorch fixtures, and the error measure the fixtures' README defines.
+
+import { fileURLToPath } from 'node:url';
+import { readCheckpoint } from '../compiler/checkpoint.ts';
+import type { HostData, HostTensor } from '../ir/host.ts';
+
+export const FIXTURE_DIR = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
+export const FIXTURE_WEIGHTS = FIXTURE_DIR + 'shared_b2_t24.weights.safetensors';
+export const FIXTURE_EXPECTED = FIXTURE_DIR + 'shared_b2_t24.expected.safetensors';
+
+export async function loadFixture(): Promise<{ weights: Map<string, HostTensor>; config: Record<string, unknown>; expected: Map<string, HostTensor> }> {
+  const w = await readCheckpoint(FIXTURE_WEIGHTS);
+  const e = await readCheckpoint(FIXTURE_EXPECTED);
+  return { weights: w.tensors, config: w.config, expected: e.tensors };
+}
+
+/** Max abs error over max abs reference value: the fixtures' "relative" measure. */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} vs ${expected.length}`);
+  let maxErr = 0;
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]);
+    maxErr = Number.isNaN(err) ? Infinity : Math.max(maxErr, err);
+    maxRef = Math.max(maxRef, Math.abs(expected[i]));
+  }
+  return maxErr / (maxRef || 1);
+}
+
+export function asNumbers(d: HostData): Float64Array {
+  return Float64Array.from(d as ArrayLike<number>);
+}
