@@ -32,6 +32,8 @@ class Recorder implements TraceHook {
   readonly graph = new Graph();
   private readonly leaves = new Map<Tensor, Node>();
   private readonly own = new Set<Node>();
+  /** The first value read while tracing, if any. */
+  refusal: KilnError | undefined;
 
   constructor(private readonly stateNames: Map<Tensor, { op: 'param' | 'buffer'; name: string }>) {}
 
@@ -58,6 +60,10 @@ class Recorder implements TraceHook {
     this.own.add(node);
     this.leaves.set(x, node);
     return node;
+  }
+
+  refused(e: KilnError): void {
+    this.refusal ??= e;
   }
 
   record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
@@ -101,6 +107,10 @@ export function traceModule(model: Module & { forward: (...args: never[]) => unk
   } finally {
     setTracer(before);
   }
+  const pending = result instanceof Promise;
+  if (pending) result.then(undefined, () => {}); // reported below, not left unhandled
+  if (rec.refusal) throw rec.refusal;
+  if (pending) throw new KilnError('KILN_E011', 'forward() returned a Promise; kiln traces forward() synchronously, so make it a plain (not async) function');
   const { tree, outputs } = rec.outputs(result);
   if (outputs.length === 0) throw new KilnError('KILN_E011', 'forward() returned no tensors; return a tensor, an array or an object of tensors');
   rec.graph.setOutputs(outputs);

@@ -121,13 +121,26 @@ function parseLoc(comment: string): SourceLoc | undefined {
   return m[4] === undefined ? loc : { ...loc, text: m[4] };
 }
 
+/** Where a line's `  # file:line:col` comment starts: the first "  # " outside a string attribute, or -1. */
+function commentStart(line: string): number {
+  let inString = false;
+  for (let i = 0; i < line.length; i++) {
+    if (inString) {
+      if (line[i] === '\\') i++;
+      else if (line[i] === '"') inString = false;
+    } else if (line[i] === '"') inString = true;
+    else if (line.startsWith('  # ', i)) return i;
+  }
+  return -1;
+}
+
 export function parseGraph(text: string): Graph {
   const graph = new Graph();
   const byId = new Map<number, Node>();
   let sawOutput = false;
   text.split('\n').forEach((raw, i) => {
     if (raw.trim() === '') return;
-    const hash = raw.indexOf('  # ');
+    const hash = commentStart(raw);
     const body = hash >= 0 ? raw.slice(0, hash) : raw;
     const c = new Cursor(body, i + 1);
     const ref = (): Node => {
@@ -140,7 +153,7 @@ export function parseGraph(text: string): Graph {
       const outputs = [];
       while (c.pos < body.trimEnd().length) {
         if (outputs.length) c.eat(',');
-        const name = c.match(/[A-Za-z_][\w.]*/, 'an output name');
+        const name = c.match(/[\w.]+/, 'an output name'); // array outputs are named 0, 1, ...
         c.eat('=');
         outputs.push({ name, node: ref() });
       }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { readCheckpoint } from '../compiler/checkpoint.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 
-export const FIXTURE_DIR = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
+export const FIXTURE_DIR = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const FIXTURE_WEIGHTS = FIXTURE_DIR + 'shared_b2_t24.weights.safetensors';
 export const FIXTURE_EXPECTED = FIXTURE_DIR + 'shared_b2_t24.expected.safetensors';
 

@@ -14,7 +14,7 @@ import {
 } from '../runtime/safetensors.ts';
 
 const FIXTURE = fileURLToPath(
-  new URL('../../shared/fixtures/shared_b2_t24.weights.safetensors', import.meta.url),
+  new URL('./fixtures/shared_b2_t24.weights.safetensors', import.meta.url),
 );
 
 /** A file from a header (object or raw JSON text) and a data section of `dataLen` bytes. */

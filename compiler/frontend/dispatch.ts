@@ -13,6 +13,8 @@ export type Arg = Tensor | number;
 /** The tracer, while one runs: it turns calls into IR nodes. */
 export interface TraceHook {
   record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor;
+  /** A value read while tracing: kept so the trace fails with it even if forward() lost the throw (an async forward rejects instead). */
+  refused(e: KilnError): void;
 }
 
 /** Runs one node eagerly; its inputs are the given tensors, in order, fed as the node's `input` leaves. */
@@ -28,6 +30,12 @@ export function setTracer(t: TraceHook | null): TraceHook | null {
   const before = activeTracer;
   activeTracer = t;
   return before;
+}
+
+/** Tells the running trace, if any, of an E003 refusal before it is thrown. */
+export function reportToTracer(e: KilnError): KilnError {
+  activeTracer?.refused(e);
+  return e;
 }
 
 export function isTracing(): boolean {

@@ -6,6 +6,7 @@ import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
 import { type DType, type Shape, type TensorType, formatType, numel } from '../../ir/types.ts';
 import * as F from './functional.ts';
+import { reportToTracer } from './dispatch.ts';
 import { callerLoc } from './loc.ts';
 
 /** A tensor's data on a device, owned by a runtime backend. */
@@ -71,10 +72,12 @@ export class Tensor {
 
   private refuseWhileTraced(what: string): void {
     if (this.node) {
-      throw new KilnError(
-        'KILN_E003',
-        `${what} reads a tensor's value while tracing (data-dependent control flow); compute it with tensor ops, or move it out of forward()`,
-        callerLoc(),
+      throw reportToTracer(
+        new KilnError(
+          'KILN_E003',
+          `${what} reads a tensor's value while tracing (data-dependent control flow); compute it with tensor ops, or move it out of forward()`,
+          callerLoc(),
+        ),
       );
     }
   }

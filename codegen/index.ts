@@ -1,0 +1,99 @@
+// codegen: IR nodes -> WGSL kernels. Each op's registry entry plans its kernel (ir/ops/*); this
+// folder wraps plans into full modules, validates them, derives their bindings, and orders a graph.
+//
+// API:
+//   lowerNode(node): Kernel | null        one node's kernel; null for leaves and aliases (eager mode)
+//   lowerGraph(graph): Program            kernels in node order, plus storageOf() for alias chains
+//   Kernel.bindings                       from reflecting the generated text: binding 0 is the params
+//                                         uniform, 1..n the read-only inputs (Kernel.inputs, same order),
+//                                         last the read_write `out`
+//   Kernel.params                         the uniform's u32 words (at least 16 bytes, as uniforms need)
+//   Kernel.workgroups                     the dispatch grid, spread over x and y past 65535
+// Running a Program is runtime/webgpu's job (Executor).
+
+import { KilnError } from '../ir/errors.ts';
+import { type Graph, type Node, isNode } from '../ir/graph.ts';
+import type { KernelRequest } from '../ir/kernel.ts';
+import { getOp } from '../ir/registry.ts';
+import { printNode } from '../ir/text.ts';
+import { dispatchShape, moduleText, paramNames } from './module.ts';
+import { type ReflectedBinding, reflectBindings } from './reflect.ts';
+
+export { dispatchShape, MAX_GROUPS_PER_DIM } from './module.ts';
+export type { ReflectedBinding } from './reflect.ts';
+
+export interface Kernel {
+  readonly node: Node;
+  /** The full WGSL module; equal text means a shared pipeline. */
+  readonly code: string;
+  /** `%12 matmul model.ts:58:15`: names pipelines and bind groups so WebGPU messages point back here. */
+  readonly label: string;
+  readonly bindings: readonly ReflectedBinding[];
+  /** The dispatch grid; [0, 0, 0]-free: a kernel with no work has workgroups [0, 1, 1] and is skipped. */
+  readonly workgroups: [number, number, number];
+  readonly params: Uint32Array;
+  /** The tensor operands the kernel reads, in binding order (bindings 1..n). */
+  readonly inputs: readonly Node[];
+}
+
+export interface Program {
+  readonly graph: Graph;
+  readonly kernels: readonly Kernel[];
+  /** The node whose buffer holds this node's value: itself, or the end of its alias chain. */
+  storageOf(node: Node): Node;
+}
+
+/** True when the node gets no kernel: a leaf fed by the runtime, or a view of its input's storage. */
+export function needsNoKernel(node: Node): boolean {
+  const def = getOp(node.op, node.loc);
+  return def.leaf === true || (def.alias?.(node.attrs) ?? false);
+}
+
+export function kernelLabel(node: Node): string {
+  return `%${node.id} ${node.op}${node.loc ? ` ${node.loc.file}:${node.loc.line}:${node.loc.col}` : ''}`;
+}
+
+export function lowerNode(node: Node): Kernel | null {
+  const def = getOp(node.op, node.loc);
+  if (needsNoKernel(node)) return null;
+  if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${printNode(node)})`, node.loc);
+  const req: KernelRequest = { inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type };
+  let plan;
+  try {
+    plan = def.wgsl(req);
+  } catch (e) {
+    throw e instanceof KilnError ? e.at(node.loc) : e;
+  }
+  const inputs = node.inputs.filter(isNode);
+  if (inputs.length !== plan.inputNames.length) {
+    throw new Error(`${node.op} lowering names ${plan.inputNames.length} inputs for ${inputs.length} tensor operands`);
+  }
+  const code = moduleText(node, plan, inputs.map((x, i) => ({ name: plan.inputNames[i], dtype: x.type.dtype })));
+  const bindings = reflectBindings(code, node);
+  const words = paramNames(plan).map((name) => (name === 'groups' ? plan.workgroups : plan.params[name]));
+  for (const [i, w] of words.entries()) {
+    if (!Number.isInteger(w) || w < 0 || w > 0xffffffff) throw new Error(`${node.op} param ${paramNames(plan)[i]} = ${w} is not a u32`);
+  }
+  // Uniform bindings are read in 16-byte units: pad the words to a multiple of four.
+  const params = new Uint32Array(Math.ceil(words.length / 4) * 4);
+  params.set(words);
+  return { node, code, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs };
+}
+
+export function lowerGraph(graph: Graph): Program {
+  const storage = new Map<Node, Node>();
+  const storageOf = (node: Node): Node => storage.get(node) ?? node;
+  const kernels: Kernel[] = [];
+  for (const node of graph.nodes) {
+    const def = getOp(node.op, node.loc);
+    if (def.alias?.(node.attrs)) {
+      const src = node.inputs[0];
+      if (!src || !isNode(src)) throw new KilnError('KILN_E012', `alias ${printNode(node)} needs a tensor input`, node.loc);
+      storage.set(node, storageOf(src));
+      continue;
+    }
+    const kernel = lowerNode(node);
+    if (kernel) kernels.push(kernel);
+  }
+  return { graph, kernels, storageOf };
+}

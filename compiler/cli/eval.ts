@@ -1,0 +1,84 @@
+// kiln eval: a contract outside checks call; keep its flags and behaviour exactly.
+//   kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors
+//     --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]
+
+import { KilnError } from '../../ir/errors.ts';
+import type { HostData } from '../../ir/host.ts';
+import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { hostTensors } from '../checkpoint.ts';
+import { compile } from '../compile.ts';
+import { useBackend } from '../eager.ts';
+import type { BackendName } from '../backends.ts';
+import { Tensor } from '../frontend/tensor.ts';
+import { forwardArgNames } from '../tracer.ts';
+import { stringFlag } from './args.ts';
+import type { Command } from './main.ts';
+import { loadModel } from './model.ts';
+
+export const evalCommand: Command = {
+  spec: {
+    name: 'eval',
+    summary: 'run a model on inputs from a safetensors file and write the named outputs',
+    usage: 'kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]',
+    example: `kiln eval examples/nanogpt/model.ts --weights w.safetensors --inputs in.safetensors --out out.safetensors --outputs logits,loss --config '{"flash":false}'`,
+    positionals: ['MODEL.ts'],
+    flags: [
+      { name: 'weights', kind: 'string', required: true, help: 'checkpoint; its __metadata__.config is the model config' },
+      { name: 'inputs', kind: 'string', required: true, help: "tensors named as forward()'s parameters (idx, targets); others are ignored" },
+      { name: 'out', kind: 'string', required: true, help: 'safetensors file to write the outputs to' },
+      { name: 'outputs', kind: 'string', required: true, help: "comma-separated names of forward()'s returned tensors" },
+      { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
+      { name: 'mode', kind: 'string', choices: ['eager', 'compiled'], default: 'compiled', help: 'op by op, or compile() first' },
+      { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
+    ],
+  },
+
+  async run(args, mod) {
+    const file = args.positionals[0];
+    const { model } = await loadModel('eval', mod, file, stringFlag(args, 'weights'), stringFlag(args, 'config'));
+    const inputsPath = stringFlag(args, 'inputs')!;
+    const inputs = hostTensors(await readSafetensors(inputsPath), inputsPath);
+    const names = forwardArgNames(model.forward);
+    // Missing inputs are left undefined, so forward's defaults apply (targets = null).
+    const forwardArgs = names.map((n) => (inputs.has(n) ? new Tensor(inputs.get(n)!.type, { host: inputs.get(n)! }) : undefined));
+    if (!forwardArgs.some((a) => a)) {
+      throw new KilnError('KILN_E014', `${inputsPath} has none of forward()'s inputs (${names.join(', ')}); it has ${[...inputs.keys()].join(', ') || 'no tensors'}`);
+    }
+
+    const device = stringFlag(args, 'device') as BackendName;
+    let result: unknown;
+    if (stringFlag(args, 'mode') === 'eager') {
+      await useBackend(device);
+      result = (model.forward as (...a: unknown[]) => unknown)(...forwardArgs);
+    } else {
+      result = await (compile(model, { backend: device }) as unknown as (...a: unknown[]) => Promise<unknown>)(...forwardArgs);
+    }
+
+    const wanted = stringFlag(args, 'outputs')!.split(',').map((s) => s.trim()).filter(Boolean);
+    const returned = namedTensors(result);
+    const out = new Map<string, { dtype: 'F32' | 'I32' | 'BOOL'; shape: number[]; data: ArrayBufferView }>();
+    for (const name of wanted) {
+      const t = returned.get(name);
+      if (!t) throw new KilnError('KILN_E014', `forward() returned no tensor "${name}"; it returned ${[...returned.keys()].join(', ') || 'none'}`);
+      out.set(name, serialized(t, await t.data()));
+    }
+    await writeSafetensors(stringFlag(args, 'out')!, out);
+  },
+};
+
+/** forward's tensors by name: object keys, array indices, or "output" for a lone tensor. */
+function namedTensors(result: unknown): Map<string, Tensor> {
+  if (result instanceof Tensor) return new Map([['output', result]]);
+  if (result && typeof result === 'object') {
+    return new Map(Object.entries(result).filter((e): e is [string, Tensor] => e[1] instanceof Tensor));
+  }
+  return new Map();
+}
+
+/** f32 as F32, integers stay I32, bools BOOL; a 0-d tensor is written as [1], as PyTorch's fixtures store a loss. */
+function serialized(t: Tensor, data: HostData): { dtype: 'F32' | 'I32' | 'BOOL'; shape: number[]; data: ArrayBufferView } {
+  const shape = t.shape.length === 0 ? [1] : [...t.shape];
+  if (t.dtype === 'i32') return { dtype: 'I32', shape, data: Int32Array.from(data) };
+  if (t.dtype === 'bool') return { dtype: 'BOOL', shape, data: Uint8Array.from(data) };
+  return { dtype: 'F32', shape, data: Float32Array.from(data) };
+}

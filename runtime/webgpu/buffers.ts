@@ -1,0 +1,101 @@
+// Moving tensors between host and GPU. Every dtype is 4 bytes an element on the GPU: f32, i32, and
+// bool as a u32 holding 0 or 1 (WGSL has no 1-byte storage type).
+
+import { KilnError } from '../../ir/errors.ts';
+import type { Node } from '../../ir/graph.ts';
+import type { HostData, HostTensor } from '../../ir/host.ts';
+import { printNode } from '../../ir/text.ts';
+import { type TensorType, formatType, numel } from '../../ir/types.ts';
+import type { KilnDevice } from './device.ts';
+
+// GPUBufferUsage is a global only once Dawn's globals are installed (getGpu), so it is read on use.
+function storageUsage(): number {
+  return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+}
+
+/** Bytes a tensor of this type occupies on the GPU, at least 4 (WebGPU bindings cannot be empty). */
+export function gpuBytes(type: TensorType): number {
+  return Math.max(4, numel(type.shape) * 4);
+}
+
+function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/**
+ * A storage buffer for a node's value. Too big for this GPU -> KilnError E009 at once, naming the
+ * tensor and its size; an allocation the driver refuses -> E009 at the next check.
+ */
+export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`): GPUBuffer {
+  const size = gpuBytes(node.type);
+  const { maxBufferSize, maxStorageBufferBindingSize } = kdev.limits;
+  const limit = Math.min(maxBufferSize, maxStorageBufferBindingSize);
+  if (size > limit) {
+    const which = maxBufferSize <= maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
+    throw new KilnError('KILN_E009', `${printNode(node)} needs ${formatBytes(size)} (${formatType(node.type)}), more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
+  }
+  return kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${printNode(node)}`, loc: node.loc }, () =>
+    kdev.device.createBuffer({ size, usage: storageUsage(), label }),
+  );
+}
+
+/** Host values as the 4-byte words the GPU stores (f64 narrowed to f32, bool widened to u32). */
+export function toGpuWords(t: HostTensor): Float32Array | Int32Array | Uint32Array {
+  if (t.type.dtype === 'bool') return Uint32Array.from(t.data as Uint8Array);
+  if (t.type.dtype === 'i32') return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
+  return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+}
+
+/** Writes a host tensor into a buffer (queued: it lands before the next submitted work). */
+export function writeTensor(kdev: KilnDevice, buffer: GPUBuffer, t: HostTensor): void {
+  const words = toGpuWords(t);
+  if (words.length > 0) kdev.device.queue.writeBuffer(buffer, 0, words.buffer, words.byteOffset, words.byteLength);
+}
+
+/** A new GPU buffer holding a host tensor: upload parameters once, pass the buffer to every run. */
+export function upload(kdev: KilnDevice, t: HostTensor, label = formatType(t.type)): GPUBuffer {
+  const size = gpuBytes(t.type);
+  if (size > kdev.limits.maxBufferSize) {
+    throw new KilnError('KILN_E009', `a ${formatType(t.type)} tensor needs ${formatBytes(size)}, more than this GPU's maxBufferSize of ${formatBytes(kdev.limits.maxBufferSize)}`);
+  }
+  const buffer = kdev.errors.scoped({ what: `uploading ${label} (${formatBytes(size)})` }, () =>
+    kdev.device.createBuffer({ size, usage: storageUsage(), label }),
+  );
+  writeTensor(kdev, buffer, t);
+  return buffer;
+}
+
+/** Copies a buffer back: f32 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array. Throws any GPU error pending first. */
+export async function readback(kdev: KilnDevice, buffer: GPUBuffer, type: TensorType): Promise<HostData> {
+  await kdev.errors.check();
+  const n = numel(type.shape);
+  if (n === 0) return type.dtype === 'f32' ? new Float32Array(0) : type.dtype === 'i32' ? new Int32Array(0) : new Uint8Array(0);
+  const size = n * 4;
+  const { device } = kdev;
+  const staging = kdev.errors.scoped({ what: `reading back a ${formatType(type)} tensor` }, () => {
+    const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
+    const encoder = device.createCommandEncoder({ label: 'readback' });
+    encoder.copyBufferToBuffer(buffer, 0, staging, 0, size);
+    device.queue.submit([encoder.finish()]);
+    return staging;
+  });
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+  } catch (e) {
+    await kdev.errors.check(); // the cause (device lost, bad copy) is the better error
+    throw new KilnError('KILN_E008', `reading back a ${formatType(type)} tensor failed: ${(e as Error).message}`);
+  }
+  const words = staging.getMappedRange().slice(0);
+  staging.unmap();
+  staging.destroy();
+  await kdev.errors.check();
+  if (type.dtype === 'f32') return new Float32Array(words);
+  if (type.dtype === 'i32') return new Int32Array(words);
+  return Uint8Array.from(new Uint32Array(words), (w) => (w !== 0 ? 1 : 0));
+}

@@ -1,0 +1,107 @@
+// The WebGPU device: found the same way in browsers (navigator.gpu) and Node (the `webgpu` package,
+// Dawn), opened once with the adapter's real limits, and watched so that no GPU error passes silently.
+
+import { KilnError } from '../../ir/errors.ts';
+import { ErrorWatch } from './errors.ts';
+
+// SwiftShader's Vulkan driver, shipped with Chromium: the fallback when no hardware adapter exists.
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+// Limits kiln needs above WebGPU's defaults (8 storage buffers, 128 MiB bindings, 16 KiB workgroup memory).
+const WANTED_LIMITS = [
+  'maxStorageBuffersPerShaderStage',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxUniformBufferBindingSize',
+] as const;
+
+export interface KilnDevice {
+  readonly device: GPUDevice;
+  readonly limits: GPUSupportedLimits;
+  /** The adapter in words, for messages and benchmarks. */
+  readonly description: string;
+  readonly errors: ErrorWatch;
+}
+
+type CreateGpu = (options: string[]) => GPU;
+let nodeCreate: CreateGpu | null = null;
+let gpu: GPU | null = null;
+let current: Promise<KilnDevice> | null = null;
+
+function isNode(): boolean {
+  return typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+}
+
+/** navigator.gpu in browsers; in Node, Dawn from the `webgpu` package with its globals installed. */
+export async function getGpu(): Promise<GPU> {
+  if (gpu) return gpu;
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return (gpu = nav.gpu);
+  if (!isNode()) throw new KilnError('KILN_E007', 'this browser has no WebGPU (navigator.gpu is missing); use a browser with WebGPU enabled');
+  // Dawn warns when XDG_RUNTIME_DIR is unset; it must be set before the first create().
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  const webgpu = await import('webgpu');
+  Object.assign(globalThis, webgpu.globals);
+  nodeCreate = webgpu.create;
+  return (gpu = nodeCreate([]));
+}
+
+async function findAdapter(): Promise<GPUAdapter> {
+  let adapter = await (await getGpu()).requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter && nodeCreate && !process.env.VK_ICD_FILENAMES) {
+    // No hardware Vulkan: Dawn reads VK_ICD_FILENAMES when an instance is created, so a new one sees SwiftShader.
+    process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+    gpu = nodeCreate([]);
+    adapter = await gpu.requestAdapter();
+  }
+  if (!adapter) {
+    const hint = isNode() ? `; for a software GPU: apt-get install chromium libvulkan1 (provides ${SWIFTSHADER_ICD})` : '';
+    throw new KilnError('KILN_E007', `no WebGPU adapter found${hint}`);
+  }
+  return adapter;
+}
+
+async function openDevice(): Promise<KilnDevice> {
+  const adapter = await findAdapter();
+  const requiredLimits: Record<string, number> = {};
+  for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const device = await adapter.requestDevice({ requiredLimits, label: 'kiln' });
+  const info = adapter.info;
+  const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+  const errors = new ErrorWatch(device);
+  void device.lost.then((lost) => {
+    if (current && lost.reason !== 'destroyed') current = null; // the next getDevice() opens a fresh one
+    errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; kiln opens a new device on the next call, re-upload parameters`));
+  });
+  return { device, limits: device.limits, description, errors };
+}
+
+/** The one device kiln uses; opened on first call. */
+export function getDevice(): Promise<KilnDevice> {
+  if (!current) {
+    current = openDevice();
+    current.catch(() => (current = null));
+  }
+  return current;
+}
+
+/**
+ * Destroys the device and drops Dawn's instance so a Node process has nothing left holding it open.
+ * Tests call this in afterAll; a later getDevice() opens a new device.
+ */
+export async function releaseDevice(): Promise<void> {
+  const open = current;
+  current = null;
+  if (open) {
+    const kdev = await open.catch(() => null);
+    kdev?.errors.closing();
+    kdev?.device.destroy();
+  }
+  if (nodeCreate) gpu = null;
+}

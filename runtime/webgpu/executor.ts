@@ -1,0 +1,146 @@
+// Runs a Program: one storage buffer per computed node (aliases share their source's), leaves fed
+// from the caller, every dispatch of a run in one command encoder and one submit.
+
+import { type Kernel, type Program } from '../../codegen/index.ts';
+import { KilnError } from '../../ir/errors.ts';
+import type { Node } from '../../ir/graph.ts';
+import type { HostTensor } from '../../ir/host.ts';
+import { getOp } from '../../ir/registry.ts';
+import { printNode } from '../../ir/text.ts';
+import { formatType, sameType } from '../../ir/types.ts';
+import { allocateFor, gpuBytes, writeTensor } from './buffers.ts';
+import type { KilnDevice } from './device.ts';
+import type { ErrorContext } from './errors.ts';
+import { type GpuPipeline, pipelineFor } from './pipelines.ts';
+
+/** What feeds a leaf: a GPU buffer the caller keeps (cached parameters), or host data to upload. */
+export type Feed = GPUBuffer | HostTensor;
+
+interface Step {
+  kernel: Kernel;
+  pipeline: GpuPipeline;
+  paramsOffset: number;
+  bindGroup: GPUBindGroup | null;
+  boundTo: GPUBuffer[];
+}
+
+function isHostTensor(feed: Feed): feed is HostTensor {
+  return (feed as HostTensor).type !== undefined && (feed as HostTensor).data !== undefined;
+}
+
+export class Executor {
+  /** Buffers of computed nodes, owned by the executor and overwritten by each run. */
+  private readonly owned = new Map<Node, GPUBuffer>();
+  /** Upload buffers for leaves fed host data, reused across runs. */
+  private readonly uploads = new Map<Node, GPUBuffer>();
+  private fed = new Map<Node, GPUBuffer>();
+
+  private constructor(
+    readonly kdev: KilnDevice,
+    readonly program: Program,
+    private readonly steps: Step[],
+    private readonly paramsBuffer: GPUBuffer,
+  ) {}
+
+  /** Compiles every pipeline (a rejected shader throws E010 here) and allocates the buffers. */
+  static async create(kdev: KilnDevice, program: Program): Promise<Executor> {
+    kdev.errors.throwIfFailed();
+    const pipelines = await Promise.all(program.kernels.map((k) => pipelineFor(kdev, k)));
+    // All kernels' params share one uniform buffer, each at an aligned offset, written once.
+    const align = kdev.limits.minUniformBufferOffsetAlignment;
+    let offset = 0;
+    const steps = program.kernels.map((kernel, i) => {
+      const step: Step = { kernel, pipeline: pipelines[i], paramsOffset: offset, bindGroup: null, boundTo: [] };
+      offset += Math.ceil(kernel.params.byteLength / align) * align;
+      return step;
+    });
+    const paramsBuffer = kdev.errors.scoped({ what: 'allocating kernel params' }, () =>
+      kdev.device.createBuffer({ size: Math.max(offset, 16), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln params' }),
+    );
+    for (const step of steps) kdev.device.queue.writeBuffer(paramsBuffer, step.paramsOffset, step.kernel.params.buffer, step.kernel.params.byteOffset, step.kernel.params.byteLength);
+    const executor = new Executor(kdev, program, steps, paramsBuffer);
+    for (const step of steps) executor.owned.set(step.kernel.node, allocateFor(kdev, step.kernel.node, step.kernel.label));
+    return executor;
+  }
+
+  /**
+   * Queues one run: uploads host feeds, records every dispatch, submits once. Returns the graph's
+   * outputs by name. Errors of this run surface at the next `readback` (or `kdev.errors.check()`).
+   * The buffers are the executor's: read them back before the next run overwrites them.
+   */
+  run(feeds: ReadonlyMap<Node, Feed>): Map<string, GPUBuffer> {
+    const { kdev, program } = this;
+    kdev.errors.throwIfFailed();
+    this.fed = new Map();
+    for (const node of program.graph.nodes) {
+      if (getOp(node.op, node.loc).leaf && program.storageOf(node) === node) this.fed.set(node, this.feedBuffer(node, feeds.get(node)));
+    }
+    const context: ErrorContext = {
+      what: `running ${program.kernels.length} kernels`,
+      // Dawn names the pipeline or bind group at fault by its label: map it back to the node.
+      refine: (message) => {
+        const step = this.steps.find((s) => message.includes(`"${s.kernel.label}"`));
+        return step ? { what: `running the kernel for ${printNode(step.kernel.node)}`, loc: step.kernel.node.loc } : undefined;
+      },
+    };
+    kdev.errors.scoped(context, () => {
+      const encoder = kdev.device.createCommandEncoder({ label: 'kiln run' });
+      const pass = encoder.beginComputePass({ label: 'kiln run' });
+      for (const step of this.steps) {
+        const [x, y, z] = step.kernel.workgroups;
+        if (x === 0) continue;
+        pass.setPipeline(step.pipeline.pipeline);
+        pass.setBindGroup(0, this.bindGroupFor(step));
+        pass.dispatchWorkgroups(x, y, z);
+      }
+      pass.end();
+      kdev.device.queue.submit([encoder.finish()]);
+    });
+    return new Map(program.graph.outputs.map((o) => [o.name, this.bufferOf(o.node)]));
+  }
+
+  /** The buffer holding a node's value after a run (alias chains resolved). */
+  bufferOf(node: Node): GPUBuffer {
+    const storage = this.program.storageOf(node);
+    const buffer = this.owned.get(storage) ?? this.fed.get(storage);
+    if (!buffer) throw new KilnError('KILN_E011', `${printNode(node)} has no buffer in this program`, node.loc);
+    return buffer;
+  }
+
+  /** Frees the executor's buffers; buffers the caller fed are left alone. */
+  destroy(): void {
+    for (const b of [...this.owned.values(), ...this.uploads.values(), this.paramsBuffer]) b.destroy();
+    this.owned.clear();
+    this.uploads.clear();
+  }
+
+  private feedBuffer(node: Node, feed: Feed | undefined): GPUBuffer {
+    const name = `${node.op} "${String(node.attrs.name)}" (${formatType(node.type)})`;
+    if (!feed) throw new KilnError('KILN_E014', `no value was given for ${name}`, node.loc);
+    if (!isHostTensor(feed)) {
+      if (feed.size < gpuBytes(node.type)) throw new KilnError('KILN_E014', `the buffer given for ${name} holds ${feed.size} bytes, it needs ${gpuBytes(node.type)}`, node.loc);
+      return feed;
+    }
+    if (!sameType(feed.type, node.type)) throw new KilnError('KILN_E014', `${name} was given a ${formatType(feed.type)} tensor`, node.loc);
+    let buffer = this.uploads.get(node);
+    if (!buffer) this.uploads.set(node, (buffer = allocateFor(this.kdev, node, `%${node.id} ${node.op} ${String(node.attrs.name)}`)));
+    writeTensor(this.kdev, buffer, feed);
+    return buffer;
+  }
+
+  /** Bind groups are made once and remade only when a fed buffer changes identity. */
+  private bindGroupFor(step: Step): GPUBindGroup {
+    const { kernel } = step;
+    const buffers = [...kernel.inputs.map((x) => this.bufferOf(x)), this.bufferOf(kernel.node)];
+    if (step.bindGroup && buffers.every((b, i) => b === step.boundTo[i])) return step.bindGroup;
+    const entries = kernel.bindings.map((b): GPUBindGroupEntry => {
+      if (b.kind === 'uniform') return { binding: b.binding, resource: { buffer: this.paramsBuffer, offset: step.paramsOffset, size: kernel.params.byteLength } };
+      return { binding: b.binding, resource: { buffer: buffers[b.binding - 1] } };
+    });
+    step.bindGroup = this.kdev.errors.scoped({ what: `binding buffers for ${printNode(kernel.node)}`, loc: kernel.node.loc }, () =>
+      this.kdev.device.createBindGroup({ layout: step.pipeline.layout, entries, label: kernel.label }),
+    );
+    step.boundTo = buffers;
+    return step.bindGroup;
+  }
+}

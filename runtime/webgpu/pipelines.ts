@@ -1,0 +1,67 @@
+// Compute pipelines, cached by shader text: kernels whose text is equal (same op, rank, constants;
+// any shapes, since shapes live in the params uniform) share one pipeline.
+
+import type { Kernel } from '../../codegen/index.ts';
+import { printNode } from '../../ir/text.ts';
+import type { KilnDevice } from './device.ts';
+
+export interface GpuPipeline {
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+}
+
+const caches = new WeakMap<GPUDevice, Map<string, Promise<GpuPipeline>>>();
+
+/** The bind group layout, from the bindings codegen reflected out of the shader text. */
+function layoutEntries(kernel: Kernel): GPUBindGroupLayoutEntry[] {
+  return kernel.bindings.map((b) => ({
+    binding: b.binding,
+    visibility: GPUShaderStage.COMPUTE,
+    buffer: { type: b.kind === 'uniform' ? 'uniform' : b.kind === 'read' ? 'read-only-storage' : 'storage' },
+  }));
+}
+
+/**
+ * The pipeline for a kernel, compiled once per shader text. A shader WebGPU rejects becomes a
+ * KilnError E010 naming the node and the user's source line, with the compiler's messages.
+ */
+export function pipelineFor(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
+  let cache = caches.get(kdev.device);
+  if (!cache) caches.set(kdev.device, (cache = new Map()));
+  const hit = cache.get(kernel.code);
+  if (hit) return hit;
+  const made = compile(kdev, kernel);
+  cache.set(kernel.code, made);
+  made.catch(() => cache.delete(kernel.code));
+  return made;
+}
+
+async function compile(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
+  const { device, errors } = kdev;
+  const context = { what: `compiling the kernel for ${printNode(kernel.node)}`, loc: kernel.node.loc };
+  // Scopes awaited here, not left to the ErrorWatch: the failure belongs to this call alone.
+  device.pushErrorScope('out-of-memory');
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ code: kernel.code, label: kernel.label });
+  const layout = device.createBindGroupLayout({ entries: layoutEntries(kernel), label: kernel.label });
+  const pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [layout], label: kernel.label });
+  const validation = device.popErrorScope();
+  const memory = device.popErrorScope();
+  let failure: { code: 'KILN_E009' | 'KILN_E010'; message: string } | null = null;
+  let pipeline: GPUComputePipeline | null = null;
+  try {
+    pipeline = await device.createComputePipelineAsync({ label: kernel.label, layout: pipelineLayout, compute: { module, entryPoint: 'main' } });
+  } catch (e) {
+    failure = { code: 'KILN_E010', message: e instanceof Error ? e.message : String(e) };
+  }
+  const [invalid, oom] = await Promise.all([validation, memory]);
+  if (oom) failure = { code: 'KILN_E009', message: oom.message };
+  if (invalid || failure) {
+    // The shader compiler's messages say what is wrong and on which line of the generated text.
+    const info = await module.getCompilationInfo();
+    const messages = info.messages.filter((m) => m.type === 'error').map((m) => `line ${m.lineNum}: ${m.message}`);
+    const message = messages.length ? messages.join('; ') : (invalid?.message ?? failure?.message ?? '');
+    throw errors.wrap(failure?.code ?? 'KILN_E010', context, new Error(message));
+  }
+  return { pipeline: pipeline as GPUComputePipeline, layout };
+}
