@@ -3,8 +3,9 @@
 
 import { KilnError } from '../ir/errors.ts';
 import type { Graph, Node } from '../ir/graph.ts';
+import type { HostTensor } from '../ir/host.ts';
 import { formatType } from '../ir/types.ts';
-import { DEFAULT_PIPELINE, type Pass, type PassResult, runPasses, type Stage } from '../passes/index.ts';
+import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
 import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
@@ -17,6 +18,8 @@ export interface CompileOptions {
   passes?: Record<string, boolean>;
   /** The pass pipeline; the default is kiln's. */
   pipeline?: readonly Pass[];
+  /** Fused attention scales the scores ("post", default) or q and k each by sqrt(scale) first ("pre_qk", guards against overflow). */
+  attentionScaling?: 'post' | 'pre_qk';
 }
 
 type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -64,9 +67,19 @@ export function signatureOf(args: readonly unknown[]): string {
   return args.map((a) => (a instanceof Tensor ? formatType(a.type) : JSON.stringify(a) ?? 'undefined')).join(', ');
 }
 
+const constantTensors = new WeakMap<HostTensor, Tensor>();
+
+/** One Tensor per folded constant, so a backend can keep its upload across calls. */
+function constantTensor(host: HostTensor): Tensor {
+  let t = constantTensors.get(host);
+  if (!t) constantTensors.set(host, (t = new Tensor(host.type, { host })));
+  return t;
+}
+
 export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
   const backendName = options.backend ?? 'webgpu';
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
+  checkPassOptions(pipeline, options); // at compile(), where the options came in, not at the first call
   const cache = new Map<string, Compilation>();
   const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
   let last: Compilation | undefined;
@@ -85,7 +98,12 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const trace = traceModule(model, args);
     stats.traces++;
     if (stats.traces > 1) stats.recompiles++;
-    const passes = runPasses(trace.graph, pipeline, { passes: options.passes });
+    const passes = runPasses(trace.graph, pipeline, {
+      passes: options.passes,
+      attentionScaling: options.attentionScaling,
+      // Registered buffers are compile-time constants (nanoGPT's causal mask): folding and causal proofs read them.
+      bufferValue: (name) => state.get(name)?.host,
+    });
     const backend = await loadBackend(backendName);
     const run = await backend.prepare(passes.graph);
     const compilation = { signature, trace, passes, run };
@@ -96,8 +114,11 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   async function call(...args: unknown[]): Promise<unknown> {
     const c = await lower(...args);
     const byName = new Map(c.trace.argNames.map((n, i) => [n, args[i]]));
+    const constants = c.passes.graph.constants;
     const leaf = (node: Node): Tensor => {
       const name = String(node.attrs.name);
+      const folded = node.op === 'constant' ? constants.get(name) : undefined;
+      if (folded) return constantTensor(folded);
       const value = node.op === 'input' ? (byName.get(name) ?? args[Number(name.replace(/^arg/, ''))]) : state.get(name);
       if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
       return value;

@@ -3,6 +3,7 @@
 
 import type { SourceLoc } from './errors.ts';
 import { KilnError } from './errors.ts';
+import type { HostTensor } from './host.ts';
 import type { TensorType } from './types.ts';
 import { getOp } from './registry.ts';
 
@@ -33,7 +34,19 @@ export function isNode(x: Operand): x is Node {
 export class Graph {
   readonly nodes: Node[] = [];
   outputs: GraphOutput[] = [];
-  private nextId = 0;
+  /** Values of `constant` leaves by name: what constant folding computed at compile time. */
+  constants = new Map<string, HostTensor>();
+  private nextId: number;
+
+  /** `firstId`: where fresh ids start, so a rebuilt graph can keep the old ids and add new ones. */
+  constructor(firstId = 0) {
+    this.nextId = firstId;
+  }
+
+  /** The smallest id no node of this graph has used. */
+  nextFreeId(): number {
+    return this.nextId;
+  }
 
   /** Appends a node; its type is inferred by the op's registry entry. Shape errors carry `loc`. */
   add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc): Node {

@@ -13,15 +13,20 @@ export function eliminateDeadCode(graph: Graph): Graph {
     for (const x of n.inputs) if (isNode(x)) stack.push(x);
   }
   if (live.size === graph.nodes.length) return graph;
-  const out = new Graph();
-  for (const n of graph.nodes) if (live.has(n)) out.addRaw(n);
+  const out = new Graph(graph.nextFreeId());
+  for (const n of graph.nodes) {
+    if (!live.has(n)) continue;
+    out.addRaw(n);
+    if (n.op === 'constant') out.constants.set(String(n.attrs.name), graph.constants.get(String(n.attrs.name))!);
+  }
   out.setOutputs(graph.outputs);
   return out;
 }
 
-export const deadCodeElimination: Pass = {
+/** DCE runs at the end of the canonical stage (so fusion sees true use counts) and after fusion; `dce` switches both off. */
+export const deadCodeElimination = (stage: Pass['stage']): Pass => ({
   name: 'dce',
-  stage: 'canonical',
+  stage,
   description: 'removes nodes no output depends on',
   run: eliminateDeadCode,
-};
+});

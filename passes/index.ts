@@ -1,7 +1,17 @@
 // The default pipeline, in stage order. A pass is added here once, by name.
+import { fuseAttention } from './attention.ts';
+import { canonicalize } from './canonicalize.ts';
 import { deadCodeElimination } from './dce.ts';
+import { commonSubexpressions, constantFolding } from './fold.ts';
 import type { Pass } from './manager.ts';
 
-export const DEFAULT_PIPELINE: readonly Pass[] = [deadCodeElimination];
+export const DEFAULT_PIPELINE: readonly Pass[] = [
+  canonicalize, // canonical: one spelling per computation
+  constantFolding,
+  commonSubexpressions,
+  deadCodeElimination('canonical'),
+  fuseAttention, // fused: attention chains -> fused_attention
+  deadCodeElimination('fused'), // the chains fusion replaced are dead now
+];
 
-export { runPasses, STAGES, type Pass, type PassOptions, type PassResult, type Stage } from './manager.ts';
+export { checkPassOptions, runPasses, STAGES, type Decision, type Pass, type PassContext, type PassOptions, type PassResult, type Stage } from './manager.ts';

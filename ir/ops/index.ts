@@ -5,3 +5,4 @@ import './shape.ts';
 import './linalg.ts';
 import './reduce.ts';
 import './attention.ts';
+import './fused_attention.ts';

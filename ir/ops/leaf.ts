@@ -37,6 +37,7 @@ function leaf(name: string): void {
 leaf('input'); // a forward() argument: {name="idx"}
 leaf('param'); // a parameter, by state-dict key: {name="transformer.wte.weight"}
 leaf('buffer'); // a registered buffer, by state-dict key: {name="transformer.h.0.attn.bias"}
+leaf('constant'); // a value computed at compile time (constant folding), held in graph.constants: {name="c31"}
 
 // full() {value, dtype, shape}: a tensor of one value (torch.full, ones, zeros).
 registerOp({

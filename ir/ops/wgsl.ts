@@ -35,7 +35,8 @@ export function wgslLiteral(v: number, dtype: DType): string {
 }
 
 export function constDecl(name: string, dtype: DType, v: number): string {
-  return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};`;
+  const clamped = dtype === 'f32' && !Number.isNaN(v) && Math.abs(v) > F32_MAX;
+  return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};${clamped ? ` // ${v}, clamped to the finite f32 range` : ''}`;
 }
 
 /** Reads element `index` of binding `name` as a value of `dtype`. */
@@ -96,19 +97,21 @@ export function reduceDecl(name: string, type: string, size: number): string {
  */
 export function workgroupReduce(scratch: string, size: number, value: string, combine: (a: string, b: string) => string, result: string): string {
   if (size & (size - 1)) throw new Error(`workgroup reductions need a power-of-two size, got ${size}`);
-  return `${scratch}[lid] = ${value};
-  workgroupBarrier();
-  for (var stride = ${size / 2}u; stride > 0u; stride = stride >> 1u) {
-    if (lid < stride) { ${scratch}[lid] = ${combine(`${scratch}[lid]`, `${scratch}[lid + stride]`)}; }
-    workgroupBarrier();
-  }
-  let ${result} = ${scratch}[0];
-  workgroupBarrier();`;
+  return [
+    `${scratch}[lid] = ${value};`,
+    'workgroupBarrier();',
+    `for (var stride = ${size / 2}u; stride > 0u; stride = stride >> 1u) {`,
+    `  if (lid < stride) { ${scratch}[lid] = ${combine(`${scratch}[lid]`, `${scratch}[lid + stride]`)}; }`,
+    '  workgroupBarrier();',
+    '}',
+    `let ${result} = ${scratch}[0];`,
+    'workgroupBarrier();',
+  ].join('\n');
 }
 
-/** Indents each line of a block of statements for a readable kernel body. */
+/** Indents every line of a block of statements (entries may hold several lines) for a readable body. */
 export function indent(lines: readonly string[], by = '  '): string {
-  return lines.map((l) => by + l).join('\n');
+  return lines.flatMap((l) => l.split('\n')).map((l) => by + l).join('\n');
 }
 
 const OPERAND_NAMES = ['a', 'b', 'c', 'd', 'e', 'f'];

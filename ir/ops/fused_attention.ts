@@ -1,0 +1,94 @@
+// fused_attention(q, k, v, mask?) {causal, scale, scaling, kernel, rule, reason}: what the attention
+// fusion pass makes of a matched chain; lowered to one flash-style kernel. Same maths as sdpa:
+// softmax(q k^T * scale + mask) v, where `mask` is a bool keep-mask or an additive f32 mask, and
+// causal keeps j <= i (top-left aligned). A fully masked row gives zeros.
+// scaling "pre_qk" multiplies q and k each by sqrt(scale) before q k^T (the overflow guard of
+// PyTorch's kernels); "post" scales the scores.
+
+import { KilnError } from '../errors.ts';
+import type { Attrs } from '../graph.ts';
+import { type HostTensor, type Precision, allocData } from '../host.ts';
+import { registerOp } from '../registry.ts';
+import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
+import { attentionDims } from './attention.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, numAttr, tensorArg } from './check.ts';
+
+export type AttentionScaling = 'post' | 'pre_qk';
+
+export interface AttentionSpec {
+  causal: boolean;
+  scale: number;
+  scaling: AttentionScaling;
+}
+
+export function attentionSpec(attrs: Attrs): AttentionSpec {
+  const scaling = attrs.scaling ?? 'post';
+  if (scaling !== 'post' && scaling !== 'pre_qk') throw new KilnError('KILN_E011', `fused_attention scaling must be "post" or "pre_qk", got ${String(scaling)}`);
+  return { causal: boolAttr('fused_attention', attrs, 'causal'), scale: numAttr('fused_attention', attrs, 'scale'), scaling };
+}
+
+/** Checks a mask against the scores' shape [..., L, S]: bool keeps where true, f32 is added. */
+export function checkAttentionMask(op: string, mask: TensorType, scores: number[]): void {
+  expectDType(op, mask, 'bool', 'f32');
+  const b = broadcastShapes(scores, mask.shape);
+  if (!b || !sameShape(b, scores)) throw new KilnError('KILN_E001', `${op} mask ${formatType(mask)} does not broadcast to the scores [${scores.join(',')}]`);
+}
+
+/** The reference both attention ops share, in the interpreter's precision. */
+export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision): ReturnType<typeof allocData> {
+  const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+  const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
+  const additive = mask?.type.dtype === 'f32';
+  const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
+  const round = precision === 'f32' ? Math.fround : (x: number) => x;
+  const result = allocData('f32', numel([...batch, l, dv]), precision);
+  const scores = new Float64Array(s);
+  for (let b = 0; b < numel(batch); b++) {
+    for (let i = 0; i < l; i++) {
+      let max = -Infinity;
+      for (let j = 0; j < s; j++) {
+        const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
+        const keep = spec.causal ? j <= i : !(mask && !additive && !m);
+        let x = -Infinity;
+        if (keep) {
+          x = 0;
+          for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
+          x = x * post + (additive ? m : 0);
+        }
+        scores[j] = x;
+        max = Math.max(max, x);
+      }
+      if (max === -Infinity) continue; // fully masked row: zeros
+      let sum = 0;
+      for (let j = 0; j < s; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      const row = (b * l + i) * dv;
+      for (let j = 0; j < s; j++) {
+        const p = scores[j] / sum;
+        if (p === 0) continue;
+        for (let c = 0; c < dv; c++) result[row + c] += p * v.data[(b * s + j) * dv + c];
+      }
+    }
+  }
+  return result;
+}
+
+registerOp({
+  name: 'fused_attention',
+  infer(inputs, attrs) {
+    arity('fused_attention', inputs, 3, 4);
+    const [q, k, v] = [0, 1, 2].map((i) => tensorArg('fused_attention', inputs, i));
+    for (const t of [q, k, v]) expectDType('fused_attention', t, 'f32');
+    const dims = attentionDims(q, k, v);
+    const spec = attentionSpec(attrs);
+    if (inputs.length === 4) {
+      if (spec.causal) throw new KilnError('KILN_E011', 'a causal fused_attention reads no mask');
+      checkAttentionMask('fused_attention', tensorArg('fused_attention', inputs, 3), [...dims.batch, dims.l, dims.s]);
+    }
+    return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
+  },
+  cpu(inputs, attrs, _out, precision) {
+    const [q, k, v, mask] = inputs;
+    if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('fused_attention of a scalar');
+    return attentionReference(q, k, v, mask, attentionSpec(attrs), precision);
+  },
+});

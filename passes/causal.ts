@@ -1,0 +1,36 @@
+// Proving a mask causal at compile time, by evaluating its content over the region attention uses.
+// PyTorch's kernel picker cannot afford this at run time; kiln does it once, when it compiles.
+
+import type { HostTensor } from '../ir/host.ts';
+
+/** How a mask's values mean "attend": fill (true = masked out), keep (true = attend), or additive. */
+export type MaskKind = 'fill' | 'keep' | 'additive';
+
+/** A masked-out additive value: -inf, or a finite stand-in for it (torch.finfo(float32).min and the like). */
+const MASKED_ADDITIVE = -1e30;
+
+export type CausalVerdict = { causal: true; reason: string } | { causal: false; reason: string };
+
+/**
+ * Is `mask`, broadcast to scores [..., L, S], exactly PyTorch's is_causal mask: attend iff j <= i?
+ * Reads each of the mask's own elements once (a [1,1,T,T] buffer costs T*T, not B*H*T*T).
+ */
+export function proveCausal(mask: HostTensor, l: number, s: number, kind: MaskKind, label: string): CausalVerdict {
+  const shape = mask.type.shape;
+  const rows = shape.length >= 2 ? shape[shape.length - 2] : 1;
+  const cols = shape.length >= 1 ? shape[shape.length - 1] : 1;
+  if ((rows !== l && l > 1) || (cols !== s && s > 1)) {
+    return { causal: false, reason: `mask ${label} is [${shape.join(',')}]: it repeats one value along the query or key dim, so it is not causal` };
+  }
+  const data = mask.data;
+  for (let idx = 0; idx < data.length; idx++) {
+    const i = rows === 1 ? 0 : Math.floor(idx / cols) % rows;
+    const j = cols === 1 ? 0 : idx % cols;
+    const value = data[idx];
+    const attends = kind === 'keep' ? value !== 0 : kind === 'fill' ? value === 0 : value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
+    const where = shape.length > 2 && idx >= rows * cols ? ` of batch entry ${Math.floor(idx / (rows * cols))}` : '';
+    if (attends === null) return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}, neither 0 nor -inf` };
+    if (attends !== j <= i) return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}` };
+  }
+  return { causal: true, reason: `mask ${label} proved lower-triangular over [${l},${s}]` };
+}

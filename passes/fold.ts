@@ -1,0 +1,93 @@
+// Constant folding and common-subexpression elimination.
+// Registered buffers (nanoGPT's causal `bias`) are compile-time constants, so `bias[:, :, :T, :T] == 0`
+// folds to one constant mask that the attention fusion can then prove causal.
+
+import { Graph, type Node, type Operand, isNode } from '../ir/graph.ts';
+import type { HostTensor } from '../ir/host.ts';
+import { getOp } from '../ir/registry.ts';
+import { formatAttr } from '../ir/text.ts';
+import { numel } from '../ir/types.ts';
+import type { Pass, PassContext } from './manager.ts';
+
+/** Folding larger values would trade a cheap kernel for a big upload; 16M elements covers T = 4096 masks. */
+const MAX_FOLDED_ELEMENTS = 1 << 24;
+
+/** The compile-time value of a node, if it has one: buffers, folded constants, and ops over them. */
+function constantValues(graph: Graph, ctx: PassContext): (node: Node) => HostTensor | undefined {
+  const known = new Map<Node, HostTensor | null>();
+  const valueOf = (node: Node): HostTensor | undefined => {
+    if (known.has(node)) return known.get(node) ?? undefined;
+    const def = getOp(node.op);
+    let value: HostTensor | undefined;
+    if (node.op === 'buffer') value = ctx.bufferValue(String(node.attrs.name));
+    else if (node.op === 'constant') value = graph.constants.get(String(node.attrs.name));
+    else if (!def.leaf && numel(node.type.shape) <= MAX_FOLDED_ELEMENTS) {
+      const args = node.inputs.map((x) => (isNode(x) ? valueOf(x) : x));
+      if (args.every((a) => a !== undefined)) {
+        value = { type: node.type, data: def.cpu(args as (HostTensor | number)[], node.attrs, node.type, 'f32') };
+      }
+    }
+    known.set(node, value ?? null);
+    return value;
+  };
+  return valueOf;
+}
+
+export function foldConstants(graph: Graph, ctx: PassContext): Graph {
+  const valueOf = constantValues(graph, ctx);
+  const out = new Graph(graph.nextFreeId());
+  out.constants = new Map(graph.constants);
+  const remap = new Map<Node, Node>();
+  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
+  for (const node of graph.nodes) {
+    // Fold ops that read other constants; factories alone (full, arange) stay: a kernel is cheaper than an upload.
+    const readsTensors = node.inputs.some(isNode);
+    const value = readsTensors && !getOp(node.op).leaf ? valueOf(node) : undefined;
+    if (value) {
+      const name = `c${node.id}`;
+      out.constants.set(name, value);
+      remap.set(node, out.addRaw({ id: node.id, op: 'constant', inputs: [], attrs: { name, dtype: node.type.dtype, shape: [...node.type.shape] }, type: node.type, loc: node.loc }));
+      continue;
+    }
+    const inputs = node.inputs.map(mapped);
+    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
+  }
+  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
+  return out;
+}
+
+/** Nodes with the same op, operands and attrs compute the same value: keep the first. */
+export function eliminateCommonSubexpressions(graph: Graph): Graph {
+  const out = new Graph(graph.nextFreeId());
+  out.constants = graph.constants;
+  const remap = new Map<Node, Node>();
+  const seen = new Map<string, Node>();
+  for (const node of graph.nodes) {
+    const inputs = node.inputs.map((x) => (isNode(x) ? (remap.get(x) ?? x) : x));
+    const key = `${node.op}(${inputs.map((x) => (isNode(x) ? `%${x.id}` : formatAttr(x))).join(',')}){${Object.entries(node.attrs).map(([k, v]) => `${k}=${formatAttr(v)}`).join(',')}}`;
+    const twin = seen.get(key);
+    if (twin) {
+      remap.set(node, twin);
+      continue;
+    }
+    const kept = inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs });
+    seen.set(key, kept);
+    remap.set(node, kept);
+  }
+  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
+  return out;
+}
+
+export const constantFolding: Pass = {
+  name: 'constant_fold',
+  stage: 'canonical',
+  description: 'computes at compile time what depends only on buffers and constants (e.g. the causal mask)',
+  run: foldConstants,
+};
+
+export const commonSubexpressions: Pass = {
+  name: 'cse',
+  stage: 'canonical',
+  description: 'merges nodes that compute the same value',
+  run: (graph) => eliminateCommonSubexpressions(graph),
+};
