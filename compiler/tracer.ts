@@ -54,7 +54,8 @@ class Recorder implements TraceHook {
     if (known) return known;
     const state = this.stateNames.get(x);
     if (!state) {
-      throw new KilnError('KILN_E011', `forward() used a tensor ${x} that is neither an input nor a parameter or buffer of the model; register it with registerBuffer() or make it inside forward()`, loc);
+      // x.toString(), not ${x}: a template literal calls Symbol.toPrimitive, which throws for tensors
+      throw new KilnError('KILN_E011', `forward() used a tensor ${x.toString()} that is neither an input nor a parameter or buffer of the model; register it with registerBuffer() or make it inside forward()`, loc);
     }
     const node = this.graph.add(state.op, [], { name: state.name, dtype: x.dtype, shape: [...x.shape] });
     this.own.add(node);
@@ -107,10 +108,9 @@ export function traceModule(model: Module & { forward: (...args: never[]) => unk
   } finally {
     setTracer(before);
   }
-  const pending = result instanceof Promise;
-  if (pending) result.then(undefined, () => {}); // reported below, not left unhandled
+  if (result instanceof Promise) result.catch(() => {}); // its failure is reported below, not left unhandled
   if (rec.refusal) throw rec.refusal;
-  if (pending) throw new KilnError('KILN_E011', 'forward() returned a Promise; kiln traces forward() synchronously, so make it a plain (not async) function');
+  if (result instanceof Promise) throw new KilnError('KILN_E011', 'forward() returned a Promise; kiln traces forward() synchronously, so make it a plain (not async) function');
   const { tree, outputs } = rec.outputs(result);
   if (outputs.length === 0) throw new KilnError('KILN_E011', 'forward() returned no tensors; return a tensor, an array or an object of tensors');
   rec.graph.setOutputs(outputs);
