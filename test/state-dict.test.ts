@@ -195,3 +195,20 @@ describe('getNumParams() counts as nanoGPT does', () => {
     expect(expectedParams({ vocab_size: 50257, block_size: 1024, n_layer: 12, n_embd: 768, bias: true })).toBe(123_653_376);
   });
 });
+
+describe('buffers in a state dict', () => {
+  it('loads a buffer the checkpoint has, and refuses a misshaped one before loading anything', async () => {
+    const model = fixtureModel({ flash: false });
+    const key = 'transformer.h.0.attn.bias';
+    const flipped = Float32Array.from(model.stateDict().get(key)!.data);
+    flipped[5] = 1; // row 0, col 5: above the diagonal
+    model.loadStateDict(new Map([...fx.weights, [key, { type: { dtype: 'f32', shape: [1, 1, 32, 32] }, data: flipped }]]), 'ckpt');
+    expect(model.stateDict().get(key)!.data[5]).toBe(1);
+
+    const fresh = fixtureModel({ flash: false });
+    const before = snapshot(fresh);
+    const e = loadError(fresh, new Map([...fx.weights, [key, { type: { dtype: 'f32', shape: [1, 1, 16, 16] }, data: new Float32Array(256) }]]));
+    expect(e.message).toContain(`key "${key}" is f32[1,1,16,16], the model expects f32[1,1,32,32]`);
+    expect(snapshot(fresh)).toEqual(before);
+  });
+});

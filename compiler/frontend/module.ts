@@ -106,18 +106,30 @@ export class Module {
     for (const key of state.keys()) {
       if (!byName.has(key) && !bufferNames.has(key)) throw bad(`unexpected key "${key}" (the model has no such parameter); is the config right?`);
     }
-    const updates: [Parameter, HostTensor][] = [];
+    const updates: [Tensor, HostTensor][] = [];
+    const check = (key: string, value: HostTensor, t: Tensor) => {
+      if (value.type.dtype !== t.dtype || !sameShape(value.type.shape, t.shape)) {
+        throw bad(`key "${key}" is ${formatType(value.type)}, the model expects ${formatType(t.type)}; is the config right?`);
+      }
+    };
     for (const [name, p] of this.namedParameters()) {
       const names = [...byName].filter(([, q]) => q === p).map(([n]) => n);
       const key = names.find((n) => state.has(n));
       if (!key) throw bad(`missing key "${name}"${names.length > 1 ? ` (or its tied names ${names.slice(1).join(', ')})` : ''}`);
       const value = state.get(key)!;
-      if (value.type.dtype !== p.dtype || !sameShape(value.type.shape, p.shape)) {
-        throw bad(`key "${key}" is ${formatType(value.type)}, the model expects ${formatType(p.type)}; is the config right?`);
-      }
+      check(key, value, p);
       updates.push([p, value]);
     }
-    for (const [p, value] of updates) p.assign(value);
+    // Buffers are derived constants: a checkpoint may leave them out, but what it has must fit.
+    for (const [name, b] of this.namedBuffers()) {
+      const value = state.get(name);
+      if (value) check(name, value, b);
+      if (value) updates.push([b, value]);
+    }
+    for (const [t, value] of updates) {
+      if (t instanceof Parameter) t.assign(value);
+      else [t.host, t.device] = [value, undefined];
+    }
   }
 }
 
