@@ -2,7 +2,7 @@
 
 import './ir/ops/index.ts';
 import './compiler/eager.ts';
-// webgpu backend registered below once ready
+import './compiler/webgpu.ts';
 
 export { Tensor } from './compiler/frontend/tensor.ts';
 export * as F from './compiler/frontend/functional.ts';

@@ -9,27 +9,28 @@
 //                                         last the read_write `out`
 //   Kernel.params                         the uniform's u32 words (at least 16 bytes, as uniforms need)
 //   Kernel.workgroups                     the dispatch grid, spread over x and y past 65535
-// Running a Program is runtime/webgpu's job (Executor).
+// Running them is runtime/webgpu's job: Executor for a Program, runKernel for one eager node.
 
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, isNode } from '../ir/graph.ts';
 import type { KernelRequest } from '../ir/kernel.ts';
 import { getOp } from '../ir/registry.ts';
-import { printNode } from '../ir/text.ts';
-import { dispatchShape, moduleText, paramNames } from './module.ts';
+import { describeNode, dispatchShape, moduleText, paramNames } from './module.ts';
 import { type ReflectedBinding, reflectBindings } from './reflect.ts';
 
-export { dispatchShape, MAX_GROUPS_PER_DIM } from './module.ts';
+export { describeNode, dispatchShape, MAX_GROUPS_PER_DIM } from './module.ts';
 export type { ReflectedBinding } from './reflect.ts';
 
 export interface Kernel {
   readonly node: Node;
-  /** The full WGSL module; equal text means a shared pipeline. */
+  /** The full WGSL module, starting with a comment naming the node. */
   readonly code: string;
+  /** The module without that comment: kernels with equal keys share one pipeline, whatever their shapes. */
+  readonly key: string;
   /** `%12 matmul model.ts:58:15`: names pipelines and bind groups so WebGPU messages point back here. */
   readonly label: string;
   readonly bindings: readonly ReflectedBinding[];
-  /** The dispatch grid; [0, 0, 0]-free: a kernel with no work has workgroups [0, 1, 1] and is skipped. */
+  /** The dispatch grid; a kernel with no work (an empty tensor) has [0, 1, 1] and is skipped. */
   readonly workgroups: [number, number, number];
   readonly params: Uint32Array;
   /** The tensor operands the kernel reads, in binding order (bindings 1..n). */
@@ -56,7 +57,7 @@ export function kernelLabel(node: Node): string {
 export function lowerNode(node: Node): Kernel | null {
   const def = getOp(node.op, node.loc);
   if (needsNoKernel(node)) return null;
-  if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${printNode(node)})`, node.loc);
+  if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${describeNode(node)})`, node.loc);
   const req: KernelRequest = { inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type };
   let plan;
   try {
@@ -77,7 +78,8 @@ export function lowerNode(node: Node): Kernel | null {
   // Uniform bindings are read in 16-byte units: pad the words to a multiple of four.
   const params = new Uint32Array(Math.ceil(words.length / 4) * 4);
   params.set(words);
-  return { node, code, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs };
+  const key = code.slice(code.indexOf('\n') + 1);
+  return { node, code, key, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs };
 }
 
 export function lowerGraph(graph: Graph): Program {
@@ -88,7 +90,7 @@ export function lowerGraph(graph: Graph): Program {
     const def = getOp(node.op, node.loc);
     if (def.alias?.(node.attrs)) {
       const src = node.inputs[0];
-      if (!src || !isNode(src)) throw new KilnError('KILN_E012', `alias ${printNode(node)} needs a tensor input`, node.loc);
+      if (!src || !isNode(src)) throw new KilnError('KILN_E012', `alias ${describeNode(node)} needs a tensor input`, node.loc);
       storage.set(node, storageOf(src));
       continue;
     }

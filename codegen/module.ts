@@ -18,6 +18,13 @@ export function dispatchShape(workgroups: number, maxPerDim = MAX_GROUPS_PER_DIM
   return [Math.ceil(workgroups / y), y, 1];
 }
 
+/** `%12 = matmul(%10, %11) : f32[2,4,24,24]`: the node's IR line without its source comment, for messages that carry the location already. */
+export function describeNode(node: Node): string {
+  const line = printNode(node);
+  const comment = line.indexOf('  # ');
+  return comment < 0 ? line : line.slice(0, comment);
+}
+
 export interface StorageInput {
   readonly name: string;
   readonly dtype: DType;

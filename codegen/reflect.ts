@@ -1,10 +1,11 @@
 // Bind group layouts come from the generated shader itself: wgsl_reflect parses the module (a parse
 // failure is a codegen bug, reported against the node) and lists its bindings.
 
-import { ResourceType, WgslReflect } from 'wgsl_reflect';
+// The package's "main" is a CommonJS build Node's ESM loader rejects; its ES module build is the same code.
+import { ResourceType, WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 import { KilnError } from '../ir/errors.ts';
 import type { Node } from '../ir/graph.ts';
-import { printNode } from '../ir/text.ts';
+import { describeNode } from './module.ts';
 
 export interface ReflectedBinding {
   readonly binding: number;
@@ -18,16 +19,16 @@ export function reflectBindings(code: string, node: Node): ReflectedBinding[] {
   try {
     reflect = new WgslReflect(code);
   } catch (e) {
-    throw new KilnError('KILN_E010', `generated WGSL for ${printNode(node)} does not parse: ${(e as Error).message}`, node.loc);
+    throw new KilnError('KILN_E010', `generated WGSL for ${describeNode(node)} does not parse: ${(e as Error).message}`, node.loc);
   }
   if (reflect.entry.compute.length !== 1) {
-    throw new KilnError('KILN_E010', `generated WGSL for ${printNode(node)} has ${reflect.entry.compute.length} compute entry points, expected 1`, node.loc);
+    throw new KilnError('KILN_E010', `generated WGSL for ${describeNode(node)} has ${reflect.entry.compute.length} compute entry points, expected 1`, node.loc);
   }
   const group = reflect.getBindGroups()[0] ?? [];
   return group.filter(Boolean).map((v) => {
     if (v.resourceType === ResourceType.Uniform) return { binding: v.binding, name: v.name, kind: 'uniform' };
     if (v.resourceType !== ResourceType.Storage) {
-      throw new KilnError('KILN_E010', `generated WGSL for ${printNode(node)} binds ${v.name}, which is neither a buffer nor a uniform`, node.loc);
+      throw new KilnError('KILN_E010', `generated WGSL for ${describeNode(node)} binds ${v.name}, which is neither a buffer nor a uniform`, node.loc);
     }
     return { binding: v.binding, name: v.name, kind: v.access === 'read_write' ? 'read_write' : 'read' };
   });

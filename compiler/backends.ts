@@ -38,14 +38,13 @@ export const cpuBackend: ExecutionBackend = {
   eager: {
     name: 'cpu',
     run(node, inputs) {
-      const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[argIndex(node, x)], `input of ${node.op}`)));
+      const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[eagerInputIndex(x)], `input of ${node.op}`)));
       return { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } };
     },
   },
 };
 
-/** In an eager one-node graph, tensor operand `x` is the input leaf named `x<i>`, i counting all operands. */
-function argIndex(node: Node, x: Node): number {
-  const tensorsBefore = node.inputs.slice(0, node.inputs.indexOf(x)).filter((y) => typeof y !== 'number');
-  return tensorsBefore.length;
+/** In an eager one-node graph, the input leaf `x<i>` stands for the i-th tensor operand. */
+export function eagerInputIndex(leaf: Node): number {
+  return Number(String(leaf.attrs.name).slice(1));
 }

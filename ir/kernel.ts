@@ -1,5 +1,7 @@
 // The contract between an op's WGSL lowering (in its registry entry) and codegen/, which wraps the
 // plan into a full WGSL module: header comment, `params` uniform struct, named storage bindings, `main`.
+// Lowerings are the `wgsl` field of each op entry; the longer ones live beside their family as
+// ir/ops/<family>.wgsl.ts, shared text helpers in ir/ops/wgsl.ts.
 //
 // What codegen provides around a plan, so a lowering only writes its own logic:
 // - `struct Params { <each key of plan.params>: u32, groups: u32 }` bound as `params` (binding 0);

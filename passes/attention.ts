@@ -5,6 +5,7 @@
 import type { Attrs, Graph, Node, Operand } from '../ir/graph.ts';
 import { isNode } from '../ir/graph.ts';
 import { attentionDims } from '../ir/ops/attention.ts';
+import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type CausalVerdict, type MaskKind, proveCausal } from './causal.ts';
 import type { Decision, Pass, PassContext } from './manager.ts';
@@ -53,6 +54,20 @@ function shapesFit(m: Match): true | string {
   return true;
 }
 
+/** The kernel reads the mask broadcast to the scores [..., L, S]; a number, or a mask that adds dims, does not fit. */
+function maskFits(m: Match): true | string {
+  const { mask } = maskOf(m);
+  if (mask === null) return true;
+  if (!isNode(mask)) return `the mask is the number ${mask}, not a tensor`;
+  try {
+    checkAttentionMask('the attention', mask.type, [...m.node('qk').type.shape]);
+  } catch (e) {
+    if (e instanceof KilnError) return e.detail;
+    throw e;
+  }
+  return true;
+}
+
 /** The mask operand of a match, as the kernel reads it, and what kind it is. */
 interface MaskPlan {
   mask: Operand | null;
@@ -80,7 +95,7 @@ function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: 
   const label = `%${mask.id}`;
   const verdict: CausalVerdict = value
     ? proveCausal(value, l, s, plan.kind, label)
-    : { causal: false, reason: `mask ${label} = ${mask.op} is computed at run time, so it cannot be proved causal` };
+    : { causal: false, reason: `mask ${label} = ${mask.op} is only known at run time, so it cannot be proved causal` };
   return verdict.causal
     ? { causal: true, kernel: 'flash_causal', reason: verdict.reason, plan }
     : { causal: false, kernel: 'flash_masked', reason: verdict.reason, plan };
@@ -88,7 +103,8 @@ function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: 
 
 function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: string, declaredCausal: boolean, scale: number, userScaling: 'post' | 'pre_qk'): Node {
   const pick = pickKernel(m, graph, declaredCausal);
-  const scaling = userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling;
+  // pre_qk multiplies q and k each by sqrt(scale): a negative scale (sqrt would be NaN) is applied after q k^T.
+  const scaling = scale < 0 ? 'post' : userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling;
   const attrs: Attrs = { causal: pick.causal, scale, scaling, kernel: pick.kernel, rule, reason: pick.reason };
   const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
   if (!pick.causal && pick.plan.mask !== null) {
@@ -106,7 +122,8 @@ function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
       pattern: op('matmul', [softmaxOfScores, v], { attrs: { transposeA: false, transposeB: false }, what: 'attention weights @ v' }),
       where: (m) => {
         if (m.has('fillValue') && !(m.scalar('fillValue') <= -1e30)) return `the masked_fill value is ${m.scalar('fillValue')}, not -inf`;
-        return shapesFit(m);
+        const fits = shapesFit(m);
+        return fits === true ? maskFits(m) : fits;
       },
       build: (m, b) => {
         const { scale, userScaling } = scaleOf(m);

@@ -30,7 +30,10 @@ export function proveCausal(mask: HostTensor, l: number, s: number, kind: MaskKi
     const attends = kind === 'keep' ? value !== 0 : kind === 'fill' ? value === 0 : value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
     const where = shape.length > 2 && idx >= rows * cols ? ` of batch entry ${Math.floor(idx / (rows * cols))}` : '';
     if (attends === null) return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}, neither 0 nor -inf` };
-    if (attends !== j <= i) return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}` };
+    if (attends !== j <= i) {
+      const key = j > i ? 'a later position' : j === i ? 'its own position' : 'an earlier position';
+      return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}, so query ${i} ${attends ? 'attends to' : 'does not attend to'} key ${j} (${key})` };
+    }
   }
   return { causal: true, reason: `mask ${label} proved lower-triangular over [${l},${s}]` };
 }

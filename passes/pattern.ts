@@ -111,7 +111,7 @@ function matchOp(p: Extract<Pattern, { kind: 'op' }>, x: Operand, b: Bindings, d
   if (x.op !== p.op) return fail(depth, x, `expected ${p.what} but found %${x.id} = ${x.op}`);
   for (const [key, test] of Object.entries(p.attrs)) {
     const ok = typeof test === 'function' ? test(x.attrs[key], x) : JSON.stringify(x.attrs[key]) === JSON.stringify(test);
-    if (!ok) return fail(depth + 1, x, `%${x.id} = ${x.op} has ${key}=${JSON.stringify(x.attrs[key])}`);
+    if (!ok) return fail(depth + 1, x, `expected ${p.what} but %${x.id} = ${x.op} has ${key}=${JSON.stringify(x.attrs[key])}`);
   }
   if (x.inputs.length !== p.inputs.length) return fail(depth + 1, x, `%${x.id} = ${x.op} has ${x.inputs.length} operands, the pattern ${p.inputs.length}`);
   const orders = getOp(x.op).commutative && x.inputs.length === 2 ? [[0, 1], [1, 0]] : [[...p.inputs.keys()]];

@@ -62,8 +62,10 @@ export function apply(op: string, inputs: readonly Arg[], attrs: Attrs = {}): Te
   }
   // One-node graph: tensor inputs become `input` leaves, scalars stay literals.
   const g = new Graph();
-  const operands = inputs.map((x, i) =>
-    x instanceof Tensor ? g.add('input', [], { name: `x${i}`, dtype: x.dtype, shape: [...x.shape] }) : x,
+  // Leaf `x<i>` is the i-th tensor operand: backends find their inputs by that name.
+  let tensorIndex = 0;
+  const operands = inputs.map((x) =>
+    x instanceof Tensor ? g.add('input', [], { name: `x${tensorIndex++}`, dtype: x.dtype, shape: [...x.shape] }) : x,
   );
   const node = g.add(op, operands, attrs, loc);
   const tensors = inputs.filter((x): x is Tensor => x instanceof Tensor);

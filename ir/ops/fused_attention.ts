@@ -24,7 +24,9 @@ export interface AttentionSpec {
 export function attentionSpec(attrs: Attrs): AttentionSpec {
   const scaling = attrs.scaling ?? 'post';
   if (scaling !== 'post' && scaling !== 'pre_qk') throw new KilnError('KILN_E011', `fused_attention scaling must be "post" or "pre_qk", got ${String(scaling)}`);
-  return { causal: boolAttr('fused_attention', attrs, 'causal'), scale: numAttr('fused_attention', attrs, 'scale'), scaling };
+  const scale = numAttr('fused_attention', attrs, 'scale');
+  if (scaling === 'pre_qk' && scale < 0) throw new KilnError('KILN_E011', `fused_attention scaling "pre_qk" multiplies q and k by sqrt(scale), so it needs scale >= 0, got ${scale}`);
+  return { causal: boolAttr('fused_attention', attrs, 'causal'), scale, scaling };
 }
 
 /** Checks a mask against the scores' shape [..., L, S]: bool keeps where true, f32 is added. */

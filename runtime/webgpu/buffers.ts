@@ -1,10 +1,10 @@
 // Moving tensors between host and GPU. Every dtype is 4 bytes an element on the GPU: f32, i32, and
 // bool as a u32 holding 0 or 1 (WGSL has no 1-byte storage type).
 
+import { describeNode } from '../../codegen/index.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
-import { printNode } from '../../ir/text.ts';
 import { type TensorType, formatType, numel } from '../../ir/types.ts';
 import type { KilnDevice } from './device.ts';
 
@@ -38,9 +38,9 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
   const limit = Math.min(maxBufferSize, maxStorageBufferBindingSize);
   if (size > limit) {
     const which = maxBufferSize <= maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
-    throw new KilnError('KILN_E009', `${printNode(node)} needs ${formatBytes(size)} (${formatType(node.type)}), more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
+    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)} (${formatType(node.type)}), more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
   }
-  return kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${printNode(node)}`, loc: node.loc }, () =>
+  return kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
     kdev.device.createBuffer({ size, usage: storageUsage(), label }),
   );
 }

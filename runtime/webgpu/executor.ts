@@ -1,12 +1,11 @@
 // Runs a Program: one storage buffer per computed node (aliases share their source's), leaves fed
 // from the caller, every dispatch of a run in one command encoder and one submit.
 
-import { type Kernel, type Program } from '../../codegen/index.ts';
+import { type Kernel, type Program, describeNode } from '../../codegen/index.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { getOp } from '../../ir/registry.ts';
-import { printNode } from '../../ir/text.ts';
 import { formatType, sameType } from '../../ir/types.ts';
 import { allocateFor, gpuBytes, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
@@ -80,7 +79,7 @@ export class Executor {
       // Dawn names the pipeline or bind group at fault by its label: map it back to the node.
       refine: (message) => {
         const step = this.steps.find((s) => message.includes(`"${s.kernel.label}"`));
-        return step ? { what: `running the kernel for ${printNode(step.kernel.node)}`, loc: step.kernel.node.loc } : undefined;
+        return step ? { what: `running the kernel for ${describeNode(step.kernel.node)}`, loc: step.kernel.node.loc } : undefined;
       },
     };
     kdev.errors.scoped(context, () => {
@@ -103,7 +102,7 @@ export class Executor {
   bufferOf(node: Node): GPUBuffer {
     const storage = this.program.storageOf(node);
     const buffer = this.owned.get(storage) ?? this.fed.get(storage);
-    if (!buffer) throw new KilnError('KILN_E011', `${printNode(node)} has no buffer in this program`, node.loc);
+    if (!buffer) throw new KilnError('KILN_E011', `${describeNode(node)} has no buffer in this program`, node.loc);
     return buffer;
   }
 
@@ -137,7 +136,7 @@ export class Executor {
       if (b.kind === 'uniform') return { binding: b.binding, resource: { buffer: this.paramsBuffer, offset: step.paramsOffset, size: kernel.params.byteLength } };
       return { binding: b.binding, resource: { buffer: buffers[b.binding - 1] } };
     });
-    step.bindGroup = this.kdev.errors.scoped({ what: `binding buffers for ${printNode(kernel.node)}`, loc: kernel.node.loc }, () =>
+    step.bindGroup = this.kdev.errors.scoped({ what: `binding buffers for ${describeNode(kernel.node)}`, loc: kernel.node.loc }, () =>
       this.kdev.device.createBindGroup({ layout: step.pipeline.layout, entries, label: kernel.label }),
     );
     step.boundTo = buffers;

@@ -1,8 +1,7 @@
-// Compute pipelines, cached by shader text: kernels whose text is equal (same op, rank, constants;
+// Compute pipelines, cached by shader text (less its header comment): kernels whose text is equal (same op, rank, constants;
 // any shapes, since shapes live in the params uniform) share one pipeline.
 
-import type { Kernel } from '../../codegen/index.ts';
-import { printNode } from '../../ir/text.ts';
+import { type Kernel, describeNode } from '../../codegen/index.ts';
 import type { KilnDevice } from './device.ts';
 
 export interface GpuPipeline {
@@ -11,6 +10,16 @@ export interface GpuPipeline {
 }
 
 const caches = new WeakMap<GPUDevice, Map<string, Promise<GpuPipeline>>>();
+/** Pipelines already made, for the synchronous path (eager mode) to reuse. */
+const ready = new WeakMap<GPUDevice, Map<string, GpuPipeline>>();
+
+function cachesOf(device: GPUDevice): { pending: Map<string, Promise<GpuPipeline>>; made: Map<string, GpuPipeline> } {
+  let pending = caches.get(device);
+  if (!pending) caches.set(device, (pending = new Map()));
+  let made = ready.get(device);
+  if (!made) ready.set(device, (made = new Map()));
+  return { pending, made };
+}
 
 /** The bind group layout, from the bindings codegen reflected out of the shader text. */
 function layoutEntries(kernel: Kernel): GPUBindGroupLayoutEntry[] {
@@ -26,19 +35,38 @@ function layoutEntries(kernel: Kernel): GPUBindGroupLayoutEntry[] {
  * KilnError E010 naming the node and the user's source line, with the compiler's messages.
  */
 export function pipelineFor(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
-  let cache = caches.get(kdev.device);
-  if (!cache) caches.set(kdev.device, (cache = new Map()));
-  const hit = cache.get(kernel.code);
+  const { pending, made } = cachesOf(kdev.device);
+  const hit = pending.get(kernel.key);
   if (hit) return hit;
-  const made = compile(kdev, kernel);
-  cache.set(kernel.code, made);
-  made.catch(() => cache.delete(kernel.code));
-  return made;
+  const promise = compile(kdev, kernel);
+  pending.set(kernel.key, promise);
+  promise.then((p) => made.set(kernel.key, p), () => pending.delete(kernel.key));
+  return promise;
+}
+
+/**
+ * The same, made synchronously (eager mode cannot await): a rejected shader is reported as E010,
+ * naming the node, at the next check or readback.
+ */
+export function pipelineForSync(kdev: KilnDevice, kernel: Kernel): GpuPipeline {
+  const { pending, made } = cachesOf(kdev.device);
+  const hit = made.get(kernel.key);
+  if (hit) return hit;
+  const { device, errors } = kdev;
+  const pipeline = errors.scoped({ what: `compiling the kernel for ${describeNode(kernel.node)}`, loc: kernel.node.loc }, () => {
+    const module = device.createShaderModule({ code: kernel.code, label: kernel.label });
+    const layout = device.createBindGroupLayout({ entries: layoutEntries(kernel), label: kernel.label });
+    const pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [layout], label: kernel.label });
+    return { pipeline: device.createComputePipeline({ label: kernel.label, layout: pipelineLayout, compute: { module, entryPoint: 'main' } }), layout };
+  });
+  made.set(kernel.key, pipeline);
+  pending.set(kernel.key, Promise.resolve(pipeline));
+  return pipeline;
 }
 
 async function compile(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
   const { device, errors } = kdev;
-  const context = { what: `compiling the kernel for ${printNode(kernel.node)}`, loc: kernel.node.loc };
+  const context = { what: `compiling the kernel for ${describeNode(kernel.node)}`, loc: kernel.node.loc };
   // Scopes awaited here, not left to the ErrorWatch: the failure belongs to this call alone.
   device.pushErrorScope('out-of-memory');
   device.pushErrorScope('validation');

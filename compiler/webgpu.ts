@@ -1,0 +1,90 @@
+// The webgpu backend: compiled graphs run as generated WGSL through runtime/webgpu's Executor, eager
+// ops as one-node programs on the same kernels. Tensors it returns stay on the GPU until read.
+
+import { lowerGraph, lowerNode } from '../codegen/index.ts';
+import type { Graph, Node } from '../ir/graph.ts';
+import type { TensorType } from '../ir/types.ts';
+import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
+import { type ExecutionBackend, type Runner, eagerInputIndex } from './backends.ts';
+import { registerBackend } from './compile.ts';
+import type { EagerBackend } from './frontend/dispatch.ts';
+import { type DeviceValue, Tensor } from './frontend/tensor.ts';
+
+/** A tensor's GPU buffer. Freed when the tensor is garbage-collected, or at once with dispose(). */
+export class GpuValue implements DeviceValue {
+  readonly backend = 'webgpu';
+  constructor(
+    readonly kdev: KilnDevice,
+    readonly buffer: GPUBuffer,
+    readonly type: TensorType,
+  ) {
+    released.register(this, buffer);
+  }
+  read(): Promise<Float32Array | Int32Array | Uint8Array> {
+    return readback(this.kdev, this.buffer, this.type) as Promise<Float32Array | Int32Array | Uint8Array>;
+  }
+}
+
+const released = new FinalizationRegistry<GPUBuffer>((buffer) => buffer.destroy());
+
+/** The tensor's buffer on this device; host-only tensors (parameters, inputs) are uploaded once and kept. */
+function deviceBuffer(kdev: KilnDevice, t: Tensor, label: string): GPUBuffer {
+  if (t.device instanceof GpuValue && t.device.kdev === kdev) return t.device.buffer;
+  if (!t.host) throw new Error(`${label} has no data on the host or this device`);
+  const value = new GpuValue(kdev, upload(kdev, t.host, label), t.type);
+  t.device = value;
+  return value.buffer;
+}
+
+/** Copies an executor-owned output buffer into a fresh one, so the next run cannot overwrite it. */
+function detach(kdev: KilnDevice, encoder: GPUCommandEncoder, src: GPUBuffer, type: TensorType): Tensor {
+  const buffer = kdev.device.createBuffer({ size: src.size, usage: src.usage, label: 'kiln output' });
+  encoder.copyBufferToBuffer(src, 0, buffer, 0, src.size);
+  return new Tensor(type, { device: new GpuValue(kdev, buffer, type) });
+}
+
+function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, outputs: readonly { name: string; node: Node }[]): Map<string, Tensor> {
+  const buffers = exec.run(feeds);
+  const encoder = kdev.device.createCommandEncoder({ label: 'kiln outputs' });
+  const result = new Map(outputs.map((o) => [o.name, detach(kdev, encoder, buffers.get(o.name)!, o.node.type)]));
+  kdev.device.queue.submit([encoder.finish()]);
+  return result;
+}
+
+async function prepare(graph: Graph): Promise<Runner> {
+  const kdev = await getDevice();
+  const exec = await Executor.create(kdev, lowerGraph(graph));
+  const leaves = graph.nodes.filter((n) => n.op === 'input' || n.op === 'param' || n.op === 'buffer' || n.op === 'constant');
+  return async (leaf) => {
+    const feeds = new Map<Node, Feed>();
+    for (const node of leaves) {
+      const t = leaf(node);
+      // Inputs change every call: the executor writes them into its own buffer. Weights stay uploaded.
+      feeds.set(node, node.op === 'input' && t.host && !(t.device instanceof GpuValue) ? t.host : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
+    }
+    return runDetached(kdev, exec, feeds, graph.outputs);
+  };
+}
+
+// Eager: each op runs its own kernel at once (pipelines are cached by shader text); its output is a new buffer.
+let eagerDevice: KilnDevice | null = null;
+
+const eager: EagerBackend = {
+  name: 'webgpu',
+  run(node, inputs) {
+    const kdev = eagerDevice;
+    if (!kdev) throw new Error('the webgpu eager backend runs after useBackend("webgpu")');
+    const kernel = lowerNode(node);
+    if (!kernel) throw new Error(`${node.op} has no kernel to run eagerly`);
+    // The node's tensor operands are the eager graph's input leaves, in operand order.
+    const buffers = kernel.inputs.map((leaf) => deviceBuffer(kdev, inputs[eagerInputIndex(leaf)], `input of ${node.op}`));
+    return { device: new GpuValue(kdev, runKernel(kdev, kernel, buffers), node.type) };
+  },
+};
+
+export const webgpuBackend = async (): Promise<ExecutionBackend> => {
+  eagerDevice = await getDevice();
+  return { name: 'webgpu', prepare, eager };
+};
+
+registerBackend('webgpu', webgpuBackend);

@@ -1,0 +1,38 @@
+// Eager mode: one op at a time on buffers the caller holds. Each call records one dispatch and
+// submits it at once; errors surface at the next readback, as for a whole Program.
+
+import { type Kernel, describeNode } from '../../codegen/index.ts';
+import { allocateFor } from './buffers.ts';
+import type { KilnDevice } from './device.ts';
+import { pipelineForSync } from './pipelines.ts';
+
+/**
+ * Runs one kernel (from lowerNode) on `inputs`, the buffers of kernel.inputs in order. Returns the
+ * output buffer: `out` if given, else a new one the caller owns (destroy it when done).
+ */
+export function runKernel(kdev: KilnDevice, kernel: Kernel, inputs: readonly GPUBuffer[], out?: GPUBuffer): GPUBuffer {
+  const { device, errors } = kdev;
+  errors.throwIfFailed();
+  if (inputs.length !== kernel.inputs.length) throw new Error(`${kernel.label} reads ${kernel.inputs.length} buffers, got ${inputs.length}`);
+  const { pipeline, layout } = pipelineForSync(kdev, kernel);
+  const output = out ?? allocateFor(kdev, kernel.node, kernel.label);
+  errors.scoped({ what: `running the kernel for ${describeNode(kernel.node)}`, loc: kernel.node.loc }, () => {
+    const params = device.createBuffer({ size: kernel.params.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: kernel.label });
+    device.queue.writeBuffer(params, 0, kernel.params.buffer, kernel.params.byteOffset, kernel.params.byteLength);
+    const buffers = [...inputs, output];
+    const entries = kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: b.kind === 'uniform' ? params : buffers[b.binding - 1] } }));
+    const bindGroup = device.createBindGroup({ layout, entries, label: kernel.label });
+    const encoder = device.createCommandEncoder({ label: kernel.label });
+    const [x, y, z] = kernel.workgroups;
+    if (x > 0) {
+      const pass = encoder.beginComputePass({ label: kernel.label });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    }
+    device.queue.submit([encoder.finish()]);
+    params.destroy(); // freed once the submitted work is done
+  });
+  return output;
+}

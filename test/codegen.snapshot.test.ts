@@ -1,0 +1,100 @@
+// The generated WGSL of one representative node per op, kept as files under __snapshots__/wgsl/
+// and reviewed like code. A change to a kernel shows up here as a diff.
+
+import { describe, expect, it } from 'vitest';
+import { lowerNode, needsNoKernel } from '../codegen/index.ts';
+import { Graph, type Node, type Operand } from '../ir/graph.ts';
+import '../ir/ops/index.ts';
+import { allOps } from '../ir/registry.ts';
+import type { DType } from '../ir/types.ts';
+
+const loc = (line: number) => ({ file: 'model.ts', line, col: 5 });
+
+/** One graph; `t()` adds an input leaf, `node()` the node under test. */
+function build(): { g: Graph; t: (dtype: DType, shape: number[]) => Node } {
+  const g = new Graph();
+  let count = 0;
+  return { g, t: (dtype, shape) => g.add('input', [], { name: `x${count++}`, dtype, shape }) };
+}
+
+/** The representative node of each op: typical nanoGPT shapes, small. */
+const cases: Record<string, () => Node> = {};
+function node(op: string, inputs: (g: ReturnType<typeof build>['t']) => Operand[], attrs: Record<string, unknown> = {}): void {
+  cases[op] = () => {
+    const { g, t } = build();
+    return g.add(op, inputs(t), attrs as never, loc(10));
+  };
+}
+
+for (const op of ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum']) node(op, (t) => [t('f32', [2, 4, 8]), t('f32', [8])]);
+node('mul', (t) => [t('f32', [2, 4, 8]), 0.125]);
+for (const op of ['eq', 'ne', 'lt', 'le', 'gt', 'ge']) node(op, (t) => [t('i32', [4, 8]), t('i32', [4, 1])]);
+for (const op of ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'relu', 'erf', 'gelu']) node(op, (t) => [t('f32', [4, 8])]);
+node('logical_not', (t) => [t('bool', [8, 8])]);
+node('logical_and', (t) => [t('bool', [8, 8]), t('bool', [8, 8])]);
+node('where', (t) => [t('bool', [1, 8, 8]), t('f32', [2, 8, 8]), 0]);
+node('masked_fill', (t) => [t('f32', [2, 4, 8, 8]), t('bool', [8, 8]), -Infinity]);
+node('cast', (t) => [t('bool', [8])], { dtype: 'f32' });
+node('full', () => [], { value: 1, dtype: 'f32', shape: [8, 8] });
+node('arange', () => [], { start: 0, step: 1, dtype: 'i32', shape: [24] });
+node('transpose', (t) => [t('f32', [2, 24, 4, 16])], { dim0: 1, dim1: 2 });
+node('permute', (t) => [t('f32', [2, 24, 4, 16])], { dims: [0, 2, 1, 3] });
+node('slice', (t) => [t('f32', [2, 24, 192])], { dim: 2, start: 64, end: 128, step: 1 });
+node('tril', (t) => [t('f32', [24, 24])], { diagonal: 0 });
+node('triu', (t) => [t('bool', [24, 24])], { diagonal: 1 });
+node('matmul', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { transposeA: false, transposeB: true });
+node('embedding', (t) => [t('f32', [65, 64]), t('i32', [2, 24])]);
+node('sum', (t) => [t('f32', [2, 24, 64])], { dims: [0, 1], keepdim: false });
+node('mean', (t) => [t('f32', [2, 24, 64])], { dims: [-1], keepdim: true });
+node('amax', (t) => [t('f32', [2, 24, 64])], { dims: [-1], keepdim: false });
+node('softmax', (t) => [t('f32', [2, 4, 24, 24])], { dim: -1 });
+node('layer_norm', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [64])], { eps: 1e-5 });
+node('cross_entropy', (t) => [t('f32', [48, 65]), t('i32', [48])], { ignoreIndex: -1 });
+node('dropout', (t) => [t('f32', [2, 24, 64])], { p: 0.1, training: true, seed: 42 });
+node('sdpa', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { isCausal: true, scale: null, dropoutP: 0 });
+
+describe('generated WGSL', () => {
+  it('has a representative node for every op with a kernel', () => {
+    const withKernels = allOps().filter((op) => !op.leaf && op.wgsl).map((op) => op.name);
+    expect(withKernels.filter((name) => !cases[name])).toEqual([]);
+  });
+
+  for (const [op, make] of Object.entries(cases)) {
+    it(`for ${op} matches its snapshot`, async () => {
+      const n = make();
+      expect(needsNoKernel(n)).toBe(false);
+      const kernel = lowerNode(n)!;
+      expect(kernel.code.startsWith(`// %${n.id} = ${op}(`)).toBe(true);
+      await expect(kernel.code).toMatchFileSnapshot(`./__snapshots__/wgsl/${op}.wgsl`);
+    });
+  }
+
+  it('gives leaves and aliases no kernel', () => {
+    const { g, t } = build();
+    const x = t('f32', [2, 3]);
+    expect(lowerNode(x)).toBeNull();
+    expect(lowerNode(g.add('reshape', [x], { shape: [6] }))).toBeNull();
+    expect(lowerNode(g.add('dropout', [x], { p: 0.1, training: false }))).toBeNull();
+  });
+
+  it('keeps shapes out of the text, so equal ranks share a pipeline', () => {
+    const a = build();
+    const b = build();
+    const k1 = lowerNode(a.g.add('softmax', [a.t('f32', [3, 7])], { dim: -1 }))!;
+    const k2 = lowerNode(b.g.add('softmax', [b.t('f32', [5, 9])], { dim: -1 }))!;
+    expect(k1.key).toBe(k2.key);
+    expect(k1.code).not.toBe(k2.code); // the header names each node
+    expect(k1.params).not.toEqual(k2.params);
+  });
+
+  it('derives bindings from the shader: params uniform, read-only inputs, read_write out', () => {
+    const { g, t } = build();
+    const kernel = lowerNode(g.add('layer_norm', [t('f32', [4, 8]), t('f32', [8])], { eps: 1e-5 }))!;
+    expect(kernel.bindings).toEqual([
+      { binding: 0, name: 'params', kind: 'uniform' },
+      { binding: 1, name: 'x', kind: 'read' },
+      { binding: 2, name: 'weight', kind: 'read' },
+      { binding: 3, name: 'out', kind: 'read_write' },
+    ]);
+  });
+});
