@@ -67,8 +67,11 @@ class Recorder implements TraceHook {
     this.refusal ??= e;
   }
 
+  /** Module paths of the forward() calls under way, innermost last. */
+  readonly scopes: string[] = [];
+
   record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
-    const node = this.graph.add(op, inputs.map((x) => this.operand(x, loc)), attrs, loc);
+    const node = this.graph.add(op, inputs.map((x) => this.operand(x, loc)), attrs, loc, this.scopes.at(-1));
     this.own.add(node);
     return new Tensor(node.type, { node });
   }
@@ -93,6 +96,34 @@ class Recorder implements TraceHook {
   }
 }
 
+/**
+ * While tracing, each submodule's forward() pushes its state-dict path, so nodes know their module
+ * (`transformer.h.0.attn`) for dumps grouped by module. Returns the undo.
+ */
+function scopeSubmodules(model: Module, scopes: string[]): () => void {
+  const restore: (() => void)[] = [];
+  for (const [path, m] of model.namedModules()) {
+    const forward = (m as { forward?: unknown }).forward;
+    if (!path || typeof forward !== 'function') continue;
+    const own = Object.prototype.hasOwnProperty.call(m, 'forward');
+    Object.defineProperty(m, 'forward', {
+      configurable: true,
+      writable: true,
+      enumerable: false,
+      value: (...a: unknown[]) => {
+        scopes.push(path);
+        try {
+          return (forward as (...a: unknown[]) => unknown).apply(m, a);
+        } finally {
+          scopes.pop();
+        }
+      },
+    });
+    restore.push(() => (own ? Object.defineProperty(m, 'forward', { value: forward, writable: true, configurable: true }) : delete (m as { forward?: unknown }).forward));
+  }
+  return () => restore.forEach((undo) => undo());
+}
+
 /** Traces model.forward(...args): tensors become inputs, everything else is a constant of this trace. */
 export function traceModule(model: Module & { forward: (...args: never[]) => unknown }, args: readonly unknown[]): Trace {
   const stateNames = new Map<Tensor, { op: 'param' | 'buffer'; name: string }>();
@@ -102,10 +133,12 @@ export function traceModule(model: Module & { forward: (...args: never[]) => unk
   const rec = new Recorder(stateNames);
   const symbolic = args.map((a, i) => (a instanceof Tensor ? rec.input(argNames[i] ?? `arg${i}`, a) : a));
   const before = setTracer(rec);
+  const unscope = scopeSubmodules(model, rec.scopes);
   let result: unknown;
   try {
     result = (model.forward as (...a: unknown[]) => unknown)(...symbolic);
   } finally {
+    unscope();
     setTracer(before);
   }
   if (result instanceof Promise) result.catch(() => {}); // its failure is reported below, not left unhandled

@@ -20,6 +20,8 @@ export interface Node {
   readonly attrs: Attrs;
   readonly type: TensorType;
   readonly loc?: SourceLoc;
+  /** The module whose forward() made it, by state-dict prefix (`transformer.h.0.attn`); not in the text form. */
+  readonly scope?: string;
 }
 
 export interface GraphOutput {
@@ -49,7 +51,7 @@ export class Graph {
   }
 
   /** Appends a node; its type is inferred by the op's registry entry. Shape errors carry `loc`. */
-  add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc): Node {
+  add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc, scope?: string): Node {
     const def = getOp(op, loc);
     let type: TensorType;
     try {
@@ -57,7 +59,7 @@ export class Graph {
     } catch (e) {
       throw e instanceof KilnError ? e.at(loc) : e;
     }
-    return this.push({ id: this.nextId++, op, inputs: [...inputs], attrs: { ...attrs }, type, loc });
+    return this.push({ id: this.nextId++, op, inputs: [...inputs], attrs: { ...attrs }, type, loc, ...(scope ? { scope } : {}) });
   }
 
   /** Appends a node whose id and type are already known (the parser uses this; the verifier checks it). */

@@ -227,7 +227,7 @@ function rebuild(g: Graph, chosen: Map<Node, { rule: Rule; match: Match }>, ctx:
   for (const node of g.nodes) {
     const hit = chosen.get(node);
     if (hit) {
-      const builder: Builder = { add: (op, inputs, attrs = {}) => out.add(op, inputs.map(mapped), attrs, node.loc) };
+      const builder: Builder = { add: (op, inputs, attrs = {}) => out.add(op, inputs.map(mapped), attrs, node.loc, node.scope) };
       const replacement = hit.rule.build(hit.match, builder, ctx);
       remap.set(node, mapped(replacement));
       events.push({ rule: hit.rule.name, root: node, replacement: mapped(replacement) });

@@ -3,8 +3,13 @@
 import { KilnError } from '../../ir/errors.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { readCheckpoint } from '../checkpoint.ts';
+import { type CompileOptions, type CompiledModel, type Compilation, compile } from '../compile.ts';
+import { tensor } from '../frontend/create.ts';
 import type { Module } from '../frontend/module.ts';
-import { usageError } from './args.ts';
+import { manualSeed, random } from '../frontend/random.ts';
+import type { Tensor } from '../frontend/tensor.ts';
+import { forwardArgNames } from '../tracer.ts';
+import { type FlagSpec, type ParsedArgs, stringFlag, usageError } from './args.ts';
 
 export type ForwardModule = Module & { forward: (...args: never[]) => unknown };
 export type ModelFactory = (config: Record<string, unknown>) => ForwardModule;
@@ -46,4 +51,41 @@ export async function loadModel(command: string, mod: unknown, file: string, wei
   if (ckpt) model.loadStateDict(ckpt.tensors, weightsPath);
   model.eval();
   return { model, config, weights: ckpt?.tensors ?? null };
+}
+
+/** The flags every model command shares: `MODEL.ts [--weights W] [--config JSON] [--batch B --seq T]`. */
+export const MODEL_FLAGS: readonly FlagSpec[] = [
+  { name: 'weights', kind: 'string', help: 'checkpoint to load; its __metadata__.config is the config (default: fresh init, seeded)' },
+  { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
+  { name: 'batch', kind: 'string', default: '2', help: 'batch size B of the example input' },
+  { name: 'seq', kind: 'string', default: '24', help: 'sequence length T of the example input (at most block_size)' },
+];
+
+export function positiveInt(command: string, args: ParsedArgs, name: string): number {
+  const v = Number(stringFlag(args, name));
+  if (!Number.isInteger(v) || v < 1) throw usageError(command, `--${name} must be a positive integer, got ${stringFlag(args, name)}`);
+  return v;
+}
+
+export interface ModelSession extends LoadedModel {
+  /** Example arguments: random token ids [B, T] for each of forward()'s parameters (idx, targets). */
+  args: Tensor[];
+  compiled: CompiledModel<ForwardModule>;
+  compilation: Compilation;
+  /** Milliseconds to trace, run the passes and prepare the backend. */
+  compileMs: number;
+}
+
+/** Loads the model, makes example token inputs, and compiles them (tracing, passes, codegen) without running. */
+export async function modelSession(command: string, args: ParsedArgs, mod: unknown, options: CompileOptions = {}): Promise<ModelSession> {
+  const [B, T] = [positiveInt(command, args, 'batch'), positiveInt(command, args, 'seq')];
+  manualSeed(1337);
+  const loaded = await loadModel(command, mod, args.positionals[0], stringFlag(args, 'weights'), stringFlag(args, 'config'));
+  const vocab = typeof loaded.config.vocab_size === 'number' ? loaded.config.vocab_size : 50304;
+  const names = forwardArgNames(loaded.model.forward);
+  const inputs = names.map(() => tensor(Array.from({ length: B * T }, () => Math.floor(random() * vocab)), [B, T], 'i32'));
+  const compiled = compile(loaded.model, options);
+  const t0 = performance.now();
+  const compilation = await compiled.lower(...(inputs as never[]));
+  return { ...loaded, args: inputs, compiled, compilation, compileMs: performance.now() - t0 };
 }

@@ -4,13 +4,10 @@
 import type { Graph } from '../../ir/graph.ts';
 import { numel } from '../../ir/types.ts';
 import type { BackendName } from '../backends.ts';
-import { compile } from '../compile.ts';
-import { tensor } from '../frontend/create.ts';
-import { manualSeed, random } from '../frontend/random.ts';
 import { STAGES } from '../../passes/index.ts';
-import { stringFlag, usageError } from './args.ts';
+import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
-import { loadModel } from './model.ts';
+import { MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
 
 export const runCommand: Command = {
   spec: {
@@ -20,48 +17,33 @@ export const runCommand: Command = {
     example: `kiln run examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96}' --batch 2 --seq 24`,
     positionals: ['MODEL.ts'],
     flags: [
-      { name: 'weights', kind: 'string', help: 'checkpoint to load (default: fresh init, seeded)' },
-      { name: 'config', kind: 'string', help: 'JSON config, merged over the checkpoint config' },
-      { name: 'batch', kind: 'string', default: '2', help: 'batch size B' },
-      { name: 'seq', kind: 'string', default: '24', help: 'sequence length T' },
+      ...MODEL_FLAGS,
       { name: 'iters', kind: 'string', default: '3', help: 'timed forwards after one warm-up' },
       { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
     ],
   },
 
   async run(args, mod) {
-    const int = (name: string) => {
-      const v = Number(stringFlag(args, name));
-      if (!Number.isInteger(v) || v < 1) throw usageError('run', `--${name} must be a positive integer`);
-      return v;
-    };
-    const [B, T, iters] = [int('batch'), int('seq'), int('iters')];
-    manualSeed(1337);
-    const { model, config } = await loadModel('run', mod, args.positionals[0], stringFlag(args, 'weights'), stringFlag(args, 'config'));
-    const vocab = typeof config.vocab_size === 'number' ? config.vocab_size : 50304;
-    const tokens = () => tensor(Array.from({ length: B * T }, () => Math.floor(random() * vocab)), [B, T], 'i32');
-    const [idx, targets] = [tokens(), tokens()];
+    const iters = positiveInt('run', args, 'iters');
     const device = stringFlag(args, 'device') as BackendName;
-
-    const compiled = compile(model, { backend: device });
-    const t0 = performance.now();
-    const c = await compiled.lower(idx as never, targets as never);
-    const compileMs = performance.now() - t0;
-    const params = model.parameters().reduce((n, p) => n + numel(p.shape), 0);
+    const session = await modelSession('run', args, mod, { backend: device });
+    const { compiled, compilation: c, args: inputs } = session;
+    const params = session.model.parameters().reduce((n, p) => n + numel(p.shape), 0);
+    const [B, T] = inputs[0]?.shape ?? [];
     console.log(`model: ${args.positionals[0]}  ${(params / 1e6).toFixed(2)}M parameters  input [${B},${T}]  device ${device}`);
     for (const stage of STAGES) {
       const g = c.passes.stages.get(stage);
       if (g) console.log(`  ${stage.padEnd(10)} ${summarize(g)}`);
     }
-    console.log(`compile: ${compileMs.toFixed(0)} ms (trace, passes, codegen)`);
+    console.log(`compile: ${session.compileMs.toFixed(0)} ms (trace, passes, codegen)`);
 
     const call = compiled as unknown as (...a: unknown[]) => Promise<{ loss?: { item(): Promise<number> } }>;
-    const warm = await call(idx, targets);
+    const warm = await call(...inputs);
     const loss = await warm.loss?.item();
     const times: number[] = [];
     for (let i = 0; i < iters; i++) {
       const s = performance.now();
-      const out = await call(idx, targets);
+      const out = await call(...inputs);
       await out.loss?.item();
       times.push(performance.now() - s);
     }
