@@ -70,6 +70,13 @@ export const CANONICAL_RULES: readonly Rule[] = [
     where: (m) => (typeof m.operand('x') !== 'number' ? true : 'both branches are numbers'),
     build: (m, b) => b.add('masked_fill', [m.operand('x'), b.add('logical_not', [m.operand('keep')]), m.scalar('c')]),
   },
+  {
+    name: 'where_fill_to_masked_fill',
+    description: 'where(fill, c, x) becomes masked_fill(x, fill, c)',
+    pattern: op('where', [capture('fill'), scalar('c'), capture('x')]),
+    where: (m) => (typeof m.operand('x') !== 'number' ? true : 'both branches are numbers'),
+    build: (m, b) => b.add('masked_fill', [m.operand('x'), m.operand('fill'), m.scalar('c')]),
+  },
 ];
 
 export const canonicalize: Pass = {
