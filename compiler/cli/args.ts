@@ -10,6 +10,8 @@ export interface FlagSpec {
   readonly choices?: readonly string[];
   readonly default?: string;
   readonly required?: boolean;
+  /** A string flag that takes several words (`--diff canonical fused`), joined with a space. */
+  readonly values?: number;
 }
 
 export interface CommandSpec {
@@ -48,8 +50,13 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
       flags.set(name, true);
       continue;
     }
-    const value = inline ?? argv[++i];
-    if (value === undefined) throw usageError(spec.name, `--${name} needs a value`);
+    const count = flag.values ?? 1;
+    const words = inline !== undefined ? [inline] : argv.slice(i + 1, i + 1 + count);
+    if (inline === undefined) i += words.length;
+    if (words.length < (inline !== undefined ? 1 : count) || words.some((w) => w.startsWith('--'))) {
+      throw usageError(spec.name, `--${name} needs ${count === 1 ? 'a value' : `${count} values`}`);
+    }
+    const value = words.join(' ');
     if (flag.choices && !flag.choices.includes(value)) throw usageError(spec.name, `--${name} must be one of ${flag.choices.join(', ')}, got "${value}"`);
     flags.set(name, value);
   }

@@ -3,6 +3,7 @@
 
 import { KilnError } from '../../ir/errors.ts';
 import { type CommandSpec, type ParsedArgs, formatHelp, parseArgs, usageError } from './args.ts';
+import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
 import { runCommand } from './run.ts';
 
@@ -11,7 +12,7 @@ export interface Command {
   run(args: ParsedArgs, model: unknown): Promise<void>;
 }
 
-const COMMANDS: readonly Command[] = [evalCommand, runCommand];
+const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.spec.name.length)) + 2;

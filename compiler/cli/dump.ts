@@ -1,0 +1,81 @@
+// kiln dump: compile a model without running it and write its IR at one stage (or all), as text,
+// JSON, Graphviz dot or SVG, or the difference between two stages.
+
+import { writeFileSync } from 'node:fs';
+import type { Graph } from '../../ir/graph.ts';
+import { printGraph } from '../../ir/text.ts';
+import { STAGES, type Stage } from '../../passes/index.ts';
+import { type ParsedArgs, stringFlag, usageError } from './args.ts';
+import { diffGraphs, formatJson, graphToDot, stageToJson } from './graph-formats.ts';
+import type { Command } from './main.ts';
+import { MODEL_FLAGS, modelSession } from './model.ts';
+
+const FORMATS = ['text', 'json', 'dot', 'svg'] as const;
+type Format = (typeof FORMATS)[number];
+
+const JSON_HELP =
+  'json: per stage {"stage", "nodes": [{"id", "op", "inputs", "attrs", "type": {"dtype", "shape"}, "loc", "module"}], "outputs": [{"name", "node"}]}, ' +
+  'an array of them for --stage all; an input or output is "%ID" for a node\'s value and a number for a scalar literal; ' +
+  'inf, -inf and nan are the strings "inf", "-inf", "nan"; loc is "FILE:LINE:COL" or null; module is the module path or null';
+
+export const dumpCommand: Command = {
+  spec: {
+    name: 'dump',
+    summary: 'compile a model without running it and print its IR at a stage, as text, JSON, dot or SVG, or diff two stages',
+    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON] [--batch B] [--seq T]',
+    example: `kiln dump examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --format svg --out fused.svg`,
+    positionals: ['MODEL.ts'],
+    flags: [
+      ...MODEL_FLAGS,
+      { name: 'stage', kind: 'string', choices: [...STAGES, 'all'], default: 'fused', help: 'the pass stage to show; all: every stage in order (text and json only)' },
+      { name: 'format', kind: 'string', choices: FORMATS, default: 'text', help: `text: the IR text form; dot: Graphviz clustered by module; svg: that dot drawn; ${JSON_HELP}` },
+      { name: 'diff', kind: 'string', values: 2, help: 'STAGE_A STAGE_B: the nodes stage B removed, added and changed relative to stage A, as text (--stage is ignored)' },
+      { name: 'out', kind: 'string', help: 'write to this file instead of printing (for svg especially)' },
+    ],
+  },
+
+  async run(args, mod) {
+    const format = stringFlag(args, 'format') as Format;
+    const diff = diffStages(args);
+    const stage = stringFlag(args, 'stage') as Stage | 'all';
+    if (diff && format !== 'text') throw usageError('dump', `--diff prints text; drop --format ${format}`);
+    if (stage === 'all' && (format === 'dot' || format === 'svg')) throw usageError('dump', `--format ${format} draws one stage; pick one with --stage`);
+
+    const session = await modelSession('dump', args, mod, { backend: 'cpu' }); // the passes are the same for every backend
+    const graphOf = (s: Stage): Graph => session.compilation.passes.stages.get(s)!;
+    const shown: Stage[] = diff ?? (stage === 'all' ? [...STAGES] : [stage]);
+    let output: string;
+    if (diff) output = diffGraphs(diff[0], graphOf(diff[0]), diff[1], graphOf(diff[1]));
+    else if (format === 'json') output = formatJson(shown.map((s) => stageToJson(s, graphOf(s))), stage === 'all');
+    else if (format === 'text') output = shown.map((s) => (stage === 'all' ? `== ${s} ==\n` : '') + printGraph(graphOf(s))).join('\n');
+    else {
+      const dot = graphToDot(graphOf(shown[0]), `${args.positionals[0]} ${shown[0]}`);
+      output = format === 'dot' ? dot : await renderSvg(dot);
+    }
+
+    const out = stringFlag(args, 'out');
+    if (out) {
+      writeFileSync(out, output);
+      console.log(`wrote ${out} (${diff ? `diff ${diff.join(' -> ')}` : `${stage}, ${format}`})`);
+    } else {
+      console.log(output.replace(/\n$/, ''));
+    }
+  },
+};
+
+/** `--diff canonical,fused` as two known stages (a space between them works too), or null without --diff. */
+function diffStages(args: ParsedArgs): [Stage, Stage] | null {
+  const text = stringFlag(args, 'diff');
+  if (text === undefined) return null;
+  const names = text.split(/[\s,]+/).filter(Boolean);
+  if (names.length !== 2) throw usageError('dump', `--diff needs two stages, e.g. --diff canonical,fused; got "${text}"`);
+  for (const n of names) {
+    if (!(STAGES as readonly string[]).includes(n)) throw usageError('dump', `--diff stages must be among ${STAGES.join(', ')}, got "${n}"`);
+  }
+  return names as [Stage, Stage];
+}
+
+async function renderSvg(dot: string): Promise<string> {
+  const viz = await (await import('@viz-js/viz')).instance();
+  return viz.renderString(dot, { format: 'svg' });
+}
