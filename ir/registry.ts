@@ -5,7 +5,7 @@ import { KilnError, type SourceLoc } from './errors.ts';
 import type { Attrs } from './graph.ts';
 import type { HostData, HostTensor, Precision } from './host.ts';
 import type { KernelPlan, KernelRequest } from './kernel.ts';
-import type { TensorType } from './types.ts';
+import { type TensorType, numel } from './types.ts';
 
 /** A node input as the type rule sees it: a tensor type, or a scalar literal's value. */
 export type OperandType = TensorType | number;
@@ -40,6 +40,8 @@ export interface OpDef {
   cpu(inputs: readonly CpuOperand[], attrs: Attrs, out: TensorType, precision: Precision): HostData;
   /** WGSL lowering: absent only for leaves and aliases. */
   readonly wgsl?: (req: KernelRequest) => KernelPlan;
+  /** Arithmetic operations one evaluation costs (`kiln kernels`); absent means one per output element. */
+  readonly flops?: (inputs: readonly OperandType[], attrs: Attrs, out: TensorType) => number;
 }
 
 const registry = new Map<string, OpDef>();
@@ -56,6 +58,11 @@ export function getOp(name: string, loc?: SourceLoc): OpDef {
     throw new KilnError('KILN_E004', `unknown op "${name}"; known ops: ${[...registry.keys()].sort().join(', ')}`, loc);
   }
   return def;
+}
+
+/** The FLOPs of one node of `op`, by its entry's `flops`, else one per output element. */
+export function opFlops(op: string, inputs: readonly OperandType[], attrs: Attrs, out: TensorType): number {
+  return getOp(op).flops?.(inputs, attrs, out) ?? numel(out.shape);
 }
 
 export function hasOp(name: string): boolean {

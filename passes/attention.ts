@@ -158,7 +158,7 @@ function explainSites(before: Graph, rules: readonly Rule[], fusedRoots: Map<Nod
     const root = site.op === 'sdpa' ? site : (users.get(site) ?? []).find((u) => fusedRoots.has(u));
     const fused = root && fusedRoots.get(root);
     if (fused) {
-      decisions.push({ pass: 'fuse_attention', site, applied: true, rule: String(fused.attrs.rule), reason: `${String(fused.attrs.kernel)} kernel: ${String(fused.attrs.reason)}` });
+      decisions.push({ pass: 'fuse_attention', site, applied: true, rule: String(fused.attrs.rule), kernel: String(fused.attrs.kernel), reason: String(fused.attrs.reason) });
       continue;
     }
     let best: (Miss & { rule: string }) | null = null;

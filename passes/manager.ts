@@ -4,6 +4,7 @@
 import { KilnError } from '../ir/errors.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
+import { log } from '../ir/log.ts';
 import { verifyGraph } from '../ir/verify.ts';
 
 export const STAGES = ['traced', 'canonical', 'fused', 'lowered'] as const;
@@ -24,6 +25,8 @@ export interface Decision {
   readonly site: Node;
   readonly applied: boolean;
   readonly rule?: string;
+  /** The kernel picked, when applied (flash_causal, flash_masked, flash). */
+  readonly kernel?: string;
   readonly reason: string;
 }
 
@@ -74,9 +77,12 @@ export function runPasses(traced: Graph, pipeline: readonly Pass[], options: Pas
   for (const stage of STAGES.slice(1)) {
     for (const pass of pipeline.filter((p) => p.stage === stage)) {
       if (options.passes?.[pass.name] === false) continue;
+      const [before, start] = [graph.nodes.length, performance.now()];
       graph = pass.run(graph, ctx);
+      const ms = performance.now() - start;
       verifyGraph(graph, `pass ${pass.name}`);
       ran.push(pass.name);
+      log('passes', `${stage}/${pass.name}: ${before} -> ${graph.nodes.length} nodes`, { ms: ms.toFixed(2) });
     }
     stages.set(stage, graph);
   }

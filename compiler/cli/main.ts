@@ -5,6 +5,8 @@ import { KilnError } from '../../ir/errors.ts';
 import { type CommandSpec, type ParsedArgs, formatHelp, parseArgs, usageError } from './args.ts';
 import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
+import { explainCommand } from './explain.ts';
+import { kernelsCommand } from './kernels.ts';
 import { runCommand } from './run.ts';
 
 export interface Command {
@@ -12,7 +14,7 @@ export interface Command {
   run(args: ParsedArgs, model: unknown): Promise<void>;
 }
 
-const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand];
+const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.spec.name.length)) + 2;

@@ -66,6 +66,8 @@ interface ElementwiseSpec {
   scalar: ScalarFn;
   dtype: DTypeRule;
   commutative?: boolean;
+  /** Arithmetic per output element, for `kiln kernels`; 1 unless given (an estimate for erf and gelu). */
+  flopsPerElement?: number;
 }
 
 export function elementwiseOp(spec: ElementwiseSpec): OpDef {
@@ -95,13 +97,14 @@ export function elementwiseOp(spec: ElementwiseSpec): OpDef {
       return result;
     },
     wgsl: (req) => elementwiseKernel(req, scalar),
+    flops: (_inputs, _attrs, out) => (spec.flopsPerElement ?? 1) * numel(out.shape),
   });
 }
 
 const binary = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], commutative = false, dtype = sameNumeric) =>
   elementwiseOp({ name, arity: 2, scalar: { js, wgsl }, dtype, commutative });
-const unaryFloat = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], decls?: string) =>
-  elementwiseOp({ name, arity: 1, scalar: { js, wgsl, decls }, dtype: sameFloat });
+const unaryFloat = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], decls?: string, flopsPerElement?: number) =>
+  elementwiseOp({ name, arity: 1, scalar: { js, wgsl, decls }, dtype: sameFloat, flopsPerElement });
 const compare = (name: string, js: (a: number, b: number) => boolean, wgslOp: string, commutative = false) =>
   elementwiseOp({ name, arity: 2, scalar: { js: (a, b) => Number(js(a, b)), wgsl: (a, b) => `(${a} ${wgslOp} ${b})` }, dtype: sameAnyToBool, commutative });
 
@@ -130,8 +133,9 @@ unaryFloat('sqrt', Math.sqrt, (a) => `sqrt(${a})`);
 unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), (a) => `inverseSqrt(${a})`);
 unaryFloat('tanh', Math.tanh, (a) => `tanh(${a})`);
 unaryFloat('relu', (a) => Math.max(a, 0), (a) => `max(${a}, 0.0)`);
-unaryFloat('erf', erf, (a) => `kiln_erf(${a})`, ERF_WGSL());
-unaryFloat('gelu', gelu, (a) => `(0.5 * ${a} * (1.0 + kiln_erf(${a} * ${Math.SQRT1_2})))`, ERF_WGSL());
+// FLOPs estimated from kiln_erf: about 15 operations for the polynomial and exp, 5 more for gelu around it.
+unaryFloat('erf', erf, (a) => `kiln_erf(${a})`, ERF_WGSL(), 15);
+unaryFloat('gelu', gelu, (a) => `(0.5 * ${a} * (1.0 + kiln_erf(${a} * ${Math.SQRT1_2})))`, ERF_WGSL(), 20);
 
 // erf in f32, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32's own rounding of gelu).
 function ERF_WGSL(): string {

@@ -76,6 +76,12 @@ registerOp({
     return result;
   },
   wgsl: matmulKernel,
+  // A multiply and an add per (row, column, k) of every batch matrix: 2 * batch * M * N * K.
+  flops(inputs, attrs) {
+    const [a, b] = inputs as TensorType[];
+    const { batch, m, k, n } = matmulDims(a, b, boolAttr('matmul', attrs, 'transposeA', false), boolAttr('matmul', attrs, 'transposeB', false));
+    return 2 * numel(batch) * m * n * k;
+  },
 });
 
 // embedding(weight[V, C], idx[...]): weight rows gathered by index, shape [..., C].
@@ -104,4 +110,5 @@ registerOp({
     return result;
   },
   wgsl: embeddingKernel,
+  flops: () => 0, // a gather: moves rows, computes nothing
 });

@@ -57,6 +57,7 @@ function reduceOp(name: string, init: number, combine: (acc: number, x: number) 
       return result;
     },
     wgsl: reduceKernel(name),
+    flops: (inputs) => numel((inputs[0] as TensorType).shape), // one combine per input element
   });
 }
 reduceOp('sum', 0, (a, x) => a + x, (a) => a); // {dims, keepdim}
@@ -91,6 +92,7 @@ registerOp({
     return result;
   },
   wgsl: softmaxKernel,
+  flops: (_inputs, _attrs, out) => 5 * numel(out.shape), // max, subtract, exp, sum, divide per element
 });
 
 // layer_norm(x, weight, bias?) {eps}: normalize over the last dim (nanoGPT's LayerNorm, bias optional).
@@ -129,6 +131,7 @@ registerOp({
     return result;
   },
   wgsl: layerNormKernel,
+  flops: (_inputs, _attrs, out) => 8 * numel(out.shape), // mean, variance (sub, square, sum), normalize, scale, shift
 });
 
 // cross_entropy(logits[N,C], targets[N]) {ignoreIndex}: mean of -log softmax at the target, over kept rows.
@@ -169,4 +172,5 @@ registerOp({
     return result;
   },
   wgsl: crossEntropyKernel,
+  flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape), // a log-softmax over each row of logits [N, C]
 });

@@ -28,6 +28,7 @@ registerOp({
     return { dtype: x.dtype, shape };
   },
   cpu: (inputs) => input0(inputs).data,
+  flops: () => 0, // a view: no kernel at all
 });
 
 /** The permutation a `permute` or `transpose` node applies. */
@@ -86,6 +87,7 @@ function permuteOp(op: 'permute' | 'transpose'): void {
       const strides = stridesOf(x.shape);
       return stridedCopyKernel(req, permutationOf(op, req.attrs, x.shape.length).map((p) => strides[p]), 0);
     },
+    flops: () => 0, // a copy: moves data, computes nothing
   });
 }
 permuteOp('transpose'); // {dim0, dim1}
@@ -133,6 +135,7 @@ registerOp({
     src[dim] *= step;
     return stridedCopyKernel(req, src, start * strides[dim]);
   },
+  flops: () => 0, // a copy: moves data, computes nothing
 });
 
 // tril(x) {diagonal} / triu(x) {diagonal}: keep the lower (upper) triangle of the last two dims, zero the rest.
@@ -169,6 +172,7 @@ function triangleOp(op: 'tril' | 'triu'): void {
       ];
       return generateKernel(out, { rows, cols }, ['x'], constDecl('DIAGONAL', 'i32', intAttr(op, attrs, 'diagonal', 0)), lines);
     },
+    flops: () => 0, // a copy that zeroes a triangle: computes nothing
   });
 }
 triangleOp('tril');

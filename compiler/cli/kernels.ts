@@ -1,0 +1,113 @@
+// kiln kernels: the WGSL kernels of a compiled model in dispatch order, each with the IR node and user
+// line it came from, its workgroup grid, its FLOPs (the op's registry estimate) and the bytes it moves.
+
+import { type Kernel, lowerGraph } from '../../codegen/index.ts';
+import { formatLoc } from '../../ir/errors.ts';
+import { isNode } from '../../ir/graph.ts';
+import { opFlops } from '../../ir/registry.ts';
+import { numel } from '../../ir/types.ts';
+import type { Command } from './main.ts';
+import { MODEL_FLAGS, modelSession } from './model.ts';
+
+/** Every element is 4 bytes on the GPU: f32, i32, and bool stored as u32. */
+const BYTES_PER_ELEMENT = 4;
+
+/** One kernel as `kiln kernels --json` reports it. */
+export interface KernelReport {
+  readonly index: number;
+  /** The IR node's id in the `lowered` stage (`kiln dump --stage lowered`). */
+  readonly node: number;
+  readonly op: string;
+  /** `FILE:LINE:COL`, as `kiln dump --format json` writes locs; null when unknown. */
+  readonly loc: string | null;
+  /** The module whose forward() made the node (`transformer.h.0.mlp.c_fc`). */
+  readonly module: string | null;
+  /** The user's source line, trimmed, when it could be read. */
+  readonly source: string | null;
+  readonly workgroups: readonly [number, number, number];
+  readonly flops: number;
+  /** Tensor inputs read once plus the output written once. */
+  readonly bytes: number;
+  readonly wgsl?: string;
+}
+
+export const kernelsCommand: Command = {
+  spec: {
+    name: 'kernels',
+    summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--wgsl] [--no-fusion] [--json]',
+    example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
+    positionals: ['MODEL.ts'],
+    flags: [
+      ...MODEL_FLAGS,
+      { name: 'wgsl', kind: 'boolean', help: "print each kernel's WGSL after its line" },
+      { name: 'no-fusion', kind: 'boolean', help: 'switch off attention fusion (the fuse_attention pass), to compare' },
+      { name: 'json', kind: 'boolean', help: 'print {"kernels": [...], "totals": {...}} instead of text' },
+    ],
+  },
+
+  async run(args, mod) {
+    const passes = args.flags.get('no-fusion') ? { fuse_attention: false } : undefined;
+    // The cpu backend: listing kernels needs the lowered graph and codegen, not a GPU.
+    const session = await modelSession('kernels', args, mod, { backend: 'cpu', passes });
+    const program = lowerGraph(session.compilation.passes.stages.get('lowered')!);
+    const withWgsl = args.flags.get('wgsl') === true;
+    const kernels = program.kernels.map((k, i) => kernelReport(k, i, withWgsl));
+    const totals = { kernels: kernels.length, flops: sum(kernels, 'flops'), bytes: sum(kernels, 'bytes') };
+    if (args.flags.get('json')) {
+      console.log(JSON.stringify({ kernels, totals }, null, 2));
+      return;
+    }
+    console.log(formatKernels(kernels));
+    console.log(`${totals.kernels} kernels: ${grouped(totals.flops)} FLOPs, ${grouped(totals.bytes)} bytes moved (inputs read once, outputs written once, ${BYTES_PER_ELEMENT} bytes per element)`);
+  },
+};
+
+export function kernelReport(k: Kernel, index: number, withWgsl = false): KernelReport {
+  const { node } = k;
+  const operands = node.inputs.map((x) => (isNode(x) ? x.type : x));
+  const elements = k.inputs.reduce((n, x) => n + numel(x.type.shape), numel(node.type.shape));
+  return {
+    index,
+    node: node.id,
+    op: node.op,
+    loc: node.loc ? formatLoc(node.loc) : null,
+    module: node.scope ?? null,
+    source: node.loc?.text ?? null,
+    workgroups: k.workgroups,
+    flops: opFlops(node.op, operands, node.attrs, node.type),
+    bytes: elements * BYTES_PER_ELEMENT,
+    ...(withWgsl ? { wgsl: k.code } : {}),
+  };
+}
+
+/** A table, one row per kernel; a kernel's WGSL (with --wgsl) follows its row. */
+export function formatKernels(kernels: readonly KernelReport[]): string {
+  const rows = kernels.map((k) => [
+    String(k.index),
+    `%${k.node} ${k.op}`,
+    `[${k.workgroups.join(',')}]`,
+    grouped(k.flops),
+    grouped(k.bytes),
+    k.loc ? `${k.loc}${k.source ? `  ${k.source}` : ''}` : '',
+  ]);
+  const header = ['#', 'node', 'workgroups', 'FLOPs', 'bytes', 'source'];
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const numeric = [true, false, false, true, true, false];
+  const line = (cells: string[]) => cells.map((cell, c) => (c === cells.length - 1 ? cell : numeric[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd();
+  const out = [line(header)];
+  for (const [i, k] of kernels.entries()) {
+    out.push(line(rows[i]));
+    if (k.wgsl) out.push('', k.wgsl.trimEnd(), '');
+  }
+  return out.join('\n');
+}
+
+function sum(kernels: readonly KernelReport[], key: 'flops' | 'bytes'): number {
+  return kernels.reduce((n, k) => n + k[key], 0);
+}
+
+/** 1234567 -> `1,234,567`, the same in every locale. */
+function grouped(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
