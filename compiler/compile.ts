@@ -1,15 +1,16 @@
 // compile(model): trace forward() per input signature, run the passes, prepare a backend, and call it.
 // Guards: input dtypes and shapes (and non-tensor arguments) pick a cached compilation; a change retraces.
 
-import { KilnError } from '../ir/errors.ts';
+import { KilnError, formatLoc } from '../ir/errors.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
+import { log } from '../ir/log.ts';
 import { formatType } from '../ir/types.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
 import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
-import { type Trace, rebuildOutputs, traceModule } from './tracer.ts';
+import { type Trace, forwardArgNames, rebuildOutputs, traceModule } from './tracer.ts';
 
 export interface CompileOptions {
   /** Where compiled graphs run; default webgpu. */
@@ -64,7 +65,28 @@ export async function loadBackend(name: BackendName): Promise<ExecutionBackend> 
 
 /** The guard key: dtype and shape of each tensor argument, the value of every other argument. */
 export function signatureOf(args: readonly unknown[]): string {
-  return args.map((a) => (a instanceof Tensor ? formatType(a.type) : JSON.stringify(a) ?? 'undefined')).join(', ');
+  return guardedValues(args).join(', ');
+}
+
+function guardedValues(args: readonly unknown[]): string[] {
+  return args.map((a) => (a instanceof Tensor ? formatType(a.type) : JSON.stringify(a) ?? 'undefined'));
+}
+
+/** `idx: i32[2,24] -> i32[2,12]`: the arguments whose guarded value differs, for the recompiles log. */
+function changedArguments(before: readonly string[], after: readonly string[], names: readonly string[]): string {
+  const changed = [];
+  for (let i = 0; i < Math.max(before.length, after.length); i++) {
+    if (before[i] !== after[i]) changed.push(`${names[i] ?? `arg${i}`}: ${before[i] ?? 'absent'} -> ${after[i] ?? 'absent'}`);
+  }
+  return changed.join('; ');
+}
+
+/** One fusion line per decision a pass recorded: what it fused or declined, where, and why. */
+function logDecisions(result: PassResult): void {
+  for (const d of result.decisions) {
+    const where = d.site.loc ? ` at ${formatLoc(d.site.loc)}` : '';
+    log('fusion', `${d.applied ? 'fused' : 'declined'} %${d.site.id} ${d.site.op}${where}`, { pass: d.pass, rule: d.rule, kernel: d.kernel, reason: d.reason });
+  }
 }
 
 const constantTensors = new WeakMap<HostTensor, Tensor>();
@@ -88,26 +110,38 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   for (const [name, p] of model.namedParameters()) state.set(name, p);
   for (const [name, b] of model.namedBuffers()) state.set(name, b);
 
+  const argNames = forwardArgNames(model.forward);
+  /** The guarded values of the last compilation used, to say which argument changed when a guard fails. */
+  let lastGuarded: string[] | undefined;
+
   async function lower(...args: unknown[]): Promise<Compilation> {
-    const signature = signatureOf(args);
+    const guarded = guardedValues(args);
+    const signature = guarded.join(', ');
     const hit = cache.get(signature);
+    const shown = `forward(${guarded.map((g, i) => `${argNames[i] ?? `arg${i}`}: ${g}`).join(', ')})`;
+    log('guards', `check ${shown} -> ${hit ? 'hit' : 'miss'}`, { cached: cache.size });
     if (hit) {
       stats.cacheHits++;
+      lastGuarded = guarded;
       return (last = hit);
     }
+    if (lastGuarded) log('recompiles', `retracing forward(): ${changedArguments(lastGuarded, guarded, argNames)}`, { traces: stats.traces + 1 });
     const trace = traceModule(model, args);
     stats.traces++;
     if (stats.traces > 1) stats.recompiles++;
+    log('graph', `traced ${shown}: ${trace.graph.nodes.length} nodes`, { outputs: trace.graph.outputs.length });
     const passes = runPasses(trace.graph, pipeline, {
       passes: options.passes,
       attentionScaling: options.attentionScaling,
       // Registered buffers are compile-time constants (nanoGPT's causal mask): folding and causal proofs read them.
       bufferValue: (name) => state.get(name)?.host,
     });
+    logDecisions(passes);
     const backend = await loadBackend(backendName);
     const run = await backend.prepare(passes.graph);
     const compilation = { signature, trace, passes, run };
     cache.set(signature, compilation);
+    lastGuarded = guarded;
     return (last = compilation);
   }
 

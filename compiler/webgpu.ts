@@ -1,8 +1,9 @@
 // The webgpu backend: compiled graphs run as generated WGSL through runtime/webgpu's Executor, eager
 // ops as one-node programs on the same kernels. Tensors it returns stay on the GPU until read.
 
-import { lowerGraph, lowerNode } from '../codegen/index.ts';
+import { type Program, lowerGraph, lowerNode } from '../codegen/index.ts';
 import type { Graph, Node } from '../ir/graph.ts';
+import { log } from '../ir/log.ts';
 import type { TensorType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
 import { type ExecutionBackend, type Runner, eagerInputIndex } from './backends.ts';
@@ -53,7 +54,9 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
 
 async function prepare(graph: Graph): Promise<Runner> {
   const kdev = await getDevice();
-  const exec = await Executor.create(kdev, lowerGraph(graph));
+  const program = lowerGraph(graph);
+  logKernels(program);
+  const exec = await Executor.create(kdev, program);
   const leaves = graph.nodes.filter((n) => n.op === 'input' || n.op === 'param' || n.op === 'buffer' || n.op === 'constant');
   return async (leaf) => {
     const feeds = new Map<Node, Feed>();
@@ -64,6 +67,15 @@ async function prepare(graph: Graph): Promise<Runner> {
     }
     return runDetached(kdev, exec, feeds, graph.outputs);
   };
+}
+
+/** One kernels line per kernel: what it computes, its grid, what it reads, and which pipeline it shares. */
+function logKernels(program: Program): void {
+  const pipelines = new Map<string, number>();
+  for (const k of program.kernels) {
+    if (!pipelines.has(k.key)) pipelines.set(k.key, pipelines.size);
+    log('kernels', k.label, { workgroups: k.workgroups.join('x'), reads: k.inputs.map((x) => `%${x.id}`).join(',') || 'none', pipeline: pipelines.get(k.key) });
+  }
 }
 
 // Eager: each op runs its own kernel at once (pipelines are cached by shader text); its output is a new buffer.

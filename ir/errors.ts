@@ -40,18 +40,23 @@ export class KilnError extends Error {
   /** The message without code and location, for callers that add their own context. */
   readonly detail: string;
 
+  /** Lines after the first of a multi-line cause (e.g. the WGSL compiler's notes); the message keeps one line. */
+  readonly notes: string;
+
   constructor(code: ErrorCode, detail: string, loc?: SourceLoc) {
-    super(`${code} ${loc ? formatLoc(loc) + ': ' : ''}${detail}`);
+    const [first, ...rest] = detail.split('\n');
+    super(`${code} ${loc ? formatLoc(loc) + ': ' : ''}${first.trimEnd()}`);
     this.name = 'KilnError';
     this.code = code;
-    this.detail = detail;
+    this.detail = first.trimEnd();
+    this.notes = rest.join('\n');
     this.loc = loc;
   }
 
   /** The same error, pinned to a source line if it has none yet. */
   at(loc: SourceLoc | undefined): KilnError {
     if (this.loc || !loc) return this;
-    const e = new KilnError(this.code, this.detail, loc);
+    const e = new KilnError(this.code, this.notes ? `${this.detail}\n${this.notes}` : this.detail, loc);
     e.stack = this.stack;
     return e;
   }

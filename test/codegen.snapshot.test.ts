@@ -52,6 +52,7 @@ node('layer_norm', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [64])
 node('cross_entropy', (t) => [t('f32', [48, 65]), t('i32', [48])], { ignoreIndex: -1 });
 node('dropout', (t) => [t('f32', [2, 24, 64])], { p: 0.1, training: true, seed: 42 });
 node('sdpa', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { isCausal: true, scale: null, dropoutP: 0 });
+node('fused_attention', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {

@@ -30,3 +30,15 @@ export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>)
 export function asNumbers(d: HostData): Float64Array {
   return Float64Array.from(d as ArrayLike<number>);
 }
+
+/** mulberry32: deterministic data from a fast-check seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

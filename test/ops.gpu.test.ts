@@ -22,22 +22,12 @@ import { F32_MAX } from '../ir/ops/wgsl.ts';
 import { getOp } from '../ir/registry.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
+import { rng } from './helpers.ts';
 
 afterAll(releaseDevice);
 
 // ---- data ----
 
-/** mulberry32: deterministic data from a fast-check seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Fill {
   lo?: number;

@@ -7,6 +7,7 @@ import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
 import { explainCommand } from './explain.ts';
 import { kernelsCommand } from './kernels.ts';
+import { profileCommand } from './profile.ts';
 import { runCommand } from './run.ts';
 
 export interface Command {
@@ -14,7 +15,7 @@ export interface Command {
   run(args: ParsedArgs, model: unknown): Promise<void>;
 }
 
-const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand];
+const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand, profileCommand];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.spec.name.length)) + 2;

@@ -3,11 +3,13 @@
 
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
+import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { allocData } from '../host.ts';
-import { registerOp } from '../registry.ts';
+import { type OperandType, registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
+import { flashAttentionKernel, flashTiling } from './fused_attention.wgsl.ts';
 
 /** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. The WGSL twin is DROPOUT_HASH_WGSL. */
 export function dropoutUniform(seed: number, index: number): number {
@@ -77,6 +79,13 @@ export function attentionDims(q: TensorType, k: TensorType, v: TensorType): Atte
   return { batch: [...batch], l, s, d, dv };
 }
 
+/** q k^T (2·L·S·D) and p v (2·L·S·Dv) per batch entry; half of it when causal. */
+export function attentionFlops(inputs: readonly OperandType[], causal: boolean): number {
+  const [q, k, v] = inputs as TensorType[];
+  const { batch, l, s, d, dv } = attentionDims(q, k, v);
+  return (2 * numel(batch) * l * s * (d + dv)) / (causal ? 2 : 1);
+}
+
 /** The scale an sdpa node applies: its `scale` attr, or 1/sqrt(D) when null. */
 export function attentionScale(attrs: Attrs, d: number): number {
   return typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
@@ -87,6 +96,7 @@ export function attentionScale(attrs: Attrs, d: number): number {
 // A fully masked row gives zeros (PyTorch gives NaN): kiln's kernels promise zeros.
 registerOp({
   name: 'sdpa',
+  flops: (inputs, attrs) => attentionFlops(inputs, attrs.isCausal === true),
   infer(inputs, attrs) {
     arity('sdpa', inputs, 3, 4);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('sdpa', inputs, i));
@@ -147,5 +157,14 @@ registerOp({
     }
     return result;
   },
-  wgsl: sdpaKernel,
+  wgsl: sdpaWgsl,
 });
+
+/** sdpa runs on fused_attention's flash kernel; with dropout (bits drawn per score) or head dims too wide for it, on the simple one. */
+function sdpaWgsl(req: KernelRequest): KernelPlan {
+  const [q, k, v] = req.inputs as TensorType[];
+  const { d, dv } = attentionDims(q, k, v);
+  const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
+  if (dropoutP > 0 || !flashTiling(d, dv)) return sdpaKernel(req);
+  return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
+}

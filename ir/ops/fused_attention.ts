@@ -10,8 +10,9 @@ import type { Attrs } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
-import { attentionDims } from './attention.ts';
+import { attentionDims, attentionFlops } from './attention.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, numAttr, tensorArg } from './check.ts';
+import { flashAttentionKernel } from './fused_attention.wgsl.ts';
 
 export type AttentionScaling = 'post' | 'pre_qk';
 
@@ -76,6 +77,7 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
 
 registerOp({
   name: 'fused_attention',
+  flops: (inputs, attrs) => attentionFlops(inputs, attrs.causal === true),
   infer(inputs, attrs) {
     arity('fused_attention', inputs, 3, 4);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('fused_attention', inputs, i));
@@ -93,4 +95,5 @@ registerOp({
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('fused_attention of a scalar');
     return attentionReference(q, k, v, mask, attentionSpec(attrs), precision);
   },
+  wgsl: (req) => flashAttentionKernel(req, attentionSpec(req.attrs)),
 });

@@ -38,7 +38,7 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
   const limit = Math.min(maxBufferSize, maxStorageBufferBindingSize);
   if (size > limit) {
     const which = maxBufferSize <= maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
-    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)} (${formatType(node.type)}), more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
+    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
   }
   return kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
     kdev.device.createBuffer({ size, usage: storageUsage(), label }),

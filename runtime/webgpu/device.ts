@@ -30,9 +30,13 @@ export interface KilnDevice {
 }
 
 type CreateGpu = (options: string[]) => GPU;
+// Dawn rounds timestamps (to ~33 µs) against timing attacks; kiln profile wants them exact. Browsers keep theirs.
+const DAWN_OPTIONS = ['disable-dawn-features=timestamp_quantization'];
 let nodeCreate: CreateGpu | null = null;
 let gpu: GPU | null = null;
 let current: Promise<KilnDevice> | null = null;
+/** The device `current` resolved to: a lost device is replaced only while it is still this one. */
+let currentDevice: GPUDevice | null = null;
 
 function isNode(): boolean {
   return typeof process !== 'undefined' && typeof process.versions?.node === 'string';
@@ -49,7 +53,7 @@ export async function getGpu(): Promise<GPU> {
   const webgpu = await import('webgpu');
   Object.assign(globalThis, webgpu.globals);
   nodeCreate = webgpu.create;
-  return (gpu = nodeCreate([]));
+  return (gpu = nodeCreate(DAWN_OPTIONS));
 }
 
 async function findAdapter(): Promise<GPUAdapter> {
@@ -57,7 +61,7 @@ async function findAdapter(): Promise<GPUAdapter> {
   if (!adapter && nodeCreate && !process.env.VK_ICD_FILENAMES) {
     // No hardware Vulkan: Dawn reads VK_ICD_FILENAMES when an instance is created, so a new one sees SwiftShader.
     process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-    gpu = nodeCreate([]);
+    gpu = nodeCreate(DAWN_OPTIONS);
     adapter = await gpu.requestAdapter();
   }
   if (!adapter) {
@@ -71,12 +75,16 @@ async function openDevice(): Promise<KilnDevice> {
   const adapter = await findAdapter();
   const requiredLimits: Record<string, number> = {};
   for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
-  const device = await adapter.requestDevice({ requiredLimits, label: 'kiln' });
+  // Timestamps let `kiln profile` time each kernel on the GPU; without them it falls back to the wall clock.
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'kiln' });
   const info = adapter.info;
   const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
   const errors = new ErrorWatch(device);
+  currentDevice = device;
   void device.lost.then((lost) => {
-    if (current && lost.reason !== 'destroyed') current = null; // the next getDevice() opens a fresh one
+    // Lost for any reason (a driver reset, destroy() by other code): the next getDevice() opens a fresh one.
+    if (device === currentDevice) [current, currentDevice] = [null, null];
     errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; kiln opens a new device on the next call, re-upload parameters`));
   });
   return { device, limits: device.limits, description, errors };
@@ -97,9 +105,10 @@ export function getDevice(): Promise<KilnDevice> {
  */
 export async function releaseDevice(): Promise<void> {
   const open = current;
-  current = null;
+  [current, currentDevice] = [null, null];
   if (open) {
     const kdev = await open.catch(() => null);
+    if (kdev?.device === currentDevice) currentDevice = null; // it was still opening when released
     kdev?.errors.closing();
     kdev?.device.destroy();
   }

@@ -5,6 +5,15 @@ import { type Kernel, describeNode } from '../../codegen/index.ts';
 import { allocateFor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import { pipelineForSync } from './pipelines.ts';
+import type { KernelTimer } from './timing.ts';
+
+/** While set (kiln profile), every eager kernel is timed by it. */
+let eagerTimer: KernelTimer | null = null;
+
+/** Times every eager kernel from now on with `timer`, until called with null. */
+export function timeEagerKernels(timer: KernelTimer | null): void {
+  eagerTimer = timer;
+}
 
 /**
  * Runs one kernel (from lowerNode) on `inputs`, the buffers of kernel.inputs in order. Returns the
@@ -25,7 +34,7 @@ export function runKernel(kdev: KilnDevice, kernel: Kernel, inputs: readonly GPU
     const encoder = device.createCommandEncoder({ label: kernel.label });
     const [x, y, z] = kernel.workgroups;
     if (x > 0) {
-      const pass = encoder.beginComputePass({ label: kernel.label });
+      const pass = encoder.beginComputePass({ label: kernel.label, timestampWrites: eagerTimer?.timestampWrites(kernel) });
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(x, y, z);

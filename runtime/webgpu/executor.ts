@@ -11,6 +11,7 @@ import { allocateFor, gpuBytes, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import type { ErrorContext } from './errors.ts';
 import { type GpuPipeline, pipelineFor } from './pipelines.ts';
+import type { KernelTimer } from './timing.ts';
 
 /** What feeds a leaf: a GPU buffer the caller keeps (cached parameters), or host data to upload. */
 export type Feed = GPUBuffer | HostTensor;
@@ -66,8 +67,9 @@ export class Executor {
    * Queues one run: uploads host feeds, records every dispatch, submits once. Returns the graph's
    * outputs by name. Errors of this run surface at the next `readback` (or `kdev.errors.check()`).
    * The buffers are the executor's: read them back before the next run overwrites them.
+   * With a timer (kiln profile), each kernel gets a compute pass of its own, timed by the timer.
    */
-  run(feeds: ReadonlyMap<Node, Feed>): Map<string, GPUBuffer> {
+  run(feeds: ReadonlyMap<Node, Feed>, timer?: KernelTimer): Map<string, GPUBuffer> {
     const { kdev, program } = this;
     kdev.errors.throwIfFailed();
     this.fed = new Map();
@@ -84,15 +86,18 @@ export class Executor {
     };
     kdev.errors.scoped(context, () => {
       const encoder = kdev.device.createCommandEncoder({ label: 'kiln run' });
-      const pass = encoder.beginComputePass({ label: 'kiln run' });
+      const shared = timer ? null : encoder.beginComputePass({ label: 'kiln run' });
       for (const step of this.steps) {
         const [x, y, z] = step.kernel.workgroups;
         if (x === 0) continue;
+        const { kernel } = step;
+        const pass = shared ?? encoder.beginComputePass({ label: kernel.label, timestampWrites: timer?.timestampWrites(kernel) });
         pass.setPipeline(step.pipeline.pipeline);
         pass.setBindGroup(0, this.bindGroupFor(step));
         pass.dispatchWorkgroups(x, y, z);
+        if (!shared) pass.end();
       }
-      pass.end();
+      shared?.end();
       kdev.device.queue.submit([encoder.finish()]);
     });
     return new Map(program.graph.outputs.map((o) => [o.name, this.bufferOf(o.node)]));
