@@ -4,7 +4,7 @@
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
-import { allocData } from '../host.ts';
+import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
@@ -91,6 +91,53 @@ export function attentionScale(attrs: Attrs, d: number): number {
   return typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
 }
 
+export type AttentionScaling = 'post' | 'pre_qk';
+
+export interface AttentionSpec {
+  causal: boolean;
+  scale: number;
+  scaling: AttentionScaling;
+}
+
+/** The reference both attention ops share, in the interpreter's precision. */
+export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, dropout?: { p: number; seed: number }): ReturnType<typeof allocData> {
+  const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+  const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
+  const additive = mask?.type.dtype === 'f32';
+  const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
+  const round = precision === 'f32' ? Math.fround : (x: number) => x;
+  const result = allocData('f32', numel([...batch, l, dv]), precision);
+  const scores = new Float64Array(s);
+  for (let b = 0; b < numel(batch); b++) {
+    for (let i = 0; i < l; i++) {
+      let max = -Infinity;
+      for (let j = 0; j < s; j++) {
+        const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
+        const keep = spec.causal ? j <= i : !(mask && !additive && !m);
+        let x = -Infinity;
+        if (keep) {
+          x = 0;
+          for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
+          x = x * post + (additive ? m : 0);
+        }
+        scores[j] = x;
+        max = Math.max(max, x);
+      }
+      if (max === -Infinity) continue; // fully masked row: zeros
+      let sum = 0;
+      for (let j = 0; j < s; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      const row = (b * l + i) * dv;
+      for (let j = 0; j < s; j++) {
+        let p = scores[j] / sum;
+        if (dropout) p = dropoutUniform(dropout.seed, (b * l + i) * s + j) < dropout.p ? 0 : p / (1 - dropout.p);
+        if (p === 0) continue;
+        for (let c = 0; c < dv; c++) result[row + c] += p * v.data[(b * s + j) * dv + c];
+      }
+    }
+  }
+  return result;
+}
+
 // sdpa(q, k, v, mask?) {isCausal, scale, dropoutP, training, seed}: softmax(q k^T * scale + mask) v.
 // A bool mask keeps where true; a float mask is added. Causal is top-left aligned, as PyTorch.
 // A fully masked row gives zeros (PyTorch gives NaN): kiln's kernels promise zeros.
@@ -117,45 +164,12 @@ registerOp({
     }
     return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
   },
-  cpu(inputs, attrs, out, precision) {
+  cpu(inputs, attrs, _out, precision) {
     const [q, k, v, mask] = inputs;
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
-    const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
-    const scale = attentionScale(attrs, d);
-    const causal = attrs.isCausal === true;
-    const dropoutP = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
-    const seed = typeof attrs.seed === 'number' ? attrs.seed : 0;
-    const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
-    const result = allocData('f32', numel(out.shape), precision);
-    const scores = new Float64Array(s);
-    for (let b = 0; b < numel(batch); b++) {
-      for (let i = 0; i < l; i++) {
-        let max = -Infinity;
-        for (let j = 0; j < s; j++) {
-          let x = -Infinity;
-          const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-          const keep = causal ? j <= i : !(mask && mask.type.dtype === 'bool' && !m);
-          if (keep) {
-            x = 0;
-            for (let c = 0; c < d; c++) x += q.data[(b * l + i) * d + c] * k.data[(b * s + j) * d + c];
-            x = x * scale + (mask && mask.type.dtype === 'f32' ? m : 0);
-          }
-          scores[j] = x;
-          max = Math.max(max, x);
-        }
-        const row = (b * l + i) * dv;
-        if (max === -Infinity) continue; // fully masked: zeros
-        let sum = 0;
-        for (let j = 0; j < s; j++) sum += (scores[j] = Math.exp(scores[j] - max));
-        for (let j = 0; j < s; j++) {
-          let p = scores[j] / sum;
-          if (dropoutP > 0) p = dropoutUniform(seed, (b * l + i) * s + j) < dropoutP ? 0 : p / (1 - dropoutP);
-          if (p === 0) continue;
-          for (let c = 0; c < dv; c++) result[row + c] += p * v.data[(b * s + j) * dv + c];
-        }
-      }
-    }
-    return result;
+    const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' };
+    const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
+    return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: attrs.seed as number } : undefined);
   },
   wgsl: sdpaWgsl,
 });

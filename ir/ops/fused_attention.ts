@@ -10,17 +10,11 @@ import type { Attrs } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
-import { attentionDims, attentionFlops } from './attention.ts';
+import { type AttentionSpec, attentionDims, attentionFlops, attentionReference } from './attention.ts';
+
+export type { AttentionScaling, AttentionSpec } from './attention.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, numAttr, tensorArg } from './check.ts';
 import { flashAttentionKernel } from './fused_attention.wgsl.ts';
-
-export type AttentionScaling = 'post' | 'pre_qk';
-
-export interface AttentionSpec {
-  causal: boolean;
-  scale: number;
-  scaling: AttentionScaling;
-}
 
 export function attentionSpec(attrs: Attrs): AttentionSpec {
   const scaling = attrs.scaling ?? 'post';
@@ -35,44 +29,6 @@ export function checkAttentionMask(op: string, mask: TensorType, scores: number[
   expectDType(op, mask, 'bool', 'f32');
   const b = broadcastShapes(scores, mask.shape);
   if (!b || !sameShape(b, scores)) throw new KilnError('KILN_E001', `${op} mask ${formatType(mask)} does not broadcast to the scores [${scores.join(',')}]`);
-}
-
-/** The reference both attention ops share, in the interpreter's precision. */
-export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision): ReturnType<typeof allocData> {
-  const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
-  const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
-  const additive = mask?.type.dtype === 'f32';
-  const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
-  const round = precision === 'f32' ? Math.fround : (x: number) => x;
-  const result = allocData('f32', numel([...batch, l, dv]), precision);
-  const scores = new Float64Array(s);
-  for (let b = 0; b < numel(batch); b++) {
-    for (let i = 0; i < l; i++) {
-      let max = -Infinity;
-      for (let j = 0; j < s; j++) {
-        const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-        const keep = spec.causal ? j <= i : !(mask && !additive && !m);
-        let x = -Infinity;
-        if (keep) {
-          x = 0;
-          for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
-          x = x * post + (additive ? m : 0);
-        }
-        scores[j] = x;
-        max = Math.max(max, x);
-      }
-      if (max === -Infinity) continue; // fully masked row: zeros
-      let sum = 0;
-      for (let j = 0; j < s; j++) sum += scores[j] = Math.exp(scores[j] - max);
-      const row = (b * l + i) * dv;
-      for (let j = 0; j < s; j++) {
-        const p = scores[j] / sum;
-        if (p === 0) continue;
-        for (let c = 0; c < dv; c++) result[row + c] += p * v.data[(b * s + j) * dv + c];
-      }
-    }
-  }
-  return result;
 }
 
 registerOp({
