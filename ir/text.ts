@@ -17,6 +17,16 @@ export function formatNumber(x: number): string {
   return Object.is(x, -0) ? '-0' : String(x);
 }
 
+/** A number as formatNumber writes it: decimal, exponent, inf, -inf, nan. */
+export const NUMBER = /-?(inf|nan|\d+(\.\d+)?(e[-+]?\d+)?|\.\d+(e[-+]?\d+)?)/;
+
+export function parseNumber(text: string): number {
+  if (text === 'inf') return Infinity;
+  if (text === '-inf') return -Infinity;
+  if (text === 'nan' || text === '-nan') return NaN;
+  return Number(text);
+}
+
 export function formatAttr(v: AttrValue): string {
   if (typeof v === 'number') return formatNumber(v);
   if (typeof v === 'string') return JSON.stringify(v);
@@ -76,11 +86,7 @@ class Cursor {
     return m[0];
   }
   number(): number {
-    const t = this.match(/-?(inf|nan|\d+(\.\d+)?(e[-+]?\d+)?|\.\d+(e[-+]?\d+)?)/, 'a number');
-    if (t === 'inf') return Infinity;
-    if (t === '-inf') return -Infinity;
-    if (t === 'nan' || t === '-nan') return NaN;
-    return Number(t);
+    return parseNumber(this.match(NUMBER, 'a number'));
   }
   attrValue(): AttrValue {
     if (this.peek('"')) return JSON.parse(this.match(/"(?:[^"\\]|\\.)*"/, 'a string')) as string;

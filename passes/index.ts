@@ -2,6 +2,7 @@
 import { fuseAttention } from './attention.ts';
 import { canonicalize } from './canonicalize.ts';
 import { deadCodeElimination } from './dce.ts';
+import { elementwiseFusion } from './elementwise.ts';
 import { commonSubexpressions, constantFolding } from './fold.ts';
 import type { Pass } from './manager.ts';
 
@@ -12,6 +13,7 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   deadCodeElimination('canonical'),
   fuseAttention, // fused: attention chains -> fused_attention
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
+  elementwiseFusion, // lowered: elementwise chains as one kernel each
 ];
 
 export { checkPassOptions, runPasses, STAGES, type Decision, type Pass, type PassContext, type PassOptions, type PassResult, type Stage } from './manager.ts';

@@ -43,7 +43,8 @@ describe('kiln kernels on nanoGPT', () => {
     const l = await listing();
     // tok_emb [B,T,C] + pos_emb [T,C] (broadcast, read at its own size) -> [B,T,C]
     expect(at(l, 'add', /tok_emb\.add\(pos_emb\)/).bytes).toBe(4 * (B * T * C + T * C + B * T * C));
-    expect(at(l, 'gelu', /gelu/).bytes).toBe(4 * (B * T * 4 * C * 2));
+    // gelu(x @ W^T + b), fused: reads [B,T,4C] and the bias [4C], writes [B,T,4C]
+    expect(at(l, 'fused_elementwise', /gelu/).bytes).toBe(4 * (B * T * 4 * C * 2 + 4 * C));
   });
 
   it('totals the FLOPs and bytes of every kernel', async () => {

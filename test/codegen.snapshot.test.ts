@@ -49,6 +49,7 @@ node('mean', (t) => [t('f32', [2, 24, 64])], { dims: [-1], keepdim: true });
 node('amax', (t) => [t('f32', [2, 24, 64])], { dims: [-1], keepdim: false });
 node('softmax', (t) => [t('f32', [2, 4, 24, 24])], { dim: -1 });
 node('layer_norm', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [64])], { eps: 1e-5 });
+node('fused_elementwise', (t) => [t('f32', [2, 24, 128]), t('f32', [128])], { expr: 'gelu(add($0, $1))' });
 node('cross_entropy', (t) => [t('f32', [48, 65]), t('i32', [48])], { ignoreIndex: -1 });
 node('dropout', (t) => [t('f32', [2, 24, 64])], { p: 0.1, training: true, seed: 42 });
 node('sdpa', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { isCausal: true, scale: null, dropoutP: 0 });

@@ -6,3 +6,4 @@ import './linalg.ts';
 import './reduce.ts';
 import './attention.ts';
 import './fused_attention.ts';
+import './fused_elementwise.ts';

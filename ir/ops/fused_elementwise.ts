@@ -1,0 +1,108 @@
+// fused_elementwise(x0, x1, ...) {expr}: a chain of f32 elementwise ops computed in one kernel, made by
+// the elementwise fusion pass (bias + GELU, bias + residual add). `expr` is the chain as text over the
+// operands $0, $1, ... and number literals, e.g. "gelu(add($0, $1))"; each op's own scalar function
+// (its registry entry) computes it, in JS for the CPU reference and in WGSL for the kernel.
+
+import { KilnError } from '../errors.ts';
+import type { Attrs } from '../graph.ts';
+import { allocData } from '../host.ts';
+import { type ScalarFn, getOp, registerOp } from '../registry.ts';
+import { NUMBER, formatNumber, parseNumber } from '../text.ts';
+import { numel } from '../types.ts';
+import { broadcastIndex } from './check.ts';
+import { inferElementwise } from './elementwise.ts';
+import { elementwiseKernel, wgslLiteral } from './wgsl.ts';
+
+/** An expression tree: an operand, a literal, or an op applied to subtrees. */
+export type Expr = { operand: number } | { literal: number } | { op: string; args: Expr[] };
+
+export function formatExpr(e: Expr): string {
+  if ('operand' in e) return `$${e.operand}`;
+  if ('literal' in e) return formatNumber(e.literal);
+  return `${e.op}(${e.args.map(formatExpr).join(', ')})`;
+}
+
+export function parseExpr(text: string): Expr {
+  let pos = 0;
+  const fail = (): never => {
+    throw new KilnError('KILN_E011', `fused_elementwise expr "${text}" is malformed at column ${pos + 1}`);
+  };
+  const skip = () => {
+    while (text[pos] === ' ') pos++;
+  };
+  const expr = (): Expr => {
+    skip();
+    const operand = /^\$(\d+)/.exec(text.slice(pos));
+    if (operand) return (pos += operand[0].length), { operand: Number(operand[1]) };
+    const name = /^[a-z_][a-z0-9_]*(?=\()/.exec(text.slice(pos));
+    if (!name) {
+      const literal = new RegExp(`^${NUMBER.source}`).exec(text.slice(pos)) ?? fail();
+      pos += literal[0].length;
+      return { literal: parseNumber(literal[0]) };
+    }
+    pos += name[0].length + 1;
+    const args: Expr[] = [];
+    for (skip(); text[pos] !== ')'; skip()) {
+      if (args.length) (text[pos] === ',' ? pos++ : fail());
+      args.push(expr());
+    }
+    pos++;
+    return { op: name[0], args };
+  };
+  const e = expr();
+  skip();
+  if (pos !== text.length) fail();
+  return e;
+}
+
+function exprOf(attrs: Attrs): Expr {
+  if (typeof attrs.expr !== 'string') throw new KilnError('KILN_E011', 'fused_elementwise needs an expr attribute');
+  return parseExpr(attrs.expr);
+}
+
+/** The scalar function of the whole chain, composed from each op's own. */
+export function composeScalar(e: Expr): ScalarFn {
+  const ops = new Set<string>();
+  const walk = (x: Expr): void => {
+    if ('op' in x) {
+      const def = getOp(x.op);
+      if (!def.scalar) throw new KilnError('KILN_E011', `fused_elementwise: ${x.op} is not elementwise`);
+      ops.add(x.op);
+      x.args.forEach(walk);
+    }
+  };
+  walk(e);
+  const js = (x: Expr, args: number[]): number =>
+    'operand' in x ? args[x.operand] : 'literal' in x ? x.literal : getOp(x.op).scalar!.js(...x.args.map((a) => js(a, args)));
+  const wgsl = (x: Expr, args: string[]): string =>
+    'operand' in x ? args[x.operand] : 'literal' in x ? wgslLiteral(x.literal, 'f32') : getOp(x.op).scalar!.wgsl(...x.args.map((a) => wgsl(a, args)));
+  const decls = [...new Set([...ops].map((op) => getOp(op).scalar!.decls).filter(Boolean))].join('\n');
+  return { js: (...args) => js(e, args), wgsl: (...args) => wgsl(e, args), decls: decls || undefined };
+}
+
+registerOp({
+  name: 'fused_elementwise',
+  flops: (_inputs, attrs, out) => numel(out.shape) * Math.max(1, (String(attrs.expr).match(/\(/g) ?? []).length),
+  infer(inputs, attrs) {
+    composeScalar(exprOf(attrs)); // every op exists and is elementwise
+    const t = inferElementwise('fused_elementwise', inputs, () => 'f32');
+    return t;
+  },
+  cpu(inputs, attrs, out, precision) {
+    const scalar = composeScalar(exprOf(attrs));
+    const n = numel(out.shape);
+    const reads = inputs.map((x) => {
+      if (typeof x === 'number') return () => x;
+      const map = broadcastIndex(out.shape, x.type.shape);
+      return (i: number) => x.data[map[i]];
+    });
+    const result = allocData('f32', n, precision);
+    const args = new Array<number>(inputs.length);
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < args.length; a++) args[a] = reads[a](i);
+      result[i] = scalar.js(...args);
+    }
+    return result;
+  },
+  wgsl: (req) => elementwiseKernel(req, composeScalar(exprOf(req.attrs))),
+});

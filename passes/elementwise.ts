@@ -1,0 +1,85 @@
+// Elementwise fusion: a chain of f32 elementwise ops whose intermediate values have one user each
+// becomes one fused_elementwise node, one kernel instead of one per op (nanoGPT: the bias add and
+// GELU of the MLP, the bias add and residual add after each projection).
+
+import { Graph, type Node, type Operand, isNode } from '../ir/graph.ts';
+import { type Expr, formatExpr, parseExpr } from '../ir/ops/fused_elementwise.ts';
+import { getOp } from '../ir/registry.ts';
+import { sameShape } from '../ir/types.ts';
+import type { Pass } from './manager.ts';
+
+/** A kernel binds its inputs and its output as storage buffers; WebGPU guarantees 8 a stage. */
+const MAX_FUSED_INPUTS = 6;
+
+/** f32 elementwise ops (and chains already fused) can join a chain. */
+function fusible(node: Node): boolean {
+  return node.type.dtype === 'f32' && (getOp(node.op).scalar !== undefined || node.op === 'fused_elementwise');
+}
+
+/** The chain rooted at `root` as an expression over its leaf operands (`$i` is leaves[i]). */
+function chainOf(root: Node, absorbed: Set<Node>): { expr: Expr; leaves: Node[] } {
+  const leaves: Node[] = [];
+  const leaf = (n: Node): Expr => {
+    const i = leaves.indexOf(n);
+    return { operand: i >= 0 ? i : leaves.push(n) - 1 };
+  };
+  const build = (n: Node): Expr => {
+    const args = n.inputs.map((x: Operand): Expr => (isNode(x) ? (absorbed.has(x) ? build(x) : leaf(x)) : { literal: x }));
+    if (n.op !== 'fused_elementwise') return { op: n.op, args };
+    // Splice an already fused chain: its $i stand for its own operands.
+    const substitute = (e: Expr): Expr => ('operand' in e ? args[e.operand] : 'literal' in e ? e : { op: e.op, args: e.args.map(substitute) });
+    return substitute(parseExpr(String(n.attrs.expr)));
+  };
+  return { expr: build(root), leaves };
+}
+
+export function fuseElementwise(graph: Graph): Graph {
+  const users = graph.users();
+  const outputs = new Set(graph.outputs.map((o) => o.node));
+  // A node is absorbed into its one user when both can join a chain and it is not broadcast there
+  // (a broadcast value would be recomputed for every element it reaches).
+  const absorbed = new Set<Node>();
+  for (const node of graph.nodes) {
+    const us = users.get(node) ?? [];
+    if (fusible(node) && !outputs.has(node) && us.length === 1 && fusible(us[0]) && sameShape(node.type.shape, us[0].type.shape)) {
+      absorbed.add(node);
+    }
+  }
+  const position = new Map(graph.nodes.map((n, i) => [n, i]));
+  const out = new Graph(graph.nextFreeId());
+  out.constants = graph.constants;
+  const remap = new Map<Node, Node>();
+  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
+  for (const node of graph.nodes) {
+    if (absorbed.has(node)) continue;
+    const hasChain = fusible(node) && node.inputs.some((x) => isNode(x) && absorbed.has(x));
+    const chain = hasChain ? chainOf(node, absorbed) : null;
+    if (chain && chain.leaves.length <= MAX_FUSED_INPUTS) {
+      remap.set(node, out.add('fused_elementwise', chain.leaves.map(mapped), { expr: formatExpr(chain.expr) }, node.loc, node.scope));
+      continue;
+    }
+    // Too many operands for one kernel: keep this node, and emit the nodes it would have absorbed.
+    if (chain) for (const n of absorbedInto(node, absorbed, position)) remap.set(n, out.addRaw({ ...n, inputs: n.inputs.map(mapped) }));
+    const inputs = node.inputs.map(mapped);
+    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
+  }
+  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
+  return out;
+}
+
+/** The absorbed nodes under `root`, in graph order (inputs before users). */
+function absorbedInto(root: Node, absorbed: Set<Node>, position: Map<Node, number>): Node[] {
+  const found = new Set<Node>();
+  const visit = (n: Node) => {
+    for (const x of n.inputs) if (isNode(x) && absorbed.has(x) && !found.has(x)) (visit(x), found.add(x));
+  };
+  visit(root);
+  return [...found].sort((a, b) => position.get(a)! - position.get(b)!);
+}
+
+export const elementwiseFusion: Pass = {
+  name: 'fuse_elementwise',
+  stage: 'lowered',
+  description: 'fuses chains of f32 elementwise ops (bias + GELU, bias + residual) into one kernel each',
+  run: (graph) => fuseElementwise(graph),
+};

@@ -1,0 +1,39 @@
+// %2 = fused_elementwise(%0, %1) {expr="gelu(add($0, $1))"} : f32[2,24,128]  # model.ts:10:5
+
+struct Params {
+  n: u32,
+  shape0: u32,
+  shape1: u32,
+  shape2: u32,
+  b_stride0: u32,
+  b_stride1: u32,
+  b_stride2: u32,
+  groups: u32,
+}
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn kiln_erf(x: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(x) * (1.0 - poly * exp(-x * x));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wid = group_id.y * group_count.x + group_id.x;
+  // Past 65535 workgroups the grid is rounded up to a rectangle: the extra ones stop here.
+  if (wid >= params.groups) { return; }
+  let gid = wid * 256u + lid;
+  if (gid >= params.n) { return; }
+  var i_rest = gid;
+  let i2 = i_rest % params.shape2;
+  i_rest = i_rest / params.shape2;
+  let i1 = i_rest % params.shape1;
+  i_rest = i_rest / params.shape1;
+  let i0 = i_rest;
+  let b_at = i0 * params.b_stride0 + i1 * params.b_stride1 + i2 * params.b_stride2;
+  out[gid] = (0.5 * (a[gid] + b[b_at]) * (1.0 + kiln_erf((a[gid] + b[b_at]) * 0.7071067811865476)));
+}

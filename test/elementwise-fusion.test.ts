@@ -1,0 +1,94 @@
+// Elementwise fusion: chains of f32 elementwise ops become one fused_elementwise kernel, with the same
+// numbers as the chain, on the CPU reference and on the GPU.
+
+import { afterAll, describe, expect, it } from 'vitest';
+import { Module, compile, tensor, type Tensor } from '../index.ts';
+import { lowerGraph } from '../codegen/index.ts';
+import createModel from '../examples/nanogpt/model.ts';
+import { Graph, type Node } from '../ir/graph.ts';
+import { getOp } from '../ir/registry.ts';
+import { fuseElementwise } from '../passes/elementwise.ts';
+import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
+import { relError, rng } from './helpers.ts';
+
+afterAll(releaseDevice);
+
+const small = { n_layer: 2, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11, flash: false };
+
+function randomTensor(shape: number[], seed: number): Tensor {
+  const r = rng(seed);
+  return tensor(Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() * 4 - 2), shape);
+}
+
+describe('elementwise fusion', () => {
+  it('fuses nanoGPT’s bias + GELU and bias + residual adds, one kernel each, with the same outputs', async () => {
+    const model = createModel(small).eval();
+    const idx = tensor(Array.from({ length: 16 }, (_, i) => i % 11), [2, 8], 'i32');
+    const fused = compile(model, { backend: 'cpu' });
+    const plain = compile(model, { backend: 'cpu', passes: { fuse_elementwise: false } });
+    const a = await fused(idx, idx);
+    const b = await plain(idx, idx);
+    const lowered = fused.stage('lowered')!;
+    const exprs = lowered.nodesOf('fused_elementwise').map((n) => n.attrs.expr);
+    expect(exprs.filter((e) => e === 'gelu(add($0, $1))')).toHaveLength(small.n_layer);
+    expect(exprs.filter((e) => e === 'add($0, add($1, $2))')).toHaveLength(2 * small.n_layer);
+    expect(lowered.nodesOf('gelu')).toHaveLength(0);
+    // The chain is computed in one expression (f64 inside, one rounding) instead of rounding every step.
+    expect(relError(await a.logits.data(), await b.logits.data())).toBeLessThan(1e-6);
+  });
+
+  it('leaves a value alone when it has other users, is an output, or is broadcast into its user', () => {
+    class M extends Module {
+      forward(x: Tensor, y: Tensor) {
+        const shared = x.add(1); // two users: stays
+        const e = shared.exp().add(shared.mul(2));
+        const small = y.mul(3); // [4] broadcast into [3,4]: stays
+        return { e, z: e.add(small), out: x.tanh() };
+      }
+    }
+    const g = compile(new M(), { backend: 'cpu' });
+    return g.lower(randomTensor([3, 4], 1), randomTensor([4], 2)).then((c) => {
+      const lowered = c.passes.stages.get('lowered')!;
+      const ops = lowered.nodes.filter((n) => !getOp(n.op).leaf).map((n) => n.op + (n.attrs.expr ? ` ${String(n.attrs.expr)}` : ''));
+      expect(ops).toEqual(['add', 'fused_elementwise add(exp($0), mul($0, 2))', 'mul', 'add', 'tanh']);
+    });
+  });
+
+  it('keeps chains of more than six operands unfused at the root, and computes them right', () => {
+    const g = new Graph();
+    const xs = Array.from({ length: 8 }, (_, i) => g.add('input', [], { name: `x${i}`, dtype: 'f32', shape: [5] }));
+    let acc: Node = xs[0];
+    for (const x of xs.slice(1)) acc = g.add('add', [acc, x]);
+    g.setOutputs([{ name: 'y', node: acc }]);
+    const fused = fuseElementwise(g);
+    expect(fused.nodesOf('fused_elementwise').every((n) => n.inputs.length <= 6)).toBe(true);
+    expect(fused.nodes.filter((n) => n.op !== 'input')).not.toHaveLength(0);
+  });
+
+  it('runs on the GPU as the f64 reference computes it, with broadcasting and a bool mask', async () => {
+    const g = new Graph();
+    const x = g.add('input', [], { name: 'x', dtype: 'f32', shape: [3, 37] });
+    const bias = g.add('input', [], { name: 'b', dtype: 'f32', shape: [37] });
+    const mask = g.add('input', [], { name: 'm', dtype: 'bool', shape: [3, 37] });
+    const y = g.add('fused_elementwise', [x, bias, mask], { expr: 'masked_fill(gelu(add($0, $1)), $2, -inf)' });
+    g.setOutputs([{ name: 'y', node: y }]);
+    const r = rng(7);
+    const host = (n: Node, make: () => number) => ({ type: n.type, data: n.type.dtype === 'bool' ? Uint8Array.from({ length: 111 }, make) : Float32Array.from({ length: n.type.shape.reduce((a, b) => a * b, 1) }, make) });
+    const feeds = new Map([
+      [x, host(x, () => r() * 6 - 3)],
+      [bias, host(bias, () => r() - 0.5)],
+      [mask, host(mask, () => (r() < 0.2 ? 1 : 0))],
+    ]);
+    const kdev = await getDevice();
+    const exec = await Executor.create(kdev, lowerGraph(g));
+    const got = await readback(kdev, exec.run(feeds).get('y')!, y.type);
+    const want = getOp('fused_elementwise').cpu([...feeds.values()], y.attrs, y.type, 'f64');
+    for (let i = 0; i < want.length; i++) {
+      // -inf is lowered to the finite sentinel -f32max; elsewhere gelu's erf is within 1.5e-7 absolute (A&S 7.1.26).
+      if (want[i] === -Infinity) expect(got[i]).toBeLessThan(-3e38);
+      else expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-6 * Math.max(1, Math.abs(want[i])));
+    }
+    exec.destroy();
+  });
+});
+
