@@ -2,18 +2,21 @@
 // folder wraps plans into full modules, validates them, derives their bindings, and orders a graph.
 //
 // API:
-//   lowerNode(node): Kernel | null        one node's kernel; null for leaves and aliases (eager mode)
-//   lowerGraph(graph): Program            kernels in node order, plus storageOf() for alias chains
-//   Kernel.bindings                       from reflecting the generated text: binding 0 is the params
-//                                         uniform, 1..n the read-only inputs (Kernel.inputs, same order),
-//                                         last the read_write `out`
-//   Kernel.params                         the uniform's u32 words (at least 16 bytes, as uniforms need)
-//   Kernel.workgroups                     the dispatch grid, spread over x and y past 65535
+//   lowerNode(node, limits?): Kernel | null   one node's kernel; null for leaves and aliases (eager mode)
+//   lowerGraph(graph, limits?): Program       kernels in node order, plus storageOf() for alias chains
+//   kernelFromPlan(node, plan): Kernel        wraps a plan made by hand (tests of one lowering's variants)
+//   limits                                    the device's (kdev.limits): some lowerings size their tiles
+//                                             by them; absent means WebGPU's defaults
+//   Kernel.bindings                           from reflecting the generated text: binding 0 is the params
+//                                             uniform, 1..n the read-only inputs (Kernel.inputs, same order),
+//                                             last the read_write `out`
+//   Kernel.params                             the uniform's u32 words (at least 16 bytes, as uniforms need)
+//   Kernel.workgroups                         the dispatch grid, spread over x and y past 65535
 // Running them is runtime/webgpu's job: Executor for a Program, runKernel for one eager node.
 
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, isNode } from '../ir/graph.ts';
-import type { KernelRequest } from '../ir/kernel.ts';
+import type { KernelLimits, KernelPlan, KernelRequest } from '../ir/kernel.ts';
 import { getOp } from '../ir/registry.ts';
 import { describeNode, dispatchShape, moduleText, paramNames } from './module.ts';
 import { type ReflectedBinding, reflectBindings } from './reflect.ts';
@@ -54,17 +57,21 @@ export function kernelLabel(node: Node): string {
   return `%${node.id} ${node.op}${node.loc ? ` ${node.loc.file}:${node.loc.line}:${node.loc.col}` : ''}`;
 }
 
-export function lowerNode(node: Node): Kernel | null {
+export function lowerNode(node: Node, limits?: KernelLimits): Kernel | null {
   const def = getOp(node.op, node.loc);
   if (needsNoKernel(node)) return null;
   if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${describeNode(node)})`, node.loc);
-  const req: KernelRequest = { inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type };
+  const req: KernelRequest = { inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type, limits };
   let plan;
   try {
     plan = def.wgsl(req);
   } catch (e) {
     throw e instanceof KilnError ? e.at(node.loc) : e;
   }
+  return kernelFromPlan(node, plan);
+}
+
+export function kernelFromPlan(node: Node, plan: KernelPlan): Kernel {
   const inputs = node.inputs.filter(isNode);
   if (inputs.length !== plan.inputNames.length) {
     throw new Error(`${node.op} lowering names ${plan.inputNames.length} inputs for ${inputs.length} tensor operands`);
@@ -82,7 +89,7 @@ export function lowerNode(node: Node): Kernel | null {
   return { node, code, key, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs };
 }
 
-export function lowerGraph(graph: Graph): Program {
+export function lowerGraph(graph: Graph, limits?: KernelLimits): Program {
   const storage = new Map<Node, Node>();
   const storageOf = (node: Node): Node => storage.get(node) ?? node;
   const kernels: Kernel[] = [];
@@ -94,7 +101,7 @@ export function lowerGraph(graph: Graph): Program {
       storage.set(node, storageOf(src));
       continue;
     }
-    const kernel = lowerNode(node);
+    const kernel = lowerNode(node, limits);
     if (kernel) kernels.push(kernel);
   }
   return { graph, kernels, storageOf };

@@ -54,7 +54,7 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
 
 async function prepare(graph: Graph): Promise<Runner> {
   const kdev = await getDevice();
-  const program = lowerGraph(graph);
+  const program = lowerGraph(graph, kdev.limits);
   logKernels(program);
   const exec = await Executor.create(kdev, program);
   const leaves = graph.nodes.filter((n) => n.op === 'input' || n.op === 'param' || n.op === 'buffer' || n.op === 'constant');
@@ -86,7 +86,7 @@ const eager: EagerBackend = {
   run(node, inputs) {
     const kdev = eagerDevice;
     if (!kdev) throw new Error('the webgpu eager backend runs after useBackend("webgpu")');
-    const kernel = lowerNode(node);
+    const kernel = lowerNode(node, kdev.limits);
     if (!kernel) throw new Error(`${node.op} has no kernel to run eagerly`);
     // The node's tensor operands are the eager graph's input leaves, in operand order.
     const buffers = kernel.inputs.map((leaf) => deviceBuffer(kdev, inputs[eagerInputIndex(leaf)], `input of ${node.op}`));

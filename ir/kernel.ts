@@ -21,7 +21,18 @@ export interface KernelRequest {
   readonly inputs: readonly OperandType[];
   readonly attrs: Attrs;
   readonly out: TensorType;
+  /** The device's limits, where a lowering sizes its tiles by them; absent means WebGPU's defaults. */
+  readonly limits?: KernelLimits;
 }
+
+/** The device limits lowerings may size workgroups by (a GPUSupportedLimits has them all). */
+export interface KernelLimits {
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+}
+
+/** What every WebGPU device offers: the limits a lowering assumes when its request names none. */
+export const DEFAULT_KERNEL_LIMITS: KernelLimits = { maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256 };
 
 export interface KernelPlan {
   /** Binding names of the tensor inputs in operand order (scalar operands have none); the output is `out`. */

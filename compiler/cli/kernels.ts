@@ -8,6 +8,7 @@ import { opFlops } from '../../ir/registry.ts';
 import { numel } from '../../ir/types.ts';
 import type { Command } from './main.ts';
 import { MODEL_FLAGS, modelSession } from './model.ts';
+import { getDevice } from '../../runtime/webgpu/index.ts';
 
 /** Every element is 4 bytes on the GPU: f32, i32, and bool stored as u32. */
 const BYTES_PER_ELEMENT = 4;
@@ -35,7 +36,7 @@ export const kernelsCommand: Command = {
   spec: {
     name: 'kernels',
     summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
-    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--wgsl] [--no-fusion] [--json]',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--wgsl] [--no-fusion] [--json] [--adapter]',
     example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
     positionals: ['MODEL.ts'],
     flags: [
@@ -43,6 +44,7 @@ export const kernelsCommand: Command = {
       { name: 'wgsl', kind: 'boolean', help: "print each kernel's WGSL after its line" },
       { name: 'no-fusion', kind: 'boolean', help: 'switch off attention fusion (the fuse_attention pass), to compare' },
       { name: 'json', kind: 'boolean', help: 'print {"kernels": [...], "totals": {...}} instead of text' },
+      { name: 'adapter', kind: 'boolean', help: "tile kernels for this machine's WebGPU adapter limits (default: WebGPU's default limits, no GPU needed)" },
     ],
   },
 
@@ -50,7 +52,9 @@ export const kernelsCommand: Command = {
     const passes = args.flags.get('no-fusion') ? { fuse_attention: false } : undefined;
     // The cpu backend: listing kernels needs the lowered graph and codegen, not a GPU.
     const session = await modelSession('kernels', args, mod, { backend: 'cpu', passes });
-    const program = lowerGraph(session.compilation.passes.stages.get('lowered')!);
+    // Tilings depend on the device's limits (workgroup memory, invocations): the adapter's, if asked.
+    const limits = args.flags.get('adapter') ? (await getDevice()).limits : undefined;
+    const program = lowerGraph(session.compilation.passes.stages.get('lowered')!, limits);
     const withWgsl = args.flags.get('wgsl') === true;
     const kernels = program.kernels.map((k, i) => kernelReport(k, i, withWgsl));
     const totals = { kernels: kernels.length, flops: sum(kernels, 'flops'), bytes: sum(kernels, 'bytes') };

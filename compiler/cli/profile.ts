@@ -128,7 +128,7 @@ async function compiledForward(kdev: KilnDevice, session: ModelSession, timer: K
     feeds.set(node, buffer);
     uploaded.push(buffer);
   }
-  const exec = await Executor.create(kdev, lowerGraph(graph));
+  const exec = await Executor.create(kdev, lowerGraph(graph, kdev.limits));
   return {
     forward: () => {
       exec.run(feeds, timer);

@@ -18,7 +18,7 @@ export function gpuBytes(type: TensorType): number {
   return Math.max(4, numel(type.shape) * 4);
 }
 
-function formatBytes(n: number): string {
+export function formatBytes(n: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) {
@@ -26,6 +26,39 @@ function formatBytes(n: number): string {
     i++;
   }
   return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** GPU bytes held by buffers kiln allocated (allocateFor, upload) and not yet released, and their most since reset. */
+export interface GpuMemory {
+  readonly currentBytes: number;
+  readonly peakBytes: number;
+}
+
+const memory = { currentBytes: 0, peakBytes: 0 };
+// Only buffers counted here are uncounted on release, so releasing a caller's buffer cannot skew the total.
+const counted = new WeakSet<GPUBuffer>();
+
+function count(buffer: GPUBuffer): GPUBuffer {
+  counted.add(buffer);
+  memory.currentBytes += buffer.size;
+  memory.peakBytes = Math.max(memory.peakBytes, memory.currentBytes);
+  return buffer;
+}
+
+/** kiln's GPU memory now and its high-water mark (buffers destroyed without releaseBuffer stay counted). */
+export function gpuMemory(): GpuMemory {
+  return { ...memory };
+}
+
+/** Starts a new high-water mark from what is allocated now: the benchmark's peak of one case. */
+export function resetPeakGpuMemory(): void {
+  memory.peakBytes = memory.currentBytes;
+}
+
+/** Destroys a buffer and takes it off kiln's count. */
+export function releaseBuffer(buffer: GPUBuffer): void {
+  if (counted.delete(buffer)) memory.currentBytes -= buffer.size;
+  buffer.destroy();
 }
 
 /**
@@ -40,8 +73,10 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
     const which = maxBufferSize <= maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
     throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
   }
-  return kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
-    kdev.device.createBuffer({ size, usage: storageUsage(), label }),
+  return count(
+    kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
+      kdev.device.createBuffer({ size, usage: storageUsage(), label }),
+    ),
   );
 }
 
@@ -68,7 +103,7 @@ export function upload(kdev: KilnDevice, t: HostTensor, label = formatType(t.typ
     kdev.device.createBuffer({ size, usage: storageUsage(), label }),
   );
   writeTensor(kdev, buffer, t);
-  return buffer;
+  return count(buffer);
 }
 
 /** Copies a buffer back: f32 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array. Throws any GPU error pending first. */

@@ -7,7 +7,7 @@ import type { Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { getOp } from '../../ir/registry.ts';
 import { formatType, sameType } from '../../ir/types.ts';
-import { allocateFor, gpuBytes, writeTensor } from './buffers.ts';
+import { allocateFor, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import type { ErrorContext } from './errors.ts';
 import { type GpuPipeline, pipelineFor } from './pipelines.ts';
@@ -113,7 +113,8 @@ export class Executor {
 
   /** Frees the executor's buffers; buffers the caller fed are left alone. */
   destroy(): void {
-    for (const b of [...this.owned.values(), ...this.uploads.values(), this.paramsBuffer]) b.destroy();
+    for (const b of [...this.owned.values(), ...this.uploads.values()]) releaseBuffer(b);
+    this.paramsBuffer.destroy();
     this.owned.clear();
     this.uploads.clear();
   }

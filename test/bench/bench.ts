@@ -1,5 +1,8 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|all [--json OUT] [--smoke]`.
-// Every case times its variants in this one process, on whatever adapter kiln finds, and prints ratios.
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|all [--json OUT] [--smoke] [--no-peers]`.
+// Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
+// then the peers (onnxruntime-web, tfjs-webgpu, jax-js) on the same adapter, each checked against
+// kiln's output. It prints each median with its spread and its ratio to kiln's, and kiln's peak GPU
+// bytes; `--json OUT` keeps every number with the date and the adapter (report.ts makes BENCHMARKS.md).
 
 import { writeFileSync } from 'node:fs';
 import { compile } from '../../compiler/compile.ts';
@@ -7,34 +10,48 @@ import { tensor } from '../../compiler/frontend/create.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
 import '../../compiler/webgpu.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
+import { Graph } from '../../ir/graph.ts';
+import { numel } from '../../ir/types.ts';
 import { type KilnDevice, getDevice, releaseDevice } from '../../runtime/webgpu/index.ts';
-import { attentionGraph, matmulGraph, timeGraph } from './kiln-cases.ts';
-import { type Timing, measure } from './measure.ts';
+import { attentionGraph, graphOutput, inputsOf, matmulGraph, timeGraph, withPeakBytes } from './kiln-cases.ts';
+import { measure, setMeasureDefaults } from './measure.ts';
+import { jaxAttention } from './peers/jax.ts';
+import { ortAttention } from './peers/ort.ts';
+import { type AttentionShape, type PeerVariant, sharePeersKilnGpu, timePeer, unsharePeersKilnGpu } from './peers/peer.ts';
+import { tfjsAttention, tfjsMatmul } from './peers/tfjs.ts';
+import { type BenchReport, type CaseResult, type VariantResult, flagValue, formatCase, formatRate, oneLine } from './results.ts';
 
-export interface VariantResult {
-  readonly name: string;
-  readonly timing: Timing;
-  /** e.g. TFLOP/s for matmul */
-  readonly rate?: string;
-  readonly kernels?: number;
-}
-
-export interface CaseResult {
-  readonly suite: string;
-  readonly name: string;
-  readonly variants: VariantResult[];
-}
+export type { BenchReport, CaseResult, VariantResult } from './results.ts';
 
 type Suite = (kdev: KilnDevice, smoke: boolean) => Promise<CaseResult[]>;
 
-const attention: Suite = async (kdev, smoke) => {
+const ATTENTION_PEERS: PeerVariant<AttentionShape>[] = [ortAttention, tfjsAttention, jaxAttention];
+const MATMUL_PEERS: PeerVariant<number>[] = [tfjsMatmul];
+const ALL_PEERS = [...ATTENTION_PEERS, ...MATMUL_PEERS];
+
+/** The float inputs of a kiln graph by name, as the peers take them. */
+function floatInputs(graph: Graph): Map<string, Float32Array> {
+  return new Map([...inputsOf(graph)].filter(([, t]) => t.type.dtype === 'f32').map(([name, t]) => [name, t.data as Float32Array]));
+}
+
+const attention = (peers: boolean): Suite => async (kdev, smoke) => {
+  // Smoke keeps T < 32: onnxruntime-web's flash kernel is wrong there on SwiftShader's 4-wide subgroups.
   const shapes = smoke ? [[1, 2, 16, 8]] : [[12, 12, 1024, 64], [64, 6, 256, 64]];
   const out: CaseResult[] = [];
   for (const [b, h, t, d] of shapes) {
+    const usefulFlops = 2 * b * h * t * t * d; // q@k^T and p@v over the causal half
     const variants: VariantResult[] = [];
     for (const fused of [true, false]) {
       const r = await timeGraph(kdev, attentionGraph(b, h, t, d, fused));
-      variants.push({ name: fused ? 'kiln fused' : 'kiln unfused', timing: r.timing, kernels: r.kernels });
+      variants.push({ name: fused ? 'kiln fused' : 'kiln unfused', timing: r.timing, rate: formatRate(usefulFlops, r.timing.medianMs), kernels: r.kernels, peakBytes: r.peakBytes });
+    }
+    if (peers) {
+      const graph = attentionGraph(b, h, t, d, true);
+      const [inputs, reference] = [floatInputs(graph), await graphOutput(kdev, graph)];
+      for (const peer of ATTENTION_PEERS) {
+        const v = await timePeer(peer, { b, h, t, d }, inputs, reference, { smoke });
+        variants.push(v.timing ? { ...v, rate: formatRate(usefulFlops, v.timing.medianMs) } : v);
+      }
     }
     out.push({ suite: 'attention', name: `causal attention B${b} H${h} T${t} D${d}`, variants });
   }
@@ -42,17 +59,31 @@ const attention: Suite = async (kdev, smoke) => {
 };
 
 const matmul: Suite = async (kdev, smoke) => {
-  const sizes = smoke ? [64] : [4096];
+  // [name, a's shape, b's shape, b transposed]: square products, then the shapes GPT-2 (B12 T1024) multiplies.
+  const cases: [string, number[], number[], boolean][] = smoke
+    ? [['matmul 64^3 f32', [64, 64], [64, 64], false], ['x @ W^T [2,24,64] x [48,64]', [2, 24, 64], [48, 64], true]]
+    : [
+        ['matmul 4096^3 f32', [4096, 4096], [4096, 4096], false],
+        ['x @ W^T 4096^3 f32 (nn.Linear)', [4096, 4096], [4096, 4096], true],
+        ['GPT-2 MLP x @ W^T [12,1024,768] x [3072,768]', [12, 1024, 768], [3072, 768], true],
+        ['GPT-2 MLP x @ W^T [12,1024,3072] x [768,3072]', [12, 1024, 3072], [768, 3072], true],
+        ['GPT-2 attention q @ k^T [144,1024,64] x [144,1024,64]', [144, 1024, 64], [144, 1024, 64], true],
+      ];
   const out: CaseResult[] = [];
-  for (const n of sizes) {
-    const r = await timeGraph(kdev, matmulGraph(n, n, n));
-    const tflops = (2 * n ** 3) / (r.timing.medianMs * 1e-3) / 1e12;
-    out.push({ suite: 'matmul', name: `matmul ${n}^3 f32`, variants: [{ name: 'kiln', timing: r.timing, rate: `${tflops.toFixed(2)} TFLOP/s` }] });
+  for (const [name, aShape, bShape, transposeB] of cases) {
+    const g = new Graph();
+    const a = g.add('input', [], { name: 'a', dtype: 'f32', shape: aShape });
+    const b = g.add('input', [], { name: 'b', dtype: 'f32', shape: bShape });
+    const c = g.add('matmul', [a, b], { transposeA: false, transposeB });
+    g.setOutputs([{ name: 'c', node: c }]);
+    const r = await timeGraph(kdev, g);
+    const flops = 2 * numel(c.type.shape) * aShape[aShape.length - 1];
+    out.push({ suite: 'matmul', name, variants: [{ name: 'kiln', timing: r.timing, rate: formatRate(flops, r.timing.medianMs), peakBytes: r.peakBytes }] });
   }
   return out;
 };
 
-const nanogpt: Suite = async (_kdev, smoke) => {
+const nanogpt: Suite = async (kdev, smoke) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
     ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 1, 8]]
     : [
@@ -67,49 +98,84 @@ const nanogpt: Suite = async (_kdev, smoke) => {
       const model = createModel({ ...config, flash, dropout: 0 }).eval();
       const vocab = model.config.vocab_size;
       const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
-      const forward = compile(model, { backend: 'webgpu', passes: { fuse_attention: fused } });
-      const kdev = await getDevice();
-      // Inference forward (no targets): logits for the last position only, as nanoGPT's generate; with targets,
-      // GPT-2's [12,1024,50304] logits are 2.3 GiB, past WebGPU's 2 GiB binding limit.
-      const timing = await measure(() => forward(idx), () => kdev.device.queue.onSubmittedWorkDone());
-      variants.push({ name, timing });
+      // Peak bytes: the weights (uploaded on the first call) and the executor's buffers for every intermediate.
+      const { timing, peakBytes } = await withPeakBytes(async () => {
+        const forward = compile(model, { backend: 'webgpu', passes: { fuse_attention: fused } });
+        // Inference forward (no targets): logits for the last position only, as nanoGPT's generate; with targets,
+        // GPT-2's [12,1024,50304] logits are 2.3 GiB, past WebGPU's 2 GiB binding limit.
+        return { timing: await measure(() => forward(idx), () => kdev.device.queue.onSubmittedWorkDone()) };
+      });
+      variants.push({ name, timing, peakBytes });
     }
     out.push({ suite: 'nanogpt', name: `nanoGPT ${label} forward B${B} T${T}`, variants });
   }
   return out;
 };
 
-const SUITES: Record<string, Suite> = { attention, matmul, nanogpt };
-
-function flag(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : undefined;
-}
-
-export async function main(argv: string[]): Promise<CaseResult[]> {
-  const suite = flag(argv, 'suite') ?? 'all';
-  const smoke = argv.includes('--smoke');
-  const names = suite === 'all' ? Object.keys(SUITES) : [suite];
-  for (const n of names) if (!SUITES[n]) throw new Error(`unknown suite ${n}; suites: ${Object.keys(SUITES).join(', ')}, all`);
-  const kdev = await getDevice();
-  console.log(`adapter: ${kdev.description}`);
-  const results: CaseResult[] = [];
-  for (const n of names) {
-    for (const c of await SUITES[n](kdev, smoke)) {
-      results.push(c);
-      const base = c.variants[c.variants.length - 1].timing.medianMs;
-      console.log(`\n${c.name}`);
-      for (const v of c.variants) {
-        const t = v.timing;
-        const ratio = c.variants.length > 1 ? `  ${(base / t.medianMs).toFixed(2)}x vs ${c.variants[c.variants.length - 1].name}` : '';
-        console.log(`  ${v.name.padEnd(28)} ${t.medianMs.toFixed(3).padStart(9)} ms  [p10 ${t.p10Ms.toFixed(3)}, p90 ${t.p90Ms.toFixed(3)}]${v.rate ? '  ' + v.rate : ''}${v.kernels ? `  ${v.kernels} kernels` : ''}${ratio}`);
-      }
+/**
+ * The matmul suite times kiln's variants; tfjs's matMul joins each of its cases (named `matmul N^3 ...`),
+ * fed the same inputs as kiln's matmul graph and checked against its output.
+ */
+const withMatmulPeers = (suite: Suite): Suite => async (kdev, smoke) => {
+  const cases = await suite(kdev, smoke);
+  for (const c of cases) {
+    const n = Number(/^matmul (\d+)\^3/.exec(c.name)?.[1]);
+    if (!n) continue;
+    const graph = matmulGraph(n, n, n);
+    const [inputs, reference] = [floatInputs(graph), await graphOutput(kdev, graph)];
+    for (const peer of MATMUL_PEERS) {
+      const v = await timePeer(peer, n, inputs, reference, { smoke });
+      c.variants.push(v.timing ? { ...v, rate: formatRate(2 * n ** 3, v.timing.medianMs) } : v);
     }
   }
-  const json = flag(argv, 'json');
-  if (json) writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), adapter: kdev.description, results }, null, 2));
-  await releaseDevice();
-  return results;
+  return cases;
+};
+
+function suites(peers: boolean): Record<string, Suite> {
+  return { attention: attention(peers), matmul: peers ? withMatmulPeers(matmul) : matmul, nanogpt };
+}
+
+/** Runs the suites named by argv, prints a table per case, writes `--json OUT`; returns what it measured. */
+export async function main(argv: string[]): Promise<BenchReport> {
+  const suite = flagValue(argv, 'suite') ?? 'all';
+  const smoke = argv.includes('--smoke');
+  const peers = !argv.includes('--no-peers');
+  const available = suites(peers);
+  const names = suite === 'all' ? Object.keys(available) : [suite];
+  for (const n of names) if (!available[n]) throw new Error(`unknown suite ${n}; suites: ${Object.keys(available).join(', ')}, all`);
+  // Smoke sizes check that every variant runs; a few batches of a few runs are enough for that.
+  const measureDefaults = setMeasureDefaults(smoke ? { budgetMs: 40, minBatches: 3 } : {});
+  const kdev = await getDevice();
+  const results: CaseResult[] = [];
+  try {
+    if (peers) await sharePeersKilnGpu();
+    console.log(`adapter: ${kdev.description}${smoke ? '  (smoke sizes: the times say nothing about speed)' : ''}`);
+    for (const n of names) {
+      let cases: CaseResult[];
+      try {
+        cases = await available[n](kdev, smoke);
+      } catch (e) {
+        // A suite that dies (a kiln error, a lost device) still leaves the others' numbers and the JSON.
+        cases = [{ suite: n, name: `${n} suite`, variants: [{ name: 'kiln', failed: oneLine(e) }] }];
+      }
+      for (const c of cases) {
+        results.push(c);
+        console.log(`\n${formatCase(c)}`);
+      }
+    }
+  } finally {
+    setMeasureDefaults(measureDefaults);
+    unsharePeersKilnGpu();
+    await releaseDevice();
+  }
+  const versions = [...new Set(ALL_PEERS.map((p) => p.version()).filter((v): v is string => v !== undefined))];
+  const report: BenchReport = { date: new Date().toISOString(), adapter: kdev.description, smoke, node: process.version, peers: versions, results };
+  const json = flagValue(argv, 'json');
+  if (json) {
+    writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+    console.log(`\nwrote ${json}`);
+  }
+  return report;
 }
 
 if (process.argv[1] && /bench\.(ts|mjs)$/.test(process.argv[1])) {

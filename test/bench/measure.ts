@@ -17,17 +17,26 @@ export interface MeasureOptions {
   readonly minBatches?: number;
 }
 
+let defaults: Required<MeasureOptions> = { budgetMs: 2000, minBatches: 7 };
+
+/** Changes the budget of every later measure() that does not set its own (`--smoke` shortens it); returns the old one. */
+export function setMeasureDefaults(opts: MeasureOptions): Required<MeasureOptions> {
+  const previous = defaults;
+  defaults = { ...defaults, ...opts };
+  return previous;
+}
+
 /**
  * Times `run` (which enqueues GPU work; awaited if it returns a promise, without waiting for the GPU) with `done` (resolves when the queue is
  * idle). The first batch sizes the rest so each takes about a tenth of the budget.
  */
 export async function measure(run: () => unknown, done: () => Promise<unknown>, opts: MeasureOptions = {}): Promise<Timing> {
-  const budget = opts.budgetMs ?? 2000;
-  const minBatches = opts.minBatches ?? 7;
+  const budget = opts.budgetMs ?? defaults.budgetMs;
+  const minBatches = opts.minBatches ?? defaults.minBatches;
   for (let i = 0; i < 3; i++) await run(); // warm-up: pipelines, bind groups, caches
   await done();
   let t = performance.now();
-  run();
+  await run();
   await done();
   const once = Math.max(performance.now() - t, 0.001);
   const runsPerBatch = Math.max(1, Math.min(200, Math.floor(budget / 10 / once)));
