@@ -8,11 +8,12 @@
 
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { lowerGraph, lowerNode } from '../codegen/index.ts';
+import { kernelFromPlan, lowerGraph, lowerNode } from '../codegen/index.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import { flashTiling } from '../ir/ops/fused_attention.wgsl.ts';
+import type { KernelLimits } from '../ir/kernel.ts';
+import { type FlashShape, flashAttentionKernel, flashTiling, flashTilingOf } from '../ir/ops/fused_attention.wgsl.ts';
 import { getOp } from '../ir/registry.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
@@ -46,8 +47,12 @@ interface Outcome {
   ref: HostData;
 }
 
-/** Runs fused_attention and (unless told not to) the unfused chain in one graph on the GPU, and the f64 reference on the CPU. */
-async function runBoth(a: Attention, withUnfused = true): Promise<Outcome> {
+/**
+ * Runs fused_attention and (unless told not to) the unfused chain in one graph on the GPU, and the
+ * f64 reference on the CPU. The kernel is lowered for `limits` (WebGPU's defaults when absent), or
+ * with the given flash tiling.
+ */
+async function runBoth(a: Attention, withUnfused = true, lowering: { limits?: KernelLimits; tiling?: FlashShape } = {}): Promise<Outcome> {
   const g = new Graph();
   const feeds = new Map<Node, HostTensor>();
   const input = (name: string, t: HostTensor) => {
@@ -64,7 +69,14 @@ async function runBoth(a: Attention, withUnfused = true): Promise<Outcome> {
   g.setOutputs([{ name: 'fused', node: fused }, ...(unfused ? [{ name: 'unfused', node: unfused }] : [])]);
 
   const kdev = await getDevice();
-  const exec = await Executor.create(kdev, lowerGraph(g));
+  let program = lowerGraph(g, lowering.limits);
+  const { tiling } = lowering;
+  if (tiling) {
+    const req = { inputs: fused.inputs.map((x) => (x as Node).type), attrs: fused.attrs, out: fused.type };
+    const plan = flashAttentionKernel(req, attrs, flashTilingOf(a.q.type.shape.at(-1)!, a.v.type.shape.at(-1)!, tiling));
+    program = { ...program, kernels: program.kernels.map((k) => (k.node === fused ? kernelFromPlan(fused, plan) : k)) };
+  }
+  const exec = await Executor.create(kdev, program);
   const outs = exec.run(feeds);
   const result = {
     fused: await readback(kdev, outs.get('fused')!, fused.type),
@@ -294,6 +306,36 @@ describe('fused_attention on the GPU', () => {
     for (let j = rows; j < t; j++) for (let c = 0; c < d; c++) a.k.data[j * d + c] = a.v.data[j * d + c] = NaN;
     const { fused, ref } = await runBoth(a);
     for (let e = 0; e < rows * d; e++) expect(Math.abs(fused[e] - ref[e])).toBeLessThan(1e-5);
+  });
+
+  it('rescales rightly when later keys score far above the running max, and when they fall far below it', async () => {
+    // Scores grow with the key (k rows scaled up along S), then drop: the running max moves by more
+    // than MAX_SLACK (8 in base 2) several times, and by less in between, where weights above 1 stand.
+    const [l, s, d] = [40, 70, 16];
+    const a = buildCase({ b: 1, h: 2, l, s, d, causal: false, scaling: 'post', maskKind: 'none', maskDims: [], maskRank: 0, blankRow: false, seed: 11 });
+    for (let h = 0; h < 2; h++) {
+      for (let j = 0; j < s; j++) {
+        const gain = j < 50 ? 1 + j / 4 : 0.05;
+        for (let c = 0; c < d; c++) a.k.data[(h * s + j) * d + c] *= gain;
+      }
+    }
+    expectWithinTwiceUnfused(a, await runBoth(a), describeCase(a));
+  });
+
+  it('is right for every tiling shape: one, two or four slices a row, 4 to 16 keys a tile', async () => {
+    for (const [n, [slices, keys, d]] of ([[1, 4, 8], [1, 16, 27], [2, 8, 64], [2, 16, 37], [4, 4, 111], [4, 16, 128]] as const).entries()) {
+      const a = buildCase({ b: 1, h: 2, l: 70, s: 45, d, causal: n % 2 === 0, scaling: 'pre_qk', maskKind: 'none', maskDims: [], maskRank: 0, blankRow: false, seed: 200 + n });
+      expectWithinTwiceUnfused(a, await runBoth(a, true, { tiling: { slices, rows: 64, keys } }), `${describeCase(a)} slices=${slices} keys=${keys}`);
+    }
+  });
+
+  it('stages more keys a tile where the device has more workgroup memory, and stays right', async () => {
+    const { limits } = await getDevice();
+    expect(flashTiling(256, 256)!.keys).toBe(4);
+    expect(flashTiling(256, 256, { maxComputeWorkgroupStorageSize: 49152, maxComputeInvocationsPerWorkgroup: 1024 })!.keys).toBe(8);
+    expect(flashTiling(256, 256, limits)!.keys).toBeGreaterThan(4);
+    const a = buildCase({ b: 1, h: 1, l: 37, s: 37, d: 256, causal: true, scaling: 'post', maskKind: 'none', maskDims: [], maskRank: 0, blankRow: false, seed: 9 });
+    expectWithinTwiceUnfused(a, await runBoth(a, true, { limits }), describeCase(a));
   });
 
   it('runs more workgroups than one dispatch dimension holds', async () => {

@@ -179,6 +179,6 @@ function sdpaWgsl(req: KernelRequest): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
   const { d, dv } = attentionDims(q, k, v);
   const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
-  if (dropoutP > 0 || !flashTiling(d, dv)) return sdpaKernel(req);
+  if (dropoutP > 0 || !flashTiling(d, dv, req.limits)) return sdpaKernel(req);
   return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
 }

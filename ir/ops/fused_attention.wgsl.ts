@@ -7,16 +7,26 @@
 // - Keys go by in tiles of KEYS: the whole workgroup stages k and v rows in workgroup memory
 //   (zero-padded past the head dim and the last key), then every invocation scores its row
 //   against the tile. With SLICES > 1 the slices' partial dot products meet in workgroup memory.
-// - Online softmax in f32: a running max and sum per row; the accumulator is rescaled when the
-//   max grows. Masked scores sit at a finite sentinel (WGSL does not promise infinities) and count
-//   for nothing; a row that saw no key writes zeros.
-// - Causal: the key loop stops at the last tile the workgroup's rows can see; only the diagonal
-//   tile masks per element.
+//   Each invocation loads its share of the next tile into registers before working through this
+//   one, so the loads' latency hides behind the arithmetic.
+// - Online softmax in f32, in base 2: log2(e) is folded into q's scale (and into additive mask
+//   values), so each weight is one exp2. A running max and sum per row; the accumulator is
+//   rescaled only when a tile's max passes the running max by more than MAX_SLACK (so the weights
+//   stay below 2^MAX_SLACK), which after the first keys is rare. Masked scores sit at a finite
+//   sentinel (WGSL does not promise infinities) and weigh nothing; a row that saw no key writes zeros.
+// - Causal: the key loop stops at the last tile the workgroup's rows can see; rows that end before
+//   a tile skip its arithmetic; only tiles across a row's end mask per key.
 // Shapes (L, S, head dims, batch, mask strides) live in params; the text depends only on the
-// tiling (chosen from the head dims), the scale, causal, scaling and the mask's dtype and rank.
+// tiling (chosen from the head dims and the device's workgroup memory), the scale, causal,
+// scaling and the mask's dtype and rank.
+//
+// Measured on an H100 through Dawn/Vulkan (test/bench/ATTENTION_NOTES.md): several rows per
+// invocation, bigger tiles, q in workgroup memory and two-product layouts all ran slower than this
+// one-row-per-invocation shape; the loop over a tile's keys must stay small enough for the
+// driver to unroll (16 keys with 8 vec4 each did; 32 did not).
 
 import { KilnError } from '../errors.ts';
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
 import { type TensorType, numel } from '../types.ts';
 import { attentionDims } from './attention.ts';
 import type { AttentionSpec } from './fused_attention.ts';
@@ -38,34 +48,52 @@ export interface FlashTiling {
   readonly workgroupBytes: number;
 }
 
-// WebGPU's default maxComputeWorkgroupStorageSize: every device has at least this much.
-const WORKGROUP_BYTES = 16384;
+/** What a tiling is chosen by; the rest follows from it and the head dims. */
+export type FlashShape = Pick<FlashTiling, 'slices' | 'rows' | 'keys'>;
+
 const ROWS = 64;
-// At most 32 head dims (8 vec4) per invocation keeps q and the accumulator in registers up to D = 128.
-const DIMS_PER_SLICE = 32;
+const LOG2E = Math.LOG2E;
+// More keys per tile means fewer barriers, but the loops over a tile's keys and an invocation's
+// vec4s must stay small enough for the driver to unroll them and keep dots[] in registers: 16 keys
+// x 8 vec4 ran well on the H100, 32 x 8 ran 1.7x slower, 16 x 16 a little slower than 8 x 16.
 const MAX_KEYS = 16;
+const MAX_KEY_VEC4S = 128;
 const MIN_KEYS = 4;
 
-/** The tiling for head dims d (q, k) and dv (v, out); null when even MIN_KEYS keys do not fit in workgroup memory. */
-export function flashTiling(d: number, dv: number): FlashTiling | null {
-  const widest = Math.max(d, dv);
-  const slices = widest <= DIMS_PER_SLICE ? 1 : widest <= 2 * DIMS_PER_SLICE ? 2 : 4;
-  const qVec4 = Math.max(1, Math.ceil(Math.ceil(d / 4) / slices));
-  const oVec4 = Math.max(1, Math.ceil(Math.ceil(dv / 4) / slices));
-  const bytes = (keys: number) => keys * slices * (qVec4 + oVec4) * 16 + (slices > 1 ? keys * ROWS * slices * 4 : 0);
-  let keys = MAX_KEYS;
-  while (keys > MIN_KEYS && bytes(keys) > WORKGROUP_BYTES) keys /= 2;
-  if (bytes(keys) > WORKGROUP_BYTES) return null;
-  return { slices, rows: ROWS, keys, qVec4, oVec4, workgroupSize: ROWS * slices, workgroupBytes: bytes(keys) };
+/** Invocations per row: one up to D = 32, two up to 128 (q and the accumulator, 16 vec4 each, stay in registers), then four. */
+function slicesFor(widest: number): number {
+  return widest <= 32 ? 1 : widest <= 128 ? 2 : 4;
 }
 
-/** The flash kernel for q, k, v (and an optional bool or additive f32 mask) in req.inputs. */
-export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec): KernelPlan {
+/** The sizes that follow from a tiling's shape for head dims d and dv. */
+export function flashTilingOf(d: number, dv: number, shape: FlashShape): FlashTiling {
+  const { slices, rows, keys } = shape;
+  const qVec4 = Math.max(1, Math.ceil(Math.ceil(d / 4) / slices));
+  const oVec4 = Math.max(1, Math.ceil(Math.ceil(dv / 4) / slices));
+  const bytes = keys * slices * (qVec4 + oVec4) * 16 + (slices > 1 ? keys * rows * slices * 4 : 0);
+  return { ...shape, qVec4, oVec4, workgroupSize: rows * slices, workgroupBytes: bytes };
+}
+
+/** The tiling for head dims d (q, k) and dv (v, out) on a device with these limits; null when even MIN_KEYS keys do not fit. */
+export function flashTiling(d: number, dv: number, limits: KernelLimits = DEFAULT_KERNEL_LIMITS): FlashTiling | null {
+  const slices = slicesFor(Math.max(d, dv));
+  if (ROWS * slices > limits.maxComputeInvocationsPerWorkgroup) return null;
+  for (let keys = MAX_KEYS; keys >= MIN_KEYS; keys /= 2) {
+    const t = flashTilingOf(d, dv, { slices, rows: ROWS, keys });
+    const unrolled = keys * Math.max(t.qVec4, t.oVec4) <= MAX_KEY_VEC4S || keys === MIN_KEYS;
+    if (unrolled && t.workgroupBytes <= limits.maxComputeWorkgroupStorageSize) return t;
+  }
+  return null;
+}
+
+/** The flash kernel for q, k, v (and an optional bool or additive f32 mask) in req.inputs; `tiling` overrides the choice (tests, benchmarks). */
+export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, tiling?: FlashTiling): KernelPlan {
   const [q, k, v, mask] = req.inputs as (TensorType | undefined)[] as TensorType[];
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
-  const tiling = flashTiling(d, dv);
-  if (!tiling) throw new KilnError('KILN_E011', `fused_attention head dims ${d} and ${dv} do not fit the flash kernel's workgroup memory (${WORKGROUP_BYTES} bytes)`);
-  const rowTiles = Math.ceil(l / tiling.rows);
+  const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
+  const t = tiling ?? flashTiling(d, dv, limits);
+  if (!t) throw new KilnError('KILN_E011', `fused_attention head dims ${d} and ${dv} do not fit the flash kernel's workgroup memory (${limits.maxComputeWorkgroupStorageSize} bytes)`);
+  const rowTiles = Math.ceil(l / t.rows);
   const params: Record<string, number> = { l, s, d, dv, row_tiles: rowTiles };
   if (mask) {
     const strides = broadcastStrides([...batch, l, s], mask.shape);
@@ -76,41 +104,64 @@ export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec): K
   return {
     inputNames: mask ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
     params,
-    decls: flashDecls(tiling, spec),
-    body: indent(flashBody(tiling, spec, mask, batch.length)).replace(/^\s+$/gm, ''),
-    workgroupSize: tiling.workgroupSize,
+    decls: flashDecls(t, spec, d, dv, mask),
+    body: indent(flashBody(t, spec, mask, batch.length)).replace(/^\s+$/gm, ''),
+    workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * rowTiles,
   };
 }
 
-function flashDecls(t: FlashTiling, spec: AttentionSpec): string {
-  const [qScale, kScale] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), Math.sqrt(spec.scale)] : [spec.scale, 1];
-  const lines = [
+/** vec4s of k and of v each invocation stages per tile. */
+function fetchCounts(t: FlashTiling): { k: number; v: number } {
+  return { k: Math.ceil((t.keys * t.slices * t.qVec4) / t.workgroupSize), v: Math.ceil((t.keys * t.slices * t.oVec4) / t.workgroupSize) };
+}
+
+function flashDecls(t: FlashTiling, spec: AttentionSpec, d: number, dv: number, mask: TensorType | undefined): string {
+  const root = Math.sqrt(spec.scale);
+  const qScale = (spec.scaling === 'pre_qk' ? root : spec.scale) * LOG2E;
+  const fetches = fetchCounts(t);
+  return [
     `const ROWS: u32 = ${t.rows}u; // query rows per workgroup`,
     `const SLICES: u32 = ${t.slices}u; // invocations per row; slice s owns vec4s s, s + SLICES, ... of the head dims`,
     `const KEYS: u32 = ${t.keys}u; // keys per K/V tile in workgroup memory`,
     `const Q_VEC4: u32 = ${t.qVec4}u; // vec4s of q (and of each k row) per invocation`,
     `const O_VEC4: u32 = ${t.oVec4}u; // vec4s of v (and of the output row) per invocation`,
-    `const K_ROW: u32 = SLICES * Q_VEC4; // vec4s per staged k row: the head dim, zero-padded`,
-    `const V_ROW: u32 = SLICES * O_VEC4;`,
-    `const WORKGROUP: u32 = ROWS * SLICES;`,
-    `${constDecl('Q_SCALE', 'f32', qScale)} // applied once as q is loaded (${spec.scaling === 'pre_qk' ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'})`,
-    ...(spec.scaling === 'pre_qk' ? [`${constDecl('K_SCALE', 'f32', kScale)} // applied as k is staged: q and k each carry sqrt(scale)`] : []),
+    'const K_ROW: u32 = SLICES * Q_VEC4; // vec4s per staged k row: the head dim, zero-padded',
+    'const V_ROW: u32 = SLICES * O_VEC4;',
+    'const WORKGROUP: u32 = ROWS * SLICES;',
+    `const K_FETCHES: u32 = ${fetches.k}u; // vec4s of each k tile one invocation loads`,
+    `const V_FETCHES: u32 = ${fetches.v}u;`,
+    `${constDecl('Q_SCALE', 'f32', qScale)} // applied once as q is loaded: ${spec.scaling === 'pre_qk' ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`,
+    ...(spec.scaling === 'pre_qk' ? [`${constDecl('K_SCALE', 'f32', root)} // applied as k is loaded: q and k each carry sqrt(scale)`] : []),
+    ...(mask?.dtype === 'f32' ? [`${constDecl('LOG2E', 'f32', LOG2E)} // additive mask values join the scores in base 2`] : []),
     '// A masked score: finite, as WGSL does not promise infinities. Scores and additive mask values',
     '// at or below MASKED_BELOW (-inf included) are masked.',
     'const MASKED: f32 = -3.0e38;',
     'const MASKED_BELOW: f32 = -1.0e30;',
+    '// The running max moves only when a tile\'s max passes it by more than this (base 2), so the',
+    '// accumulator is rescaled a few times per row rather than on most tiles (as FlashAttention-4 does);',
+    '// weights stay below 2^8, and dividing by the running sum at the end gives the same result.',
+    'const MAX_SLACK: f32 = 8.0;',
     'var<workgroup> k_tile: array<vec4<f32>, KEYS * K_ROW>; // key c at c * K_ROW',
     'var<workgroup> v_tile: array<vec4<f32>, KEYS * V_ROW>;',
     ...(t.slices > 1 ? [`var<workgroup> partial_dots: array<vec${t.slices}<f32>, KEYS * ROWS>; // [key][row]: component s is slice s's share of q.k`] : []),
     '',
-    ...['q', 'k', 'v'].map((name) => rowLoader(name, name === 'v' ? 'dv' : 'd')),
-  ];
-  return lines.join('\n');
+    rowLoader('q', 'd', d),
+    rowLoader('k', 'd', d),
+    rowLoader('v', 'dv', dv),
+  ].join('\n');
 }
 
-/** `load_x(row, col)`: four elements of row `row` of x from `col` on, zero past the row's end (head dims need not be a multiple of 4). */
-function rowLoader(name: string, len: 'd' | 'dv'): string {
+/** `load_x(row, col)`: four elements of row `row` of x from `col` on, zero past the row's end. */
+function rowLoader(name: string, len: 'd' | 'dv', n: number): string {
+  if (n % 4 === 0) {
+    // Whole vec4s: one bounds check for the four (the padding past the head dim is whole vec4s too).
+    return `fn load_${name}(row: u32, col: u32) -> vec4<f32> {
+  if (col >= params.${len}) { return vec4<f32>(0.0); }
+  let at = row * params.${len} + col;
+  return vec4<f32>(${name}[at], ${name}[at + 1u], ${name}[at + 2u], ${name}[at + 3u]);
+}`;
+  }
   return `fn load_${name}(row: u32, col: u32) -> vec4<f32> {
   var x = vec4<f32>(0.0);
   for (var c = 0u; c < 4u; c = c + 1u) {
@@ -120,23 +171,53 @@ function rowLoader(name: string, len: 'd' | 'dv'): string {
 }`;
 }
 
-/** The score of key j for this row from its dot product `dot` (q already scaled): mask applied, MASKED if masked. */
+/** Lines that load this invocation's share of the tile at key `j0` into next_k, next_v: zero past the last key. */
+function fetchLines(t: FlashTiling, j0: string, kScale: string): string[] {
+  const { k, v } = fetchCounts(t);
+  const at = (n: number) => (n === 0 ? 'lid' : `(lid + ${n}u * WORKGROUP)`);
+  const key = (n: number, row: string) => `${j0 === '0u' ? '' : `${j0} + `}${at(n)} / ${row}`;
+  const lines: string[] = [];
+  for (let n = 0; n < k; n++) {
+    lines.push(`let j_k${n} = ${key(n, 'K_ROW')};`);
+    lines.push(`next_k[${n}] = select(vec4<f32>(0.0), load_k(kv_row0 + min(j_k${n}, params.s - 1u), (${at(n)} % K_ROW) * 4u)${kScale}, j_k${n} < params.s);`);
+  }
+  for (let n = 0; n < v; n++) {
+    lines.push(`let j_v${n} = ${key(n, 'V_ROW')};`);
+    lines.push(`next_v[${n}] = select(vec4<f32>(0.0), load_v(kv_row0 + min(j_v${n}, params.s - 1u), (${at(n)} % V_ROW) * 4u), j_v${n} < params.s);`);
+  }
+  return lines;
+}
+
+/** Lines that write next_k, next_v into the tile (the last of each share may run past the tile's end). */
+function stageLines(t: FlashTiling): string[] {
+  const { k, v } = fetchCounts(t);
+  const at = (n: number) => (n === 0 ? 'lid' : `lid + ${n}u * WORKGROUP`);
+  const store = (tile: string, n: number, total: number, src: string) =>
+    (n + 1) * t.workgroupSize > total ? `if (${at(n)} < ${total}u) { ${tile}[${at(n)}] = ${src}; }` : `${tile}[${at(n)}] = ${src};`;
+  return [
+    ...Array.from({ length: k }, (_, n) => store('k_tile', n, t.keys * t.slices * t.qVec4, `next_k[${n}]`)),
+    ...Array.from({ length: v }, (_, n) => store('v_tile', n, t.keys * t.slices * t.oVec4, `next_v[${n}]`)),
+  ];
+}
+
+/** The score of key j for this row from its dot product dots[c] (q already scaled): mask applied, MASKED if masked. */
 function scoreLines(mask: TensorType | undefined): string[] {
   if (!mask) return ['score = dots[c];'];
   const at = 'mask[mask_row + j * params.mask_col_stride]';
   if (mask.dtype === 'bool') return [`if (${at} != 0u) { score = dots[c]; }`];
-  return [`let bias = ${at};`, 'if (bias > MASKED_BELOW) { score = dots[c] + bias; }'];
+  return [`let bias = ${at};`, 'if (bias > MASKED_BELOW) { score = dots[c] + bias * LOG2E; }'];
 }
 
 function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number): string[] {
   const kScale = spec.scaling === 'pre_qk' ? ' * K_SCALE' : '';
-  const ones = `vec${t.slices}<f32>(1.0)`;
   const exchange = t.slices > 1
     ? [
-      '  // Each slice holds part of every q.k: add the parts up through workgroup memory.',
-      '  for (var c = 0u; c < KEYS; c = c + 1u) { partial_dots[c * ROWS + row][slice] = dots[c]; }',
+      '    // Each slice holds part of every q.k: add the parts up through workgroup memory.',
+      '    for (var c = 0u; c < KEYS; c = c + 1u) { partial_dots[c * ROWS + row][slice] = dots[c]; }',
+      '  }',
       '  workgroupBarrier();',
-      `  for (var c = 0u; c < KEYS; c = c + 1u) { dots[c] = dot(partial_dots[c * ROWS + row], ${ones}); }`,
+      '  if (live) {',
+      `    for (var c = 0u; c < KEYS; c = c + 1u) { dots[c] = dot(partial_dots[c * ROWS + row], vec${t.slices}<f32>(1.0)); }`,
     ]
     : [];
   const maskRow = mask
@@ -157,10 +238,12 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     ...maskRow,
     '',
     'var q_own: array<vec4<f32>, Q_VEC4>;',
-    'if (row_valid) {',
-    '  for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = load_q(q_row, (u * SLICES + slice) * 4u) * Q_SCALE; }',
+    'for (var u = 0u; u < Q_VEC4; u = u + 1u) {',
+    '  q_own[u] = vec4<f32>(0.0);',
+    '  if (row_valid) { q_own[u] = load_q(q_row, (u * SLICES + slice) * 4u) * Q_SCALE; }',
     '}',
     'var acc: array<vec4<f32>, O_VEC4>;',
+    'for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = vec4<f32>(0.0); }',
     'var run_max = MASKED;',
     'var run_sum = 0.0;',
     // key_end is uniform over the workgroup (barriers inside the loop); row_end is this row's own.
@@ -168,54 +251,55 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
       ? '// Causal: tiles wholly above the diagonal are never loaded; the diagonal tile masks per key.\nlet key_end = min(params.s, row0 + ROWS);\nlet row_end = select(0u, min(key_end, i + 1u), row_valid);'
       : 'let key_end = params.s;\nlet row_end = select(0u, key_end, row_valid);',
     '',
+    'var next_k: array<vec4<f32>, K_FETCHES>; // this invocation\'s share of the next tile',
+    'var next_v: array<vec4<f32>, V_FETCHES>;',
+    ...fetchLines(t, '0u', kScale),
     'for (var j0 = 0u; j0 < key_end; j0 = j0 + KEYS) {',
-    '  // Stage KEYS rows of k and v, zero past the last key.',
-    '  for (var e = lid; e < KEYS * K_ROW; e = e + WORKGROUP) {',
-    '    let j = j0 + e / K_ROW;',
-    '    var x = vec4<f32>(0.0);',
-    `    if (j < params.s) { x = load_k(kv_row0 + j, (e % K_ROW) * 4u)${kScale}; }`,
-    '    k_tile[e] = x;',
-    '  }',
-    '  for (var e = lid; e < KEYS * V_ROW; e = e + WORKGROUP) {',
-    '    let j = j0 + e / V_ROW;',
-    '    var x = vec4<f32>(0.0);',
-    '    if (j < params.s) { x = load_v(kv_row0 + j, (e % V_ROW) * 4u); }',
-    '    v_tile[e] = x;',
-    '  }',
+    '  // Every invocation is done with the last tile: put the loaded one in its place.',
     '  workgroupBarrier();',
-    '',
-    '  var dots: array<f32, KEYS>;',
-    '  for (var c = 0u; c < KEYS; c = c + 1u) {',
-    '    var sum4 = vec4<f32>(0.0);',
-    '    for (var u = 0u; u < Q_VEC4; u = u + 1u) { sum4 = fma(q_own[u], k_tile[c * K_ROW + u * SLICES + slice], sum4); }',
-    '    dots[c] = sum4.x + sum4.y + sum4.z + sum4.w;',
+    ...stageLines(t).map((l) => '  ' + l),
+    '  workgroupBarrier();',
+    '  // Load the next tile: its loads are in flight while this one is worked through.',
+    '  if (j0 + KEYS < key_end) {',
+    ...fetchLines(t, 'j0 + KEYS', kScale).map((l) => '    ' + l),
     '  }',
+    '',
+    '  // A row that ends before this tile (past the diagonal, past L) skips its arithmetic.',
+    '  let live = j0 < row_end;',
+    '  var dots: array<f32, KEYS>;',
+    '  if (live) {',
+    '    for (var c = 0u; c < KEYS; c = c + 1u) {',
+    '      var sum4 = vec4<f32>(0.0);',
+    '      for (var u = 0u; u < Q_VEC4; u = u + 1u) { sum4 = fma(q_own[u], k_tile[c * K_ROW + u * SLICES + slice], sum4); }',
+    '      dots[c] = sum4.x + sum4.y + sum4.z + sum4.w;',
+    '    }',
     ...exchange,
     '',
-    '  // Scores, then the online softmax: rescale what came before when the running max grows.',
-    '  var tile_max = MASKED;',
-    '  for (var c = 0u; c < KEYS; c = c + 1u) {',
-    '    let j = j0 + c;',
-    '    var score = MASKED;',
-    '    if (j < row_end) {',
-    ...indent(scoreLines(mask), '      ').split('\n'),
+    '    // Scores, then the online softmax.',
+    '    var tile_max = MASKED;',
+    '    for (var c = 0u; c < KEYS; c = c + 1u) {',
+    '      let j = j0 + c;',
+    '      var score = MASKED;',
+    '      if (j < row_end) {',
+    ...indent(scoreLines(mask), '        ').split('\n'),
+    '      }',
+    '      dots[c] = score;',
+    '      tile_max = max(tile_max, score);',
     '    }',
-    '    dots[c] = score;',
-    '    tile_max = max(tile_max, score);',
+    '    let new_max = select(run_max, tile_max, tile_max > run_max + MAX_SLACK);',
+    '    // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp2.',
+    '    let alpha = select(0.0, exp2(run_max - new_max), run_max > MASKED_BELOW);',
+    '    if (alpha != 1.0) {',
+    '      run_sum = run_sum * alpha;',
+    '      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }',
+    '    }',
+    '    run_max = new_max;',
+    '    for (var c = 0u; c < KEYS; c = c + 1u) {',
+    '      let p = select(0.0, exp2(dots[c] - new_max), dots[c] > MASKED_BELOW);',
+    '      run_sum = run_sum + p;',
+    '      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }',
+    '    }',
     '  }',
-    '  let new_max = max(run_max, tile_max);',
-    '  // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp.',
-    '  let alpha = select(0.0, exp(run_max - new_max), run_max > MASKED_BELOW);',
-    '  run_sum = run_sum * alpha;',
-    '  for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }',
-    '  for (var c = 0u; c < KEYS; c = c + 1u) {',
-    '    let p = select(0.0, exp(dots[c] - new_max), dots[c] > MASKED_BELOW);',
-    '    run_sum = run_sum + p;',
-    '    for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }',
-    '  }',
-    '  run_max = new_max;',
-    '  // The next tile overwrites k_tile, v_tile (and partial_dots) only after every row is done with them.',
-    '  workgroupBarrier();',
     '}',
     '',
     'if (row_valid) {',

@@ -36,7 +36,8 @@ function floatInputs(graph: Graph): Map<string, Float32Array> {
 
 const attention = (peers: boolean): Suite => async (kdev, smoke) => {
   // Smoke keeps T < 32: onnxruntime-web's flash kernel is wrong there on SwiftShader's 4-wide subgroups.
-  const shapes = smoke ? [[1, 2, 16, 8]] : [[12, 12, 1024, 64], [64, 6, 256, 64]];
+  // GPT-2 124M's attention, shakespeare-char's, and a D = 128 head (LLaMA-style) at GPT-2's length.
+  const shapes = smoke ? [[1, 2, 16, 8]] : [[12, 12, 1024, 64], [64, 6, 256, 64], [12, 12, 1024, 128]];
   const out: CaseResult[] = [];
   for (const [b, h, t, d] of shapes) {
     const usefulFlops = 2 * b * h * t * t * d; // q@k^T and p@v over the causal half

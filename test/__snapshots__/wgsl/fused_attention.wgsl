@@ -22,35 +22,35 @@ const O_VEC4: u32 = 8u; // vec4s of v (and of the output row) per invocation
 const K_ROW: u32 = SLICES * Q_VEC4; // vec4s per staged k row: the head dim, zero-padded
 const V_ROW: u32 = SLICES * O_VEC4;
 const WORKGROUP: u32 = ROWS * SLICES;
-const Q_SCALE: f32 = 0.125; // applied once as q is loaded (the softmax scale, "post")
+const K_FETCHES: u32 = 2u; // vec4s of each k tile one invocation loads
+const V_FETCHES: u32 = 2u;
+const Q_SCALE: f32 = 0.18033688011112042; // applied once as q is loaded: the softmax scale, "post", times log2(e) for exp2
 // A masked score: finite, as WGSL does not promise infinities. Scores and additive mask values
 // at or below MASKED_BELOW (-inf included) are masked.
 const MASKED: f32 = -3.0e38;
 const MASKED_BELOW: f32 = -1.0e30;
+// The running max moves only when a tile's max passes it by more than this (base 2), so the
+// accumulator is rescaled a few times per row rather than on most tiles (as FlashAttention-4 does);
+// weights stay below 2^8, and dividing by the running sum at the end gives the same result.
+const MAX_SLACK: f32 = 8.0;
 var<workgroup> k_tile: array<vec4<f32>, KEYS * K_ROW>; // key c at c * K_ROW
 var<workgroup> v_tile: array<vec4<f32>, KEYS * V_ROW>;
 var<workgroup> partial_dots: array<vec2<f32>, KEYS * ROWS>; // [key][row]: component s is slice s's share of q.k
 
 fn load_q(row: u32, col: u32) -> vec4<f32> {
-  var x = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c = c + 1u) {
-    if (col + c < params.d) { x[c] = q[row * params.d + col + c]; }
-  }
-  return x;
+  if (col >= params.d) { return vec4<f32>(0.0); }
+  let at = row * params.d + col;
+  return vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
 }
 fn load_k(row: u32, col: u32) -> vec4<f32> {
-  var x = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c = c + 1u) {
-    if (col + c < params.d) { x[c] = k[row * params.d + col + c]; }
-  }
-  return x;
+  if (col >= params.d) { return vec4<f32>(0.0); }
+  let at = row * params.d + col;
+  return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]);
 }
 fn load_v(row: u32, col: u32) -> vec4<f32> {
-  var x = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c = c + 1u) {
-    if (col + c < params.dv) { x[c] = v[row * params.dv + col + c]; }
-  }
-  return x;
+  if (col >= params.dv) { return vec4<f32>(0.0); }
+  let at = row * params.dv + col;
+  return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
 }
 
 @compute @workgroup_size(128)
@@ -71,67 +71,89 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   let kv_row0 = bh * params.s;
 
   var q_own: array<vec4<f32>, Q_VEC4>;
-  if (row_valid) {
-    for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = load_q(q_row, (u * SLICES + slice) * 4u) * Q_SCALE; }
+  for (var u = 0u; u < Q_VEC4; u = u + 1u) {
+    q_own[u] = vec4<f32>(0.0);
+    if (row_valid) { q_own[u] = load_q(q_row, (u * SLICES + slice) * 4u) * Q_SCALE; }
   }
   var acc: array<vec4<f32>, O_VEC4>;
+  for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = vec4<f32>(0.0); }
   var run_max = MASKED;
   var run_sum = 0.0;
   // Causal: tiles wholly above the diagonal are never loaded; the diagonal tile masks per key.
   let key_end = min(params.s, row0 + ROWS);
   let row_end = select(0u, min(key_end, i + 1u), row_valid);
 
+  var next_k: array<vec4<f32>, K_FETCHES>; // this invocation's share of the next tile
+  var next_v: array<vec4<f32>, V_FETCHES>;
+  let j_k0 = lid / K_ROW;
+  next_k[0] = select(vec4<f32>(0.0), load_k(kv_row0 + min(j_k0, params.s - 1u), (lid % K_ROW) * 4u), j_k0 < params.s);
+  let j_k1 = (lid + 1u * WORKGROUP) / K_ROW;
+  next_k[1] = select(vec4<f32>(0.0), load_k(kv_row0 + min(j_k1, params.s - 1u), ((lid + 1u * WORKGROUP) % K_ROW) * 4u), j_k1 < params.s);
+  let j_v0 = lid / V_ROW;
+  next_v[0] = select(vec4<f32>(0.0), load_v(kv_row0 + min(j_v0, params.s - 1u), (lid % V_ROW) * 4u), j_v0 < params.s);
+  let j_v1 = (lid + 1u * WORKGROUP) / V_ROW;
+  next_v[1] = select(vec4<f32>(0.0), load_v(kv_row0 + min(j_v1, params.s - 1u), ((lid + 1u * WORKGROUP) % V_ROW) * 4u), j_v1 < params.s);
   for (var j0 = 0u; j0 < key_end; j0 = j0 + KEYS) {
-    // Stage KEYS rows of k and v, zero past the last key.
-    for (var e = lid; e < KEYS * K_ROW; e = e + WORKGROUP) {
-      let j = j0 + e / K_ROW;
-      var x = vec4<f32>(0.0);
-      if (j < params.s) { x = load_k(kv_row0 + j, (e % K_ROW) * 4u); }
-      k_tile[e] = x;
-    }
-    for (var e = lid; e < KEYS * V_ROW; e = e + WORKGROUP) {
-      let j = j0 + e / V_ROW;
-      var x = vec4<f32>(0.0);
-      if (j < params.s) { x = load_v(kv_row0 + j, (e % V_ROW) * 4u); }
-      v_tile[e] = x;
-    }
+    // Every invocation is done with the last tile: put the loaded one in its place.
     workgroupBarrier();
+    k_tile[lid] = next_k[0];
+    k_tile[lid + 1u * WORKGROUP] = next_k[1];
+    v_tile[lid] = next_v[0];
+    v_tile[lid + 1u * WORKGROUP] = next_v[1];
+    workgroupBarrier();
+    // Load the next tile: its loads are in flight while this one is worked through.
+    if (j0 + KEYS < key_end) {
+      let j_k0 = j0 + KEYS + lid / K_ROW;
+      next_k[0] = select(vec4<f32>(0.0), load_k(kv_row0 + min(j_k0, params.s - 1u), (lid % K_ROW) * 4u), j_k0 < params.s);
+      let j_k1 = j0 + KEYS + (lid + 1u * WORKGROUP) / K_ROW;
+      next_k[1] = select(vec4<f32>(0.0), load_k(kv_row0 + min(j_k1, params.s - 1u), ((lid + 1u * WORKGROUP) % K_ROW) * 4u), j_k1 < params.s);
+      let j_v0 = j0 + KEYS + lid / V_ROW;
+      next_v[0] = select(vec4<f32>(0.0), load_v(kv_row0 + min(j_v0, params.s - 1u), (lid % V_ROW) * 4u), j_v0 < params.s);
+      let j_v1 = j0 + KEYS + (lid + 1u * WORKGROUP) / V_ROW;
+      next_v[1] = select(vec4<f32>(0.0), load_v(kv_row0 + min(j_v1, params.s - 1u), ((lid + 1u * WORKGROUP) % V_ROW) * 4u), j_v1 < params.s);
+    }
 
+    // A row that ends before this tile (past the diagonal, past L) skips its arithmetic.
+    let live = j0 < row_end;
     var dots: array<f32, KEYS>;
-    for (var c = 0u; c < KEYS; c = c + 1u) {
-      var sum4 = vec4<f32>(0.0);
-      for (var u = 0u; u < Q_VEC4; u = u + 1u) { sum4 = fma(q_own[u], k_tile[c * K_ROW + u * SLICES + slice], sum4); }
-      dots[c] = sum4.x + sum4.y + sum4.z + sum4.w;
-    }
-    // Each slice holds part of every q.k: add the parts up through workgroup memory.
-    for (var c = 0u; c < KEYS; c = c + 1u) { partial_dots[c * ROWS + row][slice] = dots[c]; }
-    workgroupBarrier();
-    for (var c = 0u; c < KEYS; c = c + 1u) { dots[c] = dot(partial_dots[c * ROWS + row], vec2<f32>(1.0)); }
-
-    // Scores, then the online softmax: rescale what came before when the running max grows.
-    var tile_max = MASKED;
-    for (var c = 0u; c < KEYS; c = c + 1u) {
-      let j = j0 + c;
-      var score = MASKED;
-      if (j < row_end) {
-        score = dots[c];
+    if (live) {
+      for (var c = 0u; c < KEYS; c = c + 1u) {
+        var sum4 = vec4<f32>(0.0);
+        for (var u = 0u; u < Q_VEC4; u = u + 1u) { sum4 = fma(q_own[u], k_tile[c * K_ROW + u * SLICES + slice], sum4); }
+        dots[c] = sum4.x + sum4.y + sum4.z + sum4.w;
       }
-      dots[c] = score;
-      tile_max = max(tile_max, score);
+      // Each slice holds part of every q.k: add the parts up through workgroup memory.
+      for (var c = 0u; c < KEYS; c = c + 1u) { partial_dots[c * ROWS + row][slice] = dots[c]; }
     }
-    let new_max = max(run_max, tile_max);
-    // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp.
-    let alpha = select(0.0, exp(run_max - new_max), run_max > MASKED_BELOW);
-    run_sum = run_sum * alpha;
-    for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }
-    for (var c = 0u; c < KEYS; c = c + 1u) {
-      let p = select(0.0, exp(dots[c] - new_max), dots[c] > MASKED_BELOW);
-      run_sum = run_sum + p;
-      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }
-    }
-    run_max = new_max;
-    // The next tile overwrites k_tile, v_tile (and partial_dots) only after every row is done with them.
     workgroupBarrier();
+    if (live) {
+      for (var c = 0u; c < KEYS; c = c + 1u) { dots[c] = dot(partial_dots[c * ROWS + row], vec2<f32>(1.0)); }
+
+      // Scores, then the online softmax.
+      var tile_max = MASKED;
+      for (var c = 0u; c < KEYS; c = c + 1u) {
+        let j = j0 + c;
+        var score = MASKED;
+        if (j < row_end) {
+          score = dots[c];
+        }
+        dots[c] = score;
+        tile_max = max(tile_max, score);
+      }
+      let new_max = select(run_max, tile_max, tile_max > run_max + MAX_SLACK);
+      // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp2.
+      let alpha = select(0.0, exp2(run_max - new_max), run_max > MASKED_BELOW);
+      if (alpha != 1.0) {
+        run_sum = run_sum * alpha;
+        for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }
+      }
+      run_max = new_max;
+      for (var c = 0u; c < KEYS; c = c + 1u) {
+        let p = select(0.0, exp2(dots[c] - new_max), dots[c] > MASKED_BELOW);
+        run_sum = run_sum + p;
+        for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }
+      }
+    }
   }
 
   if (row_valid) {
