@@ -1,5 +1,5 @@
 // The tfjs-webgpu peer: nanoGPT's attention chain written in tfjs ops as a tfjs user would write it,
-// softmax(masked_fill(q @ k^T * scale, mask, -inf)) @ v, and a plain matMul. tfjs registers its webgpu
+// softmax(q @ k^T * scale + causal bias) @ v, and a plain matMul. tfjs registers its webgpu
 // backend at import when navigator.gpu exists, and opens its own device on the shared adapter.
 
 import type * as Tf from '@tensorflow/tfjs-core';
@@ -50,13 +50,15 @@ export const tfjsAttention: PeerVariant<AttentionShape> = {
     const tf = await loadTfjs();
     const [q, k, v] = ['q', 'k', 'v'].map((name) => tf.tensor(inputs.get(name)!, [b, h, t, d]));
     const positions = tf.range(0, t, 1, 'int32');
-    const mask = tf.tidy(() => tf.greater(tf.reshape(positions, [1, t]), tf.reshape(positions, [t, 1]))); // true above the diagonal
-    const minusInf = tf.scalar(-Infinity);
+    // The causal mask as an additive [T, T] bias (-inf above the diagonal, 0 elsewhere), made once.
+    // A broadcast tf.where(mask, -inf, att) is not a WebGPU kernel in tfjs 4.22: it ran on the CPU
+    // (10.8 s at B12 H12 T1024), which measures tfjs's fallback, not its GPU path.
+    const bias = tf.tidy(() => tf.where(tf.greater(tf.reshape(positions, [1, t]), tf.reshape(positions, [t, 1])), tf.scalar(-Infinity), tf.scalar(0)));
     const attention = () => {
       const att = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d));
-      return tf.matMul(tf.softmax(tf.where(mask, minusInf, att)), v);
+      return tf.matMul(tf.softmax(tf.add(att, bias)), v);
     };
-    return tfjsRun(tf, [q, k, v, positions, mask, minusInf], attention);
+    return tfjsRun(tf, [q, k, v, positions, bias], attention);
   },
 };
 
