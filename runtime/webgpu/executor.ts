@@ -1,7 +1,8 @@
-// Runs a Program: one storage buffer per computed node (aliases share their source's), leaves fed
+// Runs a Program: computed nodes share storage buffers by liveness (aliases share their source's), leaves fed
 // from the caller, every dispatch of a run in one command encoder and one submit.
 
 import { type Kernel, type Program, describeNode } from '../../codegen/index.ts';
+import { planBuffers } from '../../codegen/memory.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
@@ -59,7 +60,10 @@ export class Executor {
     );
     for (const step of steps) kdev.device.queue.writeBuffer(paramsBuffer, step.paramsOffset, step.kernel.params.buffer, step.kernel.params.byteOffset, step.kernel.params.byteLength);
     const executor = new Executor(kdev, program, steps, paramsBuffer);
-    for (const step of steps) executor.owned.set(step.kernel.node, allocateFor(kdev, step.kernel.node, step.kernel.label));
+    // Values share buffers when their lifetimes do not overlap (codegen/memory.ts).
+    const plan = planBuffers(program);
+    const slots = plan.largest.map((node, i) => allocateFor(kdev, node, `kiln buffer ${i} (%${node.id} and others)`));
+    for (const [node, slot] of plan.slotOf) executor.owned.set(node, slots[slot]);
     return executor;
   }
 
@@ -113,7 +117,7 @@ export class Executor {
 
   /** Frees the executor's buffers; buffers the caller fed are left alone. */
   destroy(): void {
-    for (const b of [...this.owned.values(), ...this.uploads.values()]) releaseBuffer(b);
+    for (const b of new Set([...this.owned.values(), ...this.uploads.values()])) releaseBuffer(b);
     this.paramsBuffer.destroy();
     this.owned.clear();
     this.uploads.clear();
