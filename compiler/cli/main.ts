@@ -9,13 +9,14 @@ import { explainCommand } from './explain.ts';
 import { kernelsCommand } from './kernels.ts';
 import { profileCommand } from './profile.ts';
 import { runCommand } from './run.ts';
+import { serveCommand } from './serve.ts';
 
 export interface Command {
   readonly spec: CommandSpec;
   run(args: ParsedArgs, model: unknown): Promise<void>;
 }
 
-const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand, profileCommand];
+const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand, profileCommand, serveCommand];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.spec.name.length)) + 2;
@@ -23,6 +24,7 @@ function overview(): string {
     'kiln: a compiler-style graph fusion framework for WebGPU',
     '',
     'usage: kiln COMMAND MODEL.ts [flags]    (MODEL.ts default-exports (config) => Module)',
+    '       kiln serve FOLDER [--port N]      (a static page, e.g. examples/browser)',
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.spec.name.padEnd(width)}${c.spec.summary}`),
@@ -46,7 +48,7 @@ export async function main(argv: readonly string[], model: unknown): Promise<num
       return 0;
     }
     const args = parseArgs(command.spec, rest);
-    if (command.spec.positionals.length && !model) throw usageError(name, `${command.spec.positionals[0]} must be a .ts or .js file`);
+    if (command.spec.positionals[0] === 'MODEL.ts' && !model) throw usageError(name, `${command.spec.positionals[0]} must be a .ts or .js file`);
     await command.run(args, model);
     return 0;
   } catch (e) {
