@@ -42,3 +42,19 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** The three nanoGPT attention variants the fixtures are checked with, by label. */
+export const ATTENTION_VARIANTS: readonly [string, { flash: boolean; sdpa_mask?: boolean }][] = [
+  ['manual attention (flash false)', { flash: false }],
+  ['sdpa isCausal (flash true)', { flash: true }],
+  ['sdpa with an explicit mask (sdpa_mask)', { flash: true, sdpa_mask: true }],
+];
+
+/** A nanoGPT with the fixture's config and weights, in eval mode. */
+export async function fixtureModel(override: object): Promise<import('../examples/nanogpt/model.ts').GPT> {
+  const { default: createModel } = await import('../examples/nanogpt/model.ts');
+  const fx = await loadFixture();
+  const model = createModel({ ...(fx.config as object), ...override }).eval();
+  model.loadStateDict(fx.weights, 'fixture');
+  return model;
+}

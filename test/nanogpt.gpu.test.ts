@@ -3,16 +3,10 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile, fromHost, useBackend } from '../index.ts';
-import createModel, { type GPTConfig } from '../examples/nanogpt/model.ts';
 import { releaseDevice } from '../runtime/webgpu/index.ts';
-import { loadFixture, relError } from './helpers.ts';
+import { ATTENTION_VARIANTS, fixtureModel, loadFixture, relError } from './helpers.ts';
 
 const TOL = 1e-4;
-const variants: [string, Partial<GPTConfig>][] = [
-  ['manual attention (flash false)', { flash: false }],
-  ['sdpa isCausal (flash true)', { flash: true }],
-  ['sdpa with an explicit mask (sdpa_mask)', { flash: true, sdpa_mask: true }],
-];
 
 afterAll(async () => {
   await useBackend('cpu');
@@ -23,9 +17,8 @@ describe('nanoGPT on the webgpu backend matches PyTorch', async () => {
   const fx = await loadFixture();
   const idx = fromHost(fx.expected.get('idx')!);
   const targets = fromHost(fx.expected.get('targets')!);
-  for (const [label, override] of variants) {
-    const model = createModel({ ...(fx.config as Partial<GPTConfig>), ...override }).eval();
-    model.loadStateDict(fx.weights, 'fixture');
+  for (const [label, override] of ATTENTION_VARIANTS) {
+    const model = await fixtureModel(override);
     it(`${label}: eager logits and loss within ${TOL}`, async () => {
       await useBackend('webgpu');
       try {
