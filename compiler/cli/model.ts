@@ -58,7 +58,7 @@ export const MODEL_FLAGS: readonly FlagSpec[] = [
   { name: 'weights', kind: 'string', help: 'checkpoint to load; its __metadata__.config is the config (default: fresh init, seeded)' },
   { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
   { name: 'batch', kind: 'string', default: '2', help: 'batch size B of the example input' },
-  { name: 'seq', kind: 'string', default: '24', help: 'sequence length T of the example input (at most block_size)' },
+  { name: 'seq', kind: 'string', help: "sequence length T of the example input (default: 24, or the config's block_size if smaller)" },
 ];
 
 export function positiveInt(command: string, args: ParsedArgs, name: string): number {
@@ -78,9 +78,13 @@ export interface ModelSession extends LoadedModel {
 
 /** Loads the model, makes example token inputs, and compiles them (tracing, passes, codegen) without running. */
 export async function modelSession(command: string, args: ParsedArgs, mod: unknown, options: CompileOptions = {}): Promise<ModelSession> {
-  const [B, T] = [positiveInt(command, args, 'batch'), positiveInt(command, args, 'seq')];
+  const B = positiveInt(command, args, 'batch');
   manualSeed(1337);
   const loaded = await loadModel(command, mod, args.positionals[0], stringFlag(args, 'weights'), stringFlag(args, 'config'));
+  // The model's own config (nanoGPT keeps it on `config`) knows block_size when --config does not say.
+  const modelConfig = (loaded.model as { config?: Record<string, unknown> }).config ?? {};
+  const blockSize = [loaded.config.block_size, modelConfig.block_size].find((v): v is number => typeof v === 'number') ?? Infinity;
+  const T = stringFlag(args, 'seq') === undefined ? Math.min(24, blockSize) : positiveInt(command, args, 'seq');
   const vocab = typeof loaded.config.vocab_size === 'number' ? loaded.config.vocab_size : 50304;
   const names = forwardArgNames(loaded.model.forward);
   const inputs = names.map(() => tensor(Array.from({ length: B * T }, () => Math.floor(random() * vocab)), [B, T], 'i32'));

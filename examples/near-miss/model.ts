@@ -119,9 +119,11 @@ class Block extends Module {
 export class NearMissGPT extends Module {
   transformer: ModuleDict<{ wte: nn.Embedding; wpe: nn.Embedding; h: ModuleList<Block>; ln_f: nn.LayerNorm }>;
   lm_head: nn.Linear;
+  config: NearMissConfig;
 
   constructor(config: NearMissConfig) {
     super();
+    this.config = config;
     const attentions = [SelfAttention, ReturnsWeights, FlippedMask, SoftmaxOverQueries, FiniteFill];
     const blocks = attentions.map((Attention) => new Block(config, new Attention(config)));
     this.transformer = new ModuleDict({
