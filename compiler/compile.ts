@@ -90,6 +90,15 @@ function logDecisions(result: PassResult): void {
 }
 
 const constantTensors = new WeakMap<HostTensor, Tensor>();
+const hostIds = new WeakMap<HostTensor, number>();
+let nextHostId = 1;
+
+/** A number per host tensor object: buffers are guarded by which data they hold. */
+function hostId(host: HostTensor): number {
+  let id = hostIds.get(host);
+  if (id === undefined) hostIds.set(host, (id = nextHostId++));
+  return id;
+}
 
 /** One Tensor per folded constant, so a backend can keep its upload across calls. */
 function constantTensor(host: HostTensor): Tensor {
@@ -110,6 +119,9 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   for (const [name, p] of model.namedParameters()) state.set(name, p);
   for (const [name, b] of model.namedBuffers()) state.set(name, b);
 
+  const buffers = model.namedBuffers().map(([, b]) => b);
+  const buffersVersion = () => buffers.map((b) => (b.host ? hostId(b.host) : 0)).join(',');
+
   const argNames = forwardArgNames(model.forward);
   /** The guarded values of the last compilation used, to say which argument changed when a guard fails. */
   let lastGuarded: string[] | undefined;
@@ -117,7 +129,9 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   async function lower(...args: unknown[]): Promise<Compilation> {
     const guarded = guardedValues(args);
     const signature = guarded.join(', ');
-    const hit = cache.get(signature);
+    // Buffers are folded in as constants, so a buffer given new values (a loaded checkpoint) is a new graph.
+    const key = `${signature} | buffers ${buffersVersion()}`;
+    const hit = cache.get(key);
     const shown = `forward(${guarded.map((g, i) => `${argNames[i] ?? `arg${i}`}: ${g}`).join(', ')})`;
     log('guards', `check ${shown} -> ${hit ? 'hit' : 'miss'}`, { cached: cache.size });
     if (hit) {
@@ -140,7 +154,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const backend = await loadBackend(backendName);
     const run = await backend.prepare(passes.graph);
     const compilation = { signature, trace, passes, run };
-    cache.set(signature, compilation);
+    cache.set(key, compilation);
     lastGuarded = guarded;
     return (last = compilation);
   }

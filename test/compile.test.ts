@@ -179,3 +179,21 @@ describe('compiled results on the cpu backend match eager results', () => {
     expect(forward.stats.traces).toBe(1);
   });
 });
+
+describe('buffers are guarded', () => {
+  it('retraces when a buffer gets new values (it was folded in as a constant)', async () => {
+    const model = createModel({ n_layer: 1, n_head: 2, n_embd: 8, block_size: 8, vocab_size: 11, flash: false }).eval();
+    const idx = tensor([1, 2, 3, 4], [1, 4], 'i32');
+    const forward = compile(model, { backend: 'cpu' });
+    await forward(idx);
+    await forward(idx);
+    expect(forward.stats.traces).toBe(1);
+    const key = 'transformer.h.0.attn.bias';
+    const flipped = Float32Array.from(model.stateDict().get(key)!.data);
+    flipped[1] = 1; // query 0 now also sees key 1: no longer causal
+    model.loadStateDict(new Map([...model.stateDict(), [key, { type: { dtype: 'f32', shape: [1, 1, 8, 8] }, data: flipped }]]));
+    await forward(idx);
+    expect(forward.stats.traces).toBe(2);
+    expect(forward.last!.passes.decisions[0].kernel).toBe('flash_masked');
+  });
+});
