@@ -1,0 +1,193 @@
+// Training's optimizer side, as nanoGPT's train.py sets it up: AdamW with two parameter groups
+// (model.configure_optimizers), gradient clipping (torch.nn.utils.clip_grad_norm_) and the
+// learning-rate schedule (get_lr). Gradients come in by state-dict name (compiler/autograd.ts).
+//
+// Saved optimizer state is safetensors tensors `optim.<param>.exp_avg` and `optim.<param>.exp_avg_sq`
+// (F32, the parameter's shape) plus `__metadata__["optim.step"]`, the number of steps taken as a
+// decimal string. They can live in their own file or beside the model's tensors in one checkpoint.
+
+import { KilnError } from '../ir/errors.ts';
+import type { HostTensor } from '../ir/host.ts';
+import { formatType, sameShape } from '../ir/types.ts';
+import { type StTensorInput, serializeSafetensors } from '../runtime/safetensors.ts';
+import type { Module, Parameter } from './frontend/module.ts';
+
+export interface AdamWOptions {
+  /** The learning rate; nanoGPT overwrites it every iteration with get_lr (see `learningRate`). */
+  lr?: number;
+  /** (beta1, beta2): nanoGPT's default (0.9, 0.95); its shakespeare_char config uses beta2 0.99. */
+  betas?: [number, number];
+  eps?: number;
+  /** Applied to the decay group only (every parameter with 2 or more dims). */
+  weightDecay?: number;
+}
+
+export interface ParamGroup {
+  weightDecay: number;
+  params: [string, Parameter][];
+}
+
+interface ParamState {
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+}
+
+/** Metadata key of the step count in saved optimizer state. */
+export const OPTIM_STEP_KEY = 'optim.step';
+const expAvgKey = (name: string) => `optim.${name}.exp_avg`;
+const expAvgSqKey = (name: string) => `optim.${name}.exp_avg_sq`;
+
+/**
+ * torch.optim.AdamW over a model's parameters, grouped as nanoGPT's configure_optimizers: weight decay
+ * on every parameter with 2 or more dims (Linear and Embedding weights), none on 1-D ones (biases,
+ * LayerNorm weights). Tied weights are one parameter (namedParameters dedupes them).
+ */
+export class AdamW {
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly groups: [decay: ParamGroup, noDecay: ParamGroup];
+  /** Steps taken so far (PyTorch's state[p]['step'], the same for every parameter here). */
+  stepCount = 0;
+  private readonly state = new Map<string, ParamState>();
+
+  constructor(model: Module, opts: AdamWOptions = {}) {
+    this.lr = opts.lr ?? 1e-3; // torch.optim.AdamW's default; nanoGPT passes its own
+    this.betas = opts.betas ?? [0.9, 0.95];
+    this.eps = opts.eps ?? 1e-8;
+    const params = model.namedParameters();
+    for (const [name, p] of params) {
+      if (p.dtype !== 'f32') throw new KilnError('KILN_E011', `AdamW: parameter ${name} is ${formatType(p.type)}; only f32 parameters can be trained`);
+    }
+    this.groups = [
+      { weightDecay: opts.weightDecay ?? 0.1, params: params.filter(([, p]) => p.shape.length >= 2) },
+      { weightDecay: 0, params: params.filter(([, p]) => p.shape.length < 2) },
+    ];
+    for (const [name, p] of params) this.state.set(name, { expAvg: new Float32Array(p.numel()), expAvgSq: new Float32Array(p.numel()) });
+  }
+
+  /**
+   * One AdamW step, PyTorch's formulas (torch/optim/adamw.py, single-tensor path):
+   *   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+   *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+   * Every parameter needs a gradient of its shape; each is replaced through Parameter.assign (a new
+   * Float32Array), so compiled models re-upload it. Arithmetic is f64 per element, stored as f32.
+   */
+  step(grads: ReadonlyMap<string, HostTensor>): void {
+    for (const group of this.groups) {
+      for (const [name, p] of group.params) {
+        const g = grads.get(name);
+        if (!g) throw new KilnError('KILN_E011', `AdamW.step: no gradient for parameter ${name}`);
+        if (!sameShape(g.type.shape, p.shape)) throw new KilnError('KILN_E001', `AdamW.step: gradient of ${name} is ${formatType(g.type)}, the parameter is ${formatType(p.type)}`);
+      }
+    }
+    const known = new Set(this.state.keys());
+    for (const name of grads.keys()) {
+      if (!known.has(name)) throw new KilnError('KILN_E011', `AdamW.step: gradient for "${name}", which is no parameter of the model (a tied weight goes under its first name)`);
+    }
+
+    this.stepCount++;
+    const [beta1, beta2] = this.betas;
+    const lr = this.lr;
+    const stepSize = lr / (1 - beta1 ** this.stepCount);
+    const bias2Sqrt = Math.sqrt(1 - beta2 ** this.stepCount);
+    for (const group of this.groups) {
+      const decay = 1 - lr * group.weightDecay;
+      for (const [name, p] of group.params) {
+        const g = grads.get(name)!.data;
+        const { expAvg, expAvgSq } = this.state.get(name)!;
+        const old = p.host!.data;
+        const next = new Float32Array(old.length);
+        for (let i = 0; i < old.length; i++) {
+          const m = (expAvg[i] = beta1 * expAvg[i] + (1 - beta1) * g[i]);
+          const v = (expAvgSq[i] = beta2 * expAvgSq[i] + (1 - beta2) * g[i] * g[i]);
+          next[i] = old[i] * decay - (stepSize * m) / (Math.sqrt(v) / bias2Sqrt + this.eps);
+        }
+        p.assign({ type: p.type, data: next });
+      }
+    }
+  }
+
+  /** The state as safetensors tensors (`optim.<param>.exp_avg`, `.exp_avg_sq`; copies) and metadata (`optim.step`). */
+  stateTensors(): { tensors: Map<string, StTensorInput>; metadata: Record<string, string> } {
+    const tensors = new Map<string, StTensorInput>();
+    for (const group of this.groups) {
+      for (const [name, p] of group.params) {
+        const s = this.state.get(name)!;
+        tensors.set(expAvgKey(name), { dtype: 'F32', shape: [...p.shape], data: s.expAvg.slice() });
+        tensors.set(expAvgSqKey(name), { dtype: 'F32', shape: [...p.shape], data: s.expAvgSq.slice() });
+      }
+    }
+    return { tensors, metadata: { [OPTIM_STEP_KEY]: String(this.stepCount) } };
+  }
+
+  /** The state as a standalone safetensors file. */
+  saveStateBytes(): Uint8Array {
+    const { tensors, metadata } = this.stateTensors();
+    return serializeSafetensors(tensors, metadata);
+  }
+
+  /**
+   * Restores saved state (e.g. `hostTensors(parseSafetensors(bytes))` and the file's metadata). Keys
+   * outside `optim.` (the model's own tensors in a shared checkpoint) are ignored. Every parameter's
+   * moments must be present with its shape, no unknown `optim.` keys; checks everything before
+   * changing anything.
+   */
+  loadState(tensors: ReadonlyMap<string, HostTensor>, metadata: Readonly<Record<string, string>>, source = 'optimizer state'): void {
+    const bad = (detail: string) => new KilnError('KILN_E006', `${source}: ${detail}`);
+    const rawStep = metadata[OPTIM_STEP_KEY];
+    if (rawStep === undefined || !/^\d+$/.test(rawStep)) throw bad(`metadata "${OPTIM_STEP_KEY}" is ${JSON.stringify(rawStep)}, not a step count`);
+    const wanted = new Map<string, Parameter>();
+    for (const group of this.groups) for (const [name, p] of group.params) wanted.set(expAvgKey(name), p).set(expAvgSqKey(name), p);
+    for (const key of tensors.keys()) {
+      if (key.startsWith('optim.') && !wanted.has(key)) throw bad(`unexpected key "${key}" (the model has no such parameter)`);
+    }
+    for (const [key, p] of wanted) {
+      const t = tensors.get(key);
+      if (!t) throw bad(`missing key "${key}"`);
+      if (t.type.dtype !== 'f32' || !sameShape(t.type.shape, p.shape)) throw bad(`key "${key}" is ${formatType(t.type)}, the parameter is ${formatType(p.type)}`);
+    }
+    this.stepCount = Number(rawStep);
+    for (const name of this.state.keys()) {
+      this.state.set(name, {
+        expAvg: Float32Array.from(tensors.get(expAvgKey(name))!.data),
+        expAvgSq: Float32Array.from(tensors.get(expAvgSqKey(name))!.data),
+      });
+    }
+  }
+}
+
+/**
+ * torch.nn.utils.clip_grad_norm_: the L2 norm over all gradients together; when it exceeds maxNorm every
+ * gradient is scaled in place by maxNorm / (norm + 1e-6). Returns the norm before clipping.
+ */
+export function clipGradNorm(grads: ReadonlyMap<string, HostTensor>, maxNorm: number): number {
+  for (const [name, g] of grads) {
+    if (g.type.dtype !== 'f32') throw new KilnError('KILN_E011', `clipGradNorm: gradient of ${name} is ${formatType(g.type)}, not f32`);
+  }
+  let sumSq = 0;
+  for (const g of grads.values()) for (let i = 0; i < g.data.length; i++) sumSq += g.data[i] * g.data[i];
+  const norm = Math.sqrt(sumSq);
+  const coef = maxNorm / (norm + 1e-6);
+  if (coef < 1) for (const g of grads.values()) for (let i = 0; i < g.data.length; i++) g.data[i] *= coef;
+  return norm;
+}
+
+export interface LearningRateSchedule {
+  learningRate: number;
+  warmupIters: number;
+  lrDecayIters: number;
+  minLr: number;
+}
+
+/** nanoGPT's get_lr: linear warm-up from 0, cosine decay to minLr until lrDecayIters, minLr after. */
+export function learningRate(iter: number, s: LearningRateSchedule): number {
+  // 1) linear warmup for warmup_iters steps
+  if (iter < s.warmupIters) return (s.learningRate * (iter + 1)) / (s.warmupIters + 1);
+  // 2) if it > lr_decay_iters, return min learning rate
+  if (iter > s.lrDecayIters) return s.minLr;
+  // 3) in between, use cosine decay down to min learning rate
+  const decayRatio = (iter - s.warmupIters) / (s.lrDecayIters - s.warmupIters);
+  const coeff = 0.5 * (1.0 + Math.cos(Math.PI * decayRatio)); // coeff ranges 0..1
+  return s.minLr + coeff * (s.learningRate - s.minLr);
+}
