@@ -1,6 +1,7 @@
 // The op registry: one entry per op holds its type rule, its CPU reference and its WGSL lowering.
 // Adding an op is adding one entry (see ir/ops/); nothing else in kiln switches on op names.
 
+import type { GradRule } from './autograd.ts';
 import { KilnError, type SourceLoc } from './errors.ts';
 import type { Attrs } from './graph.ts';
 import type { HostData, HostTensor, Precision } from './host.ts';
@@ -42,6 +43,8 @@ export interface OpDef {
   readonly wgsl?: (req: KernelRequest) => KernelPlan;
   /** Arithmetic operations one evaluation costs (`kiln kernels`); absent means one per output element. */
   readonly flops?: (inputs: readonly OperandType[], attrs: Attrs, out: TensorType) => number;
+  /** Reverse-mode rule (ir/autograd.ts): each input's gradient from the output's, null where not differentiable. */
+  readonly grad?: GradRule;
 }
 
 const registry = new Map<string, OpDef>();

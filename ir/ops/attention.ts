@@ -1,14 +1,16 @@
 // scaled_dot_product_attention as one op (torch.nn.functional.scaled_dot_product_attention), and dropout.
 // Both draw dropout bits from one counter-based hash, identical in JS and WGSL, so CPU and GPU agree.
 
+import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
-import type { Attrs } from '../graph.ts';
+import type { Attrs, Node } from '../graph.ts';
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
+import { softmaxBackward } from './reduce.ts';
 import { flashAttentionKernel, flashTiling } from './fused_attention.wgsl.ts';
 
 /** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. The WGSL twin is DROPOUT_HASH_WGSL. */
@@ -55,6 +57,8 @@ registerOp({
     return result;
   },
   wgsl: dropoutKernel,
+  // The same mask (same seed, same element index) scales the gradient; inactive dropout passes it through.
+  grad: (ctx) => [ctx.needs(0) ? (dropoutActive(ctx.node.attrs) ? ctx.add('dropout', [ctx.grad], ctx.node.attrs) : ctx.grad) : null],
 });
 
 export interface AttentionDims {
@@ -172,6 +176,11 @@ registerOp({
     return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: attrs.seed as number } : undefined);
   },
   wgsl: sdpaWgsl,
+  grad(ctx) {
+    if (numAttr('sdpa', ctx.node.attrs, 'dropoutP', 0) > 0) throw new KilnError('KILN_E011', 'autograd: sdpa with dropoutP > 0 has no gradient rule yet; train with dropout 0 for now', ctx.node.loc);
+    const q = ctx.node.inputs[0] as Node;
+    return attentionBackward(ctx, { causal: ctx.node.attrs.isCausal === true, scale: attentionScale(ctx.node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' });
+  },
 });
 
 /** sdpa runs on fused_attention's flash kernel; with dropout (bits drawn per score) or head dims too wide for it, on the simple one. */
@@ -181,4 +190,37 @@ function sdpaWgsl(req: KernelRequest): KernelPlan {
   const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
   if (dropoutP > 0 || !flashTiling(d, dv, req.limits)) return sdpaKernel(req);
   return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
+}
+
+/**
+ * Gradients of q, k, v for softmax(q k^T * scale + mask) v, composed from registered ops; the
+ * probabilities are recomputed from q and k (a fused backward kernel is a later step). The mask
+ * operand takes no gradient. A fully masked row gives NaN here where the forward gives zeros.
+ */
+export function attentionBackward(ctx: GradContext, spec: AttentionSpec): (Node | null)[] {
+  const [q, k, v, mask] = ctx.node.inputs as Node[];
+  const g = ctx.grad;
+  const add = (op: string, inputs: (Node | number)[], attrs: Attrs = {}) => ctx.add(op, inputs, attrs);
+  const matmul = (a: Node, b: Node, transposeA: boolean, transposeB: boolean) => add('matmul', [a, b], { transposeA, transposeB });
+  // "pre_qk" scales q and k by sqrt(scale) each: the same scores as "post".
+  let scores = add('mul', [matmul(q, k, false, true), spec.scale]);
+  if (spec.causal) {
+    const [l, s] = scores.type.shape.slice(-2);
+    const rows = add('reshape', [add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [l] })], { shape: [l, 1] });
+    const cols = add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [s] });
+    scores = add('masked_fill', [scores, add('gt', [cols, rows]), -Infinity]);
+  } else if (mask && mask.type.dtype === 'bool') {
+    scores = add('masked_fill', [scores, add('logical_not', [mask]), -Infinity]);
+  } else if (mask) {
+    scores = add('add', [scores, mask]);
+  }
+  const probs = add('softmax', [scores], { dim: -1 });
+  let dScoresNode: Node | undefined;
+  const dScores = () => (dScoresNode ??= add('mul', [softmaxBackward(ctx, probs, matmul(g, v, false, true), -1), spec.scale]));
+  return [
+    inputGrad(ctx, 0, () => matmul(dScores(), k, false, false)),
+    inputGrad(ctx, 1, () => matmul(dScores(), q, true, false)),
+    inputGrad(ctx, 2, () => matmul(probs, g, true, false)),
+    null,
+  ];
 }

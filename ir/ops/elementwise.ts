@@ -1,8 +1,10 @@
 // Elementwise ops with NumPy broadcasting. Each is its scalar function (JS and WGSL) plus a dtype rule;
 // `elementwiseOp` builds the type rule, the CPU reference and (in codegen) the kernel from it.
 
+import { type GradContext, type GradRule, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import { allocData } from '../host.ts';
+import type { Node, Operand } from '../graph.ts';
 import { type OpDef, type OperandType, type ScalarFn, registerOp } from '../registry.ts';
 import { type DType, type TensorType, broadcastShapes, formatType, isDType, numel } from '../types.ts';
 import { broadcastIndex } from './check.ts';
@@ -68,6 +70,7 @@ interface ElementwiseSpec {
   commutative?: boolean;
   /** Arithmetic per output element, for `kiln kernels`; 1 unless given (an estimate for erf and gelu). */
   flopsPerElement?: number;
+  grad?: GradRule;
 }
 
 export function elementwiseOp(spec: ElementwiseSpec): OpDef {
@@ -76,6 +79,7 @@ export function elementwiseOp(spec: ElementwiseSpec): OpDef {
     name,
     scalar,
     commutative: spec.commutative,
+    grad: spec.grad,
     infer(inputs) {
       if (inputs.length !== arity) throw new KilnError('KILN_E011', `${name} takes ${arity} operands, got ${inputs.length}`);
       return inferElementwise(name, inputs, spec.dtype);
@@ -101,18 +105,34 @@ export function elementwiseOp(spec: ElementwiseSpec): OpDef {
   });
 }
 
-const binary = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], commutative = false, dtype = sameNumeric) =>
-  elementwiseOp({ name, arity: 2, scalar: { js, wgsl }, dtype, commutative });
-const unaryFloat = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], decls?: string, flopsPerElement?: number) =>
-  elementwiseOp({ name, arity: 1, scalar: { js, wgsl, decls }, dtype: sameFloat, flopsPerElement });
+const binary = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], commutative = false, dtype = sameNumeric, grad?: GradRule) =>
+  elementwiseOp({ name, arity: 2, scalar: { js, wgsl }, dtype, commutative, grad });
+const unaryFloat = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], grad: GradRule, decls?: string, flopsPerElement?: number) =>
+  elementwiseOp({ name, arity: 1, scalar: { js, wgsl, decls }, dtype: sameFloat, flopsPerElement, grad });
 const compare = (name: string, js: (a: number, b: number) => boolean, wgslOp: string, commutative = false) =>
   elementwiseOp({ name, arity: 2, scalar: { js: (a, b) => Number(js(a, b)), wgsl: (a, b) => `(${a} ${wgslOp} ${b})` }, dtype: sameAnyToBool, commutative });
 
-binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, true);
-binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`);
-binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, true);
-binary('div', (a, b) => a / b, (a, b) => `(${a} / ${b})`, false, sameFloat);
-binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`, false, sameFloat);
+/** A gradient rule from one formula per input, `(ctx, g, x0, x1, ...) => d loss / d x_k` (null: a mask, no gradient), summed back over broadcasting. */
+const gradOf =
+  (...formulas: (((ctx: GradContext, g: Node, ...xs: Operand[]) => Node) | null)[]): GradRule =>
+  (ctx) =>
+    formulas.map((f, k) => (f ? inputGrad(ctx, k, () => f(ctx, ctx.grad, ...ctx.node.inputs)) : null));
+/** Shorthand for building backward nodes inside formulas. */
+const op = (ctx: GradContext, name: string, ...inputs: Operand[]) => ctx.add(name, inputs);
+
+binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, true, sameNumeric, gradOf((_, g) => g, (_, g) => g));
+binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`, false, sameNumeric, gradOf((_, g) => g, (c, g) => op(c, 'neg', g)));
+binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, true, sameNumeric, gradOf((c, g, _a, b) => op(c, 'mul', g, b), (c, g, a) => op(c, 'mul', g, a)));
+// d(a/b)/db = -a/b^2 = -out/b
+binary('div', (a, b) => a / b, (a, b) => `(${a} / ${b})`, false, sameFloat, gradOf(
+  (c, g, _a, b) => op(c, 'div', g, b),
+  (c, g, _a, b) => op(c, 'neg', op(c, 'div', op(c, 'mul', g, c.node), b)),
+));
+// d(a^b)/da = b a^(b-1); d(a^b)/db = a^b log a
+binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`, false, sameFloat, gradOf(
+  (c, g, a, b) => op(c, 'mul', g, op(c, 'mul', op(c, 'pow', a, typeof b === 'number' ? b - 1 : op(c, 'sub', b, 1)), b)),
+  (c, g, a) => op(c, 'mul', g, op(c, 'mul', c.node, op(c, 'log', a))),
+));
 binary('maximum', (a, b) => Math.max(a, b), (a, b) => `max(${a}, ${b})`, true);
 binary('minimum', (a, b) => Math.min(a, b), (a, b) => `min(${a}, ${b})`, true);
 
@@ -123,19 +143,27 @@ compare('le', (a, b) => a <= b, '<=');
 compare('gt', (a, b) => a > b, '>');
 compare('ge', (a, b) => a >= b, '>=');
 
-elementwiseOp({ name: 'neg', arity: 1, scalar: { js: (a) => -a, wgsl: (a) => `(-${a})` }, dtype: sameNumeric });
+elementwiseOp({ name: 'neg', arity: 1, scalar: { js: (a) => -a, wgsl: (a) => `(-${a})` }, dtype: sameNumeric, grad: gradOf((c, g) => op(c, 'neg', g)) });
 elementwiseOp({ name: 'logical_not', arity: 1, scalar: { js: (a) => Number(!a), wgsl: (a) => `(!${a})` }, dtype: boolOnly });
 elementwiseOp({ name: 'logical_and', arity: 2, scalar: { js: (a, b) => Number(a && b), wgsl: (a, b) => `(${a} && ${b})` }, dtype: boolOnly, commutative: true });
 
-unaryFloat('exp', Math.exp, (a) => `exp(${a})`);
-unaryFloat('log', Math.log, (a) => `log(${a})`);
-unaryFloat('sqrt', Math.sqrt, (a) => `sqrt(${a})`);
-unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), (a) => `inverseSqrt(${a})`);
-unaryFloat('tanh', Math.tanh, (a) => `tanh(${a})`);
-unaryFloat('relu', (a) => Math.max(a, 0), (a) => `max(${a}, 0.0)`);
+unaryFloat('exp', Math.exp, (a) => `exp(${a})`, gradOf((c, g) => op(c, 'mul', g, c.node)));
+unaryFloat('log', Math.log, (a) => `log(${a})`, gradOf((c, g, a) => op(c, 'div', g, a)));
+unaryFloat('sqrt', Math.sqrt, (a) => `sqrt(${a})`, gradOf((c, g) => op(c, 'div', op(c, 'mul', g, 0.5), c.node)));
+// d rsqrt(a) = -1/2 a^(-3/2) = -1/2 out^3
+unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), (a) => `inverseSqrt(${a})`, gradOf((c, g) => op(c, 'mul', op(c, 'mul', g, -0.5), op(c, 'mul', c.node, op(c, 'mul', c.node, c.node)))));
+unaryFloat('tanh', Math.tanh, (a) => `tanh(${a})`, gradOf((c, g) => op(c, 'mul', g, op(c, 'sub', 1, op(c, 'mul', c.node, c.node)))));
+unaryFloat('relu', (a) => Math.max(a, 0), (a) => `max(${a}, 0.0)`, gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: 'f32' }))));
 // FLOPs estimated from kiln_erf: about 15 operations for the polynomial and exp, 5 more for gelu around it.
-unaryFloat('erf', erf, (a) => `kiln_erf(${a})`, ERF_WGSL(), 15);
-unaryFloat('gelu', gelu, (a) => `(0.5 * ${a} * (1.0 + kiln_erf(${a} * ${Math.SQRT1_2})))`, ERF_WGSL(), 20);
+// d erf(a) = 2/sqrt(pi) exp(-a^2); d gelu(a) = Phi(a) + a phi(a), the exact (erf) GELU's derivative.
+unaryFloat('erf', erf, (a) => `kiln_erf(${a})`, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), ERF_WGSL(), 15);
+unaryFloat('gelu', gelu, (a) => `(0.5 * ${a} * (1.0 + kiln_erf(${a} * ${Math.SQRT1_2})))`, gradOf((c, g, a) => op(c, 'mul', g, geluDerivative(c, a))), ERF_WGSL(), 20);
+
+function geluDerivative(c: GradContext, a: Operand): Node {
+  const cdf = op(c, 'mul', op(c, 'add', op(c, 'erf', op(c, 'mul', a, Math.SQRT1_2)), 1), 0.5);
+  const pdf = op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+  return op(c, 'add', cdf, op(c, 'mul', a, pdf));
+}
 
 // erf in f32, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32's own rounding of gelu).
 function ERF_WGSL(): string {
@@ -152,6 +180,11 @@ elementwiseOp({
   arity: 3,
   scalar: { js: (c, a, b) => (c ? a : b), wgsl: (c, a, b) => `select(${b}, ${a}, ${c})` },
   dtype: selectRule(0),
+  grad: gradOf(
+    null,
+    (c, g, cond) => c.add('where', [cond, g, 0]),
+    (c, g, cond) => c.add('where', [cond, 0, g]),
+  ),
 });
 
 // masked_fill(x, mask, value): value where mask is true, else x (torch.Tensor.masked_fill).
@@ -160,6 +193,12 @@ elementwiseOp({
   arity: 3,
   scalar: { js: (x, m, v) => (m ? v : x), wgsl: (x, m, v) => `select(${x}, ${v}, ${m})` },
   dtype: selectRule(1),
+  // x's gradient is zero where the mask filled; a tensor fill value gets the gradient of the filled places.
+  grad: gradOf(
+    (c, g, _x, mask) => c.add('masked_fill', [g, mask, 0]),
+    null,
+    (c, g, _x, mask) => c.add('masked_fill', [g, c.add('logical_not', [mask]), 0]),
+  ),
 });
 
 // cast(x) {dtype}: numeric conversion; bool is 0/1.
@@ -183,6 +222,7 @@ registerOp({
     return result;
   },
   wgsl: (req) => elementwiseKernel(req, castScalar(req.out.dtype)),
+  grad: (ctx) => [ctx.needs(0) ? ctx.grad : null], // only f32 -> f32 reaches here: integer and bool operands take no gradient
 });
 
 function castScalar(to: DType): ScalarFn {

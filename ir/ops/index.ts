@@ -7,3 +7,4 @@ import './reduce.ts';
 import './attention.ts';
 import './fused_attention.ts';
 import './fused_elementwise.ts';
+import './backward.ts';

@@ -1,6 +1,8 @@
 // matmul (batched, batch dims broadcast, operand transposes as attrs) and embedding (row gather).
 
+import { inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
+import type { Node } from '../graph.ts';
 import { allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel } from '../types.ts';
@@ -82,6 +84,19 @@ registerOp({
     const { batch, m, k, n } = matmulDims(a, b, boolAttr('matmul', attrs, 'transposeA', false), boolAttr('matmul', attrs, 'transposeB', false));
     return 2 * numel(batch) * m * n * k;
   },
+  // out = A' @ B' with A' = A or A^T, B' = B or B^T: dA' = g @ B'^T and dB' = A'^T @ g, transposed back
+  // where the operand was; batch dims that broadcast are summed back by inputGrad.
+  grad(ctx) {
+    const [a, b] = ctx.node.inputs;
+    const ta = boolAttr('matmul', ctx.node.attrs, 'transposeA', false);
+    const tb = boolAttr('matmul', ctx.node.attrs, 'transposeB', false);
+    const g = ctx.grad;
+    const matmul = (x: typeof a, y: typeof b, transposeA: boolean, transposeB: boolean) => ctx.add('matmul', [x, y], { transposeA, transposeB });
+    return [
+      inputGrad(ctx, 0, () => (ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb))),
+      inputGrad(ctx, 1, () => (tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false))),
+    ];
+  },
 });
 
 // embedding(weight[V, C], idx[...]): weight rows gathered by index, shape [..., C].
@@ -111,4 +126,9 @@ registerOp({
   },
   wgsl: embeddingKernel,
   flops: () => 0, // a gather: moves rows, computes nothing
+  // The weight's gradient is the output gradient's rows scatter-added at their indices.
+  grad: (ctx) => {
+    const [w, idx] = ctx.node.inputs as Node[];
+    return [ctx.needs(0) ? ctx.add('embedding_backward', [ctx.grad, idx], { num: w.type.shape[0] }) : null, null];
+  },
 });

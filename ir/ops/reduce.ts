@@ -1,7 +1,8 @@
 // Reductions and row-wise ops: sum, mean, amax over dims; softmax; layer_norm; cross_entropy.
 
+import { type GradContext, type GradRule, broadcastTo, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
-import type { Attrs } from '../graph.ts';
+import type { Attrs, Node } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
 import { type CpuOperand, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
@@ -23,9 +24,10 @@ export function reducedDims(op: string, attrs: Attrs, rank: number): number[] {
   return [...new Set(dims as number[])].sort((a, b) => a - b);
 }
 
-function reduceOp(name: string, init: number, combine: (acc: number, x: number) => number, finish: (acc: number, n: number) => number): void {
+function reduceOp(name: string, init: number, combine: (acc: number, x: number) => number, finish: (acc: number, n: number) => number, grad?: GradRule): void {
   registerOp({
     name,
+    grad,
     infer(inputs, attrs) {
       arity(name, inputs, 1);
       const x = tensorArg(name, inputs, 0);
@@ -60,9 +62,23 @@ function reduceOp(name: string, init: number, combine: (acc: number, x: number) 
     flops: (inputs) => numel((inputs[0] as TensorType).shape), // one combine per input element
   });
 }
-reduceOp('sum', 0, (a, x) => a + x, (a) => a); // {dims, keepdim}
-reduceOp('mean', 0, (a, x) => a + x, (a, n) => a / n);
+// sum and mean spread the gradient back over the reduced dims (mean divides it by their size).
+reduceOp('sum', 0, (a, x) => a + x, (a) => a, (ctx) => [inputGrad(ctx, 0, () => spreadOverReduced(ctx, 1))]); // {dims, keepdim}
+reduceOp('mean', 0, (a, x) => a + x, (a, n) => a / n, (ctx) => [inputGrad(ctx, 0, () => spreadOverReduced(ctx, 1 / reducedCount(ctx)))]);
 reduceOp('amax', -Infinity, (a, x) => Math.max(a, x), (a) => a);
+
+function reducedCount(ctx: GradContext): number {
+  const x = (ctx.node.inputs[0] as Node).type;
+  return reducedDims(ctx.node.op, ctx.node.attrs, x.shape.length).reduce((n, d) => n * x.shape[d], 1);
+}
+
+/** A reduction's output gradient, times `factor`, stretched back to the input's shape. */
+function spreadOverReduced(ctx: GradContext, factor: number): Node {
+  const x = (ctx.node.inputs[0] as Node).type;
+  const dims = reducedDims(ctx.node.op, ctx.node.attrs, x.shape.length);
+  const kept = ctx.add('reshape', [ctx.grad], { shape: x.shape.map((d, i) => (dims.includes(i) ? 1 : d)) });
+  return broadcastTo(ctx, factor === 1 ? kept : ctx.add('mul', [kept, factor]), x.shape);
+}
 
 // softmax(x) {dim}: exp(x - max) / sum, along any dim.
 registerOp({
@@ -92,6 +108,8 @@ registerOp({
     return result;
   },
   wgsl: softmaxKernel,
+  // dx = y * (g - sum(g * y)) along dim
+  grad: (ctx) => [inputGrad(ctx, 0, () => softmaxBackward(ctx, ctx.node, ctx.grad, ctx.node.attrs.dim as number))],
   flops: (_inputs, _attrs, out) => 5 * numel(out.shape), // max, subtract, exp, sum, divide per element
 });
 
@@ -131,6 +149,7 @@ registerOp({
     return result;
   },
   wgsl: layerNormKernel,
+  grad: layerNormGrad,
   flops: (_inputs, _attrs, out) => 8 * numel(out.shape), // mean, variance (sub, square, sum), normalize, scale, shift
 });
 
@@ -172,5 +191,47 @@ registerOp({
     return result;
   },
   wgsl: crossEntropyKernel,
+  grad: crossEntropyGrad,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape), // a log-softmax over each row of logits [N, C]
 });
+
+/** The gradient of softmax's input from its output `y` and the output gradient `g`, along `dim`. */
+export function softmaxBackward(ctx: GradContext, y: Node, g: Node, dim: number): Node {
+  const dot = ctx.add('sum', [ctx.add('mul', [g, y])], { dims: [dim], keepdim: true });
+  return ctx.add('mul', [y, ctx.add('sub', [g, dot])]);
+}
+
+// With xhat = (x - mean) * rstd over the last dim and gy = g * weight:
+// dx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat)), dweight = sum(g * xhat), dbias = sum(g).
+function layerNormGrad(ctx: GradContext): (Node | null)[] {
+  const [x, weight] = ctx.node.inputs as Node[];
+  const add = (op: string, ...inputs: (Node | number)[]) => ctx.add(op, inputs);
+  const rowMean = (t: Node) => ctx.add('mean', [t], { dims: [-1], keepdim: true });
+  const centered = add('sub', x, rowMean(x));
+  const rstd = add('rsqrt', add('add', rowMean(add('mul', centered, centered)), ctx.node.attrs.eps as number));
+  const xhat = add('mul', centered, rstd);
+  const g = ctx.grad;
+  const dx = () => {
+    const gy = add('mul', g, weight);
+    return add('mul', rstd, add('sub', add('sub', gy, rowMean(gy)), add('mul', xhat, rowMean(add('mul', gy, xhat)))));
+  };
+  return [inputGrad(ctx, 0, dx), inputGrad(ctx, 1, () => add('mul', g, xhat)), inputGrad(ctx, 2, () => g)];
+}
+
+// dlogits = (softmax(logits) - onehot(targets)) * kept / count(kept) * g, where kept rows are those not ignored.
+function crossEntropyGrad(ctx: GradContext): (Node | null)[] {
+  const [logits, targets] = ctx.node.inputs as Node[];
+  const [n, c] = logits.type.shape;
+  const ignore = intAttr('cross_entropy', ctx.node.attrs, 'ignoreIndex', -100);
+  const make = () => {
+    const column = ctx.add('reshape', [targets], { shape: [n, 1] });
+    const classes = ctx.add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [c] });
+    const onehot = ctx.add('cast', [ctx.add('eq', [column, classes])], { dtype: 'f32' });
+    const kept = ctx.add('cast', [ctx.add('ne', [column, ignore])], { dtype: 'f32' });
+    const count = ctx.add('sum', [kept], { dims: [0, 1], keepdim: false });
+    const probs = ctx.add('softmax', [logits], { dim: 1 });
+    const perRow = ctx.add('div', [ctx.add('mul', [ctx.add('sub', [probs, onehot]), kept]), count]);
+    return ctx.add('mul', [perRow, ctx.grad]);
+  };
+  return [inputGrad(ctx, 0, make), null];
+}

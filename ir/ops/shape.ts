@@ -1,5 +1,6 @@
 // Ops that move data without arithmetic: reshape (an alias), permute and transpose, slice, tril/triu.
 
+import type { GradContext } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
@@ -29,7 +30,12 @@ registerOp({
   },
   cpu: (inputs) => input0(inputs).data,
   flops: () => 0, // a view: no kernel at all
+  grad: (ctx) => [ctx.needs(0) ? ctx.add('reshape', [ctx.grad], { shape: [...inputType(ctx).shape] }) : null],
 });
+
+function inputType(ctx: GradContext): TensorType {
+  return (ctx.node.inputs[0] as { type: TensorType }).type;
+}
 
 /** The permutation a `permute` or `transpose` node applies. */
 export function permutationOf(op: 'permute' | 'transpose', attrs: Attrs, rank: number): number[] {
@@ -88,6 +94,12 @@ function permuteOp(op: 'permute' | 'transpose'): void {
       return stridedCopyKernel(req, permutationOf(op, req.attrs, x.shape.length).map((p) => strides[p]), 0);
     },
     flops: () => 0, // a copy: moves data, computes nothing
+    // The gradient moves back by the inverse permutation.
+    grad(ctx) {
+      if (!ctx.needs(0)) return [null];
+      const perm = permutationOf(op, ctx.node.attrs, ctx.node.type.shape.length);
+      return [ctx.add('permute', [ctx.grad], { dims: perm.map((_, i) => perm.indexOf(i)) })];
+    },
   });
 }
 permuteOp('transpose'); // {dim0, dim1}
@@ -136,6 +148,8 @@ registerOp({
     return stridedCopyKernel(req, src, start * strides[dim]);
   },
   flops: () => 0, // a copy: moves data, computes nothing
+  // The gradient goes back where the slice read, zeros elsewhere.
+  grad: (ctx) => [ctx.needs(0) ? ctx.add('slice_backward', [ctx.grad], { ...ctx.node.attrs, shape: [...inputType(ctx).shape] }) : null],
 });
 
 // tril(x) {diagonal} / triu(x) {diagonal}: keep the lower (upper) triangle of the last two dims, zero the rest.
@@ -173,6 +187,7 @@ function triangleOp(op: 'tril' | 'triu'): void {
       return generateKernel(out, { rows, cols }, ['x'], constDecl('DIAGONAL', 'i32', intAttr(op, attrs, 'diagonal', 0)), lines);
     },
     flops: () => 0, // a copy that zeroes a triangle: computes nothing
+    grad: (ctx) => [ctx.needs(0) ? ctx.add(op, [ctx.grad], ctx.node.attrs) : null],
   });
 }
 triangleOp('tril');

@@ -1,0 +1,41 @@
+// Gradients of a model's loss with respect to its parameters: trace forward(), differentiate the
+// graph (ir/autograd.ts), run it on the cpu backend. `loss.backward()` on the front end is a later step.
+
+import { differentiate } from '../ir/autograd.ts';
+import { KilnError } from '../ir/errors.ts';
+import type { Node } from '../ir/graph.ts';
+import type { HostTensor } from '../ir/host.ts';
+import { cpuBackend, hostValue } from './backends.ts';
+import type { Module } from './frontend/module.ts';
+import { Tensor } from './frontend/tensor.ts';
+import { traceModule } from './tracer.ts';
+
+/**
+ * The gradient of forward()'s `loss` output (or its only output) for every parameter, by state-dict name.
+ * Tensor arguments must live on the host; the model's parameters and buffers are read as they are now.
+ */
+export async function gradients(model: Module & { forward: (...args: never[]) => unknown }, forwardArgs: readonly unknown[]): Promise<Map<string, HostTensor>> {
+  const trace = traceModule(model, forwardArgs);
+  const { graph } = trace;
+  const lossOutput = graph.outputs.find((o) => o.name === 'loss') ?? (graph.outputs.length === 1 ? graph.outputs[0] : undefined);
+  if (!lossOutput) {
+    throw new KilnError('KILN_E011', `gradients() needs forward() to return a "loss" tensor (or a single tensor); it returned ${graph.outputs.map((o) => o.name).join(', ')}`);
+  }
+  if (lossOutput.node.type.shape.length !== 0) throw new KilnError('KILN_E011', 'gradients() needs a 0-d loss; reduce it with .mean() or .sum() first');
+  const params = graph.nodesOf('param');
+  const withGrads = differentiate(graph, lossOutput.node, params);
+
+  const state = new Map<string, Tensor>([...model.namedParameters(), ...model.namedBuffers()].map(([name, t]) => [name, t]));
+  const args = new Map(trace.argNames.map((name, i) => [name, forwardArgs[i]]));
+  const leaf = (node: Node): Tensor => {
+    const name = String(node.attrs.name);
+    const value = node.op === 'input' ? (args.get(name) ?? forwardArgs[Number(name.replace(/^arg/, ''))]) : state.get(name);
+    if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
+    return value;
+  };
+  const outputs = await (await cpuBackend.prepare(withGrads))(leaf);
+  return new Map(params.map((p) => {
+    const name = String(p.attrs.name);
+    return [name, hostValue(outputs.get(`grad.${name}`)!, `grad.${name}`)];
+  }));
+}
