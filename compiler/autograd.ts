@@ -1,11 +1,12 @@
 // Gradients of a model's loss with respect to its parameters: trace forward(), differentiate the
-// graph (ir/autograd.ts), run it on the cpu backend. `loss.backward()` on the front end is a later step.
+// graph (ir/autograd.ts), run it on a backend (cpu by default, or webgpu). `loss.backward()` on the front end is a later step.
 
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
-import { cpuBackend, hostValue } from './backends.ts';
+import type { BackendName } from './backends.ts';
+import { loadBackend } from './compile.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
 import { traceModule } from './tracer.ts';
@@ -14,7 +15,11 @@ import { traceModule } from './tracer.ts';
  * The gradient of forward()'s `loss` output (or its only output) for every parameter, by state-dict name.
  * Tensor arguments must live on the host; the model's parameters and buffers are read as they are now.
  */
-export async function gradients(model: Module & { forward: (...args: never[]) => unknown }, forwardArgs: readonly unknown[]): Promise<Map<string, HostTensor>> {
+export async function gradients(
+  model: Module & { forward: (...args: never[]) => unknown },
+  forwardArgs: readonly unknown[],
+  options: { backend?: BackendName } = {},
+): Promise<Map<string, HostTensor>> {
   const trace = traceModule(model, forwardArgs);
   const { graph } = trace;
   const lossOutput = graph.outputs.find((o) => o.name === 'loss') ?? (graph.outputs.length === 1 ? graph.outputs[0] : undefined);
@@ -33,9 +38,13 @@ export async function gradients(model: Module & { forward: (...args: never[]) =>
     if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
     return value;
   };
-  const outputs = await (await cpuBackend.prepare(withGrads))(leaf);
-  return new Map(params.map((p) => {
+  const backend = await loadBackend(options.backend ?? 'cpu');
+  const outputs = await (await backend.prepare(withGrads))(leaf);
+  const grads = new Map<string, HostTensor>();
+  for (const p of params) {
     const name = String(p.attrs.name);
-    return [name, hostValue(outputs.get(`grad.${name}`)!, `grad.${name}`)];
-  }));
+    const t = outputs.get(`grad.${name}`)!;
+    grads.set(name, t.host ?? { type: t.type, data: await t.data() });
+  }
+  return grads;
 }

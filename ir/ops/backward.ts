@@ -1,5 +1,4 @@
-// Ops that only gradients make: scatters that no forward op composes. CPU reference only for now
-// (no WGSL lowering yet, so a backward graph that uses them runs on the cpu backend).
+// Ops that only gradients make: scatters that no forward op composes.
 
 import { KilnError } from '../errors.ts';
 import { allocData } from '../host.ts';
@@ -7,6 +6,7 @@ import { registerOp } from '../registry.ts';
 import { type TensorType, formatType, numel, sameShape, stridesOf } from '../types.ts';
 import { arity, dimAttr, expectDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
 import { sliceBounds } from './shape.ts';
+import { embeddingBackwardKernel, sliceBackwardKernel } from './backward.wgsl.ts';
 
 // embedding_backward(grad[..., C], idx[...]) {num}: f32[num, C], row r = sum of grad rows whose index is r (scatter-add).
 registerOp({
@@ -35,6 +35,7 @@ registerOp({
     }
     return result;
   },
+  wgsl: (req) => embeddingBackwardKernel(req),
 });
 
 // slice_backward(grad) {shape, dim, start, end, step}: zeros of `shape` with `grad` written where slice(x) {dim, start, end, step} read.
@@ -73,4 +74,9 @@ registerOp({
     return result;
   },
   flops: () => 0, // a scatter into zeros: computes nothing
+  wgsl(req) {
+    const dim = dimAttr('slice_backward', req.attrs, 'dim', req.out.shape.length);
+    const { start, step } = sliceBounds(req.attrs, req.out.shape[dim]);
+    return sliceBackwardKernel(req, dim, start, step);
+  },
 });
