@@ -48,6 +48,21 @@ describe('kiln eval', () => {
     });
   }
 
+  for (const device of ['cpu', 'webgpu']) {
+    it(`writes grad.<param> for every parameter with --grads, matching PyTorch within 1e-3, on ${device}`, async () => {
+      const out = join(dir, `grads-${device}.safetensors`);
+      const r = await kiln('eval', MODEL, '--weights', FIXTURE_WEIGHTS, '--inputs', FIXTURE_EXPECTED, '--out', out, '--outputs', 'loss', '--device', device, '--config', '{"flash":false}', '--grads');
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('KILN_E') || l.startsWith('error'))).toEqual([]);
+      expect(r.code).toBe(0);
+      const got = (await readCheckpoint(out)).tensors;
+      const { expected } = await loadFixture();
+      const names = [...expected.keys()].filter((k) => k.startsWith('grad.'));
+      expect([...got.keys()].filter((k) => k.startsWith('grad.')).sort()).toEqual(names.sort());
+      // Gradient tolerance of the fixtures' README: 1e-3 relative.
+      for (const k of names) expect(relError(got.get(k)!.data, expected.get(k)!.data), k).toBeLessThan(1e-3);
+    });
+  }
+
   const bad: [string, string[], RegExp][] = [
     ['a missing weights file', ['--weights', join(dir, 'nope.safetensors')], /^KILN_E005 .*nope\.safetensors/],
     ['an unknown flag', ['--frobnicate', '1'], /^KILN_E015 kiln eval: unknown flag --frobnicate/],

@@ -5,6 +5,7 @@
 import { KilnError } from '../../ir/errors.ts';
 import type { HostData } from '../../ir/host.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { gradients } from '../autograd.ts';
 import { hostTensors } from '../checkpoint.ts';
 import { compile } from '../compile.ts';
 import { useBackend } from '../eager.ts';
@@ -19,7 +20,7 @@ export const evalCommand: Command = {
   spec: {
     name: 'eval',
     summary: 'run a model on inputs from a safetensors file and write the named outputs',
-    usage: 'kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]',
+    usage: 'kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON] [--grads]',
     example: `kiln eval examples/nanogpt/model.ts --weights w.safetensors --inputs in.safetensors --out out.safetensors --outputs logits,loss --config '{"flash":false}'`,
     positionals: ['MODEL.ts'],
     flags: [
@@ -30,6 +31,7 @@ export const evalCommand: Command = {
       { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
       { name: 'mode', kind: 'string', choices: ['eager', 'compiled'], default: 'compiled', help: 'op by op, or compile() first' },
       { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
+      { name: 'grads', kind: 'boolean', help: "also write grad.<param name> for every parameter: the gradient of forward()'s loss (autograd on the traced graph, on --device)" },
     ],
   },
 
@@ -61,6 +63,9 @@ export const evalCommand: Command = {
       const t = returned.get(name);
       if (!t) throw new KilnError('KILN_E014', `forward() returned no tensor "${name}"; it returned ${[...returned.keys()].join(', ') || 'none'}`);
       out.set(name, serialized(t, await t.data()));
+    }
+    if (args.flags.get('grads')) {
+      for (const [name, g] of await gradients(model, forwardArgs, { backend: device })) out.set(`grad.${name}`, serialized(new Tensor(g.type, { host: g }), g.data));
     }
     await writeSafetensors(stringFlag(args, 'out')!, out);
   },
