@@ -20,3 +20,6 @@ export { verifyGraph } from './ir/verify.ts';
 export type { DType, TensorType } from './ir/types.ts';
 export type { HostTensor } from './ir/host.ts';
 export { interpret } from './runtime/interpreter.ts';
+export { differentiate } from './ir/autograd.ts';
+export { gradients } from './compiler/autograd.ts';
+export { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
