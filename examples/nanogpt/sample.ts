@@ -1,0 +1,63 @@
+// nanoGPT's sample.py for kiln: load out_dir/ckpt.safetensors, rebuild the GPT from its config,
+// generate, decode with the checkpoint's characters. Run: npm run sample -- --out_dir out-shakespeare-char
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { KilnError, manualSeed, tensor } from '../../index.ts';
+import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
+import { readSafetensors } from '../../runtime/safetensors.ts';
+import { GPT, type GPTConfig, defaultConfig } from './model.ts';
+import { modelTensors, parseFlags } from './train.ts';
+
+export const sampleDefaults = {
+  out_dir: 'out-shakespeare-char',
+  start: '\n', // or "FILE:prompt.txt"; \n in a flag value is a newline
+  num_samples: 2, // number of samples to draw
+  max_new_tokens: 100, // number of tokens generated in each sample
+  temperature: 0.8, // 1.0 = no change, < 1.0 = less random, > 1.0 = more random
+  top_k: 200, // retain only the top_k most likely tokens, clamp others to have 0 probability
+  seed: 1337,
+};
+
+/** Prints num_samples samples, each followed by a separator line, and returns them. */
+export async function main(argv: readonly string[], logTo?: (text: string) => void): Promise<string[]> {
+  const log = logTo ?? ((text: string) => void process.stdout.write(text));
+  const cfg = parseFlags(argv, sampleDefaults);
+  manualSeed(cfg.seed);
+  const ckptPath = join(cfg.out_dir, 'ckpt.safetensors');
+  const file = await readSafetensors(ckptPath);
+  const model = new GPT({ ...defaultConfig, ...(configOf(file, ckptPath) as Partial<GPTConfig>) });
+  model.loadStateDict(modelTensors(hostTensors(file, ckptPath)), ckptPath);
+  model.eval();
+
+  if (file.metadata.chars === undefined) throw new KilnError('KILN_E005', `bad checkpoint ${ckptPath}: no "chars" metadata to decode with (written by train.ts)`);
+  const chars: string[] = JSON.parse(file.metadata.chars);
+  const stoi = new Map(chars.map((c, i) => [c, i]));
+  let start = cfg.start.replaceAll('\\n', '\n');
+  if (start.startsWith('FILE:')) start = await readFile(start.slice(5), 'utf-8');
+  const startIds = [...start].map((c) => {
+    const id = stoi.get(c);
+    if (id === undefined) throw new KilnError('KILN_E011', `--start: character ${JSON.stringify(c)} is not in the vocabulary`);
+    return id;
+  });
+
+  const samples: string[] = [];
+  for (let k = 0; k < cfg.num_samples; k++) {
+    const x = tensor(startIds, [1, startIds.length], 'i32');
+    const y = await model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k);
+    const text = Array.from(await y.data(), (i) => chars[i]).join('');
+    samples.push(text);
+    log(`${text}\n---------------\n`);
+  }
+  return samples;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  // a usage or checkpoint error is one coded line, not a stack trace
+  await main(process.argv.slice(2)).catch((e: unknown) => {
+    if (!(e instanceof KilnError)) throw e;
+    console.error(e.message);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,268 @@
+// nanoGPT's train.py for kiln, the CPU path: char-level Shakespeare, AdamW, cosine learning rate,
+// periodic eval, safetensors checkpoints with optimizer state, resume, and a loss curve as SVG.
+// Defaults are config/train_shakespeare_char.py; every one can be overridden: --n_layer 2 --lr ... .
+// Run: npm run train -- --n_layer 2 --n_embd 32 --block_size 32 --batch_size 8 --max_iters 50
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { KilnError, type HostTensor, manualSeed } from '../../index.ts';
+import { gradients } from '../../compiler/autograd.ts';
+import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
+import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
+import { type StTensorInput, readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
+import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
+import { GPT, type GPTConfig, defaultConfig } from './model.ts';
+
+export const trainDefaults = {
+  // I/O
+  out_dir: 'out-shakespeare-char',
+  data: fileURLToPath(SHAKESPEARE_PATH), // the text to train on (tiny Shakespeare)
+  eval_interval: 250,
+  log_interval: 10,
+  eval_iters: 200,
+  eval_only: false,
+  always_save_checkpoint: false, // only save when val improves
+  init_from: 'scratch', // 'scratch' or 'resume'
+  // data
+  batch_size: 64,
+  block_size: 256, // context of up to 256 previous characters
+  // model
+  n_layer: 6,
+  n_head: 6,
+  n_embd: 384,
+  dropout: 0.2,
+  bias: false,
+  // adamw optimizer
+  learning_rate: 1e-3, // with baby networks can afford to go a bit higher
+  max_iters: 5000,
+  weight_decay: 1e-1,
+  beta1: 0.9,
+  beta2: 0.99, // make a bit bigger because number of tokens per iter is small
+  grad_clip: 1.0, // clip gradients at this value, or disable if == 0.0
+  // learning rate decay settings
+  decay_lr: true,
+  warmup_iters: 100,
+  lr_decay_iters: 5000, // make equal to max_iters usually
+  min_lr: 1e-4, // learning_rate / 10 usually
+  seed: 1337,
+};
+export type TrainConfig = typeof trainDefaults;
+
+/** `--name value` or `--name=value` over a table of defaults; the default's type types the value; unknown names are errors. */
+export function parseFlags<T extends Record<string, string | number | boolean>>(argv: readonly string[], defaults: T): T {
+  const out: Record<string, string | number | boolean> = { ...defaults };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) throw new KilnError('KILN_E015', `unexpected argument ${JSON.stringify(arg)}; flags look like --max_iters 50`);
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!(name in defaults)) throw new KilnError('KILN_E015', `unknown flag --${name}; known: ${Object.keys(defaults).map((k) => `--${k}`).join(' ')}`);
+    const raw = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+    if (raw === undefined) throw new KilnError('KILN_E015', `flag --${name} needs a value`);
+    const kind = typeof defaults[name];
+    if (kind === 'number') {
+      const value = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(value)) throw new KilnError('KILN_E015', `flag --${name} needs a number, got ${JSON.stringify(raw)}`);
+      out[name] = value;
+    } else if (kind === 'boolean') {
+      if (raw !== 'true' && raw !== 'false') throw new KilnError('KILN_E015', `flag --${name} needs true or false, got ${JSON.stringify(raw)}`);
+      out[name] = raw === 'true';
+    } else {
+      out[name] = raw;
+    }
+  }
+  return out as T;
+}
+
+export interface TrainResult {
+  model: GPT;
+  optimizer: AdamW;
+  iterNum: number;
+  bestValLoss: number;
+  /** Train loss of each step taken in this run, by iteration. */
+  trainLosses: [iter: number, loss: number][];
+  /** Mean losses at each eval of this run. */
+  evals: { iter: number; train: number; val: number }[];
+}
+
+const CKPT = 'ckpt.safetensors';
+
+/** Runs train.py's loop; `log` receives the progress text (stdout by default, with a \\r bar when it is a TTY). */
+export async function main(argv: readonly string[], logTo?: (text: string) => void): Promise<TrainResult> {
+  const log = logTo ?? ((text: string) => void process.stdout.write(text));
+  const tty = !logTo && (process.stdout.isTTY ?? false);
+  const cfg = parseFlags(argv, trainDefaults);
+  if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') throw new KilnError('KILN_E015', `--init_from must be scratch or resume, got ${cfg.init_from}`);
+  const data = await loadShakespeareChar(cfg.data);
+  const ckptPath = join(cfg.out_dir, CKPT);
+  mkdirSync(cfg.out_dir, { recursive: true });
+
+  // model init: from scratch, or the checkpoint's config and weights (its config wins, as in nanoGPT)
+  let modelArgs: GPTConfig = {
+    ...defaultConfig,
+    n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, block_size: cfg.block_size,
+    bias: cfg.bias, vocab_size: data.vocabSize, dropout: cfg.dropout,
+    // autograd has no gradient for sdpa's fused dropout yet: with dropout, use the manual attention chain
+    flash: cfg.dropout === 0,
+  };
+  let iterNum = 0;
+  let bestValLoss = Infinity;
+  let resumed: { tensors: Map<string, HostTensor>; metadata: Record<string, string> } | null = null;
+  if (cfg.init_from === 'resume') {
+    const file = await readSafetensors(ckptPath);
+    modelArgs = { ...modelArgs, ...(configOf(file, ckptPath) as Partial<GPTConfig>), dropout: cfg.dropout };
+    iterNum = Number(file.metadata.iter_num);
+    bestValLoss = Number(file.metadata.best_val_loss);
+    resumed = { tensors: hostTensors(file, ckptPath), metadata: file.metadata };
+    log(`resuming from ${ckptPath} at iter ${iterNum}\n`);
+  }
+  manualSeed(cfg.seed);
+  const model = new GPT(modelArgs);
+  const optimizer = new AdamW(model, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], weightDecay: cfg.weight_decay });
+  if (resumed) {
+    model.loadStateDict(modelTensors(resumed.tensors), ckptPath);
+    optimizer.loadState(resumed.tensors, resumed.metadata, ckptPath);
+  }
+  log(`number of parameters: ${(model.getNumParams() / 1e6).toFixed(2)}M\n`);
+
+  const schedule = { learningRate: cfg.learning_rate, warmupIters: cfg.warmup_iters, lrDecayIters: cfg.lr_decay_iters, minLr: cfg.min_lr };
+  const result: TrainResult = { model, optimizer, iterNum, bestValLoss, trainLosses: [], evals: [] };
+  const started = iterNum;
+  let last = performance.now();
+  for (;;) {
+    // evaluate the loss on train/val sets and write checkpoints
+    if (iterNum % cfg.eval_interval === 0 || iterNum === cfg.max_iters) {
+      const losses = await estimateLoss(model, data, cfg, iterNum);
+      if (tty) log('\n');
+      log(`step ${iterNum}: train loss ${losses.train.toFixed(4)}, val loss ${losses.val.toFixed(4)}\n`);
+      result.evals.push({ iter: iterNum, ...losses });
+      if (losses.val < bestValLoss || cfg.always_save_checkpoint) {
+        bestValLoss = Math.min(bestValLoss, losses.val);
+        if (iterNum > started || cfg.init_from === 'scratch') {
+          log(`saving checkpoint to ${cfg.out_dir}\n`);
+          writeFileSync(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
+        }
+      }
+      writeFileSync(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals));
+      last = performance.now(); // eval time is not iteration time
+    }
+    if (iterNum >= cfg.max_iters || cfg.eval_only) break;
+
+    // determine and set the learning rate for this iteration
+    const lr = cfg.decay_lr ? learningRate(iterNum, schedule) : cfg.learning_rate;
+    optimizer.lr = lr;
+    // the batch and the dropout seeds follow from (seed, iter_num) alone, so a resumed run repeats them
+    manualSeed(cfg.seed + iterNum);
+    const { x, y } = data.getBatch('train', cfg.batch_size, cfg.block_size);
+    const dropoutSeed = cfg.seed + 1_000_003 * (iterNum + 1);
+    manualSeed(dropoutSeed);
+    const loss = await (model.forward(x, y).loss!).item();
+    manualSeed(dropoutSeed); // gradients() retraces forward: the same dropout masks as the loss above
+    const grads = await gradients(model, [x, y]);
+    if (cfg.grad_clip !== 0) clipGradNorm(grads, cfg.grad_clip);
+    optimizer.step(grads);
+    result.trainLosses.push([iterNum, loss]);
+
+    // timing and logging
+    const now = performance.now();
+    const dt = now - last;
+    last = now;
+    if (iterNum % cfg.log_interval === 0) {
+      const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms`;
+      log(tty ? `\r${progressBar(iterNum + 1, cfg.max_iters)} ${line}\x1b[K` : `${line}\n`);
+    }
+    iterNum++;
+  }
+  if (tty) log('\n');
+  result.iterNum = iterNum;
+  result.bestValLoss = bestValLoss;
+  return result;
+}
+
+/** The checkpoint's model tensors: everything but the optimizer's `optim.*` state. */
+export function modelTensors(tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  return new Map([...tensors].filter(([key]) => !key.startsWith('optim.')));
+}
+
+/** kiln's state dict (nanoGPT keys, tied lm_head absent) + optimizer state, config and progress in metadata. */
+function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
+  const tensors = new Map<string, StTensorInput>();
+  for (const [key, t] of model.stateDict()) {
+    const dtype = t.type.dtype === 'f32' ? 'F32' : t.type.dtype === 'i32' ? 'I32' : 'BOOL';
+    tensors.set(key, { dtype, shape: [...t.type.shape], data: t.data instanceof Float64Array ? Float32Array.from(t.data) : t.data });
+  }
+  const optim = optimizer.stateTensors();
+  for (const [key, t] of optim.tensors) tensors.set(key, t);
+  return serializeSafetensors(tensors, {
+    config: JSON.stringify(model.config),
+    iter_num: String(iterNum),
+    best_val_loss: String(bestValLoss),
+    [OPTIM_STEP_KEY]: optim.metadata[OPTIM_STEP_KEY],
+    chars: JSON.stringify(data.chars), // nanoGPT's meta.pkl: what sample.ts decodes with
+  });
+}
+
+/** Mean loss over eval_iters batches of each split, in eval mode; batches seeded by the iteration. */
+async function estimateLoss(model: GPT, data: CharDataset, cfg: TrainConfig, iterNum: number): Promise<Record<Split, number>> {
+  model.eval();
+  manualSeed(cfg.seed + 7_919 * (iterNum + 1) + 500_000_000);
+  const out = { train: 0, val: 0 };
+  for (const split of ['train', 'val'] as const) {
+    let sum = 0;
+    for (let k = 0; k < cfg.eval_iters; k++) {
+      const { x, y } = data.getBatch(split, cfg.batch_size, cfg.block_size);
+      sum += await model.forward(x, y).loss!.item();
+    }
+    out[split] = sum / cfg.eval_iters;
+  }
+  model.train();
+  return out;
+}
+
+function progressBar(done: number, total: number, width = 30): string {
+  const filled = Math.round((width * Math.min(done, total)) / Math.max(total, 1));
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`;
+}
+
+/** A hand-made SVG: train loss per iteration (polyline), val loss at evals (polyline + dots), labelled axes. */
+export function lossCurveSvg(train: readonly [number, number][], evals: readonly { iter: number; val: number }[]): string {
+  const W = 640, H = 400, left = 60, right = 20, top = 20, bottom = 50;
+  const points = [...train.map(([i, l]) => [i, l]), ...evals.map((e) => [e.iter, e.val])];
+  const iters = points.map((p) => p[0]);
+  const losses = points.map((p) => p[1]);
+  const x0 = Math.min(...iters, 0), x1 = Math.max(...iters, x0 + 1);
+  const y0 = losses.length ? Math.min(...losses) : 0;
+  const y1 = Math.max(...losses, y0 + 1e-3);
+  const sx = (i: number) => (left + ((i - x0) / (x1 - x0)) * (W - left - right)).toFixed(1);
+  const sy = (l: number) => (top + ((y1 - l) / (y1 - y0)) * (H - top - bottom)).toFixed(1);
+  const poly = (pts: readonly (readonly number[])[], color: string) =>
+    `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${pts.map(([i, l]) => `${sx(i)},${sy(l)}`).join(' ')}"/>`;
+  const ticks = [0, 0.25, 0.5, 0.75, 1];
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<line x1="${left}" y1="${H - bottom}" x2="${W - right}" y2="${H - bottom}" stroke="black"/>`,
+    `<line x1="${left}" y1="${top}" x2="${left}" y2="${H - bottom}" stroke="black"/>`,
+    ...ticks.map((t) => `<text x="${sx(x0 + t * (x1 - x0))}" y="${H - bottom + 15}" text-anchor="middle">${Math.round(x0 + t * (x1 - x0))}</text>`),
+    ...ticks.map((t) => `<text x="${left - 5}" y="${sy(y0 + t * (y1 - y0))}" text-anchor="end">${(y0 + t * (y1 - y0)).toFixed(2)}</text>`),
+    `<text x="${(left + W - right) / 2}" y="${H - 10}" text-anchor="middle">iteration</text>`,
+    `<text x="15" y="${(top + H - bottom) / 2}" text-anchor="middle" transform="rotate(-90 15 ${(top + H - bottom) / 2})">loss</text>`,
+    poly(train, 'steelblue'),
+    poly(evals.map((e) => [e.iter, e.val]), 'darkorange'),
+    ...evals.map((e) => `<circle cx="${sx(e.iter)}" cy="${sy(e.val)}" r="3" fill="darkorange"/>`),
+    `<text x="${W - right - 5}" y="${top + 12}" text-anchor="end" fill="steelblue">train loss</text>`,
+    `<text x="${W - right - 5}" y="${top + 28}" text-anchor="end" fill="darkorange">val loss</text>`,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  // a usage or checkpoint error is one coded line, not a stack trace
+  await main(process.argv.slice(2)).catch((e: unknown) => {
+    if (!(e instanceof KilnError)) throw e;
+    console.error(e.message);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,94 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readSafetensors } from '../runtime/safetensors.ts';
+import { configOf, hostTensors } from '../compiler/checkpoint.ts';
+import createModel from '../examples/nanogpt/model.ts';
+import { main as sample } from '../examples/nanogpt/sample.ts';
+import { type TrainResult, main as train, modelTensors } from '../examples/nanogpt/train.ts';
+
+const dirs: string[] = [];
+const outDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'kiln-train-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+// 2 layers, n_embd 32, block 32, batch 8: about 0.2 s an iteration on the CPU interpreter.
+const tiny = ['--n_layer', '2', '--n_head', '2', '--n_embd', '32', '--block_size', '32', '--batch_size', '8', '--eval_iters', '8', '--log_interval', '10'];
+// always_save_checkpoint: the resume test needs the iteration-20 checkpoint even if val went up there
+const schedule = [...tiny, '--eval_interval', '20', '--learning_rate', '1e-2', '--warmup_iters', '5', '--lr_decay_iters', '40', '--min_lr', '1e-3', '--always_save_checkpoint', 'true'];
+const quiet = () => undefined;
+const params = (r: TrainResult) => [...r.model.stateDict()].map(([k, t]) => [k, Array.from(t.data)] as const);
+
+describe('examples/nanogpt/train.ts on the cpu backend', () => {
+  const run40 = outDir();
+  let straight: TrainResult;
+
+  it('trains a tiny GPT on Shakespeare: the val loss falls by more than 0.6 nats in 40 iterations (dropout 0.2)', async () => {
+    straight = await train([...schedule, '--out_dir', run40, '--max_iters', '40'], quiet);
+    const vals = straight.evals.map((e) => e.val);
+    console.log('evals', straight.evals.map((e) => `${e.iter}: train ${e.train.toFixed(4)} val ${e.val.toFixed(4)}`).join('; '));
+    expect(straight.evals.map((e) => e.iter)).toEqual([0, 20, 40]);
+    expect(vals[0]).toBeGreaterThan(4.0); // ln 65 = 4.17 at init
+    expect(vals[2]).toBeLessThan(vals[0] - 0.6);
+    expect(straight.iterNum).toBe(40);
+    expect(straight.optimizer.stepCount).toBe(40);
+  });
+
+  it('writes a checkpoint with nanoGPT keys, optimizer state and progress metadata, loadable into a fresh model', async () => {
+    const path = join(run40, 'ckpt.safetensors');
+    const file = await readSafetensors(path);
+    expect(file.metadata.iter_num).toBe('40');
+    expect(file.metadata['optim.step']).toBe('40');
+    expect(Number(file.metadata.best_val_loss)).toBe(straight.bestValLoss);
+    const keys = [...file.tensors.keys()];
+    expect(keys).toContain('transformer.wte.weight');
+    expect(keys).toContain('optim.transformer.wte.weight.exp_avg');
+    expect(keys).not.toContain('lm_head.weight'); // tied to wte, absent as in nanoGPT checkpoints
+    const model = createModel(configOf(file, path));
+    model.loadStateDict(modelTensors(hostTensors(file, path)), path);
+    expect(Array.from(model.transformer.wte.weight.host!.data)).toEqual(Array.from(straight.model.transformer.wte.weight.host!.data));
+  });
+
+  it('resumes a run: 20 iterations, then --init_from resume to 40, gives the same parameters bit for bit as 40 straight', async () => {
+    const dir = outDir();
+    const args = [...schedule, '--out_dir', dir];
+    const first = await train([...args, '--max_iters', '20'], quiet);
+    expect(first.iterNum).toBe(20);
+    const second = await train([...args, '--max_iters', '40', '--init_from', 'resume'], quiet);
+    expect(second.trainLosses[0][0]).toBe(20); // continues at iter 20
+    expect(second.optimizer.stepCount).toBe(40);
+    expect(second.iterNum).toBe(40);
+    expect(params(second)).toEqual(params(straight));
+  });
+
+  it('samples text of the asked length from the checkpoint, reproducibly for a seed', async () => {
+    const args = ['--out_dir', run40, '--num_samples', '2', '--max_new_tokens', '30'];
+    const samples = await sample(args, quiet);
+    expect(samples).toHaveLength(2);
+    for (const s of samples) expect([...s]).toHaveLength(31); // the "\n" prompt + 30 new characters
+    expect(await sample(args, quiet)).toEqual(samples);
+  });
+
+  it('draws the loss curve as an SVG with a train polyline and val points', () => {
+    const svg = readFileSync(join(run40, 'loss.svg'), 'utf-8');
+    expect(svg).toMatch(/^<svg /);
+    expect(svg.match(/<polyline /g)).toHaveLength(2);
+    expect(svg).toContain('>iteration<');
+  });
+
+  it('refuses an unknown flag', async () => {
+    await expect(train(['--n_layers', '2'], quiet)).rejects.toThrow(/KILN_E015 unknown flag --n_layers/);
+  });
+
+  it('runs through npm run train (bin/run-ts.mjs bundles the script with esbuild)', () => {
+    const dir = outDir();
+    const out = execFileSync('npm', ['run', '--silent', 'train', '--', ...tiny, '--out_dir', dir, '--max_iters', '2', '--eval_interval', '2', '--eval_iters', '1', '--log_interval', '1'], { encoding: 'utf-8' });
+    expect(out).toMatch(/iter 1: loss \d\.\d{4}, lr [\d.e-]+, time \d+ms/);
+    expect(existsSync(join(dir, 'ckpt.safetensors'))).toBe(true);
+  });
+});
