@@ -20,6 +20,15 @@ export async function gradients(
   forwardArgs: readonly unknown[],
   options: { backend?: BackendName } = {},
 ): Promise<Map<string, HostTensor>> {
+  return (await lossAndGradients(model, forwardArgs, options)).grads;
+}
+
+/** The loss's value and its gradients, from one forward and backward run (what a training step needs). */
+export async function lossAndGradients(
+  model: Module & { forward: (...args: never[]) => unknown },
+  forwardArgs: readonly unknown[],
+  options: { backend?: BackendName } = {},
+): Promise<{ loss: number; grads: Map<string, HostTensor> }> {
   const trace = traceModule(model, forwardArgs);
   const { graph } = trace;
   const lossOutput = graph.outputs.find((o) => o.name === 'loss') ?? (graph.outputs.length === 1 ? graph.outputs[0] : undefined);
@@ -46,5 +55,5 @@ export async function gradients(
     const t = outputs.get(`grad.${name}`)!;
     grads.set(name, t.host ?? { type: t.type, data: await t.data() });
   }
-  return grads;
+  return { loss: (await outputs.get(lossOutput.name)!.data())[0], grads };
 }

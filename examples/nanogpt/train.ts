@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { KilnError, type HostTensor, manualSeed } from '../../index.ts';
-import { gradients } from '../../compiler/autograd.ts';
+import { lossAndGradients } from '../../compiler/autograd.ts';
 import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
 import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { type StTensorInput, readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
@@ -157,9 +157,7 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     const { x, y } = data.getBatch('train', cfg.batch_size, cfg.block_size);
     const dropoutSeed = cfg.seed + 1_000_003 * (iterNum + 1);
     manualSeed(dropoutSeed);
-    const loss = await (model.forward(x, y).loss!).item();
-    manualSeed(dropoutSeed); // gradients() retraces forward: the same dropout masks as the loss above
-    const grads = await gradients(model, [x, y]);
+    const { loss, grads } = await lossAndGradients(model, [x, y]);
     if (cfg.grad_clip !== 0) clipGradNorm(grads, cfg.grad_clip);
     optimizer.step(grads);
     result.trainLosses.push([iterNum, loss]);
