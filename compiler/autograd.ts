@@ -3,12 +3,11 @@
 
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
-import type { Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import type { BackendName } from './backends.ts';
 import { loadBackend } from './compile.ts';
 import type { Module } from './frontend/module.ts';
-import { Tensor } from './frontend/tensor.ts';
+import { leafFeeder, stateTensors } from './leaves.ts';
 import { traceModule } from './tracer.ts';
 
 /**
@@ -39,14 +38,7 @@ export async function lossAndGradients(
   const params = graph.nodesOf('param');
   const withGrads = differentiate(graph, lossOutput.node, params);
 
-  const state = new Map<string, Tensor>([...model.namedParameters(), ...model.namedBuffers()].map(([name, t]) => [name, t]));
-  const args = new Map(trace.argNames.map((name, i) => [name, forwardArgs[i]]));
-  const leaf = (node: Node): Tensor => {
-    const name = String(node.attrs.name);
-    const value = node.op === 'input' ? (args.get(name) ?? forwardArgs[Number(name.replace(/^arg/, ''))]) : state.get(name);
-    if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
-    return value;
-  };
+  const leaf = leafFeeder(withGrads, stateTensors(model), trace.argNames, forwardArgs);
   const backend = await loadBackend(options.backend ?? 'cpu');
   const outputs = await (await backend.prepare(withGrads))(leaf);
   const grads = new Map<string, HostTensor>();

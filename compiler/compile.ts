@@ -2,7 +2,7 @@
 // Guards: input dtypes and shapes (and non-tensor arguments) pick a cached compilation; a change retraces.
 
 import { KilnError, formatLoc } from '../ir/errors.ts';
-import type { Graph, Node } from '../ir/graph.ts';
+import type { Graph } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { log } from '../ir/log.ts';
 import { formatType } from '../ir/types.ts';
@@ -10,6 +10,7 @@ import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPass
 import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
+import { leafFeeder, stateTensors } from './leaves.ts';
 import { type Trace, forwardArgNames, rebuildOutputs, traceModule } from './tracer.ts';
 
 export interface CompileOptions {
@@ -89,7 +90,6 @@ function logDecisions(result: PassResult): void {
   }
 }
 
-const constantTensors = new WeakMap<HostTensor, Tensor>();
 const hostIds = new WeakMap<HostTensor, number>();
 let nextHostId = 1;
 
@@ -100,13 +100,6 @@ function hostId(host: HostTensor): number {
   return id;
 }
 
-/** One Tensor per folded constant, so a backend can keep its upload across calls. */
-function constantTensor(host: HostTensor): Tensor {
-  let t = constantTensors.get(host);
-  if (!t) constantTensors.set(host, (t = new Tensor(host.type, { host })));
-  return t;
-}
-
 export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
   const backendName = options.backend ?? 'webgpu';
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
@@ -115,9 +108,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
   let last: Compilation | undefined;
 
-  const state = new Map<string, Tensor>();
-  for (const [name, p] of model.namedParameters()) state.set(name, p);
-  for (const [name, b] of model.namedBuffers()) state.set(name, b);
+  const state = stateTensors(model);
 
   const buffers = model.namedBuffers().map(([, b]) => b);
   const buffersVersion = () => buffers.map((b) => (b.host ? hostId(b.host) : 0)).join(',');
@@ -161,16 +152,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
 
   async function call(...args: unknown[]): Promise<unknown> {
     const c = await lower(...args);
-    const byName = new Map(c.trace.argNames.map((n, i) => [n, args[i]]));
-    const constants = c.passes.graph.constants;
-    const leaf = (node: Node): Tensor => {
-      const name = String(node.attrs.name);
-      const folded = node.op === 'constant' ? constants.get(name) : undefined;
-      if (folded) return constantTensor(folded);
-      const value = node.op === 'input' ? (byName.get(name) ?? args[Number(name.replace(/^arg/, ''))]) : state.get(name);
-      if (!(value instanceof Tensor)) throw new KilnError('KILN_E014', `no tensor for ${node.op} "${name}"`);
-      return value;
-    };
+    const leaf = leafFeeder(c.passes.graph, state, c.trace.argNames, args);
     const outputs = await c.run(leaf);
     return rebuildOutputs(c.trace.tree, outputs);
   }

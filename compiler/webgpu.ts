@@ -3,6 +3,7 @@
 
 import { type Program, lowerGraph, lowerNode } from '../codegen/index.ts';
 import type { Graph, Node } from '../ir/graph.ts';
+import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
 import type { TensorType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
@@ -57,7 +58,7 @@ async function prepare(graph: Graph): Promise<Runner> {
   const program = lowerGraph(graph, kdev.limits);
   logKernels(program);
   const exec = await Executor.create(kdev, program);
-  const leaves = graph.nodes.filter((n) => n.op === 'input' || n.op === 'param' || n.op === 'buffer' || n.op === 'constant');
+  const leaves = graph.nodes.filter((n) => getOp(n.op).leaf);
   return async (leaf) => {
     const feeds = new Map<Node, Feed>();
     for (const node of leaves) {

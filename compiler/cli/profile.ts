@@ -13,6 +13,8 @@ import { useBackend } from '../eager.ts';
 import { stringFlag, usageError } from './args.ts';
 import type { Command } from './main.ts';
 import { MODEL_FLAGS, type ModelSession, modelSession, positiveInt } from './model.ts';
+import { getOp } from '../../ir/registry.ts';
+import { leafFeeder, stateTensors } from '../leaves.ts';
 
 type Mode = 'compiled' | 'eager';
 
@@ -111,20 +113,18 @@ type TimedForward = () => Promise<KernelTime[]>;
 async function compiledForward(kdev: KilnDevice, session: ModelSession, timer: KernelTimer): Promise<{ forward: TimedForward; release(): void }> {
   const { compilation: c, model, args } = session;
   const graph = c.passes.graph;
-  const state = new Map([...model.namedParameters(), ...model.namedBuffers().map(([name, t]) => [name, t] as const)]);
+  const leaf = leafFeeder(graph, stateTensors(model), c.trace.argNames, args);
   const feeds = new Map<Node, Feed>();
   const uploaded: GPUBuffer[] = [];
-  for (const node of graph.nodes) {
-    const name = String(node.attrs.name);
+  for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
+    const host = leaf(node).host;
+    if (!host) continue;
     if (node.op === 'input') {
-      const host = args[c.trace.argNames.indexOf(name)]?.host;
-      if (host) feeds.set(node, host);
+      feeds.set(node, host);
       continue;
     }
     // Weights and folded constants are uploaded once, as the webgpu backend keeps them.
-    const host = node.op === 'constant' ? graph.constants.get(name) : node.op === 'param' || node.op === 'buffer' ? state.get(name)?.host : undefined;
-    if (!host) continue;
-    const buffer = upload(kdev, host, `${node.op} ${name}`);
+    const buffer = upload(kdev, host, `${node.op} ${String(node.attrs.name)}`);
     feeds.set(node, buffer);
     uploaded.push(buffer);
   }
