@@ -58,9 +58,22 @@ export function registerOp(def: OpDef): OpDef {
 export function getOp(name: string, loc?: SourceLoc): OpDef {
   const def = registry.get(name);
   if (!def) {
-    throw new KilnError('KILN_E004', `unknown op "${name}"; known ops: ${[...registry.keys()].sort().join(', ')}`, loc);
+    const near = [...registry.keys()].filter((known) => editDistance(known, name) <= 2).sort();
+    const hint = near.length ? ` (did you mean ${near.join(' or ')}?)` : '';
+    throw new KilnError('KILN_E004', `unknown op "${name}"${hint}; known ops: ${[...registry.keys()].sort().join(', ')}`, loc);
   }
   return def;
+}
+
+/** Levenshtein distance, for "did you mean" hints. */
+function editDistance(a: string, b: string): number {
+  let row = [...Array(b.length + 1).keys()];
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
 }
 
 /** The FLOPs of one node of `op`, by its entry's `flops`, else one per output element. */

@@ -192,9 +192,15 @@ export function parseGraph(text: string): Graph {
     c.eat(':');
     const type = parseType(c);
     if (c.text.slice(c.pos).trim() !== '') c.fail('the end of the line');
-    const def = getOp(op);
-    const fullAttrs: Attrs = def.typeInAttrs ? { ...attrs, dtype: type.dtype, shape: [...type.shape] } : attrs;
     const loc = hash >= 0 ? parseLoc(raw.slice(hash + 4)) : undefined;
+    let def;
+    try {
+      def = getOp(op, loc);
+    } catch (e) {
+      // Name the IR line too: the source location (if any) says where the node came from, not where the text is.
+      throw e instanceof KilnError ? new KilnError(e.code, `IR text line ${i + 1}: ${e.detail}`, e.loc) : e;
+    }
+    const fullAttrs: Attrs = def.typeInAttrs ? { ...attrs, dtype: type.dtype, shape: [...type.shape] } : attrs;
     const node = graph.addRaw({ id, op, inputs, attrs: fullAttrs, type, ...(loc ? { loc } : {}) });
     byId.set(id, node);
   });

@@ -115,7 +115,7 @@ describe('each code, met as a user meets it, gives one exact line', () => {
     const text = ['%0 = input() {name="x"} : f32[2]', '%1 = softmx(%0) {dim=-1} : f32[2]  # model.ts:12:5  y = x.softmx(-1)', 'output y=%1'].join('\n');
     const message = await caught('KILN_E004', () => parseGraph(text));
     const known = allOps().map((op) => op.name).sort().join(', ');
-    expect(message).toBe(`KILN_E004 unknown op "softmx"; known ops: ${known}`);
+    expect(message).toBe(`KILN_E004 model.ts:12:5: IR text line 2: unknown op "softmx" (did you mean softmax?); known ops: ${known}`);
   });
 
   it(`KILN_E005 for ${CATALOG.KILN_E005}`, async () => {
