@@ -54,12 +54,23 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
 }
 
 async function prepare(graph: Graph): Promise<Runner> {
-  const kdev = await getDevice();
-  const program = lowerGraph(graph, kdev.limits);
-  logKernels(program);
-  const exec = await Executor.create(kdev, program);
+  const build = async (kdev: KilnDevice) => {
+    const program = lowerGraph(graph, kdev.limits);
+    logKernels(program);
+    return { kdev, exec: await Executor.create(kdev, program) };
+  };
+  let target = await build(await getDevice());
   const leaves = graph.nodes.filter((n) => getOp(n.op).leaf);
   return async (leaf) => {
+    // The device was lost: rebuild on the new one (weights upload again on use), then report the loss
+    // (E008) once, so it never passes silently; the call after that runs on the new device.
+    const current = await getDevice();
+    if (current !== target.kdev) {
+      const lost = target.kdev;
+      target = await build(current);
+      lost.errors.throwIfFailed();
+    }
+    const { kdev, exec } = target;
     const feeds = new Map<Node, Feed>();
     for (const node of leaves) {
       const t = leaf(node);

@@ -85,7 +85,7 @@ async function openDevice(): Promise<KilnDevice> {
   void device.lost.then((lost) => {
     // Lost for any reason (a driver reset, destroy() by other code): the next getDevice() opens a fresh one.
     if (device === currentDevice) [current, currentDevice] = [null, null];
-    errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; kiln opens a new device on the next call, re-upload parameters`));
+    errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; the next call opens a new device (compiled models move to it and upload their weights again)`));
   });
   return { device, limits: device.limits, description, errors };
 }
