@@ -2,7 +2,7 @@
 
 import { KilnError } from '../ir/errors.ts';
 import type { HostTensor } from '../ir/host.ts';
-import { type SafetensorsFile, parseSafetensors, readSafetensors, serializeSafetensors, toKilnTensor } from '../runtime/safetensors.ts';
+import { type SafetensorsFile, type StTensorInput, parseSafetensors, readSafetensors, serializeSafetensors, toKilnTensor } from '../runtime/safetensors.ts';
 import type { Module } from './frontend/module.ts';
 
 /** Host tensors of a parsed file, converted to kiln dtypes. */
@@ -39,13 +39,18 @@ export function loadCheckpointBytes(model: Module, bytes: Uint8Array, fileName: 
   return configOf(file, fileName);
 }
 
-/** The model's state dict as safetensors bytes (f32 stays F32, i32 I32, bool BOOL). */
-export function saveCheckpointBytes(model: Module, config?: object): Uint8Array {
-  const tensors = new Map<string, { dtype: 'F32' | 'I32' | 'BOOL'; shape: number[]; data: ArrayBufferView }>();
+/** The model's state dict as safetensors tensors (f32 stays F32, i32 I32, bool BOOL), to write alone or with more. */
+export function stateDictTensors(model: Module): Map<string, StTensorInput> {
+  const tensors = new Map<string, StTensorInput>();
   for (const [key, t] of model.stateDict()) {
     const dtype = t.type.dtype === 'f32' ? 'F32' : t.type.dtype === 'i32' ? 'I32' : 'BOOL';
     const data = t.data instanceof Float64Array ? Float32Array.from(t.data) : t.data;
     tensors.set(key, { dtype, shape: [...t.type.shape], data });
   }
-  return serializeSafetensors(tensors, config ? { config: JSON.stringify(config) } : {});
+  return tensors;
+}
+
+/** The model's state dict as safetensors bytes, with its config in the metadata. */
+export function saveCheckpointBytes(model: Module, config?: object): Uint8Array {
+  return serializeSafetensors(stateDictTensors(model), config ? { config: JSON.stringify(config) } : {});
 }

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { KilnError, type HostTensor, manualSeed } from '../../index.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
-import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
+import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
-import { type StTensorInput, readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
+import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
 import { GPT, type GPTConfig, defaultConfig } from './model.ts';
 
@@ -185,11 +185,7 @@ export function modelTensors(tensors: ReadonlyMap<string, HostTensor>): Map<stri
 
 /** kiln's state dict (nanoGPT keys, tied lm_head absent) + optimizer state, config and progress in metadata. */
 function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
-  const tensors = new Map<string, StTensorInput>();
-  for (const [key, t] of model.stateDict()) {
-    const dtype = t.type.dtype === 'f32' ? 'F32' : t.type.dtype === 'i32' ? 'I32' : 'BOOL';
-    tensors.set(key, { dtype, shape: [...t.type.shape], data: t.data instanceof Float64Array ? Float32Array.from(t.data) : t.data });
-  }
+  const tensors = stateDictTensors(model);
   const optim = optimizer.stateTensors();
   for (const [key, t] of optim.tensors) tensors.set(key, t);
   return serializeSafetensors(tensors, {
