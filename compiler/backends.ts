@@ -13,7 +13,16 @@ import { Tensor } from './frontend/tensor.ts';
 export type BackendName = 'cpu' | 'webgpu';
 
 /** A graph made ready to run: give it a tensor for each leaf, get the named outputs. */
-export type Runner = (leaf: (node: Node) => Tensor) => Promise<Map<string, Tensor>>;
+export type Runner = (leaf: (node: Node) => Tensor, options?: RunOptions) => Promise<Map<string, Tensor>>;
+
+export interface RunOptions {
+  /**
+   * Outputs stored into existing tensors instead of new ones (a training step updating the
+   * parameters and optimizer state it read): each named output's value replaces the tensor's, on
+   * the device the backend runs on, and the tensor is returned under the output's name.
+   */
+  readonly writeBack?: ReadonlyMap<string, Tensor>;
+}
 
 export interface ExecutionBackend {
   readonly name: BackendName;
@@ -30,9 +39,17 @@ export function hostValue(t: Tensor, what: string): HostTensor {
 export const cpuBackend: ExecutionBackend = {
   name: 'cpu',
   async prepare(graph) {
-    return async (leaf) => {
+    return async (leaf, options) => {
       const out = interpret(graph, (node) => hostValue(leaf(node), `${node.op} "${String(node.attrs.name)}"`), 'f32');
-      return new Map([...out].map(([name, host]) => [name, new Tensor(host.type, { host })]));
+      return new Map(
+        [...out].map(([name, host]) => {
+          const target = options?.writeBack?.get(name);
+          if (!target) return [name, new Tensor(host.type, { host })];
+          target.host = host;
+          target.device = undefined;
+          return [name, target];
+        }),
+      );
     };
   },
   eager: {

@@ -100,6 +100,11 @@ function hostId(host: HostTensor): number {
   return id;
 }
 
+/** `tte`: each module's training flag, in module order. Dropout's behaviour is traced in, so it is guarded. */
+export function trainingModes(model: Module): string {
+  return [...model.namedModules()].map(([, m]) => (m.training ? 't' : 'e')).join('');
+}
+
 export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
   const backendName = options.backend ?? 'webgpu';
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
@@ -121,7 +126,8 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const guarded = guardedValues(args);
     const signature = guarded.join(', ');
     // Buffers are folded in as constants, so a buffer given new values (a loaded checkpoint) is a new graph.
-    const key = `${signature} | buffers ${buffersVersion()}`;
+    // So is train() / eval(): dropout is traced in as active or as the identity.
+    const key = `${signature} | buffers ${buffersVersion()} | modes ${trainingModes(model)}`;
     const hit = cache.get(key);
     const shown = `forward(${guarded.map((g, i) => `${argNames[i] ?? `arg${i}`}: ${g}`).join(', ')})`;
     log('guards', `check ${shown} -> ${hit ? 'hit' : 'miss'}`, { cached: cache.size });

@@ -11,6 +11,7 @@ import type { HostTensor } from '../ir/host.ts';
 import { formatType, sameShape } from '../ir/types.ts';
 import { type StTensorInput, serializeSafetensors } from '../runtime/safetensors.ts';
 import type { Module, Parameter } from './frontend/module.ts';
+import { Tensor } from './frontend/tensor.ts';
 
 export interface AdamWOptions {
   /** The learning rate; nanoGPT overwrites it every iteration with get_lr (see `learningRate`). */
@@ -27,9 +28,18 @@ export interface ParamGroup {
   params: [string, Parameter][];
 }
 
-interface ParamState {
-  expAvg: Float32Array;
-  expAvgSq: Float32Array;
+/** A parameter's moments. Tensors, so a compiled training step can keep them on the GPU (compiler/train-step.ts). */
+export interface ParamState {
+  readonly expAvg: Tensor;
+  readonly expAvgSq: Tensor;
+}
+
+const zerosLike = (p: Parameter): Tensor => new Tensor(p.type, { host: { type: p.type, data: new Float32Array(p.numel()) } });
+
+/** A moment's host values; after a compiled step they live on the device until TrainStep.sync(). */
+function hostMoment(t: Tensor, name: string): Float32Array {
+  if (!t.host) throw new KilnError('KILN_E011', `AdamW: the optimizer state of ${name} lives on the GPU after a compiled training step; call await step.sync() first`);
+  return t.host.data as Float32Array;
 }
 
 /** Metadata key of the step count in saved optimizer state. */
@@ -63,7 +73,14 @@ export class AdamW {
       { weightDecay: opts.weightDecay ?? 0.1, params: params.filter(([, p]) => p.shape.length >= 2) },
       { weightDecay: 0, params: params.filter(([, p]) => p.shape.length < 2) },
     ];
-    for (const [name, p] of params) this.state.set(name, { expAvg: new Float32Array(p.numel()), expAvgSq: new Float32Array(p.numel()) });
+    for (const [name, p] of params) this.state.set(name, { expAvg: zerosLike(p), expAvgSq: zerosLike(p) });
+  }
+
+  /** The moments of one parameter, by state-dict name. */
+  stateOf(name: string): ParamState {
+    const s = this.state.get(name);
+    if (!s) throw new KilnError('KILN_E011', `AdamW: no parameter named ${name}`);
+    return s;
   }
 
   /**
@@ -95,8 +112,10 @@ export class AdamW {
       const decay = 1 - lr * group.weightDecay;
       for (const [name, p] of group.params) {
         const g = grads.get(name)!.data;
-        const { expAvg, expAvgSq } = this.state.get(name)!;
-        const old = p.host!.data;
+        const s = this.state.get(name)!;
+        const [expAvg, expAvgSq] = [hostMoment(s.expAvg, name), hostMoment(s.expAvgSq, name)];
+        if (!p.host) throw new KilnError('KILN_E011', `AdamW.step: parameter ${name} lives on the GPU after a compiled training step; call await step.sync() first`);
+        const old = p.host.data;
         const next = new Float32Array(old.length);
         for (let i = 0; i < old.length; i++) {
           const m = (expAvg[i] = beta1 * expAvg[i] + (1 - beta1) * g[i]);
@@ -104,6 +123,7 @@ export class AdamW {
           next[i] = old[i] * decay - (stepSize * m) / (Math.sqrt(v) / bias2Sqrt + this.eps);
         }
         p.assign({ type: p.type, data: next });
+        s.expAvg.device = s.expAvgSq.device = undefined; // changed in place on the host: device copies are stale
       }
     }
   }
@@ -114,8 +134,8 @@ export class AdamW {
     for (const group of this.groups) {
       for (const [name, p] of group.params) {
         const s = this.state.get(name)!;
-        tensors.set(expAvgKey(name), { dtype: 'F32', shape: [...p.shape], data: s.expAvg.slice() });
-        tensors.set(expAvgSqKey(name), { dtype: 'F32', shape: [...p.shape], data: s.expAvgSq.slice() });
+        tensors.set(expAvgKey(name), { dtype: 'F32', shape: [...p.shape], data: hostMoment(s.expAvg, name).slice() });
+        tensors.set(expAvgSqKey(name), { dtype: 'F32', shape: [...p.shape], data: hostMoment(s.expAvgSq, name).slice() });
       }
     }
     return { tensors, metadata: { [OPTIM_STEP_KEY]: String(this.stepCount) } };
@@ -148,11 +168,11 @@ export class AdamW {
       if (t.type.dtype !== 'f32' || !sameShape(t.type.shape, p.shape)) throw bad(`key "${key}" is ${formatType(t.type)}, the parameter is ${formatType(p.type)}`);
     }
     this.stepCount = Number(rawStep);
-    for (const name of this.state.keys()) {
-      this.state.set(name, {
-        expAvg: Float32Array.from(tensors.get(expAvgKey(name))!.data),
-        expAvgSq: Float32Array.from(tensors.get(expAvgSqKey(name))!.data),
-      });
+    for (const [name, s] of this.state) {
+      for (const [t, key] of [[s.expAvg, expAvgKey(name)], [s.expAvgSq, expAvgSqKey(name)]] as const) {
+        t.host = { type: t.type, data: Float32Array.from(tensors.get(key)!.data) };
+        t.device = undefined;
+      }
     }
   }
 }
