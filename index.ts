@@ -21,5 +21,6 @@ export type { DType, TensorType } from './ir/types.ts';
 export type { HostTensor } from './ir/host.ts';
 export { interpret } from './runtime/interpreter.ts';
 export { differentiate } from './ir/autograd.ts';
-export { gradients, lossAndGradients } from './compiler/autograd.ts';
+export { gradients, gradsOf, lossAndGradients } from './compiler/autograd.ts';
+export { isGradEnabled, noGrad } from './compiler/frontend/tape.ts';
 export { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';

@@ -1,5 +1,6 @@
 // Gradients of a model's loss with respect to its parameters: trace forward(), differentiate the
-// graph (ir/autograd.ts), run it on a backend (cpu by default, or webgpu). `loss.backward()` on the front end is a later step.
+// graph (ir/autograd.ts), run it on a backend (cpu by default, or webgpu). Eager `loss.backward()`
+// lives in frontend/tape.ts; gradsOf() reads what it left in `.grad`.
 
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
@@ -48,4 +49,16 @@ export async function lossAndGradients(
     grads.set(name, t.host ?? { type: t.type, data: await t.data() });
   }
   return { loss: (await outputs.get(lossOutput.name)!.data())[0], grads };
+}
+
+/**
+ * Every parameter's `.grad` (from eager `loss.backward()`), read to the host, by state-dict name: what
+ * AdamW.step takes (`opt.step(await gradsOf(model))`). Parameters without a gradient are left out.
+ */
+export async function gradsOf(model: Module): Promise<Map<string, HostTensor>> {
+  const grads = new Map<string, HostTensor>();
+  for (const [name, p] of model.namedParameters()) {
+    if (p.grad) grads.set(name, p.grad.host ?? { type: p.grad.type, data: await p.grad.data() });
+  }
+  return grads;
 }

@@ -48,10 +48,10 @@ describe('kiln eval', () => {
     });
   }
 
-  for (const device of ['cpu', 'webgpu']) {
-    it(`writes grad.<param> for every parameter with --grads, matching PyTorch within 1e-3, on ${device}`, async () => {
-      const out = join(dir, `grads-${device}.safetensors`);
-      const r = await kiln('eval', MODEL, '--weights', FIXTURE_WEIGHTS, '--inputs', FIXTURE_EXPECTED, '--out', out, '--outputs', 'loss', '--device', device, '--config', '{"flash":false}', '--grads');
+  for (const [device, mode] of [['cpu', 'compiled'], ['webgpu', 'compiled'], ['cpu', 'eager'], ['webgpu', 'eager']]) {
+    it(`writes grad.<param> for every parameter with --grads, matching PyTorch within 1e-3, ${mode} on ${device}`, async () => {
+      const out = join(dir, `grads-${device}-${mode}.safetensors`);
+      const r = await kiln('eval', MODEL, '--weights', FIXTURE_WEIGHTS, '--inputs', FIXTURE_EXPECTED, '--out', out, '--outputs', 'loss', '--device', device, '--mode', mode, '--config', '{"flash":false}', '--grads');
       expect(r.stderr.split('\n').filter((l) => l.startsWith('KILN_E') || l.startsWith('error'))).toEqual([]);
       expect(r.code).toBe(0);
       const got = (await readCheckpoint(out)).tensors;

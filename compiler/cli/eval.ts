@@ -3,13 +3,15 @@
 //     --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]
 
 import { KilnError } from '../../ir/errors.ts';
-import type { HostData } from '../../ir/host.ts';
+import type { HostData, HostTensor } from '../../ir/host.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
-import { gradients } from '../autograd.ts';
+import { gradients, gradsOf } from '../autograd.ts';
 import { hostTensors } from '../checkpoint.ts';
 import { compile } from '../compile.ts';
 import { useBackend } from '../eager.ts';
 import type { BackendName } from '../backends.ts';
+import type { Module } from '../frontend/module.ts';
+import { noGrad } from '../frontend/tape.ts';
 import { Tensor } from '../frontend/tensor.ts';
 import { forwardArgNames } from '../tracer.ts';
 import { stringFlag } from './args.ts';
@@ -31,7 +33,7 @@ export const evalCommand: Command = {
       { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
       { name: 'mode', kind: 'string', choices: ['eager', 'compiled'], default: 'compiled', help: 'op by op, or compile() first' },
       { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
-      { name: 'grads', kind: 'boolean', help: "also write grad.<param name> for every parameter: the gradient of forward()'s loss (autograd on the traced graph, on --device)" },
+      { name: 'grads', kind: 'boolean', help: "also write grad.<param name> for every parameter: the gradient of forward()'s loss, on --device (compiled: autograd on the traced graph; eager: loss.backward())" },
     ],
   },
 
@@ -48,10 +50,14 @@ export const evalCommand: Command = {
     }
 
     const device = stringFlag(args, 'device') as BackendName;
+    const eager = stringFlag(args, 'mode') === 'eager';
+    const withGrads = Boolean(args.flags.get('grads'));
     let result: unknown;
-    if (stringFlag(args, 'mode') === 'eager') {
+    if (eager) {
       await useBackend(device);
-      result = (model.forward as (...a: unknown[]) => unknown)(...forwardArgs);
+      // Eager --grads differentiates the tape this forward records (loss.backward()); else nothing is recorded.
+      const forward = () => (model.forward as (...a: unknown[]) => unknown)(...forwardArgs);
+      result = withGrads ? forward() : noGrad(forward);
     } else {
       result = await (compile(model, { backend: device }) as unknown as (...a: unknown[]) => Promise<unknown>)(...forwardArgs);
     }
@@ -64,12 +70,23 @@ export const evalCommand: Command = {
       if (!t) throw new KilnError('KILN_E014', `forward() returned no tensor "${name}"; it returned ${[...returned.keys()].join(', ') || 'none'}`);
       out.set(name, serialized(t, await t.data()));
     }
-    if (args.flags.get('grads')) {
-      for (const [name, g] of await gradients(model, forwardArgs, { backend: device })) out.set(`grad.${name}`, serialized(new Tensor(g.type, { host: g }), g.data));
+    if (withGrads) {
+      const grads = eager ? await eagerGradients(model, returned) : await gradients(model, forwardArgs, { backend: device });
+      for (const [name, g] of grads) out.set(`grad.${name}`, serialized(new Tensor(g.type, { host: g }), g.data));
     }
     await writeSafetensors(stringFlag(args, 'out')!, out);
   },
 };
+
+/** `loss.backward()` on the eager result's `loss` (or only) tensor; a parameter it does not reach gets zeros, as gradients() gives. */
+async function eagerGradients(model: Module, returned: ReadonlyMap<string, Tensor>): Promise<Map<string, HostTensor>> {
+  const loss = returned.get('loss') ?? (returned.size === 1 ? [...returned.values()][0] : undefined);
+  if (!loss) throw new KilnError('KILN_E011', `--grads needs forward() to return a "loss" tensor (or a single tensor); it returned ${[...returned.keys()].join(', ')}`);
+  loss.backward();
+  const grads = await gradsOf(model);
+  for (const [name, p] of model.namedParameters()) if (!grads.has(name)) grads.set(name, { type: p.type, data: new Float32Array(p.numel()) });
+  return grads;
+}
 
 /** forward's tensors by name: object keys, array indices, or "output" for a lone tensor. */
 function namedTensors(result: unknown): Map<string, Tensor> {

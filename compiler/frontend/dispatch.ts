@@ -6,6 +6,7 @@ import { type Attrs, Graph, type Node } from '../../ir/graph.ts';
 import { getOp } from '../../ir/registry.ts';
 import '../../ir/ops/index.ts';
 import { callerLoc } from './loc.ts';
+import { recordOp } from './tape.ts';
 import { type DeviceValue, Tensor } from './tensor.ts';
 
 export type Arg = Tensor | number;
@@ -60,6 +61,13 @@ export function apply(op: string, inputs: readonly Arg[], attrs: Attrs = {}): Te
       throw new KilnError('KILN_E011', `a traced tensor (%${x.node.id}) escaped its trace; do not keep tensors from forward() between calls`, loc);
     }
   }
+  const out = runEager(op, inputs, attrs, loc);
+  recordOp(op, inputs, attrs, loc, out);
+  return out;
+}
+
+/** Runs one op now on the eager backend, recording nothing (apply records; backward() runs its nodes here). */
+export function runEager(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
   // One-node graph: tensor inputs become `input` leaves, scalars stay literals.
   const g = new Graph();
   // Leaf `x<i>` is the i-th tensor operand: backends find their inputs by that name.

@@ -10,6 +10,7 @@ import { Tensor } from './tensor.ts';
 export class Parameter extends Tensor {
   constructor(host: HostTensor) {
     super(host.type, { host });
+    if (host.type.dtype === 'f32') this.requiresGrad = true;
   }
 
   /** Replaces the values (loading a checkpoint); device copies are dropped and re-uploaded on use. */
@@ -75,6 +76,11 @@ export class Module {
 
   parameters(): Parameter[] {
     return this.namedParameters().map(([, p]) => p);
+  }
+
+  /** Drops every parameter's `.grad` (torch's zero_grad(set_to_none=True)); the next backward() starts from zero. */
+  zeroGrad(): void {
+    for (const p of this.parameters()) p.grad = undefined;
   }
 
   train(mode = true): this {

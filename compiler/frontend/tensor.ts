@@ -8,6 +8,7 @@ import { type DType, type Shape, type TensorType, formatType, numel } from '../.
 import * as F from './functional.ts';
 import { reportToTracer } from './dispatch.ts';
 import { callerLoc } from './loc.ts';
+import { type TapeRecord, backward } from './tape.ts';
 
 /** A tensor's data on a device, owned by a runtime backend. */
 export interface DeviceValue {
@@ -27,6 +28,11 @@ export class Tensor {
   readonly node?: Node;
   host?: HostTensor;
   device?: DeviceValue;
+  /** The op that made this tensor from tensors requiring grad, until backward() frees it (torch's grad_fn). */
+  gradFn?: TapeRecord;
+  /** The gradient backward() accumulated here (a leaf that requires grad); undefined until then or after zeroGrad(). */
+  grad?: Tensor;
+  private leafRequiresGrad = false;
 
   constructor(type: TensorType, source: TensorSource) {
     this.type = type;
@@ -58,6 +64,32 @@ export class Tensor {
   }
   toString(): string {
     return `Tensor(${formatType(this.type)}${this.node ? `, traced %${this.node.id}` : ''})`;
+  }
+
+  /**
+   * Whether backward() computes a gradient through this tensor: set by the user on a leaf (parameters
+   * start with it on), and true for every eager result of an op on such a tensor while grad mode is on.
+   */
+  get requiresGrad(): boolean {
+    return this.leafRequiresGrad || this.gradFn !== undefined;
+  }
+  set requiresGrad(on: boolean) {
+    if (this.gradFn) throw new KilnError('KILN_E011', 'requiresGrad can only be changed on a leaf tensor; use detach() to cut this one from its graph', callerLoc());
+    if (on && this.dtype !== 'f32') throw new KilnError('KILN_E011', `only f32 tensors can require grad, this one is ${formatType(this.type)}`, callerLoc());
+    this.leafRequiresGrad = on;
+  }
+
+  /** The same values, cut from the autograd graph (torch's detach): no tape, no requiresGrad. */
+  detach(): Tensor {
+    return new Tensor(this.type, { node: this.node, host: this.host, device: this.device });
+  }
+
+  /**
+   * Adds the gradient of this 0-d tensor (or of sum(this * grad)) to `.grad` of every leaf requiring
+   * grad that it depends on, then frees the tape (pass `{ retainGraph: true }` to keep it).
+   */
+  backward(grad?: Tensor, options: { retainGraph?: boolean } = {}): void {
+    backward(this, grad, options);
   }
 
   /** The same storage seen with another shape (reshape, identity dropout). */

@@ -2,7 +2,7 @@
 // References: 1) OpenAI's GPT-2 TensorFlow code, 2) huggingface/transformers' PyTorch GPT-2,
 // via Karpathy's nanoGPT (https://github.com/karpathy/nanoGPT/blob/master/model.py).
 
-import { F, Module, ModuleDict, ModuleList, type Tensor, manualSeed, nn, random, randn, tensor } from '../../index.ts';
+import { F, Module, ModuleDict, ModuleList, type Tensor, manualSeed, nn, noGrad, random, randn, tensor } from '../../index.ts';
 
 /** nanoGPT's LayerNorm, with an optional bias (PyTorch's has none to switch off). */
 class LayerNorm extends nn.LayerNorm {
@@ -245,8 +245,8 @@ export class GPT extends Module {
       // if the sequence context is growing too long we must crop it at block_size
       const ctx = rows.map((r) => r.slice(-this.config.block_size));
       const idxCond = tensor(ctx.flat(), [B, ctx[0].length], 'i32');
-      // forward the model to get the logits for the index in the sequence
-      const { logits } = await forward(idxCond);
+      // forward the model to get the logits for the index in the sequence (@torch.no_grad(): no tape)
+      const { logits } = await noGrad(() => forward(idxCond));
       // pluck the logits at the final step and scale by desired temperature
       const all = await logits.data();
       const V = logits.size(-1);
