@@ -18,7 +18,7 @@ const outDir = () => {
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 // 2 layers, n_embd 32, block 32, batch 8: about 0.2 s an iteration on the CPU interpreter.
-const tiny = ['--n_layer', '2', '--n_head', '2', '--n_embd', '32', '--block_size', '32', '--batch_size', '8', '--eval_iters', '8', '--log_interval', '10'];
+const tiny = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '32', '--block_size', '32', '--batch_size', '8', '--eval_iters', '8', '--log_interval', '10'];
 // always_save_checkpoint: the resume test needs the iteration-20 checkpoint even if val went up there
 const schedule = [...tiny, '--eval_interval', '20', '--learning_rate', '1e-2', '--warmup_iters', '5', '--lr_decay_iters', '40', '--min_lr', '1e-3', '--always_save_checkpoint', 'true'];
 const quiet = () => undefined;

@@ -1,12 +1,17 @@
-// nanoGPT's train.py for kiln, the CPU path: char-level Shakespeare, AdamW, cosine learning rate,
-// periodic eval, safetensors checkpoints with optimizer state, resume, and a loss curve as SVG.
+// nanoGPT's train.py for kiln: char-level Shakespeare, AdamW, cosine learning rate, periodic eval,
+// safetensors checkpoints with optimizer state, resume, and a loss curve as SVG.
 // Defaults are config/train_shakespeare_char.py; every one can be overridden: --n_layer 2 --lr ... .
-// Run: npm run train -- --n_layer 2 --n_embd 32 --block_size 32 --batch_size 8 --max_iters 50
+// --device webgpu (default) or cpu; --compile true (default) runs each iteration as one compiled
+// training step (forward, backward, clipping and AdamW in one graph: compiler/train-step.ts), the
+// weights staying on the device; --compile false takes the gradients and the AdamW step separately.
+// Run: npm run train -- --device cpu --n_layer 2 --n_embd 32 --block_size 32 --batch_size 8 --max_iters 50
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { KilnError, type HostTensor, manualSeed } from '../../index.ts';
+import { KilnError, type HostTensor, Tensor, compile, manualSeed } from '../../index.ts';
+import type { BackendName } from '../../compiler/backends.ts';
+import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
@@ -46,6 +51,9 @@ export const trainDefaults = {
   lr_decay_iters: 5000, // make equal to max_iters usually
   min_lr: 1e-4, // learning_rate / 10 usually
   seed: 1337,
+  // system
+  device: 'webgpu', // 'webgpu' or 'cpu'
+  compile: true, // one compiled graph per training step
 };
 export type TrainConfig = typeof trainDefaults;
 
@@ -94,6 +102,8 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
   const tty = !logTo && (process.stdout.isTTY ?? false);
   const cfg = parseFlags(argv, trainDefaults);
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') throw new KilnError('KILN_E015', `--init_from must be scratch or resume, got ${cfg.init_from}`);
+  if (cfg.device !== 'webgpu' && cfg.device !== 'cpu') throw new KilnError('KILN_E015', `--device must be webgpu or cpu, got ${cfg.device}`);
+  const device: BackendName = cfg.device;
   const data = await loadShakespeareChar(cfg.data);
   const ckptPath = join(cfg.out_dir, CKPT);
   mkdirSync(cfg.out_dir, { recursive: true });
@@ -125,15 +135,26 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     optimizer.loadState(resumed.tensors, resumed.metadata, ckptPath);
   }
   log(`number of parameters: ${(model.getNumParams() / 1e6).toFixed(2)}M\n`);
+  const trainStep = cfg.compile ? compileTrainStep(model, optimizer, { backend: device, gradClip: cfg.grad_clip }) : null;
+  // eval runs compiled on the same device (eager on the host when not compiling)
+  const evalForward = cfg.compile ? compile(model, { backend: device }) : null;
+  const forLoss: LossFn = async (x, y) => (evalForward ? await evalForward(x, y) : model.forward(x, y)).loss!.item();
+  // The train losses are read every log_interval iterations, not each step: reading waits for the GPU.
+  const unread: [iter: number, loss: Tensor][] = [];
+  const readLosses = async () => {
+    for (const [iter, loss] of unread.splice(0)) result.trainLosses.push([iter, await loss.item()]);
+  };
 
   const schedule = { learningRate: cfg.learning_rate, warmupIters: cfg.warmup_iters, lrDecayIters: cfg.lr_decay_iters, minLr: cfg.min_lr };
   const result: TrainResult = { model, optimizer, iterNum, bestValLoss, trainLosses: [], evals: [] };
   const started = iterNum;
   let last = performance.now();
+  let lastLogged = iterNum - 1;
   for (;;) {
     // evaluate the loss on train/val sets and write checkpoints
     if (iterNum % cfg.eval_interval === 0 || iterNum === cfg.max_iters) {
-      const losses = await estimateLoss(model, data, cfg, iterNum);
+      await readLosses();
+      const losses = await estimateLoss(model, forLoss, data, cfg, iterNum);
       if (tty) log('\n');
       log(`step ${iterNum}: train loss ${losses.train.toFixed(4)}, val loss ${losses.val.toFixed(4)}\n`);
       result.evals.push({ iter: iterNum, ...losses });
@@ -141,11 +162,12 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
         bestValLoss = Math.min(bestValLoss, losses.val);
         if (iterNum > started || cfg.init_from === 'scratch') {
           log(`saving checkpoint to ${cfg.out_dir}\n`);
+          await trainStep?.sync(); // parameters and moments back from the device
           writeFileSync(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
         }
       }
       writeFileSync(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals));
-      last = performance.now(); // eval time is not iteration time
+      [last, lastLogged] = [performance.now(), iterNum - 1]; // eval time is not iteration time
     }
     if (iterNum >= cfg.max_iters || cfg.eval_only) break;
 
@@ -157,22 +179,30 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     const { x, y } = data.getBatch('train', cfg.batch_size, cfg.block_size);
     const dropoutSeed = cfg.seed + 1_000_003 * (iterNum + 1);
     manualSeed(dropoutSeed);
-    const { loss, grads } = await lossAndGradients(model, [x, y]);
-    if (cfg.grad_clip !== 0) clipGradNorm(grads, cfg.grad_clip);
-    optimizer.step(grads);
-    result.trainLosses.push([iterNum, loss]);
+    if (trainStep) {
+      unread.push([iterNum, (await trainStep(x, y)).loss]);
+    } else {
+      const { loss, grads } = await lossAndGradients(model, [x, y], { backend: device });
+      if (cfg.grad_clip !== 0) clipGradNorm(grads, cfg.grad_clip);
+      optimizer.step(grads);
+      result.trainLosses.push([iterNum, loss]);
+    }
 
     // timing and logging
-    const now = performance.now();
-    const dt = now - last;
-    last = now;
     if (iterNum % cfg.log_interval === 0) {
+      await readLosses(); // waits for the GPU: the time below is the iterations', not the queue's
+      const now = performance.now();
+      const dt = (now - last) / Math.max(1, iterNum - lastLogged);
+      [last, lastLogged] = [now, iterNum];
+      const loss = result.trainLosses[result.trainLosses.length - 1][1];
       const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms`;
       log(tty ? `\r${progressBar(iterNum + 1, cfg.max_iters)} ${line}\x1b[K` : `${line}\n`);
     }
     iterNum++;
   }
   if (tty) log('\n');
+  await readLosses();
+  await trainStep?.sync();
   result.iterNum = iterNum;
   result.bestValLoss = bestValLoss;
   return result;
@@ -198,7 +228,9 @@ function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNu
 }
 
 /** Mean loss over eval_iters batches of each split, in eval mode; batches seeded by the iteration. */
-async function estimateLoss(model: GPT, data: CharDataset, cfg: TrainConfig, iterNum: number): Promise<Record<Split, number>> {
+type LossFn = (x: Tensor, y: Tensor) => Promise<number>;
+
+async function estimateLoss(model: GPT, lossOf: LossFn, data: CharDataset, cfg: TrainConfig, iterNum: number): Promise<Record<Split, number>> {
   model.eval();
   manualSeed(cfg.seed + 7_919 * (iterNum + 1) + 500_000_000);
   const out = { train: 0, val: 0 };
@@ -206,7 +238,7 @@ async function estimateLoss(model: GPT, data: CharDataset, cfg: TrainConfig, ite
     let sum = 0;
     for (let k = 0; k < cfg.eval_iters; k++) {
       const { x, y } = data.getBatch(split, cfg.batch_size, cfg.block_size);
-      sum += await model.forward(x, y).loss!.item();
+      sum += await lossOf(x, y);
     }
     out[split] = sum / cfg.eval_iters;
   }

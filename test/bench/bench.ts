@@ -1,4 +1,4 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|all [--json OUT] [--smoke] [--no-peers]`.
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all [--json OUT] [--smoke] [--no-peers]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
 // then the peers (onnxruntime-web, tfjs-webgpu, jax-js) on the same adapter, each checked against
 // kiln's output. It prints each median with its spread and its ratio to kiln's, and kiln's peak GPU
@@ -7,6 +7,8 @@
 import { writeFileSync } from 'node:fs';
 import { compile } from '../../compiler/compile.ts';
 import { tensor } from '../../compiler/frontend/create.ts';
+import { AdamW } from '../../compiler/optim.ts';
+import { compileTrainStep } from '../../compiler/train-step.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
 import '../../compiler/webgpu.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
@@ -114,6 +116,47 @@ const nanogpt: Suite = async (kdev, smoke) => {
 };
 
 /**
+ * Time per training batch: forward, backward, clipping and AdamW as one compiled step
+ * (compiler/train-step.ts), the parameters staying on the GPU. Dropout 0, as the anchors. GPT-2 runs at
+ * B8: at B12 its [12,1024,50304] logits (and their gradient) are 2.3 GiB, past WebGPU's 2 GiB binding limit.
+ */
+const train: Suite = async (kdev, smoke) => {
+  const configs: [string, Partial<GPTConfig>, number, number][] = smoke
+    ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 2, 8]]
+    : [
+        ['shakespeare-char', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65 }, 64, 256],
+        ['GPT-2 124M', {}, 8, 1024],
+      ];
+  const out: CaseResult[] = [];
+  for (const [label, config, B, T] of configs) {
+    const variants: VariantResult[] = [];
+    const kinds = [['manual, fused', false, true], ['sdpa, fused', true, true], ['manual, unfused', false, false], ['sdpa, unfused', true, false]] as const;
+    for (const [name, flash, fused] of kinds) {
+      try {
+        manualSeed(1);
+        const model = createModel({ ...config, flash, dropout: 0 });
+        const vocab = model.config.vocab_size;
+        const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
+        const targets = tensor(Array.from({ length: B * T }, (_, i) => (i * 104729 + 3) % vocab), [B, T], 'i32');
+        const optimizer = new AdamW(model, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0.1 });
+        const step = compileTrainStep(model, optimizer, { backend: 'webgpu', gradClip: 1, passes: { fuse_attention: fused } });
+        const { timing, peakBytes } = await withPeakBytes(async () => ({
+          timing: await measure(() => step(idx, targets), () => kdev.device.queue.onSubmittedWorkDone(), { minBatches: smoke ? 3 : 5 }),
+        }));
+        // The loss read once at the end: a finite number, so the timed steps trained.
+        const loss = await (await step(idx, targets)).loss.item();
+        if (!Number.isFinite(loss)) throw new Error(`the loss is ${loss} after the timed steps`);
+        variants.push({ name: `train step ${name}`, timing, peakBytes });
+      } catch (e) {
+        variants.push({ name: `train step ${name}`, failed: oneLine(e) });
+      }
+    }
+    out.push({ suite: 'train', name: `nanoGPT ${label} training step B${B} T${T}`, variants });
+  }
+  return out;
+};
+
+/**
  * The matmul suite times kiln's variants; tfjs's matMul joins each of its cases (named `matmul N^3 ...`),
  * fed the same inputs as kiln's matmul graph and checked against its output.
  */
@@ -133,7 +176,7 @@ const withMatmulPeers = (suite: Suite): Suite => async (kdev, smoke) => {
 };
 
 function suites(peers: boolean): Record<string, Suite> {
-  return { attention: attention(peers), matmul: peers ? withMatmulPeers(matmul) : matmul, nanogpt };
+  return { attention: attention(peers), matmul: peers ? withMatmulPeers(matmul) : matmul, nanogpt, train };
 }
 
 /** Runs the suites named by argv, prints a table per case, writes `--json OUT`; returns what it measured. */
