@@ -1,6 +1,6 @@
 // matmul (batched, batch dims broadcast, operand transposes as attrs) and embedding (row gather).
 
-import { inputGrad } from '../autograd.ts';
+import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import type { Node } from '../graph.ts';
 import { allocData } from '../host.ts';
@@ -94,10 +94,24 @@ registerOp({
     const matmul = (x: typeof a, y: typeof b, transposeA: boolean, transposeB: boolean) => ctx.add('matmul', [x, y], { transposeA, transposeB });
     return [
       inputGrad(ctx, 0, () => (ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb))),
-      inputGrad(ctx, 1, () => (tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false))),
+      inputGrad(ctx, 1, () => sharedWeightGrad(ctx, a as Node, b as Node, ta, tb) ?? (tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false))),
     ];
   },
 });
+
+/**
+ * The gradient of a 2-D `b` that a batched `a` shares (nn.Linear: x [B, T, C] @ W^T): the batch rows
+ * folded into one product, g [B*T, N]^T @ x [B*T, K], instead of a [B, N, K] product summed over B.
+ * Null when the shapes are not of that kind.
+ */
+function sharedWeightGrad(ctx: GradContext, a: Node, b: Node, ta: boolean, tb: boolean): Node | null {
+  if (ta || b.type.shape.length !== 2 || a.type.shape.length <= 2) return null;
+  const rows = numel(a.type.shape.slice(0, -1));
+  const a2 = ctx.add('reshape', [a], { shape: [rows, a.type.shape[a.type.shape.length - 1]] });
+  const g2 = ctx.add('reshape', [ctx.grad], { shape: [rows, ctx.grad.type.shape[ctx.grad.type.shape.length - 1]] });
+  // b is [N, K] when transposed (its gradient g^T a), else [K, N] (a^T g).
+  return tb ? ctx.add('matmul', [g2, a2], { transposeA: true, transposeB: false }) : ctx.add('matmul', [a2, g2], { transposeA: true, transposeB: false });
+}
 
 // embedding(weight[V, C], idx[...]): weight rows gathered by index, shape [..., C].
 registerOp({

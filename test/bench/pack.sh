@@ -7,11 +7,12 @@
 #   ort-wasm-simd-threaded.asyncify.wasm  brotli-compressed as .wasm.br (27 MiB -> 5 MiB, to stay under the
 #                                          64 MiB carry limit); the peer decompresses it in memory
 # Then on the device: bash .device/run.sh .device/bench.mjs --suite all --json $OUT/bench.json
+# or train: bash .device/run.sh .device/train.mjs --data examples/nanogpt/data/tinyshakespeare.txt --out_dir $OUT/run
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 shared=${KILN_SHARED:-$root/../shared}
 cd "$root"
-bash "$shared/device/pack.sh" test/bench/bench.ts
+bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts
 
 src=node_modules/onnxruntime-web/dist
 dist=.device/node_modules/onnxruntime-web/dist
