@@ -267,6 +267,21 @@ describe('constants and data movement', () => {
   });
 });
 
+describe('gradient-only ops', () => {
+  it('embedding_backward sums the gradient rows of each index, across 256-token chunks and rows wider than a workgroup', async () => {
+    // Index counts past 256 take several chunks; dims past 256 make each invocation own several columns.
+    const tokens = fc.constantFrom(1, 7, 255, 256, 257, 600);
+    const dim = fc.constantFrom(1, 5, 64, 300);
+    const rowsOf = fc.constantFrom(1, 3, 65);
+    await fc.assert(fc.asyncProperty(tokens, dim, rowsOf, seed, async (n, c, rows, s) => {
+      const grad = randomTensor('f32', [n, c], s);
+      const idx = randomTensor('i32', [n], s + 1, { lo: 0, hi: rows });
+      // Sums of up to 600 terms in f32: the accumulation tolerance of the header.
+      await check('sum', singleOp('embedding_backward', [grad, idx], { num: rows }), (ref) => accumulated(ref));
+    }), RUNS);
+  });
+});
+
 describe('matmul', () => {
   it('matches on batched, broadcast, transposed operands of odd sizes', async () => {
     const size = fc.constantFrom(1, 7, 37, 65);

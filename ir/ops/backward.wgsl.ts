@@ -1,11 +1,10 @@
 // WGSL for the ops only gradients make. Each output element gathers what lands on it, so no atomics:
 // slice_backward reads the gradient where the slice read, zero elsewhere; embedding_backward sums the
-// gradient rows whose index is its row (a loop over all indices: O(rows x dim x tokens), simple and
-// exact, fine for char-level vocabularies; a sorted or atomic scatter is the fast path for 50k rows).
+// gradient rows whose index is its row, a workgroup per row (see its comment).
 
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type TensorType, numel, stridesOf } from '../types.ts';
-import { coordLines, generateKernel, listParams, load, store } from './wgsl.ts';
+import { coordLines, generateKernel, indent, listParams, load, store } from './wgsl.ts';
 
 export function sliceBackwardKernel(req: KernelRequest, dim: number, start: number, step: number): KernelPlan {
   const grad = req.inputs[0] as TensorType;
@@ -27,17 +26,47 @@ function zero(dtype: TensorType['dtype']): string {
   return dtype === 'bool' ? 'false' : dtype === 'i32' ? '0' : '0.0';
 }
 
+const EMBED_GROUP = 256;
+
+/**
+ * embedding_backward: one workgroup per weight row r. It walks the indices in chunks of 256: each
+ * invocation tests one index against r, a prefix sum over the workgroup orders the hits, and the
+ * invocations (one per column, striding over the row) add the hits' gradient rows in token order.
+ * Only this workgroup writes row r, so no atomics, and the sums come out the same on every run.
+ * Cost: rows x tokens index tests (GPT-2: 50304 x 8192, about a millisecond on an H100), plus one
+ * read of each gradient row per token; the gather of the first version read all tokens per element.
+ */
 export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
   const idx = req.inputs[1] as TensorType;
-  const [, c] = req.out.shape;
-  const lines = [
-    'let row = i32(gid / params.dim);',
-    'let col = gid % params.dim;',
-    'var acc = 0.0;',
-    'for (var t = 0u; t < params.tokens; t++) {',
-    '  if (idx[t] == row) { acc += grad[t * params.dim + col]; }',
+  const [rows, c] = req.out.shape;
+  const decls = [
+    `const GROUP: u32 = ${EMBED_GROUP}u;`,
+    'var<workgroup> scan: array<u32, GROUP>; // inclusive prefix sums of the hit flags',
+    'var<workgroup> hits: array<u32, GROUP>; // the chunk\'s tokens with index r, in token order',
+  ].join('\n');
+  const body = [
+    'let r = wid;',
+    'for (var col = lid; col < params.dim; col += GROUP) { out[r * params.dim + col] = 0.0; }',
+    'for (var base = 0u; base < params.tokens; base += GROUP) {',
+    '  let t = base + lid;',
+    '  let hit = t < params.tokens && idx[min(t, params.tokens - 1u)] == i32(r);',
+    '  scan[lid] = select(0u, 1u, hit);',
+    '  workgroupBarrier();',
+    '  for (var step = 1u; step < GROUP; step = step * 2u) {',
+    '    let add = select(0u, scan[lid - min(lid, step)], lid >= step);',
+    '    workgroupBarrier();',
+    '    scan[lid] += add;',
+    '    workgroupBarrier();',
+    '  }',
+    '  if (hit) { hits[scan[lid] - 1u] = t; }',
+    '  let count = workgroupUniformLoad(&scan[GROUP - 1u]);',
+    '  for (var col = lid; col < params.dim; col += GROUP) {',
+    '    var acc = out[r * params.dim + col];',
+    '    for (var h = 0u; h < count; h++) { acc += grad[hits[h] * params.dim + col]; }',
+    '    out[r * params.dim + col] = acc;',
+    '  }',
+    '  workgroupBarrier(); // scan and hits are rewritten by the next chunk',
     '}',
-    'out[gid] = acc;',
   ];
-  return generateKernel(req.out, { dim: c, tokens: numel(idx.shape) }, ['grad', 'idx'], '', lines);
+  return { inputNames: ['grad', 'idx'], params: { dim: c, tokens: numel(idx.shape) }, decls, body: indent(body), workgroupSize: EMBED_GROUP, workgroups: rows };
 }
