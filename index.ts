@@ -24,3 +24,4 @@ export { differentiate } from './ir/autograd.ts';
 export { gradients, gradsOf, lossAndGradients } from './compiler/autograd.ts';
 export { isGradEnabled, noGrad } from './compiler/frontend/tape.ts';
 export { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
+export { compileTrainStep, type StepResult, type TrainStep, type TrainStepOptions, type TrainingCompilation } from './compiler/train-step.ts';
