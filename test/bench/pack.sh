@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 shared=${KILN_SHARED:-$root/../shared}
 cd "$root"
-bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts
+bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts test/bench/train-profile.ts
 
 src=node_modules/onnxruntime-web/dist
 dist=.device/node_modules/onnxruntime-web/dist
