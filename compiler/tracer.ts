@@ -1,8 +1,11 @@
 // The tracer: calls forward() on symbolic tensors and records every op as an IR node.
 // Parameters and buffers become `param`/`buffer` leaves named by their state-dict keys.
+// Ops that draw random bits (active dropout) read the graph's `rng` leaf, fed fresh on every call.
 
 import { KilnError, type SourceLoc } from '../ir/errors.ts';
 import { type Attrs, Graph, type GraphOutput, type Node, type Operand } from '../ir/graph.ts';
+import { RNG_TYPE } from '../ir/ops/leaf.ts';
+import { getOp } from '../ir/registry.ts';
 import { verifyGraph } from '../ir/verify.ts';
 import { type Arg, type TraceHook, setTracer } from './frontend/dispatch.ts';
 import type { Module } from './frontend/module.ts';
@@ -32,6 +35,10 @@ class Recorder implements TraceHook {
   readonly graph = new Graph();
   private readonly leaves = new Map<Tensor, Node>();
   private readonly own = new Set<Node>();
+  /** The graph's `rng` leaf, made when the first random op is recorded. */
+  private rng: Node | undefined;
+  /** Random ops recorded so far: the next one's `seed` attr. */
+  private randomSites = 0;
   /** The first value read while tracing, if any. */
   refusal: KilnError | undefined;
 
@@ -71,9 +78,24 @@ class Recorder implements TraceHook {
   readonly scopes: string[] = [];
 
   record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
-    const node = this.graph.add(op, inputs.map((x) => this.operand(x, loc)), attrs, loc, this.scopes.at(-1));
+    const operands = inputs.map((x) => this.operand(x, loc));
+    if (getOp(op, loc).random?.(attrs)) {
+      // The site's bits are seed (its number in this trace) mixed with the call's rng value: the
+      // trace itself draws nothing, so a cached trace and a fresh one follow manualSeed alike.
+      operands.push(this.rngLeaf());
+      attrs = { ...attrs, seed: this.randomSites++ };
+    }
+    const node = this.graph.add(op, operands, attrs, loc, this.scopes.at(-1));
     this.own.add(node);
     return new Tensor(node.type, { node });
+  }
+
+  private rngLeaf(): Node {
+    if (!this.rng) {
+      this.rng = this.graph.add('rng', [], { name: 'rng', dtype: RNG_TYPE.dtype, shape: [...RNG_TYPE.shape] });
+      this.own.add(this.rng);
+    }
+    return this.rng;
   }
 
   /** Turns forward's return value into graph outputs and a tree to rebuild it. */

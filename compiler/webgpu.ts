@@ -10,6 +10,7 @@ import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, u
 import { type ExecutionBackend, type Runner, eagerInputIndex } from './backends.ts';
 import { registerBackend } from './compile.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
+import { fedPerCall } from './leaves.ts';
 import { type DeviceValue, Tensor } from './frontend/tensor.ts';
 
 /** A tensor's GPU buffer. Freed when the tensor is garbage-collected, or at once with dispose(). */
@@ -74,8 +75,8 @@ async function prepare(graph: Graph): Promise<Runner> {
     const feeds = new Map<Node, Feed>();
     for (const node of leaves) {
       const t = leaf(node);
-      // Inputs change every call: the executor writes them into its own buffer. Weights stay uploaded.
-      feeds.set(node, node.op === 'input' && t.host && !(t.device instanceof GpuValue) ? t.host : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
+      // Inputs and the rng change every call: the executor writes them into its own buffer. Weights stay uploaded.
+      feeds.set(node, fedPerCall(node) && t.host && !(t.device instanceof GpuValue) ? t.host : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
     }
     return runDetached(kdev, exec, feeds, graph.outputs);
   };

@@ -31,6 +31,12 @@ export interface OpDef {
   readonly typeInAttrs?: boolean;
   /** The output is input 0's storage seen with another shape (reshape, identity dropout): no kernel. */
   readonly alias?: (attrs: Attrs) => boolean;
+  /**
+   * Draws random bits with these attrs (active dropout). A trace gives such a node the graph's `rng`
+   * leaf as its last operand and a `seed` attr numbering the site, so a compiled graph draws fresh bits
+   * on every call; eager calls keep a `seed` attr drawn per call and no `rng` operand.
+   */
+  readonly random?: (attrs: Attrs) => boolean;
   /** Operands may be swapped (the pattern matcher tries both orders). */
   readonly commutative?: boolean;
   /** Elementwise ops give their scalar function; the generic machinery builds cpu and wgsl from it. */

@@ -133,7 +133,8 @@ function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
     {
       name: 'sdpa',
       description: 'scaled_dot_product_attention, with isCausal or a mask',
-      pattern: oneOf(op('sdpa', [q, k, v, capture('keepMask')], { name: 'sdpa' }), op('sdpa', [q, k, v], { name: 'sdpa' })),
+      // A trailing rng operand comes only with dropout, which `where` refuses; matching it names that reason.
+      pattern: oneOf(op('sdpa', [q, k, v, capture('keepMask'), capture('rng')], { name: 'sdpa' }), op('sdpa', [q, k, v, capture('keepMask')], { name: 'sdpa' }), op('sdpa', [q, k, v], { name: 'sdpa' })),
       where: (m) => {
         const p = m.node('sdpa').attrs.dropoutP;
         if (typeof p === 'number' && p > 0) return `attention dropout p=${p} is not fused (the fused kernel has no dropout)`;

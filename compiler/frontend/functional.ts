@@ -4,7 +4,7 @@
 import { KilnError } from '../../ir/errors.ts';
 import type { Attrs } from '../../ir/graph.ts';
 import { type DType, type Shape, formatType, numel } from '../../ir/types.ts';
-import { type Arg, apply } from './dispatch.ts';
+import { type Arg, apply, isTracing } from './dispatch.ts';
 import { callerLoc } from './loc.ts';
 import { nextSeed } from './random.ts';
 import { Tensor } from './tensor.ts';
@@ -116,8 +116,16 @@ export const embedding = (input: Tensor, weight: Tensor) => apply('embedding', [
 
 // ---- dropout and attention ----
 
+/**
+ * A fresh seed for an eager dropout site. Traced, there is none to draw: the tracer numbers the site
+ * and gives it the graph's `rng` operand, drawn per call (compiler/tracer.ts), so tracing draws nothing.
+ */
+function eagerSeed(): Attrs {
+  return isTracing() ? {} : { seed: nextSeed() };
+}
+
 export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
-  const attrs: Attrs = training && p > 0 ? { p, training, seed: nextSeed() } : { p, training };
+  const attrs: Attrs = training && p > 0 ? { p, training, ...eagerSeed() } : { p, training };
   return apply('dropout', [x], attrs);
 }
 
@@ -133,7 +141,7 @@ export interface SdpaOptions {
 /** F.scaled_dot_product_attention: softmax(q k^T * scale + mask) v. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions = {}): Tensor {
   const dropoutP = opts.dropoutP ?? 0;
-  const attrs = { isCausal: opts.isCausal ?? false, scale: opts.scale ?? null, dropoutP, ...(dropoutP > 0 ? { seed: nextSeed() } : {}) };
+  const attrs = { isCausal: opts.isCausal ?? false, scale: opts.scale ?? null, dropoutP, ...(dropoutP > 0 ? eagerSeed() : {}) };
   const inputs: Arg[] = opts.attnMask ? [q, k, v, opts.attnMask] : [q, k, v];
   return apply('sdpa', inputs, attrs);
 }

@@ -1,15 +1,18 @@
 // scaled_dot_product_attention as one op (torch.nn.functional.scaled_dot_product_attention), and dropout.
 // Both draw dropout bits from one counter-based hash, identical in JS and WGSL, so CPU and GPU agree.
+// A site's bits follow from its `seed` attr alone (eager), or, given the graph's `rng` leaf as an
+// operand (traced), from the seed mixed with that call's rng value, so compiled calls differ.
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
-import type { Attrs, Node } from '../graph.ts';
+import { type Attrs, type Node, type Operand, isNode } from '../graph.ts';
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
-import { type OperandType, registerOp } from '../registry.ts';
-import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
+import { type CpuOperand, type OperandType, registerOp } from '../registry.ts';
+import { type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
+import { RNG_TYPE } from './leaf.ts';
 import { softmaxBackward } from './reduce.ts';
 import { flashAttentionKernel, flashTiling } from './fused_attention.wgsl.ts';
 
@@ -27,38 +30,72 @@ export const DROPOUT_HASH_WGSL = `fn kiln_uniform(seed: u32, index: u32) -> f32 
   return f32((word >> 22u) ^ word) / 4294967296.0;
 }`;
 
+/**
+ * The seed a site draws with when given the graph's rng value: a PCG hash of its `seed` attr xor the
+ * rng value times the golden ratio, in u32 arithmetic. The WGSL twin is DROPOUT_MIX_WGSL.
+ */
+export function mixDropoutSeed(seed: number, rng: number): number {
+  const state = (Math.imul((seed ^ Math.imul(rng, 0x9e3779b9)) >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul((state >>> (((state >>> 28) + 4) & 31)) ^ state, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
+}
+
+export const DROPOUT_MIX_WGSL = `fn kiln_mix_seed(seed: u32, rng: u32) -> u32 {
+  let state = (seed ^ (rng * 0x9e3779b9u)) * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}`;
+
+/** The seed a dropout site draws its bits with: its `seed` attr, mixed with the rng operand's value when it has one. */
+export function effectiveDropoutSeed(attrs: Attrs, rng: CpuOperand | undefined): number {
+  const seed = attrs.seed as number;
+  if (rng === undefined) return seed;
+  if (typeof rng === 'number') throw new Error('the rng operand must be a tensor');
+  return mixDropoutSeed(seed, rng.data[0]);
+}
+
 /** Dropout acts only in training with p > 0; otherwise it is the identity. */
 export function dropoutActive(attrs: Attrs): boolean {
   return attrs.training === true && typeof attrs.p === 'number' && attrs.p > 0;
 }
 
-// dropout(x) {p, training, seed}: zero with probability p, scale the rest by 1/(1-p).
+/** Checks an operand given as the graph's rng: i32[], and only where dropout is active. */
+function rngOperand(op: string, inputs: readonly OperandType[], i: number, active: boolean): void {
+  const rng = tensorArg(op, inputs, i);
+  if (!sameType(rng, RNG_TYPE)) throw new KilnError('KILN_E011', `${op}'s rng operand must be ${formatType(RNG_TYPE)}, got ${formatType(rng)}`);
+  if (!active) throw new KilnError('KILN_E011', `${op} takes an rng operand only while its dropout is active`);
+}
+
+// dropout(x, rng?) {p, training, seed}: zero with probability p, scale the rest by 1/(1-p). Element i
+// is dropped when dropoutUniform(seed', i) < p, seed' the effective seed (effectiveDropoutSeed).
 registerOp({
   name: 'dropout',
   alias: (attrs) => !dropoutActive(attrs),
+  random: dropoutActive,
   infer(inputs, attrs) {
-    arity('dropout', inputs, 1);
+    arity('dropout', inputs, 1, 2);
     const x = tensorArg('dropout', inputs, 0);
     const p = numAttr('dropout', attrs, 'p');
     if (p < 0 || p >= 1) throw new KilnError('KILN_E011', `dropout p must be in [0, 1), got ${p}`);
     boolAttr('dropout', attrs, 'training');
     if (dropoutActive(attrs)) intAttr('dropout', attrs, 'seed');
+    if (inputs.length === 2) rngOperand('dropout', inputs, 1, dropoutActive(attrs));
     expectDType('dropout', x, 'f32');
     return { dtype: 'f32', shape: [...x.shape] };
   },
   cpu(inputs, attrs, out, precision) {
-    const x = inputs[0];
+    const [x, rng] = inputs;
     if (typeof x === 'number') throw new Error('dropout of a scalar');
     if (!dropoutActive(attrs)) return x.data;
     const p = attrs.p as number;
-    const seed = attrs.seed as number;
+    const seed = effectiveDropoutSeed(attrs, rng);
     const result = allocData('f32', numel(out.shape), precision);
     for (let i = 0; i < result.length; i++) result[i] = dropoutUniform(seed, i) < p ? 0 : x.data[i] / (1 - p);
     return result;
   },
   wgsl: dropoutKernel,
-  // The same mask (same seed, same element index) scales the gradient; inactive dropout passes it through.
-  grad: (ctx) => [ctx.needs(0) ? (dropoutActive(ctx.node.attrs) ? ctx.add('dropout', [ctx.grad], ctx.node.attrs) : ctx.grad) : null],
+  // The same mask (same attrs, same rng, same element index) scales the gradient; inactive dropout passes it through.
+  grad: (ctx) => [ctx.needs(0) ? (dropoutActive(ctx.node.attrs) ? ctx.add('dropout', [ctx.grad, ...ctx.node.inputs.slice(1)], ctx.node.attrs) : ctx.grad) : null],
 });
 
 export interface AttentionDims {
@@ -89,6 +126,20 @@ export function attentionFlops(inputs: readonly OperandType[], causal: boolean):
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   return (2 * numel(batch) * l * s * (d + dv)) / (causal ? 2 : 1);
 }
+
+/**
+ * sdpa's operands past q, k, v, told apart by dtype: an optional mask (bool or f32), then an optional
+ * rng (i32, always last). `dtypeOf` reads an operand's dtype (undefined for a scalar).
+ */
+export function attentionOperands<T>(inputs: readonly T[], dtypeOf: (x: T) => string | undefined): { mask?: T; rng?: T } {
+  const extras = inputs.slice(3);
+  const rng = extras.length > 0 && dtypeOf(extras[extras.length - 1]) === 'i32' ? extras.pop() : undefined;
+  return { mask: extras[0], rng };
+}
+
+const typeDType = (x: OperandType) => (typeof x === 'number' ? undefined : x.dtype);
+const hostDType = (x: CpuOperand) => (typeof x === 'number' ? undefined : x.type.dtype);
+const nodeDType = (x: Operand) => (isNode(x) ? x.type.dtype : undefined);
 
 /** The scale an sdpa node applies: its `scale` attr, or 1/sqrt(D) when null. */
 export function attentionScale(attrs: Attrs, d: number): number {
@@ -142,14 +193,17 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
   return result;
 }
 
-// sdpa(q, k, v, mask?) {isCausal, scale, dropoutP, training, seed}: softmax(q k^T * scale + mask) v.
+// sdpa(q, k, v, mask?, rng?) {isCausal, scale, dropoutP, seed}: softmax(q k^T * scale + mask) v.
 // A bool mask keeps where true; a float mask is added. Causal is top-left aligned, as PyTorch.
 // A fully masked row gives zeros (PyTorch gives NaN): kiln's kernels promise zeros.
+// With dropoutP > 0, probability (b, i, j) is dropped as dropout's element (b*L+i)*S+j with the same
+// effective seed; the rng operand (i32[], the graph's `rng` leaf) is told from the mask by its dtype.
 registerOp({
   name: 'sdpa',
   flops: (inputs, attrs) => attentionFlops(inputs, attrs.isCausal === true),
+  random: (attrs) => typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0,
   infer(inputs, attrs) {
-    arity('sdpa', inputs, 3, 4);
+    arity('sdpa', inputs, 3, 5);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('sdpa', inputs, i));
     for (const t of [q, k, v]) expectDType('sdpa', t, 'f32');
     const dims = attentionDims(q, k, v);
@@ -158,8 +212,14 @@ registerOp({
     if (dropoutP < 0 || dropoutP >= 1) throw new KilnError('KILN_E011', `sdpa dropoutP must be in [0, 1), got ${dropoutP}`);
     if (dropoutP > 0) intAttr('sdpa', attrs, 'seed');
     if (attrs.scale !== null && attrs.scale !== undefined) numAttr('sdpa', attrs, 'scale');
-    if (inputs.length === 4) {
-      const mask = tensorArg('sdpa', inputs, 3);
+    for (let i = 3; i < inputs.length; i++) tensorArg('sdpa', inputs, i);
+    const { mask: maskOperand, rng } = attentionOperands(inputs, typeDType);
+    if (inputs.length === 5 && !rng) throw new KilnError('KILN_E011', 'sdpa takes one mask (bool or f32) and then the rng (i32[]); its 5th operand is not i32');
+    // An i32 operand that is no rng (not 0-d) is a mask of the wrong dtype: say so, as for any mask.
+    if (rng && (rng as TensorType).shape.length > 0) expectDType('sdpa', rng as TensorType, 'bool', 'f32');
+    if (rng) rngOperand('sdpa', inputs, inputs.length - 1, dropoutP > 0);
+    if (maskOperand) {
+      const mask = maskOperand as TensorType;
       if (causal) throw new KilnError('KILN_E011', 'sdpa takes either a mask or isCausal, not both (as PyTorch)');
       expectDType('sdpa', mask, 'bool', 'f32');
       const full = [...dims.batch, dims.l, dims.s];
@@ -169,15 +229,17 @@ registerOp({
     return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
   },
   cpu(inputs, attrs, _out, precision) {
-    const [q, k, v, mask] = inputs;
+    const [q, k, v] = inputs;
+    const { mask, rng } = attentionOperands(inputs, hostDType);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
     const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' };
     const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
-    return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: attrs.seed as number } : undefined);
+    return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
   wgsl: sdpaWgsl,
   grad(ctx) {
-    if (numAttr('sdpa', ctx.node.attrs, 'dropoutP', 0) > 0) throw new KilnError('KILN_E011', 'autograd: sdpa with dropoutP > 0 has no gradient rule yet; train with dropout 0 for now', ctx.node.loc);
+    const dropout = sdpaDropout(ctx.node);
+    if (dropout) return attentionBackward(ctx, sdpaSpec(ctx.node), dropout);
     const q = ctx.node.inputs[0] as Node;
     return attentionBackward(ctx, { causal: ctx.node.attrs.isCausal === true, scale: attentionScale(ctx.node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' });
   },
@@ -192,13 +254,35 @@ function sdpaWgsl(req: KernelRequest): KernelPlan {
   return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
 }
 
+/** The attention an sdpa node computes (scaled after q k^T). */
+function sdpaSpec(node: Node): AttentionSpec {
+  const q = node.inputs[0] as Node;
+  return { causal: node.attrs.isCausal === true, scale: attentionScale(node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' };
+}
+
+/** Dropout on the probabilities, as a dropout node redraws it: its attrs and its rng operand, if any. */
+export interface AttentionDropout {
+  attrs: Attrs;
+  rng: Node[];
+}
+
+/** An sdpa node's dropout as a dropout op on its [..., L, S] probabilities; undefined without dropout. */
+function sdpaDropout(node: Node): AttentionDropout | undefined {
+  const p = numAttr('sdpa', node.attrs, 'dropoutP', 0);
+  if (p === 0) return undefined;
+  const { rng } = attentionOperands(node.inputs, nodeDType);
+  return { attrs: { p, training: true, seed: node.attrs.seed as number }, rng: rng ? [rng as Node] : [] };
+}
+
 /**
- * Gradients of q, k, v for softmax(q k^T * scale + mask) v, composed from registered ops; the
+ * Gradients of q, k, v for dropout(softmax(q k^T * scale + mask)) v, composed from registered ops; the
  * probabilities are recomputed from q and k (a fused backward kernel is a later step). The mask
- * operand takes no gradient. A fully masked row gives NaN here where the forward gives zeros.
+ * and rng operands take no gradient. A fully masked row gives NaN here where the forward gives zeros.
+ * Dropout redraws the forward's mask: element (b, i, j) of the probabilities has the forward's index (b*L+i)*S+j.
  */
-export function attentionBackward(ctx: GradContext, spec: AttentionSpec): (Node | null)[] {
-  const [q, k, v, mask] = ctx.node.inputs as Node[];
+export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout?: AttentionDropout): (Node | null)[] {
+  const [q, k, v] = ctx.node.inputs as Node[];
+  const mask = attentionOperands(ctx.node.inputs, nodeDType).mask as Node | undefined;
   const g = ctx.grad;
   const add = (op: string, inputs: (Node | number)[], attrs: Attrs = {}) => ctx.add(op, inputs, attrs);
   const matmul = (a: Node, b: Node, transposeA: boolean, transposeB: boolean) => add('matmul', [a, b], { transposeA, transposeB });
@@ -215,12 +299,14 @@ export function attentionBackward(ctx: GradContext, spec: AttentionSpec): (Node 
     scores = add('add', [scores, mask]);
   }
   const probs = add('softmax', [scores], { dim: -1 });
+  // Dropout's gradient is dropout with the same mask, so one helper serves both directions.
+  const drop = (x: Node) => (dropout ? add('dropout', [x, ...dropout.rng], dropout.attrs) : x);
   let dScoresNode: Node | undefined;
-  const dScores = () => (dScoresNode ??= add('mul', [softmaxBackward(ctx, probs, matmul(g, v, false, true), -1), spec.scale]));
+  const dScores = () => (dScoresNode ??= add('mul', [softmaxBackward(ctx, probs, drop(matmul(g, v, false, true)), -1), spec.scale]));
   return [
     inputGrad(ctx, 0, () => matmul(dScores(), k, false, false)),
     inputGrad(ctx, 1, () => matmul(dScores(), q, true, false)),
-    inputGrad(ctx, 2, () => matmul(probs, g, true, false)),
+    inputGrad(ctx, 2, () => matmul(drop(probs), g, true, false)),
     null,
   ];
 }

@@ -1,18 +1,26 @@
-// WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts).
+// WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts). Given the rng
+// operand, a kernel mixes its value into the site's seed once per invocation (kiln_mix_seed).
 
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type TensorType, numel } from '../types.ts';
-import { DROPOUT_HASH_WGSL, attentionDims, attentionScale } from './attention.ts';
+import { DROPOUT_HASH_WGSL, DROPOUT_MIX_WGSL, attentionDims, attentionOperands, attentionScale } from './attention.ts';
 import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './wgsl.ts';
 
-/** Dropout's constants: the seed, p, and 1 - p; the bits come from the hash shared with the CPU. */
-function dropoutDecls(p: number, seed: number): string {
-  return [DROPOUT_HASH_WGSL, `const SEED: u32 = ${seed >>> 0}u;`, constDecl('DROP_P', 'f32', p), constDecl('KEEP_P', 'f32', 1 - p)].join('\n');
+/** Dropout's constants: the seed, p, and 1 - p; the bits come from the hash shared with the CPU (and its seed mixer, with an rng). */
+function dropoutDecls(p: number, seed: number, rng: boolean): string {
+  return [DROPOUT_HASH_WGSL, ...(rng ? [DROPOUT_MIX_WGSL] : []), `const SEED: u32 = ${seed >>> 0}u;`, constDecl('DROP_P', 'f32', p), constDecl('KEEP_P', 'f32', 1 - p)].join('\n');
+}
+
+/** The line that defines `seed`, the effective seed: SEED, mixed with the rng binding's value when there is one. */
+function seedLine(rng: boolean): string {
+  return rng ? 'let seed = kiln_mix_seed(SEED, bitcast<u32>(rng[0]));' : 'let seed = SEED;';
 }
 
 export function dropoutKernel(req: KernelRequest): KernelPlan {
-  const decls = dropoutDecls(req.attrs.p as number, req.attrs.seed as number);
-  return generateKernel(req.out, {}, ['x'], decls, ['out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(SEED, gid) < DROP_P);']);
+  const rng = req.inputs.length === 2;
+  const decls = dropoutDecls(req.attrs.p as number, req.attrs.seed as number, rng);
+  const lines = [seedLine(rng), 'out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(seed, gid) < DROP_P);'];
+  return generateKernel(req.out, {}, rng ? ['x', 'rng'] : ['x'], decls, lines);
 }
 
 const GROUP = 64;
@@ -24,7 +32,8 @@ const GROUP = 64;
  * never -inf; a row with no kept key writes zeros. Dropout draws the same bits as the CPU reference.
  */
 export function sdpaKernel(req: KernelRequest): KernelPlan {
-  const [q, k, v, mask] = req.inputs as (TensorType | undefined)[] as TensorType[];
+  const [q, k, v] = req.inputs as TensorType[];
+  const { mask, rng } = attentionOperands(req.inputs as TensorType[], (x) => x.dtype);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const causal = req.attrs.isCausal === true;
   const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
@@ -42,8 +51,9 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     const at = 'mask[mask_base + j * params.mask_col_stride]';
     scoreLine = mask.dtype === 'bool' ? `score = select(MASKED, dot * SCALE, ${at} != 0u);` : `score = dot * SCALE + ${at};`;
   }
+  // Probability (row wid, key j) is dropout's element wid * S + j, as in the CPU reference.
   const dropout = dropoutP > 0
-    ? ['let weight = select(p / KEEP_P, 0.0, kiln_uniform(SEED, wid * params.s + j0 + t) < DROP_P);']
+    ? ['let weight = select(p / KEEP_P, 0.0, kiln_uniform(seed, wid * params.s + j0 + t) < DROP_P);']
     : ['let weight = p;'];
   const body = [
     'let i = wid % params.l;',
@@ -52,6 +62,7 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     'for (var c = lid; c < params.d; c = c + 64u) { q_row[c] = q[wid * params.d + c]; }',
     'workgroupBarrier();',
     ...maskLines,
+    ...(dropoutP > 0 ? [seedLine(rng !== undefined)] : []),
     `let key_end = ${causal ? 'min(params.s, i + 1u)' : 'params.s'};`,
     'var run_max = MASKED;',
     'var run_sum = 0.0;',
@@ -101,10 +112,10 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     `const MASKED_BELOW: f32 = ${wgslLiteral(-1e38, 'f32')}; // scores at or below this are masked`,
     `var<workgroup> q_row: array<f32, ${Math.max(d, 1)}>;`,
     `var<workgroup> scores: array<f32, ${GROUP}>;`,
-    ...(dropoutP > 0 ? [dropoutDecls(dropoutP, req.attrs.seed as number)] : []),
+    ...(dropoutP > 0 ? [dropoutDecls(dropoutP, req.attrs.seed as number, rng !== undefined)] : []),
   ];
   return {
-    inputNames: mask ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
+    inputNames: ['q', 'k', 'v', ...(mask ? ['mask'] : []), ...(rng ? ['rng'] : [])],
     params,
     decls: decls.join('\n'),
     body: indent(body),

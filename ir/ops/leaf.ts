@@ -1,11 +1,11 @@
-// Leaves and constants: model inputs, parameters and buffers (fed by the runtime), and tensors
-// made from attributes alone (full, arange). Their type lives in attrs `dtype` and `shape`.
+// Leaves and constants: model inputs, parameters and buffers, the call's random stream (fed by the
+// runtime), and tensors made from attributes alone (full, arange). Their type lives in attrs `dtype` and `shape`.
 
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
-import { type DType, type TensorType, isDType, numel } from '../types.ts';
+import { type DType, type TensorType, formatType, isDType, numel, sameType } from '../types.ts';
 import { numAttr } from './check.ts';
 import { constDecl, generateKernel, store } from './wgsl.ts';
 
@@ -18,7 +18,11 @@ export function typeFromAttrs(op: string, attrs: Attrs): TensorType {
   return { dtype: dtype as DType, shape: [...shape] };
 }
 
-function leaf(name: string): void {
+/** The type of the `rng` leaf: one i32 (0-d). */
+export const RNG_TYPE: TensorType = { dtype: 'i32', shape: [] };
+
+/** A leaf op; `fixed` is the one type it may have, if any. */
+function leaf(name: string, fixed?: TensorType): void {
   registerOp({
     name,
     leaf: true,
@@ -26,7 +30,9 @@ function leaf(name: string): void {
     infer(inputs, attrs) {
       if (inputs.length !== 0) throw new KilnError('KILN_E011', `${name} takes no inputs`);
       if (typeof attrs.name !== 'string') throw new KilnError('KILN_E011', `${name} needs a name attribute`);
-      return typeFromAttrs(name, attrs);
+      const t = typeFromAttrs(name, attrs);
+      if (fixed && !sameType(t, fixed)) throw new KilnError('KILN_E011', `${name} is ${formatType(fixed)}, got ${formatType(t)}`);
+      return t;
     },
     cpu() {
       throw new Error(`${name} nodes are fed by the runtime, not computed`);
@@ -38,6 +44,9 @@ leaf('input'); // a forward() argument: {name="idx"}
 leaf('param'); // a parameter, by state-dict key: {name="transformer.wte.weight"}
 leaf('buffer'); // a registered buffer, by state-dict key: {name="transformer.h.0.attn.bias"}
 leaf('constant'); // a value computed at compile time (constant folding), held in graph.constants: {name="c31"}
+// The call's random stream: one i32 the runtime draws fresh on every call (compiler/leaves.ts, from
+// manualSeed's stream), so a compiled graph's dropout masks change per call. At most one per graph: {name="rng"}
+leaf('rng', RNG_TYPE);
 
 // full() {value, dtype, shape}: a tensor of one value (torch.full, ones, zeros).
 registerOp({

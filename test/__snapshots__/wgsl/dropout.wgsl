@@ -24,5 +24,6 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   if (wid >= params.groups) { return; }
   let gid = wid * 256u + lid;
   if (gid >= params.n) { return; }
-  out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(SEED, gid) < DROP_P);
+  let seed = SEED;
+  out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(seed, gid) < DROP_P);
 }
