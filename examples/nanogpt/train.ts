@@ -113,8 +113,6 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     ...defaultConfig,
     n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, block_size: cfg.block_size,
     bias: cfg.bias, vocab_size: data.vocabSize, dropout: cfg.dropout,
-    // autograd has no gradient for sdpa's fused dropout yet: with dropout, use the manual attention chain
-    flash: cfg.dropout === 0,
   };
   let iterNum = 0;
   let bestValLoss = Infinity;
