@@ -5,7 +5,7 @@ import { type Program, lowerGraph, lowerNode } from '../codegen/index.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
-import type { TensorType } from '../ir/types.ts';
+import { type TensorType, formatType, sameType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
 import { type ExecutionBackend, type Runner, eagerInputIndex } from './backends.ts';
 import { registerBackend } from './compile.ts';
@@ -46,10 +46,29 @@ function detach(kdev: KilnDevice, encoder: GPUCommandEncoder, src: GPUBuffer, ty
   return new Tensor(type, { device: new GpuValue(kdev, buffer, type) });
 }
 
-function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, outputs: readonly { name: string; node: Node }[]): Map<string, Tensor> {
+/**
+ * Runs, then copies each output out of the executor's buffers: into a fresh buffer, or, for outputs
+ * in `writeBack`, into that tensor's own buffer (a parameter a training step updates in place; the
+ * copy is queued after every kernel that read the old value). Such tensors' host copies go stale and
+ * are dropped.
+ */
+function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, outputs: readonly { name: string; node: Node }[], writeBack?: ReadonlyMap<string, Tensor>): Map<string, Tensor> {
   const buffers = exec.run(feeds);
   const encoder = kdev.device.createCommandEncoder({ label: 'kiln outputs' });
-  const result = new Map(outputs.map((o) => [o.name, detach(kdev, encoder, buffers.get(o.name)!, o.node.type)]));
+  const result = new Map<string, Tensor>();
+  for (const o of outputs) {
+    const src = buffers.get(o.name)!;
+    const target = writeBack?.get(o.name);
+    if (!target) {
+      result.set(o.name, detach(kdev, encoder, src, o.node.type));
+      continue;
+    }
+    if (!sameType(target.type, o.node.type)) throw new Error(`output ${o.name} is ${formatType(o.node.type)}, the tensor written back to is ${formatType(target.type)}`);
+    const dst = deviceBuffer(kdev, target, o.name);
+    encoder.copyBufferToBuffer(src, 0, dst, 0, Math.min(src.size, dst.size));
+    target.host = undefined;
+    result.set(o.name, target);
+  }
   kdev.device.queue.submit([encoder.finish()]);
   return result;
 }
@@ -62,7 +81,7 @@ async function prepare(graph: Graph): Promise<Runner> {
   };
   let target = await build(await getDevice());
   const leaves = graph.nodes.filter((n) => getOp(n.op).leaf);
-  return async (leaf) => {
+  return async (leaf, options) => {
     // The device was lost: rebuild on the new one (weights upload again on use), then report the loss
     // (E008) once, so it never passes silently; the call after that runs on the new device.
     const current = await getDevice();
@@ -78,7 +97,7 @@ async function prepare(graph: Graph): Promise<Runner> {
       // Inputs and the rng change every call: the executor writes them into its own buffer. Weights stay uploaded.
       feeds.set(node, fedPerCall(node) && t.host && !(t.device instanceof GpuValue) ? t.host : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
     }
-    return runDetached(kdev, exec, feeds, graph.outputs);
+    return runDetached(kdev, exec, feeds, graph.outputs, options?.writeBack);
   };
 }
 
