@@ -56,6 +56,9 @@ node('cross_entropy', (t) => [t('f32', [48, 65]), t('i32', [48])], { ignoreIndex
 node('dropout', (t) => [t('f32', [2, 24, 64])], { p: 0.1, training: true, seed: 42 });
 node('sdpa', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { isCausal: true, scale: null, dropoutP: 0 });
 node('fused_attention', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
+node('attention_lse', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
+// The dk kernel: the one that stages the most (q, grad_out, lse and delta tiles).
+node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 4, 24, 64])), t('f32', [2, 4, 24]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'post', wrt: 'k' });
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {

@@ -15,6 +15,7 @@ import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
 import { RNG_TYPE } from './leaf.ts';
 import { softmaxBackward } from './reduce.ts';
 import { flashAttentionKernel, flashTiling } from './fused_attention.wgsl.ts';
+import { flashAttentionBackward } from './attention_backward.ts';
 
 /** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. The WGSL twin is DROPOUT_HASH_WGSL. */
 export function dropoutUniform(seed: number, index: number): number {
@@ -241,7 +242,7 @@ registerOp({
     const dropout = sdpaDropout(ctx.node);
     if (dropout) return attentionBackward(ctx, sdpaSpec(ctx.node), dropout);
     const q = ctx.node.inputs[0] as Node;
-    return attentionBackward(ctx, { causal: ctx.node.attrs.isCausal === true, scale: attentionScale(ctx.node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' });
+    return flashAttentionBackward(ctx, { causal: ctx.node.attrs.isCausal === true, scale: attentionScale(ctx.node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' });
   },
 });
 

@@ -10,7 +10,8 @@ import type { Attrs } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionBackward, attentionDims, attentionFlops, attentionReference } from './attention.ts';
+import { type AttentionSpec, attentionDims, attentionFlops, attentionReference } from './attention.ts';
+import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, numAttr, tensorArg } from './check.ts';
@@ -52,5 +53,6 @@ registerOp({
     return attentionReference(q, k, v, mask, attentionSpec(attrs), precision);
   },
   wgsl: (req) => flashAttentionKernel(req, attentionSpec(req.attrs)),
-  grad: (ctx) => attentionBackward(ctx, attentionSpec(ctx.node.attrs)),
+  // The flash backward (ir/ops/attention_backward.ts); the composed one where its kernels do not fit.
+  grad: (ctx) => flashAttentionBackward(ctx, attentionSpec(ctx.node.attrs)),
 });

@@ -152,8 +152,8 @@ function flashDecls(t: FlashTiling, spec: AttentionSpec, d: number, dv: number, 
   ].join('\n');
 }
 
-/** `load_x(row, col)`: four elements of row `row` of x from `col` on, zero past the row's end. */
-function rowLoader(name: string, len: 'd' | 'dv', n: number): string {
+/** `load_<name>(row, col)`: four elements of row `row` of binding `name` from `col` on, zero past the row's end (the backward kernels share it). */
+export function rowLoader(name: string, len: 'd' | 'dv', n: number): string {
   if (n % 4 === 0) {
     // Whole vec4s: one bounds check for the four (the padding past the head dim is whole vec4s too).
     return `fn load_${name}(row: u32, col: u32) -> vec4<f32> {

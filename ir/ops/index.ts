@@ -6,5 +6,6 @@ import './linalg.ts';
 import './reduce.ts';
 import './attention.ts';
 import './fused_attention.ts';
+import './attention_backward.ts';
 import './fused_elementwise.ts';
 import './backward.ts';

@@ -1,0 +1,208 @@
+// The flash-attention backward (FlashAttention-2's): gradients of fused_attention and of sdpa
+// without dropout that never hold the B*H*L*S probabilities. Two ops and one gradient rule:
+// - attention_lse(q, k, mask?) {causal, scale, scaling}: f32[..., L], each query row's log-sum-exp
+//   of its scaled, masked scores (natural log). The forward kernel computes it on the way, but a
+//   node has one output, so a second kernel recomputes it (one pass over k, no v: about a third of
+//   the forward's work).
+// - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {causal, scale, scaling, wrt}:
+//   the gradient with respect to q, k or v (`wrt`), one node each, with the probabilities
+//   recomputed tile by tile as P = exp(S - lse). delta[..., L] = rowsum(grad_out * out) is made by
+//   the rule from `mul` and `sum` (FlashAttention-2's preprocessing step): computed once for both
+//   gradients that need it instead of once per tile in each kernel, and the kernels read no `out`.
+// A row that keeps no key has lse = -Infinity (kiln's kernels write -F32_MAX, as they clamp every
+// infinity); it has P = 0 everywhere, so it gets a zero gradient and adds none to k and v: the
+// gradient of the forward's zeros. The maths: dP = dO V^T, dS = P * (dP - delta),
+// dQ = scale * dS K, dK = scale * dS^T Q, dV = P^T dO ("pre_qk" gives the same scores, so the same).
+
+import { type GradContext, inputGrad } from '../autograd.ts';
+import { KilnError } from '../errors.ts';
+import { type Attrs, type Node, isNode } from '../graph.ts';
+import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
+import { type OperandType, registerOp } from '../registry.ts';
+import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
+import { type AttentionSpec, attentionBackward, attentionDims } from './attention.ts';
+import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from './attention_backward.wgsl.ts';
+import { arity, broadcastIndex, expectDType, tensorArg } from './check.ts';
+import { attentionSpec, checkAttentionMask } from './fused_attention.ts';
+
+/** Which input a fused_attention_backward node gives the gradient of. */
+export type AttentionWrt = 'q' | 'k' | 'v';
+
+/** The `wrt` attr of a fused_attention_backward node. */
+export function attentionWrt(attrs: Attrs): AttentionWrt {
+  const wrt = attrs.wrt;
+  if (wrt !== 'q' && wrt !== 'k' && wrt !== 'v') throw new KilnError('KILN_E011', `fused_attention_backward wrt must be "q", "k" or "v", got ${String(wrt)}`);
+  return wrt;
+}
+
+/** The tensor operands of a fused_attention_backward node, by role (the mask is the optional fourth). */
+export function backwardOperands<T>(inputs: readonly T[]): { q: T; k: T; v: T; mask?: T; gradOut: T; lse: T; delta: T } {
+  const [q, k, v] = inputs;
+  const [gradOut, lse, delta] = inputs.slice(-3);
+  return { q, k, v, mask: inputs.length === 7 ? inputs[3] : undefined, gradOut, lse, delta };
+}
+
+/** Reads row (b, i) of the scaled, masked scores into `row`, -Infinity where masked: the same numbers as attentionReference. */
+function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
+  const [s, d] = k.type.shape.slice(-2);
+  const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
+  const additive = mask?.type.dtype === 'f32';
+  const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
+  const round = precision === 'f32' ? Math.fround : (x: number) => x;
+  return (b, i, row) => {
+    for (let j = 0; j < s; j++) {
+      const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
+      const keep = spec.causal ? j <= i : !(mask && !additive && !m);
+      let x = -Infinity;
+      if (keep) {
+        x = 0;
+        for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
+        x = x * post + (additive ? m : 0);
+      }
+      row[j] = x;
+    }
+  };
+}
+
+/** log(sum_j exp(score_ij)) per query row; -Infinity where no key is kept. */
+function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision): HostData {
+  const [l, s] = [q.type.shape.at(-2)!, k.type.shape.at(-2)!];
+  const batch = q.type.shape.slice(0, -2);
+  const scores = scoreReader(q, k, mask, spec, precision, batch, l);
+  const result = allocData('f32', numel(batch) * l, precision);
+  const row = new Float64Array(s);
+  for (let b = 0; b < numel(batch); b++) {
+    for (let i = 0; i < l; i++) {
+      scores(b, i, row);
+      const max = row.reduce((a, x) => Math.max(a, x), -Infinity);
+      let sum = 0;
+      if (max > -Infinity) for (const x of row) sum += Math.exp(x - max);
+      result[b * l + i] = max === -Infinity ? -Infinity : max + Math.log(sum);
+    }
+  }
+  return result;
+}
+
+/** The gradient `wrt` q, k or v, computed directly from P = exp(score - lse) row by row. */
+function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: AttentionWrt, precision: Precision): HostData {
+  const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs);
+  const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+  const scores = scoreReader(q, k, mask, spec, precision, batch, l);
+  const width = wrt === 'v' ? dv : d;
+  const grad = new Float64Array(numel(batch) * (wrt === 'q' ? l : s) * width);
+  const row = new Float64Array(s);
+  for (let b = 0; b < numel(batch); b++) {
+    for (let i = 0; i < l; i++) {
+      scores(b, i, row);
+      const qi = b * l + i;
+      for (let j = 0; j < s; j++) {
+        if (row[j] === -Infinity) continue;
+        const p = Math.exp(row[j] - lse.data[qi]);
+        const kj = b * s + j;
+        if (wrt === 'v') {
+          for (let c = 0; c < dv; c++) grad[kj * dv + c] += p * gradOut.data[qi * dv + c];
+          continue;
+        }
+        let dp = 0;
+        for (let c = 0; c < dv; c++) dp += gradOut.data[qi * dv + c] * v.data[kj * dv + c];
+        const ds = p * (dp - delta.data[qi]) * spec.scale;
+        const [to, from, src] = wrt === 'q' ? [qi, kj, k] : [kj, qi, q];
+        for (let c = 0; c < d; c++) grad[to * d + c] += ds * src.data[from * d + c];
+      }
+    }
+  }
+  const result = allocData('f32', grad.length, precision);
+  result.set(grad);
+  return result;
+}
+
+/** 2·L·S·D per batch entry and product over D or Dv: q k^T for lse; q k^T, dO v^T and one update for the gradients. */
+function lseFlops(inputs: readonly OperandType[], causal: boolean): number {
+  const [q, k] = inputs as TensorType[];
+  const [l, d] = q.shape.slice(-2);
+  return (2 * numel(q.shape.slice(0, -2)) * l * k.shape.at(-2)! * d) / (causal ? 2 : 1);
+}
+
+function backwardFlops(inputs: readonly OperandType[], causal: boolean, wrt: AttentionWrt): number {
+  const { q, k, v } = backwardOperands(inputs as TensorType[]);
+  const { batch, l, s, d, dv } = attentionDims(q, k, v);
+  const perPair = wrt === 'v' ? d + dv : 2 * d + dv;
+  return (2 * numel(batch) * l * s * perPair) / (causal ? 2 : 1);
+}
+
+function expectShape(op: string, what: string, t: TensorType, shape: Shape): void {
+  expectDType(op, t, 'f32');
+  if (!sameShape(t.shape, shape)) throw new KilnError('KILN_E001', `${op} ${what} ${formatType(t)} should be f32[${shape.join(',')}]`);
+}
+
+function checkMask(op: string, spec: AttentionSpec, mask: TensorType | undefined, scores: number[]): void {
+  if (!mask) return;
+  if (spec.causal) throw new KilnError('KILN_E011', `a causal ${op} reads no mask`);
+  checkAttentionMask(op, mask, scores);
+}
+
+registerOp({
+  name: 'attention_lse',
+  flops: (inputs, attrs) => lseFlops(inputs, attrs.causal === true),
+  infer(inputs, attrs) {
+    arity('attention_lse', inputs, 2, 3);
+    const [q, k] = [0, 1].map((i) => tensorArg('attention_lse', inputs, i));
+    const { batch, l, s } = attentionDims(q, k, k);
+    for (const t of [q, k]) expectDType('attention_lse', t, 'f32');
+    checkMask('attention_lse', attentionSpec(attrs), inputs.length === 3 ? tensorArg('attention_lse', inputs, 2) : undefined, [...batch, l, s]);
+    return { dtype: 'f32', shape: [...batch, l] };
+  },
+  cpu(inputs, attrs, _out, precision) {
+    const [q, k, mask] = inputs;
+    if (typeof q === 'number' || typeof k === 'number' || typeof mask === 'number') throw new Error('attention_lse of a scalar');
+    return lseReference(q, k, mask, attentionSpec(attrs), precision);
+  },
+  wgsl: (req) => attentionLseKernel(req, attentionSpec(req.attrs)),
+});
+
+registerOp({
+  name: 'fused_attention_backward',
+  flops: (inputs, attrs) => backwardFlops(inputs, attrs.causal === true, attentionWrt(attrs)),
+  infer(inputs, attrs) {
+    const op = 'fused_attention_backward';
+    arity(op, inputs, 6, 7);
+    const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)));
+    for (const t of [q, k, v]) expectDType(op, t, 'f32');
+    const { batch, l, s, dv } = attentionDims(q, k, v);
+    checkMask(op, attentionSpec(attrs), mask, [...batch, l, s]);
+    expectShape(op, 'grad_out', gradOut, [...batch, l, dv]);
+    expectShape(op, 'lse', lse, [...batch, l]);
+    expectShape(op, 'delta', delta, [...batch, l]);
+    return { dtype: 'f32', shape: [...{ q, k, v }[attentionWrt(attrs)].shape] };
+  },
+  cpu(inputs, attrs, _out, precision) {
+    if (inputs.some((x) => typeof x === 'number')) throw new Error('fused_attention_backward of a scalar');
+    return backwardReference(inputs as HostTensor[], attentionSpec(attrs), attentionWrt(attrs), precision);
+  },
+  wgsl: (req) => attentionBackwardKernel(req, attentionSpec(req.attrs), attentionWrt(req.attrs)),
+});
+
+/**
+ * Gradients of q, k, v (and null for the mask) of an attention node whose output is softmax(q k^T
+ * * scale + mask) v: attention_lse, delta, and one fused_attention_backward node per gradient
+ * asked for. Head dims too wide for the backward kernels at WebGPU's default limits (the rule
+ * cannot know the device) take the composed attentionBackward instead.
+ */
+export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (Node | null)[] {
+  const [q, k, v] = ctx.node.inputs as Node[];
+  // The mask is the fourth operand, bool or f32 (sdpa may end with an i32 rng operand, unused without dropout).
+  const mask = ctx.node.inputs.slice(3).find((x): x is Node => isNode(x) && x.type.dtype !== 'i32');
+  const { d, dv } = attentionDims(q.type, k.type, v.type);
+  if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec);
+  const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling };
+  let operands: Node[] | undefined;
+  const gradient = (wrt: AttentionWrt) => () => {
+    operands ??= [
+      q, k, v, ...(mask ? [mask] : []), ctx.grad,
+      ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
+      ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
+    ];
+    return ctx.add('fused_attention_backward', operands, { ...attrs, wrt });
+  };
+  return [inputGrad(ctx, 0, gradient('q')), inputGrad(ctx, 1, gradient('k')), inputGrad(ctx, 2, gradient('v')), null];
+}

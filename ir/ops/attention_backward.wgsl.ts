@@ -1,0 +1,402 @@
+// The kernels of the flash-attention backward (ir/ops/attention_backward.ts): attention_lse and
+// fused_attention_backward wrt q, k and v. One generator writes all four; they differ in which rows
+// a workgroup owns and which stream past it in tiles (FlashAttention-2's split):
+//   mode  owns (in registers)     streams (tiles in workgroup memory)    accumulates
+//   lse   q rows                  k                                      running max and sum
+//   q     q, grad_out rows        k, v                                   dq += dS k
+//   k     k, v rows               q, grad_out, lse, delta                dk += dS^T q
+//   v     k rows                  q, grad_out, lse                       dv += P^T grad_out
+// Layout as in the forward kernel (fused_attention.wgsl.ts, whose comments say what ran fast on the
+// H100): ROWS owned rows per workgroup, SLICES invocations per row each owning every SLICES-th vec4
+// of the head dims, the next tile loaded into registers while this one is worked through, the
+// slices' partial dot products added up through workgroup memory, scores in base 2 (log2(e) folded
+// into the owned row's scale, lse and additive mask values converted as they are read).
+// P = exp2(score - lse) is recomputed per (row, streamed row) pair and never stored; the only
+// O(L*S) work is arithmetic. Causal: query-owning kernels stop at the diagonal tile, key-owning
+// kernels start their query loop at their first key (tiles wholly above the diagonal are never
+// loaded), and rows skip the arithmetic of tiles they cannot see. Masked scores sit at a finite
+// sentinel (WGSL does not promise infinities) and weigh nothing.
+// Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, and the mask's dtype and rank.
+
+import { KilnError } from '../errors.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
+import { type TensorType, numel } from '../types.ts';
+import { type AttentionSpec, attentionDims } from './attention.ts';
+import type { AttentionWrt } from './attention_backward.ts';
+import { rowLoader } from './fused_attention.wgsl.ts';
+import { broadcastStrides, constDecl, coordLines, indent, listParams, offsetExpr } from './wgsl.ts';
+
+/** attention_lse, or the gradient a fused_attention_backward kernel writes. */
+export type BackwardMode = 'lse' | AttentionWrt;
+
+/** Which bindings play which part in a mode: see the file comment's table. */
+interface Roles {
+  /** The owned rows are query rows (the streamed ones keys), or key rows. */
+  readonly own: 'query' | 'key';
+  /** Owned D-wide row, scaled into base-2 scores as it is loaded. */
+  readonly a: string;
+  /** Owned Dv-wide row, dotted with y for dP. */
+  readonly b?: string;
+  /** Streamed D-wide rows. */
+  readonly x: string;
+  /** Streamed Dv-wide rows. */
+  readonly y?: string;
+  /** The tile the gradient is a sum of rows of. */
+  readonly accOver?: 'x' | 'y';
+}
+
+const ROLES: Record<BackwardMode, Roles> = {
+  lse: { own: 'query', a: 'q', x: 'k' },
+  q: { own: 'query', a: 'q', b: 'grad_out', x: 'k', y: 'v', accOver: 'x' },
+  k: { own: 'key', a: 'k', b: 'v', x: 'q', y: 'grad_out', accOver: 'x' },
+  v: { own: 'key', a: 'k', x: 'q', y: 'grad_out', accOver: 'y' },
+};
+
+/** Per streamed (query) row scalars a key-owning mode stages beside its tiles: lse, and delta when it forms dS. */
+function stagedScalars(r: Roles): number {
+  return r.own === 'key' ? (r.b ? 2 : 1) : 0;
+}
+
+/** How the work is cut (see the file comment). */
+export interface BackwardTiling {
+  /** Invocations per owned row: 1, 2 or 4. */
+  readonly slices: number;
+  /** Owned rows per workgroup. */
+  readonly rows: number;
+  /** Streamed rows per tile. */
+  readonly tile: number;
+  /** vec4s of a D-wide row one invocation owns. */
+  readonly aVec4: number;
+  /** vec4s of a Dv-wide row one invocation owns. */
+  readonly bVec4: number;
+  readonly workgroupSize: number;
+  readonly workgroupBytes: number;
+}
+
+const LOG2E = Math.LOG2E;
+// As in the forward kernel: the loops over a tile's rows times an invocation's vec4s must stay small
+// enough for the driver to unroll (16 x 8 did on the H100, 32 x 8 did not).
+const MAX_TILE_VEC4S = 128;
+const TILES = [16, 8, 4];
+const ROW_CHOICES = [64, 32];
+
+/** Invocations per row: three D-wide arrays live in registers (two owned rows, the accumulator), so two slices from D = 33. */
+function slicesFor(widest: number): number {
+  return widest <= 32 ? 1 : widest <= 64 ? 2 : 4;
+}
+
+/** The sizes that follow from slices, rows and tile for a mode and head dims d, dv. */
+export function backwardTilingOf(mode: BackwardMode, d: number, dv: number, shape: Pick<BackwardTiling, 'slices' | 'rows' | 'tile'>): BackwardTiling {
+  const r = ROLES[mode];
+  const { slices, rows, tile } = shape;
+  const aVec4 = Math.max(1, Math.ceil(Math.ceil(d / 4) / slices));
+  const bVec4 = Math.max(1, Math.ceil(Math.ceil(dv / 4) / slices));
+  const tiles = tile * slices * (aVec4 + (r.y ? bVec4 : 0)) * 16;
+  const exchanges = slices > 1 ? (r.b ? 2 : 1) * tile * rows * slices * 4 : 0;
+  return { ...shape, aVec4, bVec4, workgroupSize: rows * slices, workgroupBytes: tiles + exchanges + stagedScalars(r) * tile * 4 };
+}
+
+/** The tiling of a mode for head dims d, dv on a device with these limits; null when none fits. */
+export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits: KernelLimits = DEFAULT_KERNEL_LIMITS): BackwardTiling | null {
+  const slices = slicesFor(mode === 'lse' ? d : Math.max(d, dv));
+  for (const rows of ROW_CHOICES) {
+    if (rows * slices > limits.maxComputeInvocationsPerWorkgroup) continue;
+    for (const tile of TILES) {
+      const t = backwardTilingOf(mode, d, dv, { slices, rows, tile });
+      const widest = Math.max(t.aVec4, ROLES[mode].y ? t.bVec4 : 0);
+      const unrolled = tile * widest <= MAX_TILE_VEC4S || tile === TILES.at(-1);
+      if (unrolled && t.workgroupBytes <= limits.maxComputeWorkgroupStorageSize) return t;
+    }
+  }
+  return null;
+}
+
+/** Whether every backward kernel fits WebGPU's default limits for head dims d, dv: the gradient rule's test, made before any device is known. */
+export function flashBackwardFits(d: number, dv: number): boolean {
+  return (['lse', 'q', 'k', 'v'] as const).every((mode) => backwardTiling(mode, d, dv) !== null);
+}
+
+/** attention_lse(q, k, mask?): the kernel. */
+export function attentionLseKernel(req: KernelRequest, spec: AttentionSpec, tiling?: BackwardTiling): KernelPlan {
+  const [q, k, mask] = req.inputs as (TensorType | undefined)[] as TensorType[];
+  return backwardKernel('lse', { q, k, v: k, mask }, req, spec, tiling);
+}
+
+/** fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {wrt}: the kernel. */
+export function attentionBackwardKernel(req: KernelRequest, spec: AttentionSpec, wrt: AttentionWrt, tiling?: BackwardTiling): KernelPlan {
+  const [q, k, v] = req.inputs as TensorType[];
+  const mask = req.inputs.length === 7 ? (req.inputs[3] as TensorType) : undefined;
+  return backwardKernel(wrt, { q, k, v, mask }, req, spec, tiling);
+}
+
+function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; v: TensorType; mask?: TensorType }, req: KernelRequest, spec: AttentionSpec, tiling?: BackwardTiling): KernelPlan {
+  const { q, k, v, mask } = io;
+  const { batch, l, s, d, dv } = attentionDims(q, k, v);
+  const r = ROLES[mode];
+  const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
+  const t = tiling ?? backwardTiling(mode, d, dv, limits);
+  if (!t) throw new KilnError('KILN_E011', `attention backward (${mode}) head dims ${d} and ${dv} do not fit workgroup memory (${limits.maxComputeWorkgroupStorageSize} bytes)`);
+  const [ownRows, streamRows] = r.own === 'query' ? [l, s] : [s, l];
+  const tiles = Math.ceil(ownRows / t.rows);
+  const params: Record<string, number> = { own_rows: ownRows, stream_rows: streamRows, d, dv, tiles };
+  if (mask) {
+    const strides = broadcastStrides([...batch, l, s], mask.shape);
+    const [rowStride, colStride] = strides.slice(-2);
+    Object.assign(params, listParams('batch_shape', batch), listParams('mask_stride', strides.slice(0, -2)));
+    params.mask_own_stride = r.own === 'query' ? rowStride : colStride;
+    params.mask_stream_stride = r.own === 'query' ? colStride : rowStride;
+  }
+  const maskName = mask ? ['mask'] : [];
+  const inputNames = mode === 'lse' ? ['q', 'k', ...maskName] : ['q', 'k', 'v', ...maskName, 'grad_out', 'lse', 'delta'];
+  return {
+    inputNames,
+    params,
+    decls: backwardDecls(mode, t, spec, d, dv, mask),
+    body: indent(backwardBody(mode, t, spec, mask, batch.length)).replace(/^\s+$/gm, ''),
+    workgroupSize: t.workgroupSize,
+    workgroups: numel(batch) * tiles,
+  };
+}
+
+/** vec4s of the x and y tiles each invocation loads per tile. */
+function fetchCounts(t: BackwardTiling): { x: number; y: number } {
+  return { x: Math.ceil((t.tile * t.slices * t.aVec4) / t.workgroupSize), y: Math.ceil((t.tile * t.slices * t.bVec4) / t.workgroupSize) };
+}
+
+function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number, mask: TensorType | undefined): string {
+  const r = ROLES[mode];
+  const root = Math.sqrt(spec.scale);
+  const preQk = spec.scaling === 'pre_qk';
+  const fetches = fetchCounts(t);
+  const exchange = (name: string) => `var<workgroup> ${name}: array<vec${t.slices}<f32>, TILE * ROWS>; // [streamed row][owned row]: component s is slice s's share`;
+  const loaders = [[r.a, 'd', d], [r.x, 'd', d], ...(r.b ? [[r.b, 'dv', dv]] : []), ...(r.y ? [[r.y, 'dv', dv]] : [])] as [string, 'd' | 'dv', number][];
+  return [
+    `// ${r.own === 'query' ? 'Query' : 'Key'} rows are owned; ${r.own === 'query' ? 'keys' : 'queries'} stream past in tiles.`,
+    `const ROWS: u32 = ${t.rows}u; // owned rows per workgroup`,
+    `const SLICES: u32 = ${t.slices}u; // invocations per row; slice s owns vec4s s, s + SLICES, ... of the head dims`,
+    `const TILE: u32 = ${t.tile}u; // streamed rows per tile in workgroup memory`,
+    `const A_VEC4: u32 = ${t.aVec4}u; // vec4s of a D-wide row per invocation`,
+    `const B_VEC4: u32 = ${t.bVec4}u; // vec4s of a Dv-wide row per invocation`,
+    'const X_ROW: u32 = SLICES * A_VEC4; // vec4s per staged D-wide row, zero-padded',
+    ...(r.y ? ['const Y_ROW: u32 = SLICES * B_VEC4;'] : []),
+    'const WORKGROUP: u32 = ROWS * SLICES;',
+    `const X_FETCHES: u32 = ${fetches.x}u; // vec4s of each ${r.x} tile one invocation loads`,
+    ...(r.y ? [`const Y_FETCHES: u32 = ${fetches.y}u;`] : []),
+    `${constDecl('A_SCALE', 'f32', (preQk ? root : spec.scale) * LOG2E)} // on the owned ${r.a} row: ${preQk ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`,
+    ...(preQk ? [`${constDecl('X_SCALE', 'f32', root)} // on the streamed ${r.x} rows: q and k each carry sqrt(scale)`] : []),
+    ...(r.accOver === 'x' ? [`${constDecl('ACC_SCALE', 'f32', preQk ? root : spec.scale)} // dS times the scale, less what the staged ${r.x} rows carry`] : []),
+    constDecl('LOG2E', 'f32', LOG2E),
+    ...(mode === 'lse' ? [constDecl('LN2', 'f32', Math.LN2), '// The lse of a row that keeps no key: -inf, clamped as kiln clamps every infinity.', constDecl('NO_KEY_LSE', 'f32', -Infinity)] : []),
+    '// A masked score: finite, as WGSL does not promise infinities. Scores, additive mask values and',
+    '// lse values at or below MASKED_BELOW (-inf included) count as masked.',
+    'const MASKED: f32 = -3.0e38;',
+    'const MASKED_BELOW: f32 = -1.0e30;',
+    `var<workgroup> x_tile: array<vec4<f32>, TILE * X_ROW>; // ${r.x} row c at c * X_ROW`,
+    ...(r.y ? [`var<workgroup> y_tile: array<vec4<f32>, TILE * Y_ROW>; // ${r.y}`] : []),
+    ...(stagedScalars(r) > 0 ? ['var<workgroup> lse_tile: array<f32, TILE>; // base 2'] : []),
+    ...(stagedScalars(r) > 1 ? ['var<workgroup> delta_tile: array<f32, TILE>;'] : []),
+    ...(t.slices > 1 ? [exchange('partial_s'), ...(r.b ? [exchange('partial_dp')] : [])] : []),
+    '',
+    ...loaders.map(([name, len, n]) => rowLoader(name, len, n)),
+  ].join('\n');
+}
+
+/** Lines that load this invocation's share of the tile at streamed row `t0` into registers: zero past the last row. */
+function fetchLines(mode: BackwardMode, t: BackwardTiling, t0: string, preQk: boolean): string[] {
+  const r = ROLES[mode];
+  const counts = fetchCounts(t);
+  const at = (n: number) => (n === 0 ? 'lid' : `(lid + ${n}u * WORKGROUP)`);
+  const lines: string[] = [];
+  const load = (tile: 'x' | 'y', binding: string, rowLen: string, count: number, scale: string) => {
+    for (let n = 0; n < count; n++) {
+      lines.push(`let ${tile}_row${n} = ${t0} + ${at(n)} / ${rowLen};`);
+      lines.push(`next_${tile}[${n}] = select(vec4<f32>(0.0), load_${binding}(stream0 + min(${tile}_row${n}, params.stream_rows - 1u), (${at(n)} % ${rowLen}) * 4u)${scale}, ${tile}_row${n} < params.stream_rows);`);
+    }
+  };
+  load('x', r.x, 'X_ROW', counts.x, preQk ? ' * X_SCALE' : '');
+  if (r.y) load('y', r.y, 'Y_ROW', counts.y, '');
+  if (stagedScalars(r) > 0) {
+    lines.push(`let scalar_at = stream0 + min(${t0} + lid, params.stream_rows - 1u);`);
+    lines.push('next_lse = max(lse[scalar_at], MASKED_BELOW) * LOG2E;');
+    if (stagedScalars(r) > 1) lines.push('next_delta = delta[scalar_at];');
+  }
+  return lines;
+}
+
+/** Lines that write the loaded share into the tiles (the last of each share may run past the tile's end). */
+function stageLines(mode: BackwardMode, t: BackwardTiling): string[] {
+  const r = ROLES[mode];
+  const counts = fetchCounts(t);
+  const at = (n: number) => (n === 0 ? 'lid' : `lid + ${n}u * WORKGROUP`);
+  const store = (tile: 'x' | 'y', n: number, total: number) =>
+    (n + 1) * t.workgroupSize > total ? `if (${at(n)} < ${total}u) { ${tile}_tile[${at(n)}] = next_${tile}[${n}]; }` : `${tile}_tile[${at(n)}] = next_${tile}[${n}];`;
+  return [
+    ...Array.from({ length: counts.x }, (_, n) => store('x', n, t.tile * t.slices * t.aVec4)),
+    ...(r.y ? Array.from({ length: counts.y }, (_, n) => store('y', n, t.tile * t.slices * t.bVec4)) : []),
+    ...(stagedScalars(r) > 0 ? [`if (lid < TILE) { lse_tile[lid] = next_lse;${stagedScalars(r) > 1 ? ' delta_tile[lid] = next_delta;' : ''} }`] : []),
+  ];
+}
+
+/** `score`: the base-2 score of pair (owned row, streamed row n) from s_dots[c], MASKED if the mask drops it. */
+function scoreLines(mask: TensorType | undefined): string[] {
+  if (!mask) return ['let score = s_dots[c];'];
+  const at = 'mask[mask_own + n * params.mask_stream_stride]';
+  if (mask.dtype === 'bool') return ['var score = MASKED;', `if (${at} != 0u) { score = s_dots[c]; }`];
+  return [`let bias = ${at};`, 'var score = MASKED;', 'if (bias > MASKED_BELOW) { score = s_dots[c] + bias * LOG2E; }'];
+}
+
+/** The per-tile update once s_dots (and dp_dots) hold this row's dot products with the tile. */
+function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[] {
+  const inRange = 'n >= row_begin && n < row_end';
+  if (mode === 'lse') {
+    return [
+      'var tile_max = MASKED;',
+      'for (var c = 0u; c < TILE; c = c + 1u) {',
+      '  let n = t0 + c;',
+      '  var kept = MASKED;',
+      `  if (${inRange}) {`,
+      ...indent(scoreLines(mask), '    ').split('\n'),
+      '    kept = score;',
+      '  }',
+      '  s_dots[c] = kept;',
+      '  tile_max = max(tile_max, kept);',
+      '}',
+      'let new_max = max(run_max, tile_max);',
+      'if (new_max > MASKED_BELOW) {',
+      '  // Until a key is kept the sum is zero, and the sentinel must not enter exp2.',
+      '  run_sum = select(0.0, run_sum * exp2(run_max - new_max), run_max > MASKED_BELOW);',
+      '  for (var c = 0u; c < TILE; c = c + 1u) { run_sum = run_sum + select(0.0, exp2(s_dots[c] - new_max), s_dots[c] > MASKED_BELOW); }',
+      '  run_max = new_max;',
+      '}',
+    ];
+  }
+  const r = ROLES[mode];
+  const lse2 = r.own === 'query' ? 'lse_own' : 'lse_tile[c]';
+  const delta = r.own === 'query' ? 'delta_own' : 'delta_tile[c]';
+  const [coef, tile, row] = r.accOver === 'x' ? ['ds', 'x_tile', 'X_ROW'] : ['p', 'y_tile', 'Y_ROW'];
+  return [
+    'for (var c = 0u; c < TILE; c = c + 1u) {',
+    '  let n = t0 + c;',
+    '  var p = 0.0; // the probability, recomputed',
+    `  if (${inRange}) {`,
+    ...indent(scoreLines(mask), '    ').split('\n'),
+    `    if (score > MASKED_BELOW) { p = exp2(score - ${lse2}); }`,
+    '  }',
+    ...(r.b ? [`  let ds = p * (dp_dots[c] - ${delta}); // dS = P * (dP - delta)`] : []),
+    `  for (var u = 0u; u < ${r.accOver === 'x' ? 'A_VEC4' : 'B_VEC4'}; u = u + 1u) { acc[u] = fma(vec4<f32>(${coef}), ${tile}[c * ${row} + u * SLICES + slice], acc[u]); }`,
+    '}',
+  ];
+}
+
+function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number): string[] {
+  const r = ROLES[mode];
+  const ownsQueries = r.own === 'query';
+  const preQk = spec.scaling === 'pre_qk';
+  const dot = (own: string, tile: string, row: string, vec4s: string, into: string) => [
+    '  var sum4 = vec4<f32>(0.0);',
+    `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { sum4 = fma(${own}[u], ${tile}[c * ${row} + u * SLICES + slice], sum4); }`,
+    `  ${into}[c] = sum4.x + sum4.y + sum4.z + sum4.w;`,
+  ];
+  const dots = [
+    'for (var c = 0u; c < TILE; c = c + 1u) {',
+    ...dot('a_own', 'x_tile', 'X_ROW', 'A_VEC4', 's_dots'),
+    ...(r.b ? ['}', 'for (var c = 0u; c < TILE; c = c + 1u) {', ...dot('b_own', 'y_tile', 'Y_ROW', 'B_VEC4', 'dp_dots')] : []),
+    '}',
+  ];
+  const exchange = t.slices > 1
+    ? [
+      '  // Each slice holds part of every dot product: add the parts up through workgroup memory.',
+      '  for (var c = 0u; c < TILE; c = c + 1u) {',
+      '    partial_s[c * ROWS + row][slice] = s_dots[c];',
+      ...(r.b ? ['    partial_dp[c * ROWS + row][slice] = dp_dots[c];'] : []),
+      '  }',
+      '}',
+      'workgroupBarrier();',
+      'if (live) {',
+      '  for (var c = 0u; c < TILE; c = c + 1u) {',
+      `    s_dots[c] = dot(partial_s[c * ROWS + row], vec${t.slices}<f32>(1.0));`,
+      ...(r.b ? [`    dp_dots[c] = dot(partial_dp[c * ROWS + row], vec${t.slices}<f32>(1.0));`] : []),
+      '  }',
+    ]
+    : [];
+  const range = ownsQueries
+    ? spec.causal
+      ? ['// Causal: key tiles past the diagonal of the last owned row are never loaded.', 'let stream_begin = 0u;', 'let stream_end = min(params.stream_rows, own0 + ROWS);', 'let row_begin = 0u;', 'let row_end = select(0u, min(stream_end, me + 1u), own_valid);']
+      : ['let stream_begin = 0u;', 'let stream_end = params.stream_rows;', 'let row_begin = 0u;', 'let row_end = select(0u, stream_end, own_valid);']
+    : spec.causal
+      ? ['// Causal: query tiles above the first owned key are never loaded; a key is seen from its own query on.', 'let stream_begin = min(own0, params.stream_rows);', 'let stream_end = params.stream_rows;', 'let row_begin = me;', 'let row_end = select(0u, stream_end, own_valid);']
+      : ['let stream_begin = 0u;', 'let stream_end = params.stream_rows;', 'let row_begin = 0u;', 'let row_end = select(0u, stream_end, own_valid);'];
+  const maskOwn = mask
+    ? [...coordLines('bh', batchRank, 'batch_shape', 'b'), `let mask_own = ${offsetExpr(batchRank, 'b', 'mask_stride')} + me * params.mask_own_stride;`]
+    : [];
+  const ownLoad = (name: string, binding: string, vec4s: string, scale: string) => [
+    `var ${name}: array<vec4<f32>, ${vec4s}>;`,
+    `for (var u = 0u; u < ${vec4s}; u = u + 1u) { ${name}[u] = select(vec4<f32>(0.0), load_${binding}(own_at, (u * SLICES + slice) * 4u)${scale}, own_valid); }`,
+  ];
+  const accVec4 = r.accOver === 'y' ? 'B_VEC4' : 'A_VEC4';
+  const write = mode === 'lse'
+    ? ['if (own_valid && slice == 0u) {', '  out[own_at] = select(NO_KEY_LSE, (run_max + log2(run_sum)) * LN2, run_sum > 0.0);', '}']
+    : [
+      'if (own_valid) {',
+      `  for (var u = 0u; u < ${accVec4}; u = u + 1u) {`,
+      '    let col = (u * SLICES + slice) * 4u;',
+      `    let value = acc[u]${r.accOver === 'x' ? ' * ACC_SCALE' : ''};`,
+      '    for (var c = 0u; c < 4u; c = c + 1u) {',
+      `      if (col + c < params.${r.accOver === 'x' ? 'd' : 'dv'}) { out[own_at * params.${r.accOver === 'x' ? 'd' : 'dv'} + col + c] = value[c]; }`,
+      '    }',
+      '  }',
+      '}',
+    ];
+  return [
+    ...(spec.causal ? [`// Causal tiles go longest first (${ownsQueries ? 'the last query rows see the most keys' : 'the first keys are seen by the most queries'}).`] : []),
+    'let bh = wid / params.tiles;',
+    `let tile = ${spec.causal && ownsQueries ? 'params.tiles - 1u - wid % params.tiles' : 'wid % params.tiles'};`,
+    'let own0 = tile * ROWS;',
+    'let row = lid / SLICES;',
+    'let slice = lid % SLICES;',
+    `let me = own0 + row; // this invocation's ${ownsQueries ? 'query' : 'key'} row`,
+    'let own_valid = me < params.own_rows;',
+    'let own_at = bh * params.own_rows + min(me, params.own_rows - 1u);',
+    'let stream0 = bh * params.stream_rows;',
+    ...maskOwn,
+    '',
+    ...ownLoad('a_own', r.a, 'A_VEC4', ' * A_SCALE'),
+    ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', '') : []),
+    ...(mode === 'lse'
+      ? ['var run_max = MASKED;', 'var run_sum = 0.0;']
+      : [`var acc: array<vec4<f32>, ${accVec4}>;`, `for (var u = 0u; u < ${accVec4}; u = u + 1u) { acc[u] = vec4<f32>(0.0); }`]),
+    ...(mode === 'q' ? ['let lse_own = max(lse[own_at], MASKED_BELOW) * LOG2E;', 'let delta_own = delta[own_at];'] : []),
+    // The stream range is uniform over the workgroup (barriers inside the loop); row_begin and row_end are this row's own.
+    ...range,
+    '',
+    'var next_x: array<vec4<f32>, X_FETCHES>; // this invocation\'s share of the next tile',
+    ...(r.y ? ['var next_y: array<vec4<f32>, Y_FETCHES>;'] : []),
+    ...(stagedScalars(r) > 0 ? ['var next_lse = 0.0;'] : []),
+    ...(stagedScalars(r) > 1 ? ['var next_delta = 0.0;'] : []),
+    'if (stream_begin < stream_end) {',
+    ...indent(fetchLines(mode, t, 'stream_begin', preQk)).split('\n'),
+    '}',
+    'for (var t0 = stream_begin; t0 < stream_end; t0 = t0 + TILE) {',
+    '  // Every invocation is done with the last tile: put the loaded one in its place.',
+    '  workgroupBarrier();',
+    ...indent(stageLines(mode, t)).split('\n'),
+    '  workgroupBarrier();',
+    '  // Load the next tile: its loads are in flight while this one is worked through.',
+    '  if (t0 + TILE < stream_end) {',
+    ...indent(fetchLines(mode, t, 't0 + TILE', preQk), '    ').split('\n'),
+    '  }',
+    '',
+    '  // A row that cannot see this tile (causal, past the end) skips its arithmetic.',
+    '  let live = t0 < row_end && t0 + TILE > row_begin;',
+    '  var s_dots: array<f32, TILE>; // base-2 scores, before the mask',
+    ...(r.b ? ['  var dp_dots: array<f32, TILE>; // dP = grad_out . v'] : []),
+    '  if (live) {',
+    ...indent(dots, '    ').split('\n'),
+    ...(exchange.length > 0 ? indent(exchange).split('\n') : []),
+    ...indent(updateLines(mode, mask), '    ').split('\n'),
+    '  }',
+    '}',
+    '',
+    ...write,
+  ];
+}
