@@ -9,6 +9,7 @@ import { type Attrs, Graph, type Node, type Operand } from '../ir/graph.ts';
 import { type HostTensor, hostTensor } from '../ir/host.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
+import { splitKFactor } from '../ir/ops/linalg.ts';
 import { ATTENTION_VARIANTS, asNumbers, fixtureModel, loadFixture, relError, rng } from './helpers.ts';
 
 // ---- per-op gradients against central finite differences, in f64 on the CPU interpreter ----
@@ -100,6 +101,12 @@ const cases: Record<string, GradCase> = {
   permute: { params: { a: [2, 3, 4] }, build: (op, p) => op('permute', [p.a], { dims: [1, 2, 0] }) },
   'slice with a start and a step pads with zeros': { params: { a: [3, 7] }, build: (op, p) => op('slice', [p.a], { dim: 1, start: 1, end: 6, step: 2 }) },
   tril: { params: { a: [3, 3] }, build: (op, p) => op('tril', [p.a], { diagonal: 0 }) },
+  // 2048 rows of x share W: its gradient is split over the rows in two batches and summed (split-K).
+  'matmul x @ W^T with W shared by 2048 rows (split-K)': {
+    params: { w: [5, 3] },
+    inputs: { x: hostTensor('f32', [2, 1024, 3], Float64Array.from({ length: 6144 }, (_, k) => Math.sin(k * 0.37))) },
+    build: (op, p, i) => op('matmul', [i.x, p.w], { transposeA: false, transposeB: true }),
+  },
   'embedding scatter-adds repeated rows': { params: { w: [5, 3] }, inputs: { idx: ints([2, 3], [0, 4, 4, 1, 0, 4]) }, build: (op, p, i) => op('embedding', [p.w, i.idx]) },
   'layer_norm (input, weight, bias)': { params: { x: [2, 3, 5], w: [5], b: [5] }, build: (op, p) => op('layer_norm', [p.x, p.w, p.b], { eps: 1e-5 }) },
   'layer_norm without bias': { params: { x: [4, 6], w: [6] }, build: (op, p) => op('layer_norm', [p.x, p.w], { eps: 1e-5 }) },
@@ -161,6 +168,21 @@ describe('every gradient rule matches central finite differences in f64', () => 
       }),
       { numRuns: 30 },
     );
+  });
+
+  it('a weight shared by many rows gets its gradient as split-K partial products summed over the splits', () => {
+    expect(splitKFactor(2048, 15)).toBe(2);
+    expect(splitKFactor(16384, 384 * 1536)).toBe(8); // shakespeare-char's MLP weight: 36 tiles -> 288
+    expect(splitKFactor(16384, 50304 * 384)).toBe(1); // enough tiles already
+    expect(splitKFactor(1000, 15)).toBe(1); // too few rows to split
+    const g = new Graph();
+    const x = g.add('input', [], { name: 'x', dtype: 'f32', shape: [2, 1024, 3] });
+    const w = g.add('param', [], { name: 'w', dtype: 'f32', shape: [5, 3] });
+    const loss = g.add('sum', [g.add('matmul', [x, w], { transposeA: false, transposeB: true })], { dims: [0, 1, 2] });
+    g.setOutputs([{ name: 'loss', node: loss }]);
+    const grad = differentiate(g, loss, [w]).outputs.find((o) => o.name === 'grad.w')!.node;
+    expect(grad.op).toBe('sum');
+    expect((grad.inputs[0] as Node).type.shape).toEqual([2, 5, 3]);
   });
 
   it('an op without a gradient rule is refused with its name', () => {

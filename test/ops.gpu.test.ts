@@ -308,6 +308,13 @@ describe('reductions and row ops', () => {
     }), { numRuns: 25 });
   });
 
+  it('short reductions with many outputs (split-K partial sums) take the one-invocation-per-output path', async () => {
+    for (const [op, dims] of [['sum', [0]], ['mean', [0]], ['amax', [1]], ['sum', [0, 2]]] as const) {
+      const x = randomTensor('f32', [8, 70, 65], 11);
+      await check('sum', singleOp(op, [x], { dims: [...dims], keepdim: false }), (ref) => accumulated(ref));
+    }
+  });
+
   it('sum and amax of i32 stay exact', async () => {
     const x = randomTensor('i32', [5, 37, 3], 7, { lo: -100, hi: 100 });
     await check('reduce', singleOp('sum', [x], { dims: [0, 2] }), EXACT);

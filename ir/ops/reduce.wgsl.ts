@@ -49,15 +49,47 @@ function reduction(op: string, inDType: DType): Reduction {
   return { acc, init: acc === 'i32' ? '0' : '0.0', combine: (a, b) => `(${a} + ${b})`, finish };
 }
 
-/** sum/mean/amax over any dims: one workgroup per output element. */
+/** Reductions of at most this many elements per output, with at least SERIAL_MIN_OUTPUTS outputs, run one invocation per output. */
+const SERIAL_MAX_COUNT = 64;
+const SERIAL_MIN_OUTPUTS = 4096;
+
+/**
+ * sum/mean/amax over any dims: one workgroup per output element, its invocations striding over the
+ * reduced elements. Short reductions with many outputs (split-K partial products summed over their
+ * splits) instead give each invocation one output and a serial loop: a workgroup per output would
+ * leave most of its invocations idle.
+ */
 export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
   return (req) => {
     const x = req.inputs[0] as TensorType;
     const { kept, red } = mergeDims(x.shape, reducedDims(op, req.attrs, x.shape.length));
     const r = reduction(op, x.dtype);
     const count = numel(red.map((d) => d.size));
-    const group = groupFor(count);
     const read = r.acc === x.dtype ? 'x[at]' : `f32(x[at])`;
+    const params = {
+      count,
+      ...listParams('kept_shape', kept.map((d) => d.size)),
+      ...listParams('kept_stride', kept.map((d) => d.stride)),
+      ...listParams('red_shape', red.map((d) => d.size)),
+      ...listParams('red_stride', red.map((d) => d.stride)),
+    };
+    const outputs = numel(req.out.shape);
+    if (count <= SERIAL_MAX_COUNT && outputs >= SERIAL_MIN_OUTPUTS) {
+      const body = [
+        'if (gid >= params.outputs) { return; }',
+        ...coordLines('gid', kept.length, 'kept_shape', 'k'),
+        `let base = ${offsetExpr(kept.length, 'k', 'kept_stride')};`,
+        `var acc: ${r.acc} = ${r.init};`,
+        'for (var e = 0u; e < params.count; e = e + 1u) {',
+        indent(coordLines('e', red.length, 'red_shape', 'r')),
+        `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
+        `  acc = ${r.combine('acc', read)};`,
+        '}',
+        `out[gid] = ${r.finish('acc')};`,
+      ];
+      return { inputNames: ['x'], params: { ...params, outputs }, body: indent(body), workgroupSize: 256, workgroups: Math.ceil(outputs / 256) };
+    }
+    const group = groupFor(count);
     const body = [
       ...coordLines('wid', kept.length, 'kept_shape', 'k'),
       `let base = ${offsetExpr(kept.length, 'k', 'kept_stride')};`,
@@ -72,13 +104,7 @@ export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
     ];
     return {
       inputNames: ['x'],
-      params: {
-        count,
-        ...listParams('kept_shape', kept.map((d) => d.size)),
-        ...listParams('kept_stride', kept.map((d) => d.stride)),
-        ...listParams('red_shape', red.map((d) => d.size)),
-        ...listParams('red_stride', red.map((d) => d.stride)),
-      },
+      params,
       decls: reduceDecl('partial', r.acc, group),
       body: indent(body),
       workgroupSize: group,
