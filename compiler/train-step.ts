@@ -226,11 +226,14 @@ export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: numb
     const decay = group.weightDecay !== 0 ? input(decayInput(gi), []) : null;
     for (const { name, leaf } of groups[gi]) {
       const raw = gradOf.get(name)!;
-      const g = clipCoef ? add('mul', [raw, clipCoef]) : raw;
       const m = input(momentInput(name, 'exp_avg'), leaf.type.shape);
       const v = input(momentInput(name, 'exp_avg_sq'), leaf.type.shape);
-      const m1 = add('add', [add('mul', [m, beta1]), add('mul', [g, 1 - beta1])]);
-      const v1 = add('add', [add('mul', [v, beta2]), add('mul', [add('mul', [g, g]), 1 - beta2])]);
+      // The clipped gradient g = raw * coef is spelled out in each moment's formula, so each moment is
+      // one fused elementwise kernel (a shared g node would be a kernel of its own, read twice).
+      const g = () => (clipCoef ? add('mul', [raw, clipCoef]) : raw);
+      const m1 = add('add', [add('mul', [m, beta1]), add('mul', [g(), 1 - beta1])]);
+      const gSq = clipCoef ? add('mul', [add('mul', [raw, raw]), add('mul', [clipCoef, clipCoef])]) : add('mul', [raw, raw]);
+      const v1 = add('add', [add('mul', [v, beta2]), add('mul', [gSq, 1 - beta2])]);
       const denom = add('add', [add('mul', [add('sqrt', [v1]), invBias2Sqrt]), optimizer.eps]);
       const decayed = decay ? add('mul', [leaf, decay]) : leaf;
       const p1 = add('sub', [decayed, add('div', [add('mul', [m1, stepSize]), denom])]);

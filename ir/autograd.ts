@@ -28,8 +28,27 @@ export function unbroadcast(ctx: GradContext, grad: Node, shape: Shape): Node {
   if (sameShape(from, shape)) return grad;
   const lead = from.length - shape.length;
   const dims = from.map((_, i) => i).filter((i) => i < lead || (shape[i - lead] === 1 && from[i] !== 1));
-  const summed = dims.length > 0 ? ctx.add('sum', [grad], { dims, keepdim: false }) : grad;
+  const summed = dims.length === 0 ? grad : (sumLeadingRows(ctx, grad, dims) ?? ctx.add('sum', [grad], { dims, keepdim: false }));
   return sameShape(summed.type.shape, shape) ? summed : ctx.add('reshape', [summed], { shape: [...shape] });
+}
+
+/** Rows per block when a long sum over leading dims is done in two steps. */
+const ROW_BLOCK = 256;
+
+/**
+ * A sum over the leading dims of a big gradient (a bias's: [B, T, C] -> [C]) in two steps, blocks of
+ * ROW_BLOCK rows then the blocks, so the GPU gets (rows / ROW_BLOCK) x C outputs to spread the first
+ * step over instead of C. Null when `dims` are not exactly the leading dims or there are few rows.
+ */
+function sumLeadingRows(ctx: GradContext, grad: Node, dims: readonly number[]): Node | null {
+  const shape = grad.type.shape;
+  if (!dims.every((d, i) => d === i) || dims.length === shape.length) return null;
+  const rows = shape.slice(0, dims.length).reduce((a, b) => a * b, 1);
+  if (rows < 4 * ROW_BLOCK || rows % ROW_BLOCK !== 0) return null;
+  const rest = shape.slice(dims.length);
+  const blocks = ctx.add('reshape', [grad], { shape: [rows / ROW_BLOCK, ROW_BLOCK, ...rest] });
+  const partial = ctx.add('sum', [blocks], { dims: [1], keepdim: false });
+  return ctx.add('sum', [partial], { dims: [0], keepdim: false });
 }
 
 /** Input #k's gradient, made by `make` only when needed and summed back to the input's shape. */

@@ -107,6 +107,12 @@ const cases: Record<string, GradCase> = {
     inputs: { x: hostTensor('f32', [2, 1024, 3], Float64Array.from({ length: 6144 }, (_, k) => Math.sin(k * 0.37))) },
     build: (op, p, i) => op('matmul', [i.x, p.w], { transposeA: false, transposeB: true }),
   },
+  // 1024 rows share b: its gradient sums blocks of 256 rows, then the blocks.
+  'a bias added to 1024 rows (two-step row sum)': {
+    params: { b: [3] },
+    inputs: { x: hostTensor('f32', [4, 256, 3], Float64Array.from({ length: 3072 }, (_, k) => Math.cos(k))) },
+    build: (op, p, i) => op('mul', [op('add', [i.x, p.b]), op('add', [i.x, p.b])]),
+  },
   'embedding scatter-adds repeated rows': { params: { w: [5, 3] }, inputs: { idx: ints([2, 3], [0, 4, 4, 1, 0, 4]) }, build: (op, p, i) => op('embedding', [p.w, i.idx]) },
   'layer_norm (input, weight, bias)': { params: { x: [2, 3, 5], w: [5], b: [5] }, build: (op, p) => op('layer_norm', [p.x, p.w, p.b], { eps: 1e-5 }) },
   'layer_norm without bias': { params: { x: [4, 6], w: [6] }, build: (op, p) => op('layer_norm', [p.x, p.w], { eps: 1e-5 }) },

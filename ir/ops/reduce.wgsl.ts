@@ -89,6 +89,10 @@ export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
       ];
       return { inputNames: ['x'], params: { ...params, outputs }, body: indent(body), workgroupSize: 256, workgroups: Math.ceil(outputs / 256) };
     }
+    const inner = kept[kept.length - 1];
+    if (inner && inner.stride === 1 && inner.size >= COLUMN_TILE / 2 && red.every((d) => d.stride >= inner.size)) {
+      return columnReduce(r, read, kept, red, count, params);
+    }
     const group = groupFor(count);
     const body = [
       ...coordLines('wid', kept.length, 'kept_shape', 'k'),
@@ -110,6 +114,53 @@ export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
       workgroupSize: group,
       workgroups: numel(req.out.shape),
     };
+  };
+}
+
+/** Columns (adjacent outputs) per workgroup of the column path, and the invocations sharing each column's rows. */
+const COLUMN_TILE = 64;
+const COLUMN_LANES = 4;
+
+/**
+ * Reductions over outer dims, keeping the innermost one (bias and LayerNorm-weight gradients: a
+ * [rows, C] gradient summed over its rows): a workgroup takes COLUMN_TILE adjacent outputs, its
+ * invocations reading adjacent elements of each row (coalesced), COLUMN_LANES of them per column
+ * striding over the rows, then summing their lanes. The per-output path would read each column
+ * with a stride of C. autograd's unbroadcast splits long row ranges first, so there are enough
+ * workgroups (ir/autograd.ts).
+ */
+function columnReduce(r: Reduction, read: string, kept: Dim[], red: Dim[], count: number, params: Record<string, number>): KernelPlan {
+  const inner = kept[kept.length - 1];
+  const outerKept = kept.slice(0, -1);
+  const tiles = Math.ceil(inner.size / COLUMN_TILE);
+  const body = [
+    `let tile = wid % ${tiles}u;`,
+    `let col = tile * ${COLUMN_TILE}u + lid % ${COLUMN_TILE}u;`,
+    `let lane = lid / ${COLUMN_TILE}u;`,
+    `let outer = wid / ${tiles}u;`,
+    ...coordLines('outer', outerKept.length, 'kept_shape', 'k'),
+    `let base = ${outerKept.length > 0 ? `${offsetExpr(outerKept.length, 'k', 'kept_stride')} + ` : ''}min(col, params.inner - 1u);`,
+    `var acc: ${r.acc} = ${r.init};`,
+    `for (var e = lane; e < params.count; e = e + ${COLUMN_LANES}u) {`,
+    indent(coordLines('e', red.length, 'red_shape', 'r')),
+    `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
+    `  acc = ${r.combine('acc', read)};`,
+    '}',
+    'lanes[lid] = acc;',
+    'workgroupBarrier();',
+    `if (lane == 0u && col < params.inner) {`,
+    `  var total = acc;`,
+    `  for (var l = 1u; l < ${COLUMN_LANES}u; l = l + 1u) { total = ${r.combine('total', `lanes[lid + l * ${COLUMN_TILE}u]`)}; }`,
+    `  out[outer * params.inner + col] = ${r.finish('total')};`,
+    '}',
+  ];
+  return {
+    inputNames: ['x'],
+    params: { ...params, inner: inner.size },
+    decls: `var<workgroup> lanes: array<${r.acc}, ${COLUMN_TILE * COLUMN_LANES}>;`,
+    body: indent(body),
+    workgroupSize: COLUMN_TILE * COLUMN_LANES,
+    workgroups: Math.max(1, numel(outerKept.map((d) => d.size))) * tiles,
   };
 }
 
