@@ -6,35 +6,37 @@ struct Params {
   kept_stride0: u32,
   red_shape0: u32,
   red_stride0: u32,
+  inner: u32,
   groups: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> lanes: array<f32, 256>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let wid = group_id.y * group_count.x + group_id.x;
   // Past 65535 workgroups the grid is rounded up to a rectangle: the extra ones stop here.
   if (wid >= params.groups) { return; }
-  let gid = wid * 64u + lid;
-  let k0 = wid;
-  let base = k0 * params.kept_stride0;
+  let gid = wid * 256u + lid;
+  let tile = wid % 1u;
+  let col = tile * 64u + lid % 64u;
+  let lane = lid / 64u;
+  let outer = wid / 1u;
+  let base = min(col, params.inner - 1u);
   var acc: f32 = 0.0;
-  for (var e = lid; e < params.count; e = e + 64u) {
+  for (var e = lane; e < params.count; e = e + 4u) {
     let r0 = e;
     let at = base + r0 * params.red_stride0;
     acc = (acc + x[at]);
   }
-  partial[lid] = acc;
+  lanes[lid] = acc;
   workgroupBarrier();
-  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
-    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
-    workgroupBarrier();
+  if (lane == 0u && col < params.inner) {
+    var total = acc;
+    for (var l = 1u; l < 4u; l = l + 1u) { total = (total + lanes[lid + l * 64u]); }
+    out[outer * params.inner + col] = total;
   }
-  let total = partial[0];
-  workgroupBarrier();
-  if (lid == 0u) { out[wid] = total; }
 }
