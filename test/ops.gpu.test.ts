@@ -338,6 +338,14 @@ describe('reductions and row ops', () => {
     }), RUNS);
   });
 
+  it('layer_norm_backward gives the input gradient row by row', async () => {
+    await fc.assert(fc.asyncProperty(shape(1, 3), seed, async (s0, s) => {
+      const c = s0[s0.length - 1];
+      const args = [randomTensor('f32', s0, s, { lo: -3, hi: 5 }), randomTensor('f32', [c], s + 1), randomTensor('f32', s0, s + 2)];
+      await check('layer_norm', singleOp('layer_norm_backward', args, { eps: 1e-5 }), accumulated);
+    }), RUNS);
+  });
+
   it('layer_norm normalizes the last dim, with and without bias', async () => {
     await fc.assert(fc.asyncProperty(shape(1, 3), seed, fc.boolean(), async (s0, s, bias) => {
       const c = s0[s0.length - 1];

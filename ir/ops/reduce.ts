@@ -7,7 +7,7 @@ import { type HostData, allocData } from '../host.ts';
 import { type CpuOperand, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
-import { crossEntropyKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
+import { crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
 
 function tensorIn(inputs: readonly CpuOperand[], i: number): { type: TensorType; data: HostData } {
   const x = inputs[i];
@@ -153,6 +153,52 @@ registerOp({
   flops: (_inputs, _attrs, out) => 8 * numel(out.shape), // mean, variance (sub, square, sum), normalize, scale, shift
 });
 
+// layer_norm_backward(x, weight, g) {eps}: layer_norm's input gradient in one pass per row. With
+// xhat = (x - mean) * rstd and gy = g * weight: dx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat)).
+// Only gradients make it (layerNormGrad); the weight's and bias's gradients are column sums.
+registerOp({
+  name: 'layer_norm_backward',
+  infer(inputs, attrs) {
+    arity('layer_norm_backward', inputs, 3);
+    const [x, w, g] = [0, 1, 2].map((i) => tensorArg('layer_norm_backward', inputs, i));
+    for (const t of [x, w, g]) expectDType('layer_norm_backward', t, 'f32');
+    numAttr('layer_norm_backward', attrs, 'eps');
+    const c = x.shape[x.shape.length - 1];
+    if (!sameShape(w.shape, [c]) || !sameShape(g.shape, x.shape)) {
+      throw new KilnError('KILN_E001', `layer_norm_backward needs weight f32[${c}] and a gradient of ${formatType(x)}, got ${formatType(w)} and ${formatType(g)}`);
+    }
+    return { dtype: 'f32', shape: [...x.shape] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const [x, w, g] = [0, 1, 2].map((i) => tensorIn(inputs, i).data);
+    const eps = attrs.eps as number;
+    const c = out.shape[out.shape.length - 1];
+    const result = allocData('f32', numel(out.shape), precision);
+    for (let r = 0; r < result.length / c; r++) {
+      const at = r * c;
+      let mean = 0;
+      for (let k = 0; k < c; k++) mean += x[at + k];
+      mean /= c;
+      let variance = 0;
+      for (let k = 0; k < c; k++) variance += (x[at + k] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(variance / c + eps);
+      let gyMean = 0;
+      let gyXhatMean = 0;
+      for (let k = 0; k < c; k++) {
+        const gy = g[at + k] * w[k];
+        gyMean += gy;
+        gyXhatMean += gy * (x[at + k] - mean) * rstd;
+      }
+      gyMean /= c;
+      gyXhatMean /= c;
+      for (let k = 0; k < c; k++) result[at + k] = rstd * (g[at + k] * w[k] - gyMean - (x[at + k] - mean) * rstd * gyXhatMean);
+    }
+    return result;
+  },
+  wgsl: layerNormBackwardKernel,
+  flops: (_inputs, _attrs, out) => 14 * numel(out.shape),
+});
+
 // cross_entropy(logits[N,C], targets[N]) {ignoreIndex}: mean of -log softmax at the target, over kept rows.
 registerOp({
   name: 'cross_entropy',
@@ -203,19 +249,18 @@ export function softmaxBackward(ctx: GradContext, y: Node, g: Node, dim: number)
 
 // With xhat = (x - mean) * rstd over the last dim and gy = g * weight:
 // dx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat)), dweight = sum(g * xhat), dbias = sum(g).
+// dx is one layer_norm_backward kernel; dweight = sum(g * xhat) over rows, xhat = layer_norm(x, ones);
+// dbias = sum(g) over rows (the sums are inputGrad's unbroadcast).
 function layerNormGrad(ctx: GradContext): (Node | null)[] {
   const [x, weight] = ctx.node.inputs as Node[];
-  const add = (op: string, ...inputs: (Node | number)[]) => ctx.add(op, inputs);
-  const rowMean = (t: Node) => ctx.add('mean', [t], { dims: [-1], keepdim: true });
-  const centered = add('sub', x, rowMean(x));
-  const rstd = add('rsqrt', add('add', rowMean(add('mul', centered, centered)), ctx.node.attrs.eps as number));
-  const xhat = add('mul', centered, rstd);
+  const eps = ctx.node.attrs.eps as number;
   const g = ctx.grad;
-  const dx = () => {
-    const gy = add('mul', g, weight);
-    return add('mul', rstd, add('sub', add('sub', gy, rowMean(gy)), add('mul', xhat, rowMean(add('mul', gy, xhat)))));
-  };
-  return [inputGrad(ctx, 0, dx), inputGrad(ctx, 1, () => add('mul', g, xhat)), inputGrad(ctx, 2, () => g)];
+  const xhat = () => ctx.add('layer_norm', [x, ctx.add('full', [], { value: 1, dtype: 'f32', shape: [...weight.type.shape] })], { eps });
+  return [
+    inputGrad(ctx, 0, () => ctx.add('layer_norm_backward', [x, weight, g], { eps })),
+    inputGrad(ctx, 1, () => ctx.add('mul', [g, xhat()])),
+    inputGrad(ctx, 2, () => g),
+  ];
 }
 
 // dlogits = (softmax(logits) - onehot(targets)) * kept / count(kept) * g, where kept rows are those not ignored.

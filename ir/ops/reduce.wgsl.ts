@@ -223,6 +223,43 @@ export function layerNormKernel(req: KernelRequest): KernelPlan {
   };
 }
 
+/** layer_norm_backward: one workgroup per row; mean, variance, the two gradient means, then dx. */
+export function layerNormBackwardKernel(req: KernelRequest): KernelPlan {
+  const x = req.inputs[0] as TensorType;
+  const c = x.shape[x.shape.length - 1];
+  const group = groupFor(c);
+  const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+  const add = (a: string, b: string) => `(${a} + ${b})`;
+  const body = [
+    'let base = wid * params.c;',
+    'var part = 0.0;',
+    loop('part = part + x[base + e];'),
+    workgroupReduce('partial', group, 'part', add, 'total'),
+    'let mean = total / f32(params.c);',
+    'var part_sq = 0.0;',
+    loop('let d = x[base + e] - mean; part_sq = part_sq + d * d;'),
+    workgroupReduce('partial', group, 'part_sq', add, 'total_sq'),
+    'let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);',
+    '// gy = g * weight; the means of gy and of gy * xhat',
+    'var part_gy = 0.0;',
+    'var part_gyx = 0.0;',
+    loop('let gy = g[base + e] * weight[e]; part_gy = part_gy + gy; part_gyx = part_gyx + gy * (x[base + e] - mean) * rstd;'),
+    workgroupReduce('partial', group, 'part_gy', add, 'total_gy'),
+    workgroupReduce('partial', group, 'part_gyx', add, 'total_gyx'),
+    'let gy_mean = total_gy / f32(params.c);',
+    'let gyx_mean = total_gyx / f32(params.c);',
+    loop('let xhat = (x[base + e] - mean) * rstd; out[base + e] = rstd * (g[base + e] * weight[e] - gy_mean - xhat * gyx_mean);'),
+  ];
+  return {
+    inputNames: ['x', 'weight', 'g'],
+    params: { c },
+    decls: [constDecl('EPS', 'f32', numAttr('layer_norm_backward', req.attrs, 'eps')), reduceDecl('partial', 'f32', group)].join('\n'),
+    body: indent(body),
+    workgroupSize: group,
+    workgroups: c === 0 ? 0 : numel(x.shape) / c,
+  };
+}
+
 const CE_GROUP = 256;
 
 /**

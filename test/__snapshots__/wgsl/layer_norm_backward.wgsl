@@ -1,0 +1,68 @@
+// %3 = layer_norm_backward(%0, %1, %2) {eps=0.00001} : f32[2,24,64]  # model.ts:10:5
+
+struct Params {
+  c: u32,
+  groups: u32,
+}
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const EPS: f32 = 0.00001;
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wid = group_id.y * group_count.x + group_id.x;
+  // Past 65535 workgroups the grid is rounded up to a rectangle: the extra ones stop here.
+  if (wid >= params.groups) { return; }
+  let gid = wid * 64u + lid;
+  let base = wid * params.c;
+  var part = 0.0;
+  for (var e = lid; e < params.c; e = e + 64u) { part = part + x[base + e]; }
+  partial[lid] = part;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let total = partial[0];
+  workgroupBarrier();
+  let mean = total / f32(params.c);
+  var part_sq = 0.0;
+  for (var e = lid; e < params.c; e = e + 64u) { let d = x[base + e] - mean; part_sq = part_sq + d * d; }
+  partial[lid] = part_sq;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let total_sq = partial[0];
+  workgroupBarrier();
+  let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);
+  // gy = g * weight; the means of gy and of gy * xhat
+  var part_gy = 0.0;
+  var part_gyx = 0.0;
+  for (var e = lid; e < params.c; e = e + 64u) { let gy = g[base + e] * weight[e]; part_gy = part_gy + gy; part_gyx = part_gyx + gy * (x[base + e] - mean) * rstd; }
+  partial[lid] = part_gy;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let total_gy = partial[0];
+  workgroupBarrier();
+  partial[lid] = part_gyx;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let total_gyx = partial[0];
+  workgroupBarrier();
+  let gy_mean = total_gy / f32(params.c);
+  let gyx_mean = total_gyx / f32(params.c);
+  for (var e = lid; e < params.c; e = e + 64u) { let xhat = (x[base + e] - mean) * rstd; out[base + e] = rstd * (g[base + e] * weight[e] - gy_mean - xhat * gyx_mean); }
+}
