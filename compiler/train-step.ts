@@ -79,6 +79,8 @@ const momentInput = (name: string, which: 'exp_avg' | 'exp_avg_sq') => `optim.${
 const STEP_SIZE = 'optim.step_size';
 const INV_BIAS2_SQRT = 'optim.inv_bias2_sqrt';
 const decayInput = (group: number) => `optim.decay.${group}`;
+/** Operands of one fused elementwise kernel (passes/elementwise.ts fuses up to 6). */
+const FUSED_SUM_OPERANDS = 6;
 
 /**
  * Compiles `model`'s training step with `optimizer` (an AdamW over the same model). Each call takes
@@ -211,7 +213,14 @@ export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: numb
     const rows = rank >= 2 ? add('sum', [sq], { dims: [rank - 1], keepdim: false }) : sq;
     return add('sum', [rows], { dims: rows.type.shape.map((_, i) => i), keepdim: false });
   });
-  const norm = add('sqrt', [squares.reduce((a, b) => add('add', [a, b]))]);
+  // Summed in groups a fused elementwise kernel can take at once (a chain of every square would be too many operands to fuse at all).
+  const sumAll = (xs: Node[]): Node => {
+    if (xs.length === 1) return xs[0];
+    const groups: Node[] = [];
+    for (let i = 0; i < xs.length; i += FUSED_SUM_OPERANDS) groups.push(xs.slice(i, i + FUSED_SUM_OPERANDS).reduce((a, b) => add('add', [a, b])));
+    return sumAll(groups);
+  };
+  const norm = add('sqrt', [sumAll(squares)]);
   // torch: clip_coef = max_norm / (total_norm + 1e-6), applied when below 1 (clamped to 1).
   const clipCoef = gradClip > 0 ? add('minimum', [add('div', [gradClip, add('add', [norm, 1e-6])]), 1]) : null;
 

@@ -37,13 +37,29 @@ export function fuseElementwise(graph: Graph): Graph {
   const users = graph.users();
   const outputs = new Set(graph.outputs.map((o) => o.node));
   // A node is absorbed into its one user when both can join a chain and it is not broadcast there
-  // (a broadcast value would be recomputed for every element it reaches).
-  const absorbed = new Set<Node>();
-  for (const node of graph.nodes) {
+  // (a broadcast value would be recomputed for every element it reaches), as long as the user's chain
+  // keeps to MAX_FUSED_INPUTS operands: decided at each user, in graph order, so a long chain is cut
+  // into kernels that fit instead of left unfused.
+  const absorbable = (node: Node): boolean => {
     const us = users.get(node) ?? [];
-    if (fusible(node) && !outputs.has(node) && us.length === 1 && fusible(us[0]) && sameShape(node.type.shape, us[0].type.shape)) {
-      absorbed.add(node);
+    return fusible(node) && !outputs.has(node) && us.length === 1 && fusible(us[0]) && sameShape(node.type.shape, us[0].type.shape);
+  };
+  const absorbed = new Set<Node>();
+  const operandsOf = new Map<Node, Set<Node>>(); // the leaf operands of the chain rooted at a node
+  for (const node of graph.nodes) {
+    if (!fusible(node)) continue;
+    const operands = new Set<Node>();
+    for (const x of node.inputs) {
+      if (!isNode(x)) continue;
+      const inner = absorbable(x) ? operandsOf.get(x) : undefined;
+      if (inner && new Set([...operands, ...inner]).size + remainingLeaves(node, x, operands) <= MAX_FUSED_INPUTS) {
+        absorbed.add(x);
+        inner.forEach((o) => operands.add(o));
+      } else {
+        operands.add(x);
+      }
     }
+    operandsOf.set(node, operands);
   }
   const position = new Map(graph.nodes.map((n, i) => [n, i]));
   const out = new Graph(graph.nextFreeId());
@@ -65,6 +81,12 @@ export function fuseElementwise(graph: Graph): Graph {
   }
   out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
   return out;
+}
+
+/** Operands of `node` after `x` that will be leaves for sure (not absorbable chains): they need room too. */
+function remainingLeaves(node: Node, x: Node, taken: Set<Node>): number {
+  const after = node.inputs.slice(node.inputs.indexOf(x) + 1).filter(isNode);
+  return new Set(after.filter((y) => !taken.has(y) && y !== x)).size;
 }
 
 /** The absorbed nodes under `root`, in graph order (inputs before users). */
