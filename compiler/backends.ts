@@ -5,7 +5,7 @@ import { KilnError } from '../ir/errors.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
-import { formatType } from '../ir/types.ts';
+import { type TensorType, formatType, sameType } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
 import { Tensor } from './frontend/tensor.ts';
@@ -18,10 +18,20 @@ export type Runner = (leaf: (node: Node) => Tensor, options?: RunOptions) => Pro
 export interface RunOptions {
   /**
    * Outputs stored into existing tensors instead of new ones (a training step updating the
-   * parameters and optimizer state it read): each named output's value replaces the tensor's, on
-   * the device the backend runs on, and the tensor is returned under the output's name.
+   * parameters and optimizer state it read): each named output's value replaces the tensors'
+   * values (one tensor, or the parts an output stacks along its first dim), on the device the
+   * backend runs on. These outputs are left out of the returned map.
    */
-  readonly writeBack?: ReadonlyMap<string, Tensor>;
+  readonly writeBack?: ReadonlyMap<string, Tensor | readonly Tensor[]>;
+}
+
+/** A write-back target list: one tensor of the output's type, or k tensors the output stacks along a new leading dim. */
+export function writeBackParts(output: string, type: TensorType, target: Tensor | readonly Tensor[]): readonly Tensor[] {
+  const parts = target instanceof Tensor ? [target] : target;
+  const whole = parts.length === 1 && sameType(parts[0].type, type);
+  const stacked = type.shape[0] === parts.length && parts.every((t) => sameType(t.type, { dtype: type.dtype, shape: type.shape.slice(1) }));
+  if (!whole && !stacked) throw new Error(`output ${output} is ${formatType(type)}; it cannot be written back to ${parts.map((t) => formatType(t.type)).join(', ')}`);
+  return parts;
 }
 
 export interface ExecutionBackend {
@@ -45,10 +55,14 @@ export const cpuBackend: ExecutionBackend = {
         [...out].map(([name, host]) => {
           const target = options?.writeBack?.get(name);
           if (!target) return [name, new Tensor(host.type, { host })];
-          target.host = host;
-          target.device = undefined;
-          return [name, target];
-        }),
+          const parts = writeBackParts(name, host.type, target);
+          const size = host.data.length / parts.length;
+          for (const [i, t] of parts.entries()) {
+            t.host = { type: t.type, data: parts.length === 1 ? host.data : host.data.slice(i * size, (i + 1) * size) };
+            t.device = undefined;
+          }
+          return null;
+        }).filter((entry): entry is [string, Tensor] => entry !== null),
       );
     };
   },

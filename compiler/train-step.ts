@@ -9,7 +9,7 @@
 // The parameters and the optimizer's moments are leaves the step reads and outputs it writes back
 // into the same tensors (RunOptions.writeBack): on the GPU they stay on the GPU from step to step,
 // and only the loss comes back when asked for. Hyperparameters that change per step (the learning
-// rate through the step size and decay, the bias corrections) are 0-d inputs, so one compilation
+// rate through the step size and decay, the bias corrections) are inputs too, so one compilation
 // serves the whole run. `sync()` brings parameters and moments back to the host (checkpoints).
 //
 // The update is PyTorch's AdamW (torch/optim/adamw.py) in f32, as optimizer.step() computes it on the host:
@@ -20,6 +20,7 @@ import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { Graph, GraphOutput, Node } from '../ir/graph.ts';
 import { log } from '../ir/log.ts';
+import { ADAMW_HYPERS } from '../ir/ops/optim.ts';
 import { formatType } from '../ir/types.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses } from '../passes/index.ts';
 import type { BackendName, Runner } from './backends.ts';
@@ -72,13 +73,11 @@ export type TrainStep<M extends ForwardModule> = ((...args: Parameters<M['forwar
 
 const OUTPUT_LOSS = 'loss';
 const OUTPUT_NORM = 'grad_norm';
-const nextParam = (name: string) => `next.${name}`;
-const nextExpAvg = (name: string) => `next.optim.${name}.exp_avg`;
-const nextExpAvgSq = (name: string) => `next.optim.${name}.exp_avg_sq`;
+/** The output holding [p', m', v'] of one parameter. */
+const nextState = (name: string) => `next.${name}`;
 const momentInput = (name: string, which: 'exp_avg' | 'exp_avg_sq') => `optim.${name}.${which}`;
-const STEP_SIZE = 'optim.step_size';
-const INV_BIAS2_SQRT = 'optim.inv_bias2_sqrt';
-const decayInput = (group: number) => `optim.decay.${group}`;
+/** A parameter group's f32[3] of this step: step size, 1 / sqrt(1 - b2^t), decay (ADAMW_HYPERS). */
+const hypersInput = (group: number) => `optim.hypers.${group}`;
 /** Operands of one fused elementwise kernel (passes/elementwise.ts fuses up to 6). */
 const FUSED_SUM_OPERANDS = 6;
 
@@ -103,10 +102,10 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const s = optimizer.stateOf(name);
     moments.set(momentInput(name, 'exp_avg'), s.expAvg).set(momentInput(name, 'exp_avg_sq'), s.expAvgSq);
   }
-  const writeBack = new Map<string, Tensor>();
+  const writeBack = new Map<string, readonly Tensor[]>();
   for (const [name, p] of params) {
     const s = optimizer.stateOf(name);
-    writeBack.set(nextParam(name), p).set(nextExpAvg(name), s.expAvg).set(nextExpAvgSq(name), s.expAvgSq);
+    writeBack.set(nextState(name), [p, s.expAvg, s.expAvgSq]);
   }
 
   async function lower(...args: unknown[]): Promise<TrainingCompilation> {
@@ -157,19 +156,13 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   return step as unknown as TrainStep<M>;
 }
 
-/** This step's 0-d hyperparameter inputs (stepCount already counts it). */
+/** This step's hyperparameter inputs, one f32[3] per parameter group (stepCount already counts this step). */
 function hyperparameters(optimizer: AdamW): Map<string, Tensor> {
   const [beta1, beta2] = optimizer.betas;
   const t = optimizer.stepCount;
-  const scalar = (value: number) => new Tensor({ dtype: 'f32', shape: [] }, { host: { type: { dtype: 'f32', shape: [] }, data: Float32Array.of(value) } });
-  const out = new Map<string, Tensor>([
-    [STEP_SIZE, scalar(optimizer.lr / (1 - beta1 ** t))],
-    [INV_BIAS2_SQRT, scalar(1 / Math.sqrt(1 - beta2 ** t))],
-  ]);
-  optimizer.groups.forEach((g, i) => {
-    if (g.weightDecay !== 0) out.set(decayInput(i), scalar(1 - optimizer.lr * g.weightDecay));
-  });
-  return out;
+  const type = { dtype: 'f32' as const, shape: [ADAMW_HYPERS.length] };
+  const values = (weightDecay: number) => Float32Array.of(optimizer.lr / (1 - beta1 ** t), 1 / Math.sqrt(1 - beta2 ** t), 1 - optimizer.lr * weightDecay);
+  return new Map(optimizer.groups.map((g, i) => [hypersInput(i), new Tensor(type, { host: { type, data: values(g.weightDecay) } })]));
 }
 
 /** The loss output of a traced forward: `loss`, or its only output. */
@@ -186,7 +179,7 @@ function lossOutput(graph: Graph): GraphOutput {
 
 /**
  * The forward graph with its backward, the global-norm clip and the AdamW update appended. Outputs:
- * `loss`, `grad_norm`, and `next.<param>`, `next.optim.<param>.exp_avg`, `next.optim.<param>.exp_avg_sq`.
+ * `loss`, `grad_norm`, and `next.<param>`: f32[3, ...] stacking the parameter's and its moments' new values.
  */
 export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: number): Graph {
   const loss = lossOutput(forward);
@@ -225,28 +218,18 @@ export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: numb
   const clipCoef = gradClip > 0 ? add('minimum', [add('div', [gradClip, add('add', [norm, 1e-6])]), 1]) : null;
 
   const [beta1, beta2] = optimizer.betas;
-  const stepSize = input(STEP_SIZE, []);
-  const invBias2Sqrt = input(INV_BIAS2_SQRT, []);
   const outputs: GraphOutput[] = [
     { name: OUTPUT_LOSS, node: loss.node },
     { name: OUTPUT_NORM, node: norm },
   ];
-  optimizer.groups.forEach((group, gi) => {
-    const decay = group.weightDecay !== 0 ? input(decayInput(gi), []) : null;
+  optimizer.groups.forEach((_, gi) => {
+    const hypers = input(hypersInput(gi), [ADAMW_HYPERS.length]);
     for (const { name, leaf } of groups[gi]) {
-      const raw = gradOf.get(name)!;
       const m = input(momentInput(name, 'exp_avg'), leaf.type.shape);
       const v = input(momentInput(name, 'exp_avg_sq'), leaf.type.shape);
-      // The clipped gradient g = raw * coef is spelled out in each moment's formula, so each moment is
-      // one fused elementwise kernel (a shared g node would be a kernel of its own, read twice).
-      const g = () => (clipCoef ? add('mul', [raw, clipCoef]) : raw);
-      const m1 = add('add', [add('mul', [m, beta1]), add('mul', [g(), 1 - beta1])]);
-      const gSq = clipCoef ? add('mul', [add('mul', [raw, raw]), add('mul', [clipCoef, clipCoef])]) : add('mul', [raw, raw]);
-      const v1 = add('add', [add('mul', [v, beta2]), add('mul', [gSq, 1 - beta2])]);
-      const denom = add('add', [add('mul', [add('sqrt', [v1]), invBias2Sqrt]), optimizer.eps]);
-      const decayed = decay ? add('mul', [leaf, decay]) : leaf;
-      const p1 = add('sub', [decayed, add('div', [add('mul', [m1, stepSize]), denom])]);
-      outputs.push({ name: nextParam(name), node: p1 }, { name: nextExpAvg(name), node: m1 }, { name: nextExpAvgSq(name), node: v1 });
+      // One kernel per parameter: [p', m', v'] stacked (ir/ops/optim.ts), copied back into p, m and v.
+      const update = add('adamw_update', [leaf, gradOf.get(name)!, m, v, hypers, ...(clipCoef ? [clipCoef] : [])], { beta1, beta2, eps: optimizer.eps });
+      outputs.push({ name: nextState(name), node: update });
     }
   });
   graph.setOutputs(outputs);

@@ -5,9 +5,9 @@ import { type Program, lowerGraph, lowerNode } from '../codegen/index.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
-import { type TensorType, formatType, sameType } from '../ir/types.ts';
-import { Executor, type Feed, type KilnDevice, getDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
-import { type ExecutionBackend, type Runner, eagerInputIndex } from './backends.ts';
+import type { TensorType } from '../ir/types.ts';
+import { Executor, type Feed, type KilnDevice, getDevice, gpuBytes, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
+import { type ExecutionBackend, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backends.ts';
 import { registerBackend } from './compile.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
 import { fedPerCall } from './leaves.ts';
@@ -52,7 +52,7 @@ function detach(kdev: KilnDevice, encoder: GPUCommandEncoder, src: GPUBuffer, ty
  * copy is queued after every kernel that read the old value). Such tensors' host copies go stale and
  * are dropped.
  */
-function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, outputs: readonly { name: string; node: Node }[], writeBack?: ReadonlyMap<string, Tensor>): Map<string, Tensor> {
+function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, outputs: readonly { name: string; node: Node }[], writeBack?: RunOptions['writeBack']): Map<string, Tensor> {
   const buffers = exec.run(feeds);
   const encoder = kdev.device.createCommandEncoder({ label: 'kiln outputs' });
   const result = new Map<string, Tensor>();
@@ -63,11 +63,12 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
       result.set(o.name, detach(kdev, encoder, src, o.node.type));
       continue;
     }
-    if (!sameType(target.type, o.node.type)) throw new Error(`output ${o.name} is ${formatType(o.node.type)}, the tensor written back to is ${formatType(target.type)}`);
-    const dst = deviceBuffer(kdev, target, o.name);
-    encoder.copyBufferToBuffer(src, 0, dst, 0, Math.min(src.size, dst.size));
-    target.host = undefined;
-    result.set(o.name, target);
+    // Stacked parts lie one after another in the output: part i starts i * (its bytes) in.
+    for (const [i, t] of writeBackParts(o.name, o.node.type, target).entries()) {
+      const bytes = gpuBytes(t.type);
+      encoder.copyBufferToBuffer(src, i * bytes, deviceBuffer(kdev, t, o.name), 0, bytes);
+      t.host = undefined;
+    }
   }
   kdev.device.queue.submit([encoder.finish()]);
   return result;

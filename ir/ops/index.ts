@@ -9,3 +9,4 @@ import './fused_attention.ts';
 import './attention_backward.ts';
 import './fused_elementwise.ts';
 import './backward.ts';
+import './optim.ts';
