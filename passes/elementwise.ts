@@ -99,9 +99,54 @@ function absorbedInto(root: Node, absorbed: Set<Node>, position: Map<Node, numbe
   return [...found].sort((a, b) => position.get(a)! - position.get(b)!);
 }
 
+/** The chain a node computes, as an expression over its tensor operands (literals inline). */
+function exprOfNode(node: Node): { expr: Expr; operands: Node[] } {
+  const operands = node.inputs.filter(isNode);
+  if (node.op === 'fused_elementwise') return { expr: parseExpr(String(node.attrs.expr)), operands };
+  let k = 0;
+  return { expr: { op: node.op, args: node.inputs.map((x): Expr => (isNode(x) ? { operand: k++ } : { literal: x })) }, operands };
+}
+
+/**
+ * A sum or mean whose input is an elementwise chain used nowhere else, with operands of the chain's
+ * own shape (no broadcasting), becomes one fused_reduce: the chain is computed as the reduction reads.
+ */
+export function fuseReductions(graph: Graph): Graph {
+  const users = graph.users();
+  const outputs = new Set(graph.outputs.map((o) => o.node));
+  const into = new Map<Node, Node>(); // reduction -> the chain it takes in
+  for (const node of graph.nodes) {
+    if (node.op !== 'sum' && node.op !== 'mean') continue;
+    const x = node.inputs[0];
+    if (!isNode(x) || !fusible(x) || outputs.has(x) || (users.get(x) ?? []).length !== 1) continue;
+    const operands = x.inputs.filter(isNode);
+    if (operands.length === 0 || operands.length > MAX_FUSED_INPUTS || !operands.every((o) => o.type.dtype === 'f32' && sameShape(o.type.shape, x.type.shape))) continue;
+    into.set(node, x);
+  }
+  if (into.size === 0) return graph;
+  const chains = new Set(into.values());
+  const out = new Graph(graph.nextFreeId());
+  out.constants = graph.constants;
+  const remap = new Map<Node, Node>();
+  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
+  for (const node of graph.nodes) {
+    if (chains.has(node)) continue;
+    const chain = into.get(node);
+    if (chain) {
+      const { expr, operands } = exprOfNode(chain);
+      remap.set(node, out.add('fused_reduce', operands.map(mapped), { op: node.op, expr: formatExpr(expr), dims: node.attrs.dims ?? null, keepdim: node.attrs.keepdim ?? false }, node.loc, node.scope));
+      continue;
+    }
+    const inputs = node.inputs.map(mapped);
+    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
+  }
+  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
+  return out;
+}
+
 export const elementwiseFusion: Pass = {
   name: 'fuse_elementwise',
   stage: 'lowered',
-  description: 'fuses chains of f32 elementwise ops (bias + GELU, bias + residual) into one kernel each',
-  run: (graph) => fuseElementwise(graph),
+  description: 'fuses chains of f32 elementwise ops (bias + GELU, bias + residual) into one kernel each, and into the sums that read them',
+  run: (graph) => fuseReductions(fuseElementwise(graph)),
 };

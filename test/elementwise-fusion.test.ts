@@ -94,5 +94,35 @@ describe('elementwise fusion', () => {
     }
     exec.destroy();
   });
-});
 
+  it('fuses an elementwise chain into the sum or mean that alone reads it, on every reduce path, as the reference computes it', async () => {
+    const g = new Graph();
+    const a = g.add('input', [], { name: 'a', dtype: 'f32', shape: [300, 40] });
+    const b = g.add('input', [], { name: 'b', dtype: 'f32', shape: [300, 40] });
+    const prod = g.add('mul', [a, b]);
+    const rows = g.add('sum', [prod], { dims: [1], keepdim: false }); // a workgroup per row
+    const sq = g.add('mul', [g.add('add', [a, 1]), b]);
+    const cols = g.add('mean', [sq], { dims: [0], keepdim: true }); // the column path
+    const shared = g.add('mul', [a, a]); // also an output: stays a kernel of its own
+    const kept = g.add('sum', [shared], { dims: [0, 1], keepdim: false });
+    g.setOutputs([{ name: 'rows', node: rows }, { name: 'cols', node: cols }, { name: 'shared', node: shared }, { name: 'kept', node: kept }]);
+    const fused = fuseElementwise(g);
+    const { fuseReductions } = await import('../passes/elementwise.ts');
+    const both = fuseReductions(fused);
+    expect(both.nodesOf('fused_reduce').map((n) => n.attrs.expr)).toEqual(['mul($0, $1)', 'mul(add($0, 1), $1)']);
+    expect(both.nodesOf('mul').length).toBe(1);
+    const r = rng(3);
+    const values = new Map([a, b].map((n) => [n, { type: n.type, data: Float32Array.from({ length: 12000 }, () => r() * 2 - 1) }]));
+    const want = interpret(g, (n) => values.get(n)!, 'f64');
+    const cpu = interpret(both, (n) => values.get(n)!, 'f64');
+    const kdev = await getDevice();
+    const exec = await Executor.create(kdev, lowerGraph(both));
+    const buffers = exec.run(new Map([...values].map(([n, t]) => [both.nodes.find((m) => m.attrs.name === n.attrs.name)!, t])));
+    for (const o of both.outputs) {
+      expect(relError(cpu.get(o.name)!.data, want.get(o.name)!.data)).toBeLessThan(1e-12);
+      // f32 sums of up to 12000 terms of |x| <= 2: the accumulation tolerance of ops.gpu.test.ts.
+      expect(relError(await readback(kdev, buffers.get(o.name)!, o.node.type), want.get(o.name)!.data), o.name).toBeLessThan(2e-5);
+    }
+    exec.destroy();
+  });
+});

@@ -8,9 +8,10 @@ import type { Attrs } from '../graph.ts';
 import { allocData } from '../host.ts';
 import { type ScalarFn, getOp, registerOp } from '../registry.ts';
 import { NUMBER, formatNumber, parseNumber } from '../text.ts';
-import { numel } from '../types.ts';
+import { type TensorType, numel, sameShape } from '../types.ts';
 import { broadcastIndex } from './check.ts';
 import { inferElementwise } from './elementwise.ts';
+import { reduceKernel } from './reduce.wgsl.ts';
 import { elementwiseKernel, wgslLiteral } from './wgsl.ts';
 
 /** An expression tree: an operand, a literal, or an op applied to subtrees. */
@@ -106,3 +107,46 @@ registerOp({
   },
   wgsl: (req) => elementwiseKernel(req, composeScalar(exprOf(req.attrs))),
 });
+
+// fused_reduce(x0, x1, ...) {op, expr, dims, keepdim}: a sum or mean over `dims` of an elementwise
+// chain of operands that all have the reduced shape, in one kernel: the chain is computed as each
+// element is read (sum(g * g) for the gradient norm, sum(g * xhat) for LayerNorm's weight), so the
+// product never goes to memory. Made by the elementwise fusion pass.
+registerOp({
+  name: 'fused_reduce',
+  flops: (inputs, attrs) => 2 * numel((inputs[0] as TensorType).shape) * Math.max(1, (String(attrs.expr).match(/\(/g) ?? []).length),
+  infer(inputs, attrs) {
+    const op = reduceOpOf(attrs);
+    composeScalar(exprOf(attrs));
+    if (inputs.length === 0) throw new KilnError('KILN_E011', 'fused_reduce needs operands');
+    const first = inputs[0];
+    for (const x of inputs) {
+      if (typeof x === 'number' || typeof first === 'number' || x.dtype !== 'f32' || !sameShape(x.shape, first.shape)) {
+        throw new KilnError('KILN_E011', 'fused_reduce operands must be f32 tensors of one shape');
+      }
+    }
+    return getOp(op).infer([first], attrs);
+  },
+  cpu(inputs, attrs, out, precision) {
+    const scalar = composeScalar(exprOf(attrs));
+    const tensors = inputs.map((x) => { if (typeof x === 'number') throw new Error('fused_reduce of a scalar'); return x; });
+    const n = numel(tensors[0].type.shape);
+    const values = allocData('f32', n, precision);
+    const args = new Array<number>(tensors.length);
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < args.length; a++) args[a] = tensors[a].data[i];
+      values[i] = scalar.js(...args);
+    }
+    return getOp(reduceOpOf(attrs)).cpu([{ type: tensors[0].type, data: values }], attrs, out, precision);
+  },
+  wgsl(req) {
+    const scalar = composeScalar(exprOf(req.attrs));
+    const names = req.inputs.map((_, i) => `x${i}`);
+    return reduceKernel(reduceOpOf(req.attrs), { names, value: (at) => scalar.wgsl(...names.map((n) => `${n}[${at}]`)), decls: scalar.decls })(req);
+  },
+});
+
+function reduceOpOf(attrs: Attrs): 'sum' | 'mean' {
+  if (attrs.op !== 'sum' && attrs.op !== 'mean') throw new KilnError('KILN_E011', `fused_reduce op must be sum or mean, got ${String(attrs.op)}`);
+  return attrs.op;
+}

@@ -49,6 +49,16 @@ function reduction(op: string, inDType: DType): Reduction {
   return { acc, init: acc === 'i32' ? '0' : '0.0', combine: (a, b) => `(${a} + ${b})`, finish };
 }
 
+/**
+ * What a fused reduction reads instead of one input `x`: several inputs of the reduced shape, combined
+ * per element by `value` (WGSL of the element at index `at`), with its helper declarations.
+ */
+export interface ReducedOperands {
+  readonly names: string[];
+  readonly value: (at: string) => string;
+  readonly decls?: string;
+}
+
 /** Reductions of at most this many elements per output, with at least SERIAL_MIN_OUTPUTS outputs, run one invocation per output. */
 const SERIAL_MAX_COUNT = 64;
 const SERIAL_MIN_OUTPUTS = 4096;
@@ -59,13 +69,14 @@ const SERIAL_MIN_OUTPUTS = 4096;
  * splits) instead give each invocation one output and a serial loop: a workgroup per output would
  * leave most of its invocations idle.
  */
-export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
+export function reduceKernel(op: string, operands?: ReducedOperands): (req: KernelRequest) => KernelPlan {
   return (req) => {
     const x = req.inputs[0] as TensorType;
     const { kept, red } = mergeDims(x.shape, reducedDims(op, req.attrs, x.shape.length));
     const r = reduction(op, x.dtype);
     const count = numel(red.map((d) => d.size));
-    const read = r.acc === x.dtype ? 'x[at]' : `f32(x[at])`;
+    const read = operands ? operands.value('at') : r.acc === x.dtype ? 'x[at]' : `f32(x[at])`;
+    const inputNames = operands?.names ?? ['x'];
     const params = {
       count,
       ...listParams('kept_shape', kept.map((d) => d.size)),
@@ -87,11 +98,11 @@ export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
         '}',
         `out[gid] = ${r.finish('acc')};`,
       ];
-      return { inputNames: ['x'], params: { ...params, outputs }, body: indent(body), workgroupSize: 256, workgroups: Math.ceil(outputs / 256) };
+      return { inputNames, params: { ...params, outputs }, decls: operands?.decls, body: indent(body), workgroupSize: 256, workgroups: Math.ceil(outputs / 256) };
     }
     const inner = kept[kept.length - 1];
     if (inner && inner.stride === 1 && inner.size >= COLUMN_TILE / 2 && red.every((d) => d.stride >= inner.size)) {
-      return columnReduce(r, read, kept, red, count, params);
+      return columnReduce(r, read, inputNames, operands?.decls, kept, red, count, params);
     }
     const group = groupFor(count);
     const body = [
@@ -107,9 +118,9 @@ export function reduceKernel(op: string): (req: KernelRequest) => KernelPlan {
       `if (lid == 0u) { out[wid] = ${r.finish('total')}; }`,
     ];
     return {
-      inputNames: ['x'],
+      inputNames,
       params,
-      decls: reduceDecl('partial', r.acc, group),
+      decls: [operands?.decls, reduceDecl('partial', r.acc, group)].filter(Boolean).join('\n'),
       body: indent(body),
       workgroupSize: group,
       workgroups: numel(req.out.shape),
@@ -129,7 +140,7 @@ const COLUMN_LANES = 4;
  * with a stride of C. autograd's unbroadcast splits long row ranges first, so there are enough
  * workgroups (ir/autograd.ts).
  */
-function columnReduce(r: Reduction, read: string, kept: Dim[], red: Dim[], count: number, params: Record<string, number>): KernelPlan {
+function columnReduce(r: Reduction, read: string, inputNames: string[], decls: string | undefined, kept: Dim[], red: Dim[], count: number, params: Record<string, number>): KernelPlan {
   const inner = kept[kept.length - 1];
   const outerKept = kept.slice(0, -1);
   const tiles = Math.ceil(inner.size / COLUMN_TILE);
@@ -155,9 +166,9 @@ function columnReduce(r: Reduction, read: string, kept: Dim[], red: Dim[], count
     '}',
   ];
   return {
-    inputNames: ['x'],
+    inputNames,
     params: { ...params, inner: inner.size },
-    decls: `var<workgroup> lanes: array<${r.acc}, ${COLUMN_TILE * COLUMN_LANES}>;`,
+    decls: [decls, `var<workgroup> lanes: array<${r.acc}, ${COLUMN_TILE * COLUMN_LANES}>;`].filter(Boolean).join('\n'),
     body: indent(body),
     workgroupSize: COLUMN_TILE * COLUMN_LANES,
     workgroups: Math.max(1, numel(outerKept.map((d) => d.size))) * tiles,
