@@ -124,7 +124,7 @@ const train: Suite = async (kdev, smoke) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
     ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 2, 8]]
     : [
-        ['shakespeare-char', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65 }, 64, 256],
+        ['shakespeare-char', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false }, 64, 256], // train_shakespeare_char.py
         ['GPT-2 124M', {}, 8, 1024],
       ];
   const out: CaseResult[] = [];

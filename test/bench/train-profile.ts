@@ -23,7 +23,7 @@ const gpt2 = argv.includes('--gpt2');
 const fused = !argv.includes('--unfused');
 const flash = argv.includes('--sdpa');
 const tiny = argv.includes('--tiny'); // a check that it runs (SwiftShader)
-const config = tiny ? { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 } : gpt2 ? {} : { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65 };
+const config = tiny ? { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 } : gpt2 ? {} : { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false }; // nanoGPT's shakespeare_char config
 const [B, T] = tiny ? [2, 8] : gpt2 ? [8, 1024] : [64, 256];
 
 manualSeed(1);
