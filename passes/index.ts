@@ -1,6 +1,7 @@
 // The default pipeline, in stage order. A pass is added here once, by name.
 import { fuseAttention } from './attention.ts';
 import { canonicalize } from './canonicalize.ts';
+import { crossEntropyRows } from './cross-entropy.ts';
 import { deadCodeElimination } from './dce.ts';
 import { elementwiseFusion } from './elementwise.ts';
 import { commonSubexpressions, constantFolding } from './fold.ts';
@@ -13,6 +14,7 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   deadCodeElimination('canonical'),
   fuseAttention, // fused: attention chains -> fused_attention
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
+  crossEntropyRows, // lowered: big losses row-parallel
   elementwiseFusion, // lowered: elementwise chains as one kernel each
 ];
 

@@ -22,7 +22,8 @@ import { F32_MAX } from '../ir/ops/wgsl.ts';
 import { getOp } from '../ir/registry.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
-import { rng } from './helpers.ts';
+import { relError, rng } from './helpers.ts';
+import { rowParallelCrossEntropy } from '../passes/cross-entropy.ts';
 
 afterAll(releaseDevice);
 
@@ -360,6 +361,24 @@ describe('reductions and row ops', () => {
       if (n > 1) (targets.data as Int32Array)[n - 1] = -100;
       await check('cross_entropy', singleOp('cross_entropy', [randomTensor('f32', [n, c], s, { lo: -4, hi: 4 }), targets], { ignoreIndex: -100 }), accumulated);
     }), RUNS);
+  });
+});
+
+describe('row-parallel cross entropy', () => {
+  it('a big cross_entropy becomes cross_entropy_rows, a sum and a count, with the same loss on the GPU', async () => {
+    const [n, c] = [1100, 65]; // 71500 logits: past ROW_PARALLEL_ELEMENTS
+    const logits = randomTensor('f32', [n, c], 21, { lo: -4, hi: 4 });
+    const targets = randomTensor('i32', [n], 22, { lo: 0, hi: c });
+    for (let i = 0; i < n; i += 7) (targets.data as Int32Array)[i] = -100; // ignored rows
+    const single = singleOp('cross_entropy', [logits, targets], { ignoreIndex: -100 });
+    const graph = rowParallelCrossEntropy(single.graph);
+    expect(graph.nodesOf('cross_entropy')).toEqual([]);
+    expect(graph.nodesOf('cross_entropy_rows')).toHaveLength(1);
+    const feeds = new Map([...single.feeds].map(([node, t]) => [graph.nodes.find((m) => m.id === node.id)!, t]));
+    const want = runCpu(single).get('y')!;
+    expect(relError(runCpu({ graph, feeds }).get('y')!, want)).toBeLessThan(1e-12);
+    // A mean of 943 kept row losses, each a logsumexp of 65 terms, in f32.
+    await check('cross_entropy', { graph, feeds }, accumulated);
   });
 });
 

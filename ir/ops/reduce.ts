@@ -4,10 +4,10 @@ import { type GradContext, type GradRule, broadcastTo, inputGrad } from '../auto
 import { KilnError } from '../errors.ts';
 import type { Attrs, Node } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
-import { type CpuOperand, registerOp } from '../registry.ts';
+import { type CpuOperand, getOp, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
-import { crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
+import { crossEntropyKernel, crossEntropyRowsKernel, layerNormBackwardKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
 
 function tensorIn(inputs: readonly CpuOperand[], i: number): { type: TensorType; data: HostData } {
   const x = inputs[i];
@@ -239,6 +239,38 @@ registerOp({
   wgsl: crossEntropyKernel,
   grad: crossEntropyGrad,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape), // a log-softmax over each row of logits [N, C]
+});
+
+// cross_entropy_rows(logits[N,C], targets[N]) {ignoreIndex}: each row's -log softmax at its target,
+// 0 where the target is ignored. What the cross_entropy_rows pass turns a big cross_entropy into
+// (with the mean over kept rows as a sum and a count), so the rows spread over the GPU.
+registerOp({
+  name: 'cross_entropy_rows',
+  infer(inputs, attrs) {
+    const loss = getOp('cross_entropy').infer(inputs, attrs);
+    if (loss.shape.length !== 0) throw new Error('cross_entropy gave a non-scalar');
+    return { dtype: 'f32', shape: [(inputs[1] as TensorType).shape[0]] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const logits = tensorIn(inputs, 0);
+    const targets = tensorIn(inputs, 1).data;
+    const ignore = intAttr('cross_entropy_rows', attrs, 'ignoreIndex', -100);
+    const [n, c] = logits.type.shape;
+    const result = allocData('f32', n, precision);
+    for (let r = 0; r < n; r++) {
+      const t = targets[r];
+      if (t === ignore) continue;
+      if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
+      let max = -Infinity;
+      for (let k = 0; k < c; k++) max = Math.max(max, logits.data[r * c + k]);
+      let sum = 0;
+      for (let k = 0; k < c; k++) sum += Math.exp(logits.data[r * c + k] - max);
+      result[r] = Math.log(sum) + max - logits.data[r * c + t];
+    }
+    return result;
+  },
+  wgsl: crossEntropyRowsKernel,
+  flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape),
 });
 
 /** The gradient of softmax's input from its output `y` and the output gradient `g`, along `dim`. */

@@ -271,6 +271,35 @@ export function layerNormBackwardKernel(req: KernelRequest): KernelPlan {
   };
 }
 
+/** cross_entropy_rows: one workgroup per row; max, sum of exp, then the row's loss (0 when ignored). */
+export function crossEntropyRowsKernel(req: KernelRequest): KernelPlan {
+  const [rows, c] = (req.inputs[0] as TensorType).shape;
+  const group = groupFor(c);
+  const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+  const body = [
+    'let base = wid * params.c;',
+    `var row_max = ${SENTINEL};`,
+    loop('row_max = max(row_max, logits[base + e]);'),
+    workgroupReduce('partial', group, 'row_max', (a, b) => `max(${a}, ${b})`, 'max_all'),
+    'var row_sum = 0.0;',
+    loop('row_sum = row_sum + exp(logits[base + e] - max_all);'),
+    workgroupReduce('partial', group, 'row_sum', (a, b) => `(${a} + ${b})`, 'sum_all'),
+    'let label = targets[wid];',
+    'if (lid == 0u) {',
+    '  let picked = logits[base + u32(clamp(label, 0, i32(params.c) - 1))];',
+    '  out[wid] = select(log(sum_all) + max_all - picked, 0.0, label == IGNORE_INDEX);',
+    '}',
+  ];
+  return {
+    inputNames: ['logits', 'targets'],
+    params: { c },
+    decls: [constDecl('IGNORE_INDEX', 'i32', intAttr('cross_entropy_rows', req.attrs, 'ignoreIndex', -100)), reduceDecl('partial', 'f32', group)].join('\n'),
+    body: indent(body),
+    workgroupSize: group,
+    workgroups: rows,
+  };
+}
+
 const CE_GROUP = 256;
 
 /**

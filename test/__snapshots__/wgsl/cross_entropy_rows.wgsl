@@ -1,0 +1,47 @@
+// %2 = cross_entropy_rows(%0, %1) {ignoreIndex=-100} : f32[48]  # model.ts:10:5
+
+struct Params {
+  c: u32,
+  groups: u32,
+}
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const IGNORE_INDEX: i32 = -100;
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wid = group_id.y * group_count.x + group_id.x;
+  // Past 65535 workgroups the grid is rounded up to a rectangle: the extra ones stop here.
+  if (wid >= params.groups) { return; }
+  let gid = wid * 64u + lid;
+  let base = wid * params.c;
+  var row_max = -3.4028234663852886e+38;
+  for (var e = lid; e < params.c; e = e + 64u) { row_max = max(row_max, logits[base + e]); }
+  partial[lid] = row_max;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let max_all = partial[0];
+  workgroupBarrier();
+  var row_sum = 0.0;
+  for (var e = lid; e < params.c; e = e + 64u) { row_sum = row_sum + exp(logits[base + e] - max_all); }
+  partial[lid] = row_sum;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { partial[lid] = (partial[lid] + partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let sum_all = partial[0];
+  workgroupBarrier();
+  let label = targets[wid];
+  if (lid == 0u) {
+    let picked = logits[base + u32(clamp(label, 0, i32(params.c) - 1))];
+    out[wid] = select(log(sum_all) + max_all - picked, 0.0, label == IGNORE_INDEX);
+  }
+}
