@@ -5,6 +5,7 @@
 import { KilnError } from './errors.ts';
 import { type Attrs, Graph, type Node, type Operand, isNode } from './graph.ts';
 import { getOp } from './registry.ts';
+import { MAX_CONCAT_INPUTS } from './ops/backward.ts';
 import { type Shape, formatType, sameShape } from './types.ts';
 
 /** What a gradient rule sees: the forward node, the gradient of its output, and a builder for new nodes. */
@@ -30,6 +31,33 @@ export function unbroadcast(ctx: GradContext, grad: Node, shape: Shape): Node {
   const dims = from.map((_, i) => i).filter((i) => i < lead || (shape[i - lead] === 1 && from[i] !== 1));
   const summed = dims.length === 0 ? grad : (sumLeadingRows(ctx, grad, dims) ?? ctx.add('sum', [grad], { dims, keepdim: false }));
   return sameShape(summed.type.shape, shape) ? summed : ctx.add('reshape', [summed], { shape: [...shape] });
+}
+
+/**
+ * The gradients of slices that tile their input exactly (step 1, disjoint, covering the dim: q, k, v
+ * split from one projection) as one concat of the slices' gradients, instead of a zero-padded tensor
+ * per slice summed. Null when `parts` are not such slice_backward nodes. The slice_backward nodes are
+ * left for dead-code elimination.
+ */
+function tiledSlices(graph: Graph, parts: readonly Node[], node: Node): Node | null {
+  if (parts.length < 2 || parts.length > MAX_CONCAT_INPUTS || !parts.every((p) => p.op === 'slice_backward')) return null;
+  const rank = node.type.shape.length;
+  const dimOf = (p: Node) => ((p.attrs.dim as number) + rank) % rank;
+  const dim = dimOf(parts[0]);
+  if (!parts.every((p) => dimOf(p) === dim && (p.attrs.step ?? 1) === 1)) return null;
+  const ranges = parts.map((p) => {
+    const grad = p.inputs[0] as Node;
+    const start = typeof p.attrs.start === 'number' ? p.attrs.start : 0;
+    return { grad, start: start < 0 ? start + node.type.shape[dim] : start, size: grad.type.shape[dim] };
+  });
+  ranges.sort((a, b) => a.start - b.start);
+  let at = 0;
+  for (const r of ranges) {
+    if (r.start !== at) return null;
+    at += r.size;
+  }
+  if (at !== node.type.shape[dim]) return null;
+  return graph.add('concat', ranges.map((r) => r.grad), { dim }, node.loc, node.scope);
 }
 
 /** Rows per block when a long sum over leading dims is done in two steps. */
@@ -89,7 +117,7 @@ export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): G
   const total = (node: Node): Node | undefined => {
     const parts = pending.get(node);
     if (!parts) return undefined;
-    const sum = parts.reduce((acc, g) => out.add('add', [acc, g], {}, node.loc, node.scope));
+    const sum = tiledSlices(out, parts, node) ?? parts.reduce((acc, g) => out.add('add', [acc, g], {}, node.loc, node.scope));
     pending.set(node, [sum]);
     return sum;
   };

@@ -113,6 +113,14 @@ const cases: Record<string, GradCase> = {
     inputs: { x: hostTensor('f32', [4, 256, 3], Float64Array.from({ length: 3072 }, (_, k) => Math.cos(k))) },
     build: (op, p, i) => op('mul', [op('add', [i.x, p.b]), op('add', [i.x, p.b])]),
   },
+  'slices tiling a dim meet as one concat': {
+    params: { a: [2, 6] },
+    build: (op, p) => {
+      const part = (start: number) => op('slice', [p.a], { dim: 1, start, end: start + 2, step: 1 });
+      return op('add', [op('mul', [part(0), part(2)]), op('exp', [part(4)])]);
+    },
+  },
+  'concat along the last dim': { params: { a: [2, 3], b: [2, 2] }, build: (op, p) => op('exp', [op('concat', [p.a, p.b], { dim: 1 })]) },
   'embedding scatter-adds repeated rows': { params: { w: [5, 3] }, inputs: { idx: ints([2, 3], [0, 4, 4, 1, 0, 4]) }, build: (op, p, i) => op('embedding', [p.w, i.idx]) },
   'layer_norm (input, weight, bias)': { params: { x: [2, 3, 5], w: [5], b: [5] }, build: (op, p) => op('layer_norm', [p.x, p.w, p.b], { eps: 1e-5 }) },
   'layer_norm without bias': { params: { x: [4, 6], w: [6] }, build: (op, p) => op('layer_norm', [p.x, p.w], { eps: 1e-5 }) },
@@ -189,6 +197,17 @@ describe('every gradient rule matches central finite differences in f64', () => 
     const grad = differentiate(g, loss, [w]).outputs.find((o) => o.name === 'grad.w')!.node;
     expect(grad.op).toBe('sum');
     expect((grad.inputs[0] as Node).type.shape).toEqual([2, 5, 3]);
+  });
+
+  it('the gradients of q, k and v split from one tensor meet as a concat, not a sum of zero-padded slices', () => {
+    const g = new Graph();
+    const x = g.add('param', [], { name: 'x', dtype: 'f32', shape: [2, 9] });
+    const parts = [0, 3, 6].map((start) => g.add('slice', [x], { dim: -1, start, end: start + 3, step: 1 }));
+    const loss = g.add('sum', [g.add('mul', [g.add('mul', [parts[0], parts[1]]), parts[2]])], { dims: [0, 1] });
+    g.setOutputs([{ name: 'loss', node: loss }]);
+    const grad = differentiate(g, loss, [x]).outputs.find((o) => o.name === 'grad.x')!.node;
+    expect(grad.op).toBe('concat');
+    expect(grad.inputs).toHaveLength(3);
   });
 
   it('an op without a gradient rule is refused with its name', () => {

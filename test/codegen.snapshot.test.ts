@@ -51,6 +51,7 @@ node('softmax', (t) => [t('f32', [2, 4, 24, 24])], { dim: -1 });
 node('layer_norm', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [64])], { eps: 1e-5 });
 node('fused_reduce', (t) => [t('f32', [2, 24, 64]), t('f32', [2, 24, 64])], { op: 'sum', expr: 'mul($0, $1)', dims: [2], keepdim: false });
 node('cross_entropy_rows', (t) => [t('f32', [48, 96]), t('i32', [48])], { ignoreIndex: -100 });
+node('concat', (t) => [t('f32', [2, 24, 32]), t('f32', [2, 24, 32]), t('f32', [2, 24, 32])], { dim: 2 });
 node('adamw_update', (t) => [t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [3]), t('f32', [])], { beta1: 0.9, beta2: 0.99, eps: 1e-8 });
 node('layer_norm_backward', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [2, 24, 64])], { eps: 1e-5 });
 node('fused_elementwise', (t) => [t('f32', [2, 24, 128]), t('f32', [128])], { expr: 'gelu(add($0, $1))' });

@@ -283,6 +283,16 @@ describe('gradient-only ops', () => {
   });
 });
 
+describe('concat', () => {
+  it('concatenates two to six tensors along any dim, exactly', async () => {
+    const dims = fc.constantFrom(1, 3, 8);
+    await fc.assert(fc.asyncProperty(fc.array(dims, { minLength: 2, maxLength: 6 }), fc.integer({ min: 0, max: 2 }), seed, async (sizes, dim, s) => {
+      const parts = sizes.map((size, k) => randomTensor('f32', [2, 3, 4].map((d, j) => (j === dim ? size : d)), s + k));
+      await check('copy', singleOp('concat', parts, { dim }), EXACT);
+    }), RUNS);
+  });
+});
+
 describe('matmul', () => {
   it('matches on batched, broadcast, transposed operands of odd sizes', async () => {
     const size = fc.constantFrom(1, 7, 37, 65);

@@ -1,4 +1,4 @@
-// Ops that only gradients make: scatters that no forward op composes.
+// Ops that gradients make: scatters that no forward op composes, and concat.
 
 import { KilnError } from '../errors.ts';
 import { allocData } from '../host.ts';
@@ -6,7 +6,7 @@ import { registerOp } from '../registry.ts';
 import { type TensorType, formatType, numel, sameShape, stridesOf } from '../types.ts';
 import { arity, dimAttr, expectDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
 import { sliceBounds } from './shape.ts';
-import { embeddingBackwardKernel, sliceBackwardKernel } from './backward.wgsl.ts';
+import { concatKernel, embeddingBackwardKernel, sliceBackwardKernel } from './backward.wgsl.ts';
 
 // embedding_backward(grad[..., C], idx[...]) {num}: f32[num, C], row r = sum of grad rows whose index is r (scatter-add).
 registerOp({
@@ -78,5 +78,61 @@ registerOp({
     const dim = dimAttr('slice_backward', req.attrs, 'dim', req.out.shape.length);
     const { start, step } = sliceBounds(req.attrs, req.out.shape[dim]);
     return sliceBackwardKernel(req, dim, start, step);
+  },
+});
+
+/** Most operands one concat kernel binds (WebGPU guarantees 8 storage buffers a stage, the output included). */
+export const MAX_CONCAT_INPUTS = 6;
+
+// concat(x0, ..., xn) {dim}: torch.cat. Autograd makes it where the gradients of disjoint slices that
+// tile a tensor meet (nanoGPT's q, k, v split of c_attn's output): one kernel writing each part once,
+// instead of a zero-padded tensor per slice and their sum.
+registerOp({
+  name: 'concat',
+  infer(inputs, attrs) {
+    arity('concat', inputs, 1, MAX_CONCAT_INPUTS);
+    const first = tensorArg('concat', inputs, 0);
+    const dim = dimAttr('concat', attrs, 'dim', first.shape.length);
+    let size = 0;
+    for (let i = 0; i < inputs.length; i++) {
+      const t = tensorArg('concat', inputs, i);
+      const same = t.dtype === first.dtype && t.shape.length === first.shape.length && t.shape.every((d, k) => k === dim || d === first.shape[k]);
+      if (!same) throw new KilnError('KILN_E001', `concat along dim ${dim}: ${formatType(t)} does not match ${formatType(first)}`);
+      size += t.shape[dim];
+    }
+    return { dtype: first.dtype, shape: first.shape.map((d, k) => (k === dim ? size : d)) };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const dim = dimAttr('concat', attrs, 'dim', out.shape.length);
+    const result = allocData(out.dtype, numel(out.shape), precision);
+    const outer = numel(out.shape.slice(0, dim));
+    const inner = numel(out.shape.slice(dim + 1));
+    let offset = 0;
+    for (const x of inputs) {
+      const t = x as { type: TensorType; data: ArrayLike<number> };
+      const rows = t.type.shape[dim] * inner;
+      for (let o = 0; o < outer; o++) {
+        for (let k = 0; k < rows; k++) result[o * out.shape[dim] * inner + offset + k] = t.data[o * rows + k];
+      }
+      offset += rows;
+    }
+    return result;
+  },
+  wgsl(req) {
+    const dim = dimAttr('concat', req.attrs, 'dim', req.out.shape.length);
+    const sizes = (req.inputs as TensorType[]).map((t) => t.shape[dim]);
+    return concatKernel(req, dim, sizes);
+  },
+  flops: () => 0,
+  // Each input's gradient is its part of the output's.
+  grad: (ctx) => {
+    const dim = ctx.node.attrs.dim as number;
+    let start = 0;
+    return ctx.node.inputs.map((x, k) => {
+      const size = (x as { type: TensorType }).type.shape[dimAttr('concat', ctx.node.attrs, 'dim', ctx.node.type.shape.length)];
+      const part = ctx.needs(k) ? ctx.add('slice', [ctx.grad], { dim, start, end: start + size, step: 1 }) : null;
+      start += size;
+      return part;
+    });
   },
 });

@@ -70,3 +70,28 @@ export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
   ];
   return { inputNames: ['grad', 'idx'], params: { dim: c, tokens: numel(idx.shape) }, decls, body: indent(body), workgroupSize: EMBED_GROUP, workgroups: rows };
 }
+
+/** concat: each output element reads the input whose range along `dim` holds its coordinate there. */
+export function concatKernel(req: KernelRequest, dim: number, sizes: readonly number[]): KernelPlan {
+  const rank = req.out.shape.length;
+  const names = sizes.map((_, k) => `x${k}`);
+  const lines = [...coordLines('gid', rank, 'shape', 'i')];
+  let start = 0;
+  const reads: string[] = [];
+  const params: Record<string, number> = { ...listParams('shape', req.out.shape) };
+  sizes.forEach((size, k) => {
+    const inShape = req.out.shape.map((d, j) => (j === dim ? size : d));
+    Object.assign(params, listParams(`s${k}_`, stridesOf(inShape)), { [`start${k}`]: start });
+    const terms = [...Array(rank).keys()].map((d) => (d === dim ? `(i${d} - params.start${k}) * params.s${k}_${d}` : `i${d} * params.s${k}_${d}`));
+    const read = `out[gid] = ${store(req.out.dtype, load(names[k], req.out.dtype, terms.join(' + ')))};`;
+    reads.push(read);
+    start += size;
+  });
+  // The parts in order: the first whose range ends past the coordinate.
+  reads.forEach((read, k) => {
+    const last = k === reads.length - 1;
+    const test = `i${dim} < params.start${k + 1}`;
+    lines.push(reads.length === 1 ? read : k === 0 ? `if (${test}) { ${read} }` : last ? `else { ${read} }` : `else if (${test}) { ${read} }`);
+  });
+  return generateKernel(req.out, params, names, '', lines);
+}
