@@ -40,7 +40,7 @@ export function moduleText(node: Node, plan: KernelPlan, inputs: readonly Storag
   bindings.push(`@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<${storageType(node.type.dtype)}>;`);
   const fields = paramNames(plan).map((name) => `  ${name}: u32,`);
   return `// ${printNode(node)}
-
+${plan.directives ? plan.directives.join('\n') + '\n' : ''}
 struct Params {
 ${fields.join('\n')}
 }

@@ -29,6 +29,11 @@ export interface KernelRequest {
 export interface KernelLimits {
   readonly maxComputeWorkgroupStorageSize: number;
   readonly maxComputeInvocationsPerWorkgroup: number;
+  /**
+   * Present when the device was opened with the `subgroups` feature: the fewest invocations a subgroup
+   * has. Lowerings may then shuffle values between adjacent local invocation indices, in groups up to this size.
+   */
+  readonly subgroupMinSize?: number;
 }
 
 /** What every WebGPU device offers: the limits a lowering assumes when its request names none. */
@@ -37,6 +42,8 @@ export const DEFAULT_KERNEL_LIMITS: KernelLimits = { maxComputeWorkgroupStorageS
 export interface KernelPlan {
   /** Binding names of the tensor inputs in operand order (scalar operands have none); the output is `out`. */
   readonly inputNames: readonly string[];
+  /** Module directives the text needs before any declaration (`enable subgroups;`); the lowering only asks for what the limits offer. */
+  readonly directives?: readonly string[];
   /** u32 values the kernel reads as `params.<name>`: sizes, strides. Shapes live here, not in the text. */
   readonly params: Readonly<Record<string, number>>;
   /** Module-scope WGSL: named consts, helper functions, workgroup arrays. */

@@ -2,6 +2,7 @@
 // Dawn), opened once with the adapter's real limits, and watched so that no GPU error passes silently.
 
 import { KilnError } from '../../ir/errors.ts';
+import type { KernelLimits } from '../../ir/kernel.ts';
 import { ErrorWatch } from './errors.ts';
 
 // SwiftShader's Vulkan driver, shipped with Chromium: the fallback when no hardware adapter exists.
@@ -23,7 +24,8 @@ const WANTED_LIMITS = [
 
 export interface KilnDevice {
   readonly device: GPUDevice;
-  readonly limits: GPUSupportedLimits;
+  /** The device's limits, and subgroupMinSize when it has the `subgroups` feature (what lowerings read, see ir/kernel.ts). */
+  readonly limits: GPUSupportedLimits & KernelLimits;
   /** The adapter in words, for messages and benchmarks. */
   readonly description: string;
   readonly errors: ErrorWatch;
@@ -77,6 +79,9 @@ async function openDevice(): Promise<KilnDevice> {
   for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
   // Timestamps let `kiln profile` time each kernel on the GPU; without them it falls back to the wall clock.
   const requiredFeatures: GPUFeatureName[] = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
+  // Subgroup operations, for lowerings that ask for them (KernelLimits.subgroupMinSize says they may).
+  const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && (adapter.info?.subgroupMinSize ?? 0) >= 4;
+  if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'kiln' });
   const info = adapter.info;
   const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
@@ -87,7 +92,14 @@ async function openDevice(): Promise<KilnDevice> {
     if (device === currentDevice) [current, currentDevice] = [null, null];
     errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; the next call opens a new device (compiled models move to it and upload their weights again)`));
   });
-  return { device, limits: device.limits, description, errors };
+  return { device, limits: deviceLimits(device.limits, subgroups ? adapter.info.subgroupMinSize : undefined), description, errors };
+}
+
+/** The device's limits as a plain object (GPUSupportedLimits keeps them as getters), with the subgroup size added. */
+function deviceLimits(limits: GPUSupportedLimits, subgroupMinSize: number | undefined): GPUSupportedLimits & KernelLimits {
+  const copy: Record<string, unknown> = {};
+  for (const name in limits) copy[name] = limits[name as keyof GPUSupportedLimits];
+  return { ...(copy as unknown as GPUSupportedLimits), ...(subgroupMinSize ? { subgroupMinSize } : {}) };
 }
 
 /** The one device kiln uses; opened on first call. */
