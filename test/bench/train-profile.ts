@@ -48,7 +48,10 @@ for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
   const host = node.op === 'input' && name.startsWith('optim.')
     ? { type: node.type, data: name.includes('.decay') || name.includes('step_size') || name.includes('inv_bias') ? Float32Array.of(0.5) : new Float32Array(node.type.shape.reduce((a, b) => a * b, 1)) }
     : base(node).host!;
-  feeds.set(node, fedPerCall(node) ? host : upload(kdev, host, name));
+  // Per call, as the training step feeds them: the batch, the hyperparameters, the dropout seed. The
+  // moments live on the GPU like the weights.
+  const perCall = fedPerCall(node) && !(name.startsWith('optim.') && !name.startsWith('optim.hypers'));
+  feeds.set(node, perCall ? host : upload(kdev, host, name));
 }
 
 const timer = new KernelTimer(kdev);
