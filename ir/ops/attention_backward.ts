@@ -6,7 +6,8 @@
 //   the forward's work).
 // - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {causal, scale, scaling, wrt}:
 //   the gradient with respect to q, k or v (`wrt`), one node each, with the probabilities
-//   recomputed tile by tile as P = exp(S - lse). delta[..., L] = rowsum(grad_out * out) is made by
+//   recomputed tile by tile as P = exp(S - lse); wrt "kv" gives dk and dv side by side, f32[..., S, D + Dv],
+//   from one pass (P and dS computed once for both), which the rule slices apart. delta[..., L] = rowsum(grad_out * out) is made by
 //   the rule from `mul` and `sum` (FlashAttention-2's preprocessing step): computed once for both
 //   gradients that need it instead of once per tile in each kernel, and the kernels read no `out`.
 // A row that keeps no key has lse = -Infinity (kiln's kernels write -F32_MAX, as they clamp every
@@ -25,13 +26,13 @@ import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from '
 import { arity, broadcastIndex, expectDType, tensorArg } from './check.ts';
 import { attentionSpec, checkAttentionMask } from './fused_attention.ts';
 
-/** Which input a fused_attention_backward node gives the gradient of. */
-export type AttentionWrt = 'q' | 'k' | 'v';
+/** Which input a fused_attention_backward node gives the gradient of; "kv": k's and v's, concatenated along the last dim. */
+export type AttentionWrt = 'q' | 'k' | 'v' | 'kv';
 
 /** The `wrt` attr of a fused_attention_backward node. */
 export function attentionWrt(attrs: Attrs): AttentionWrt {
   const wrt = attrs.wrt;
-  if (wrt !== 'q' && wrt !== 'k' && wrt !== 'v') throw new KilnError('KILN_E011', `fused_attention_backward wrt must be "q", "k" or "v", got ${String(wrt)}`);
+  if (wrt !== 'q' && wrt !== 'k' && wrt !== 'v' && wrt !== 'kv') throw new KilnError('KILN_E011', `fused_attention_backward wrt must be "q", "k", "v" or "kv", got ${String(wrt)}`);
   return wrt;
 }
 
@@ -83,8 +84,18 @@ function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined
   return result;
 }
 
-/** The gradient `wrt` q, k or v, computed directly from P = exp(score - lse) row by row. */
+/** The gradient `wrt` q, k or v (or k and v side by side), computed directly from P = exp(score - lse) row by row. */
 function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: AttentionWrt, precision: Precision): HostData {
+  if (wrt === 'kv') {
+    const [dk, dv] = [backwardReference(inputs, spec, 'k', precision), backwardReference(inputs, spec, 'v', precision)];
+    const [d, w] = [inputs[1].type.shape.at(-1)!, inputs[2].type.shape.at(-1)!];
+    const result = allocData('f32', dk.length + dv.length, precision);
+    for (let row = 0; row < dk.length / d; row++) {
+      result.set(dk.subarray(row * d, (row + 1) * d), row * (d + w));
+      result.set(dv.subarray(row * w, (row + 1) * w), row * (d + w) + d);
+    }
+    return result;
+  }
   const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs);
   const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
   const scores = scoreReader(q, k, mask, spec, precision, batch, l);
@@ -126,7 +137,7 @@ function lseFlops(inputs: readonly OperandType[], causal: boolean): number {
 function backwardFlops(inputs: readonly OperandType[], causal: boolean, wrt: AttentionWrt): number {
   const { q, k, v } = backwardOperands(inputs as TensorType[]);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
-  const perPair = wrt === 'v' ? d + dv : 2 * d + dv;
+  const perPair = { q: 2 * d + dv, k: 2 * d + dv, v: d + dv, kv: 2 * (d + dv) }[wrt];
   return (2 * numel(batch) * l * s * perPair) / (causal ? 2 : 1);
 }
 
@@ -173,7 +184,9 @@ registerOp({
     expectShape(op, 'grad_out', gradOut, [...batch, l, dv]);
     expectShape(op, 'lse', lse, [...batch, l]);
     expectShape(op, 'delta', delta, [...batch, l]);
-    return { dtype: 'f32', shape: [...{ q, k, v }[attentionWrt(attrs)].shape] };
+    const wrt = attentionWrt(attrs);
+    if (wrt === 'kv') return { dtype: 'f32', shape: [...batch, s, k.shape.at(-1)! + dv] };
+    return { dtype: 'f32', shape: [...{ q, k, v }[wrt].shape] };
   },
   cpu(inputs, attrs, _out, precision) {
     if (inputs.some((x) => typeof x === 'number')) throw new Error('fused_attention_backward of a scalar');
@@ -196,13 +209,20 @@ export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (
   if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec);
   const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling };
   let operands: Node[] | undefined;
-  const gradient = (wrt: AttentionWrt) => () => {
+  const backward = (wrt: AttentionWrt) => {
     operands ??= [
       q, k, v, ...(mask ? [mask] : []), ctx.grad,
       ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
       ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
     ];
     return ctx.add('fused_attention_backward', operands, { ...attrs, wrt });
+  };
+  // dk and dv from one kernel when both are asked for (P and dS computed once), sliced apart.
+  let kv: Node | undefined;
+  const gradient = (wrt: AttentionWrt) => () => {
+    if (wrt === 'q' || !ctx.needs(1) || !ctx.needs(2)) return backward(wrt);
+    kv ??= backward('kv');
+    return ctx.add('slice', [kv], wrt === 'k' ? { dim: -1, start: 0, end: d } : { dim: -1, start: d, end: d + dv });
   };
   return [inputGrad(ctx, 0, gradient('q')), inputGrad(ctx, 1, gradient('k')), inputGrad(ctx, 2, gradient('v')), null];
 }

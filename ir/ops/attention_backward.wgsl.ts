@@ -6,6 +6,7 @@
 //   q     q, grad_out rows        k, v                                   dq += dS k
 //   k     k, v rows               q, grad_out, lse, delta                dk += dS^T q
 //   v     k rows                  q, grad_out, lse                       dv += P^T grad_out
+//   kv    k, v rows               q, grad_out, lse, delta                dk and dv at once, written side by side
 // Layout as in the forward kernel (fused_attention.wgsl.ts, whose comments say what ran fast on the
 // H100): ROWS owned rows per workgroup, SLICES invocations per row each owning every SLICES-th vec4
 // of the head dims, the next tile loaded into registers while this one is worked through, the
@@ -41,15 +42,16 @@ interface Roles {
   readonly x: string;
   /** Streamed Dv-wide rows. */
   readonly y?: string;
-  /** The tile the gradient is a sum of rows of. */
-  readonly accOver?: 'x' | 'y';
+  /** The tiles the gradients are sums of rows of: x weighted by dS (dq, dk), y by P (dv). */
+  readonly acc: readonly ('x' | 'y')[];
 }
 
 const ROLES: Record<BackwardMode, Roles> = {
-  lse: { own: 'query', a: 'q', x: 'k' },
-  q: { own: 'query', a: 'q', b: 'grad_out', x: 'k', y: 'v', accOver: 'x' },
-  k: { own: 'key', a: 'k', b: 'v', x: 'q', y: 'grad_out', accOver: 'x' },
-  v: { own: 'key', a: 'k', x: 'q', y: 'grad_out', accOver: 'y' },
+  lse: { own: 'query', a: 'q', x: 'k', acc: [] },
+  q: { own: 'query', a: 'q', b: 'grad_out', x: 'k', y: 'v', acc: ['x'] },
+  k: { own: 'key', a: 'k', b: 'v', x: 'q', y: 'grad_out', acc: ['x'] },
+  v: { own: 'key', a: 'k', x: 'q', y: 'grad_out', acc: ['y'] },
+  kv: { own: 'key', a: 'k', b: 'v', x: 'q', y: 'grad_out', acc: ['x', 'y'] },
 };
 
 /** Per streamed (query) row scalars a key-owning mode stages beside its tiles: lse, and delta when it forms dS. */
@@ -74,11 +76,20 @@ export interface BackwardTiling {
 }
 
 const LOG2E = Math.LOG2E;
-// As in the forward kernel: the loops over a tile's rows times an invocation's vec4s must stay small
-// enough for the driver to unroll (16 x 8 did on the H100, 32 x 8 did not).
-const MAX_TILE_VEC4S = 128;
+// As in the forward kernel: the loop over a tile's rows, times the vec4s an invocation reads and
+// writes per row (every dot product and every update), must stay small enough for the driver to
+// unroll. The forward's 16 keys x (8 + 8) vec4 did on the H100; the backward measured the same
+// bound: kv (32 vec4s a row) 0.49 ms at 8 rows a tile, 0.94 at 16; q (24) 0.35 at 8, 0.38 at 16.
+const MAX_TILE_VEC4S = 256;
 const TILES = [16, 8, 4];
 const ROW_CHOICES = [64, 32];
+
+/** vec4s one invocation reads or accumulates per streamed row: the dot products, then the updates. */
+function vec4sPerRow(mode: BackwardMode, t: Pick<BackwardTiling, 'aVec4' | 'bVec4'>): number {
+  const r = ROLES[mode];
+  const perTile = (tile: 'x' | 'y') => (tile === 'x' ? t.aVec4 : t.bVec4);
+  return t.aVec4 + (r.b ? t.bVec4 : 0) + r.acc.reduce((sum, tile) => sum + perTile(tile), 0);
+}
 
 /** Invocations per row: three D-wide arrays live in registers (two owned rows, the accumulator), so two slices from D = 33. */
 function slicesFor(widest: number): number {
@@ -103,8 +114,7 @@ export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits
     if (rows * slices > limits.maxComputeInvocationsPerWorkgroup) continue;
     for (const tile of TILES) {
       const t = backwardTilingOf(mode, d, dv, { slices, rows, tile });
-      const widest = Math.max(t.aVec4, ROLES[mode].y ? t.bVec4 : 0);
-      const unrolled = tile * widest <= MAX_TILE_VEC4S || tile === TILES.at(-1);
+      const unrolled = tile * vec4sPerRow(mode, t) <= MAX_TILE_VEC4S || tile === TILES.at(-1);
       if (unrolled && t.workgroupBytes <= limits.maxComputeWorkgroupStorageSize) return t;
     }
   }
@@ -113,7 +123,7 @@ export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits
 
 /** Whether every backward kernel fits WebGPU's default limits for head dims d, dv: the gradient rule's test, made before any device is known. */
 export function flashBackwardFits(d: number, dv: number): boolean {
-  return (['lse', 'q', 'k', 'v'] as const).every((mode) => backwardTiling(mode, d, dv) !== null);
+  return (['lse', 'q', 'k', 'v', 'kv'] as const).every((mode) => backwardTiling(mode, d, dv) !== null);
 }
 
 /** attention_lse(q, k, mask?): the kernel. */
@@ -139,6 +149,8 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
   const [ownRows, streamRows] = r.own === 'query' ? [l, s] : [s, l];
   const tiles = Math.ceil(ownRows / t.rows);
   const params: Record<string, number> = { own_rows: ownRows, stream_rows: streamRows, d, dv, tiles };
+  // Elements per output row: dk and dv side by side for kv.
+  if (mode !== 'lse') params.out_row = (r.acc.includes('x') ? d : 0) + (r.acc.includes('y') ? dv : 0);
   if (mask) {
     const strides = broadcastStrides([...batch, l, s], mask.shape);
     const [rowStride, colStride] = strides.slice(-2);
@@ -184,7 +196,7 @@ function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpe
     ...(r.y ? [`const Y_FETCHES: u32 = ${fetches.y}u;`] : []),
     `${constDecl('A_SCALE', 'f32', (preQk ? root : spec.scale) * LOG2E)} // on the owned ${r.a} row: ${preQk ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`,
     ...(preQk ? [`${constDecl('X_SCALE', 'f32', root)} // on the streamed ${r.x} rows: q and k each carry sqrt(scale)`] : []),
-    ...(r.accOver === 'x' ? [`${constDecl('ACC_SCALE', 'f32', preQk ? root : spec.scale)} // dS times the scale, less what the staged ${r.x} rows carry`] : []),
+    ...(r.acc.includes('x') ? [`${constDecl('ACC_SCALE', 'f32', preQk ? root : spec.scale)} // dS times the scale, less what the staged ${r.x} rows carry`] : []),
     constDecl('LOG2E', 'f32', LOG2E),
     ...(mode === 'lse' ? [constDecl('LN2', 'f32', Math.LN2), '// The lse of a row that keeps no key: -inf, clamped as kiln clamps every infinity.', constDecl('NO_KEY_LSE', 'f32', -Infinity)] : []),
     '// A masked score: finite, as WGSL does not promise infinities. Scores, additive mask values and',
@@ -273,7 +285,10 @@ function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[]
   const r = ROLES[mode];
   const lse2 = r.own === 'query' ? 'lse_own' : 'lse_tile[c]';
   const delta = r.own === 'query' ? 'delta_own' : 'delta_tile[c]';
-  const [coef, tile, row] = r.accOver === 'x' ? ['ds', 'x_tile', 'X_ROW'] : ['p', 'y_tile', 'Y_ROW'];
+  const accumulate = (tile: 'x' | 'y') => {
+    const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : ['p', 'Y_ROW', 'B_VEC4'];
+    return `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { acc_${tile}[u] = fma(vec4<f32>(${coef}), ${tile}_tile[c * ${row} + u * SLICES + slice], acc_${tile}[u]); }`;
+  };
   return [
     'for (var c = 0u; c < TILE; c = c + 1u) {',
     '  let n = t0 + c;',
@@ -283,7 +298,7 @@ function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[]
     `    if (score > MASKED_BELOW) { p = exp2(score - ${lse2}); }`,
     '  }',
     ...(r.b ? [`  let ds = p * (dp_dots[c] - ${delta}); // dS = P * (dP - delta)`] : []),
-    `  for (var u = 0u; u < ${r.accOver === 'x' ? 'A_VEC4' : 'B_VEC4'}; u = u + 1u) { acc[u] = fma(vec4<f32>(${coef}), ${tile}[c * ${row} + u * SLICES + slice], acc[u]); }`,
+    ...r.acc.map(accumulate),
     '}',
   ];
 }
@@ -303,22 +318,21 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     ...(r.b ? ['}', 'for (var c = 0u; c < TILE; c = c + 1u) {', ...dot('b_own', 'y_tile', 'Y_ROW', 'B_VEC4', 'dp_dots')] : []),
     '}',
   ];
-  const exchange = t.slices > 1
-    ? [
+  const sums = r.b ? ['s_dots', 'dp_dots'] : ['s_dots'];
+  const exchange = t.slices === 1
+    ? []
+    : [
       '  // Each slice holds part of every dot product: add the parts up through workgroup memory.',
       '  for (var c = 0u; c < TILE; c = c + 1u) {',
-      '    partial_s[c * ROWS + row][slice] = s_dots[c];',
-      ...(r.b ? ['    partial_dp[c * ROWS + row][slice] = dp_dots[c];'] : []),
+      ...sums.map((x) => `    partial_${x.slice(0, -5)}[c * ROWS + row][slice] = ${x}[c];`),
       '  }',
       '}',
       'workgroupBarrier();',
       'if (live) {',
       '  for (var c = 0u; c < TILE; c = c + 1u) {',
-      `    s_dots[c] = dot(partial_s[c * ROWS + row], vec${t.slices}<f32>(1.0));`,
-      ...(r.b ? [`    dp_dots[c] = dot(partial_dp[c * ROWS + row], vec${t.slices}<f32>(1.0));`] : []),
+      ...sums.map((x) => `    ${x}[c] = dot(partial_${x.slice(0, -5)}[c * ROWS + row], vec${t.slices}<f32>(1.0));`),
       '  }',
-    ]
-    : [];
+    ];
   const range = ownsQueries
     ? spec.causal
       ? ['// Causal: key tiles past the diagonal of the last owned row are never loaded.', 'let stream_begin = 0u;', 'let stream_end = min(params.stream_rows, own0 + ROWS);', 'let row_begin = 0u;', 'let row_end = select(0u, min(stream_end, me + 1u), own_valid);']
@@ -333,20 +347,19 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     `var ${name}: array<vec4<f32>, ${vec4s}>;`,
     `for (var u = 0u; u < ${vec4s}; u = u + 1u) { ${name}[u] = select(vec4<f32>(0.0), load_${binding}(own_at, (u * SLICES + slice) * 4u)${scale}, own_valid); }`,
   ];
-  const accVec4 = r.accOver === 'y' ? 'B_VEC4' : 'A_VEC4';
+  const accVec4 = (tile: 'x' | 'y') => (tile === 'x' ? 'A_VEC4' : 'B_VEC4');
+  const writeAcc = (tile: 'x' | 'y') => [
+    `  for (var u = 0u; u < ${accVec4(tile)}; u = u + 1u) {`,
+    '    let col = (u * SLICES + slice) * 4u;',
+    `    let value = acc_${tile}[u]${tile === 'x' ? ' * ACC_SCALE' : ''};`,
+    '    for (var c = 0u; c < 4u; c = c + 1u) {',
+    `      if (col + c < params.${tile === 'x' ? 'd' : 'dv'}) { out[own_at * params.out_row + ${tile === 'y' && r.acc.length > 1 ? 'params.d + ' : ''}col + c] = value[c]; }`,
+    '    }',
+    '  }',
+  ];
   const write = mode === 'lse'
     ? ['if (own_valid && slice == 0u) {', '  out[own_at] = select(NO_KEY_LSE, (run_max + log2(run_sum)) * LN2, run_sum > 0.0);', '}']
-    : [
-      'if (own_valid) {',
-      `  for (var u = 0u; u < ${accVec4}; u = u + 1u) {`,
-      '    let col = (u * SLICES + slice) * 4u;',
-      `    let value = acc[u]${r.accOver === 'x' ? ' * ACC_SCALE' : ''};`,
-      '    for (var c = 0u; c < 4u; c = c + 1u) {',
-      `      if (col + c < params.${r.accOver === 'x' ? 'd' : 'dv'}) { out[own_at * params.${r.accOver === 'x' ? 'd' : 'dv'} + col + c] = value[c]; }`,
-      '    }',
-      '  }',
-      '}',
-    ];
+    : ['if (own_valid) {', ...r.acc.flatMap(writeAcc), '}'];
   return [
     ...(spec.causal ? [`// Causal tiles go longest first (${ownsQueries ? 'the last query rows see the most keys' : 'the first keys are seen by the most queries'}).`] : []),
     'let bh = wid / params.tiles;',
@@ -364,7 +377,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', '') : []),
     ...(mode === 'lse'
       ? ['var run_max = MASKED;', 'var run_sum = 0.0;']
-      : [`var acc: array<vec4<f32>, ${accVec4}>;`, `for (var u = 0u; u < ${accVec4}; u = u + 1u) { acc[u] = vec4<f32>(0.0); }`]),
+      : r.acc.flatMap((tile) => [`var acc_${tile}: array<vec4<f32>, ${accVec4(tile)}>;`, `for (var u = 0u; u < ${accVec4(tile)}; u = u + 1u) { acc_${tile}[u] = vec4<f32>(0.0); }`])),
     ...(mode === 'q' ? ['let lse_own = max(lse[own_at], MASKED_BELOW) * LOG2E;', 'let delta_own = delta[own_at];'] : []),
     // The stream range is uniform over the workgroup (barriers inside the loop); row_begin and row_end are this row's own.
     ...range,

@@ -1,4 +1,4 @@
-// %6 = fused_attention_backward(%0, %1, %2, %3, %4, %5) {causal=true, scale=0.125, scaling="post", wrt="k"} : f32[2,4,24,64]  # model.ts:10:5
+// %6 = fused_attention_backward(%0, %1, %2, %3, %4, %5) {causal=true, scale=0.125, scaling="post", wrt="kv"} : f32[2,4,24,128]  # model.ts:10:5
 
 struct Params {
   own_rows: u32,
@@ -6,6 +6,7 @@ struct Params {
   d: u32,
   dv: u32,
   tiles: u32,
+  out_row: u32,
   groups: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -84,8 +85,10 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   for (var u = 0u; u < A_VEC4; u = u + 1u) { a_own[u] = select(vec4<f32>(0.0), load_k(own_at, (u * SLICES + slice) * 4u) * A_SCALE, own_valid); }
   var b_own: array<vec4<f32>, B_VEC4>;
   for (var u = 0u; u < B_VEC4; u = u + 1u) { b_own[u] = select(vec4<f32>(0.0), load_v(own_at, (u * SLICES + slice) * 4u), own_valid); }
-  var acc: array<vec4<f32>, A_VEC4>;
-  for (var u = 0u; u < A_VEC4; u = u + 1u) { acc[u] = vec4<f32>(0.0); }
+  var acc_x: array<vec4<f32>, A_VEC4>;
+  for (var u = 0u; u < A_VEC4; u = u + 1u) { acc_x[u] = vec4<f32>(0.0); }
+  var acc_y: array<vec4<f32>, B_VEC4>;
+  for (var u = 0u; u < B_VEC4; u = u + 1u) { acc_y[u] = vec4<f32>(0.0); }
   // Causal: query tiles above the first owned key are never loaded; a key is seen from its own query on.
   let stream_begin = min(own0, params.stream_rows);
   let stream_end = params.stream_rows;
@@ -158,7 +161,8 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
           if (score > MASKED_BELOW) { p = exp2(score - lse_tile[c]); }
         }
         let ds = p * (dp_dots[c] - delta_tile[c]); // dS = P * (dP - delta)
-        for (var u = 0u; u < A_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(ds), x_tile[c * X_ROW + u * SLICES + slice], acc[u]); }
+        for (var u = 0u; u < A_VEC4; u = u + 1u) { acc_x[u] = fma(vec4<f32>(ds), x_tile[c * X_ROW + u * SLICES + slice], acc_x[u]); }
+        for (var u = 0u; u < B_VEC4; u = u + 1u) { acc_y[u] = fma(vec4<f32>(p), y_tile[c * Y_ROW + u * SLICES + slice], acc_y[u]); }
       }
     }
   }
@@ -166,9 +170,16 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   if (own_valid) {
     for (var u = 0u; u < A_VEC4; u = u + 1u) {
       let col = (u * SLICES + slice) * 4u;
-      let value = acc[u] * ACC_SCALE;
+      let value = acc_x[u] * ACC_SCALE;
       for (var c = 0u; c < 4u; c = c + 1u) {
-        if (col + c < params.d) { out[own_at * params.d + col + c] = value[c]; }
+        if (col + c < params.d) { out[own_at * params.out_row + col + c] = value[c]; }
+      }
+    }
+    for (var u = 0u; u < B_VEC4; u = u + 1u) {
+      let col = (u * SLICES + slice) * 4u;
+      let value = acc_y[u];
+      for (var c = 0u; c < 4u; c = c + 1u) {
+        if (col + c < params.dv) { out[own_at * params.out_row + params.d + col + c] = value[c]; }
       }
     }
   }
