@@ -1,10 +1,11 @@
-// Attention fusion: every spelling of softmax(q k^T * scale + mask) v becomes one fused_attention node.
+// Attention fusion: every spelling of softmax(q k^T * scale + mask) v, with or without dropout on the
+// weights, becomes one fused_attention node (its kernels redraw dropout's bits, so nothing is stored).
 // The rules are data; the kernel picker proves constant masks causal at compile time, so nanoGPT's
 // manual attention, its sdpa_mask variant and sdpa(isCausal) all get the causal kernel.
 
 import type { Attrs, Graph, Node, Operand } from '../ir/graph.ts';
 import { isNode } from '../ir/graph.ts';
-import { attentionDims } from '../ir/ops/attention.ts';
+import { attentionDims, attentionOperands } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type CausalVerdict, type MaskKind, proveCausal } from './causal.ts';
@@ -34,6 +35,32 @@ const maskedScores = oneOf(
 
 const lastDim = (d: unknown, node: Node) => d === -1 || d === node.type.shape.length - 1;
 const softmaxOfScores = op('softmax', [maskedScores], { attrs: { dim: lastDim }, name: 'softmax', what: 'softmax over the last dim' });
+
+/** The weights: the softmax, or dropout of it (active: canonicalization has removed every inactive dropout), with the graph's rng or without. */
+const weights = oneOf(
+  op('dropout', [softmaxOfScores, capture('dropRng')], { name: 'dropout', what: 'dropout of the attention weights' }),
+  op('dropout', [softmaxOfScores], { name: 'dropout', what: 'dropout of the attention weights' }),
+  softmaxOfScores,
+);
+
+/** Dropout on the weights as fused_attention's attrs and trailing rng operand; none when p is 0. */
+interface FusedDropout {
+  p: number;
+  seed: number;
+  rng?: Operand;
+}
+
+function dropoutOfChain(m: Match): FusedDropout | undefined {
+  if (!m.has('dropout')) return undefined;
+  const attrs = m.node('dropout').attrs;
+  return { p: attrs.p as number, seed: attrs.seed as number, rng: m.has('dropRng') ? m.operand('dropRng') : undefined };
+}
+
+function dropoutOfSdpa(m: Match): FusedDropout | undefined {
+  const attrs = m.node('sdpa').attrs;
+  if (!(typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0)) return undefined;
+  return { p: attrs.dropoutP, seed: attrs.seed as number, rng: attentionOperands(m.node('sdpa').inputs, (x) => (isNode(x) ? x.type.dtype : undefined)).rng };
+}
 
 function scaleOf(m: Match): { scale: number; userScaling: 'post' | 'pre_qk' } {
   if (m.has('scale')) return { scale: m.scalar('scale'), userScaling: 'post' };
@@ -77,7 +104,8 @@ interface MaskPlan {
 function maskOf(m: Match): MaskPlan {
   if (m.has('fillMask')) return { mask: m.operand('fillMask'), kind: 'fill' };
   if (m.has('addMask')) return { mask: m.operand('addMask'), kind: 'additive' };
-  if (m.has('keepMask')) return { mask: m.operand('keepMask'), kind: m.node('keepMask').type.dtype === 'bool' ? 'keep' : 'additive' };
+  // sdpa's lone fourth operand is the rng (i32) when it has dropout and no mask.
+  if (m.has('keepMask') && m.node('keepMask').type.dtype !== 'i32') return { mask: m.operand('keepMask'), kind: m.node('keepMask').type.dtype === 'bool' ? 'keep' : 'additive' };
   return { mask: null, kind: null };
 }
 
@@ -101,16 +129,18 @@ function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: 
     : { causal: false, kernel: 'flash_masked', reason: verdict.reason, plan };
 }
 
-function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: string, declaredCausal: boolean, scale: number, userScaling: 'post' | 'pre_qk'): Node {
+function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: string, declaredCausal: boolean, scale: number, userScaling: 'post' | 'pre_qk', dropout: FusedDropout | undefined): Node {
   const pick = pickKernel(m, graph, declaredCausal);
   // pre_qk multiplies q and k each by sqrt(scale): a negative scale (sqrt would be NaN) is applied after q k^T.
   const scaling = scale < 0 ? 'post' : userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling;
-  const attrs: Attrs = { causal: pick.causal, scale, scaling, kernel: pick.kernel, rule, reason: pick.reason };
+  const reason = dropout ? `${pick.reason}; dropout p=${dropout.p} on the weights, drawn in the kernel` : pick.reason;
+  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}), kernel: pick.kernel, rule, reason };
   const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
   if (!pick.causal && pick.plan.mask !== null) {
     // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.
     inputs.push(pick.plan.kind === 'fill' ? b.add('logical_not', [pick.plan.mask]) : pick.plan.mask);
   }
+  if (dropout?.rng !== undefined) inputs.push(dropout.rng);
   return b.add('fused_attention', inputs, attrs);
 }
 
@@ -118,8 +148,8 @@ function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
   return [
     {
       name: 'attention_chain',
-      description: 'softmax(mask(q @ k^T * scale)) @ v, the manual attention of nanoGPT and GPT-2 ports',
-      pattern: op('matmul', [softmaxOfScores, v], { attrs: { transposeA: false, transposeB: false }, what: 'attention weights @ v' }),
+      description: 'dropout?(softmax(mask(q @ k^T * scale))) @ v, the manual attention of nanoGPT and GPT-2 ports',
+      pattern: op('matmul', [weights, v], { attrs: { transposeA: false, transposeB: false }, what: 'attention weights @ v' }),
       where: (m) => {
         if (m.has('fillValue') && !(m.scalar('fillValue') <= -1e30)) return `the masked_fill value is ${m.scalar('fillValue')}, not -inf`;
         const fits = shapesFit(m);
@@ -127,24 +157,24 @@ function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
       },
       build: (m, b) => {
         const { scale, userScaling } = scaleOf(m);
-        return buildFused(m, b, ctx, graph(), 'attention_chain', false, scale, userScaling);
+        return buildFused(m, b, ctx, graph(), 'attention_chain', false, scale, userScaling, dropoutOfChain(m));
       },
     },
     {
       name: 'sdpa',
-      description: 'scaled_dot_product_attention, with isCausal or a mask',
-      // A trailing rng operand comes only with dropout, which `where` refuses; matching it names that reason.
-      pattern: oneOf(op('sdpa', [q, k, v, capture('keepMask'), capture('rng')], { name: 'sdpa' }), op('sdpa', [q, k, v, capture('keepMask')], { name: 'sdpa' }), op('sdpa', [q, k, v], { name: 'sdpa' })),
-      where: (m) => {
-        const p = m.node('sdpa').attrs.dropoutP;
-        if (typeof p === 'number' && p > 0) return `attention dropout p=${p} is not fused (the fused kernel has no dropout)`;
-        return shapesFit(m);
-      },
+      description: 'scaled_dot_product_attention, with isCausal or a mask, and dropout',
+      // The rng operand (i32, last) comes only with dropout; a lone fourth operand may be the mask or the rng.
+      pattern: oneOf(
+        op('sdpa', [q, k, v, capture('keepMask'), capture('rng')], { name: 'sdpa' }),
+        op('sdpa', [q, k, v, capture('keepMask')], { name: 'sdpa' }),
+        op('sdpa', [q, k, v], { name: 'sdpa' }),
+      ),
+      where: (m) => shapesFit(m),
       build: (m, b) => {
         const attrs = m.node('sdpa').attrs;
         const d = m.node('q').type.shape[m.node('q').type.shape.length - 1];
         const scale = typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
-        return buildFused(m, b, ctx, graph(), 'sdpa', attrs.isCausal === true, scale, 'post');
+        return buildFused(m, b, ctx, graph(), 'sdpa', attrs.isCausal === true, scale, 'post', dropoutOfSdpa(m));
       },
     },
   ];
@@ -155,15 +185,17 @@ function explainSites(before: Graph, rules: readonly Rule[], fusedRoots: Map<Nod
   const users = before.users();
   const ctxFor = { users, graph: before };
   const decisions: Decision[] = [];
+  // A softmax's chain goes on through its users, and through a dropout of it to that dropout's users.
+  const next = (n: Node) => users.get(n) ?? [];
   for (const site of before.nodes.filter((n) => n.op === 'softmax' || n.op === 'sdpa')) {
-    const root = site.op === 'sdpa' ? site : (users.get(site) ?? []).find((u) => fusedRoots.has(u));
+    const candidates = site.op === 'sdpa' ? [site] : next(site).flatMap((u) => (u.op === 'dropout' ? [u, ...next(u)] : [u]));
+    const root = candidates.find((u) => fusedRoots.has(u));
     const fused = root && fusedRoots.get(root);
     if (fused) {
       decisions.push({ pass: 'fuse_attention', site, applied: true, rule: String(fused.attrs.rule), kernel: String(fused.attrs.kernel), reason: String(fused.attrs.reason) });
       continue;
     }
     let best: (Miss & { rule: string }) | null = null;
-    const candidates = site.op === 'sdpa' ? [site] : (users.get(site) ?? []);
     for (const candidate of candidates) {
       for (const rule of rules) {
         const r = matchRule(rule, candidate, ctxFor);

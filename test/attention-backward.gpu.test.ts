@@ -18,10 +18,9 @@ import { lowerGraph } from '../codegen/index.ts';
 import type { HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
 import type { KernelLimits } from '../ir/kernel.ts';
-import { attentionBackward } from '../ir/ops/attention.ts';
 import { flashAttentionBackward } from '../ir/ops/attention_backward.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
-import { type BackwardCase, type CaseData, backwardGraph, caseData, cpuGradients } from './attention-cases.ts';
+import { type BackwardCase, type CaseData, backwardGraph, caseData, composedBackward, cpuGradients } from './attention-cases.ts';
 import { asNumbers } from './helpers.ts';
 
 afterAll(releaseDevice);
@@ -84,7 +83,8 @@ const maxAbs = (t: HostTensor) => asNumbers(t.data).reduce((m, x) => Math.max(m,
 /** FLOOR_ULPS ulps of the size of one term of each gradient's sum: see the file comment. */
 function floors(data: CaseData): Record<(typeof GRADS)[number], number> {
   const dp = maxRowNorm(data.dout) * maxRowNorm(data.v);
-  const ulp = FLOOR_ULPS * 2 ** -23;
+  // Kept weights are scaled by 1/(1-p): so is every term.
+  const ulp = (FLOOR_ULPS * 2 ** -23) / (1 - Number(data.dropout?.attrs.dropoutP ?? 0));
   return { dq: ulp * data.spec.scale * dp * maxAbs(data.k), dk: ulp * data.spec.scale * dp * maxAbs(data.q), dv: ulp * maxAbs(data.dout) };
 }
 
@@ -94,7 +94,7 @@ async function expectAccurate(c: BackwardCase, limits?: KernelLimits): Promise<v
   const ref = cpuGradients(data, flashAttentionBackward);
   const flash = await gpuGradients(data, flashAttentionBackward, limits);
   const blank = (c.blankRows?.length ?? 0) > 0;
-  const composed = blank ? undefined : await gpuGradients(data, attentionBackward);
+  const composed = blank ? undefined : await gpuGradients(data, composedBackward);
   for (const name of GRADS) {
     const f = relative(flash.get(name)!, ref.get(name)!.data);
     const what = `${describeCase(c)}: ${name}`;
@@ -140,6 +140,13 @@ describe('fused_attention_backward on the GPU', () => {
   it('stays right with the tiling of a device with more workgroup memory (the H100\'s limits)', async () => {
     const { limits } = await getDevice();
     await expectAccurate({ b: 1, h: 2, l: 40, s: 37, d: 64, causal: true, scaling: 'post', seed: 51 }, limits);
+  });
+
+  it('redraws the forward\'s dropout: within 2x of the composed backward with the same mask', async () => {
+    await expectAccurate({ b: 2, h: 2, l: 37, s: 37, d: 64, causal: true, scaling: 'post', dropout: 0.2, seed: 71 });
+    await expectAccurate({ b: 1, h: 2, l: 19, s: 26, d: 16, causal: false, scaling: 'pre_qk', mask: 'bool', maskShape: [19, 26], dropout: 0.5, seed: 72 });
+    const { limits } = await getDevice();
+    await expectAccurate({ b: 1, h: 3, l: 40, s: 40, d: 59, causal: true, scaling: 'post', dropout: 0.1, seed: 73 }, limits);
   });
 
   it('stays within 2x of the composed backward\'s error across shapes, masks and scalings (fast-check)', async () => {

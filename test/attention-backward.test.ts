@@ -16,7 +16,7 @@ import { backwardTiling, flashBackwardFits } from '../ir/ops/attention_backward.
 import { verifyGraph } from '../ir/verify.ts';
 import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
 import { interpret } from '../runtime/interpreter.ts';
-import { type BackwardCase, type CaseData, caseData, cpuGradients } from './attention-cases.ts';
+import { type BackwardCase, type CaseData, caseData, composedBackward, cpuGradients } from './attention-cases.ts';
 import { asNumbers, fixtureModel, loadFixture, relError } from './helpers.ts';
 
 const GRADS = ['dq', 'dk', 'dv'] as const;
@@ -36,13 +36,15 @@ const composedCases: Record<string, BackwardCase> = {
   'bool mask [L, S], L != S, D = 1': { ...base, l: 7, s: 12, d: 1, causal: false, scaling: 'post', mask: 'bool', maskShape: [7, 12] },
   'additive mask broadcast over heads, D = 59': { ...base, b: 2, l: 6, s: 10, d: 59, causal: false, scaling: 'pre_qk', mask: 'additive', maskShape: [2, 1, 6, 10] },
   'bool mask [S] on every row, D = 64, Dv = 24': { ...base, l: 8, s: 5, d: 64, dv: 24, causal: false, scaling: 'post', mask: 'bool', maskShape: [5] },
+  'causal with dropout 0.3 on the weights': { ...base, l: 12, s: 12, d: 8, causal: true, scaling: 'post', dropout: 0.3 },
+  'additive mask and dropout 0.5, Dv != D': { ...base, l: 6, s: 9, d: 4, dv: 5, causal: false, scaling: 'pre_qk', mask: 'additive', maskShape: [6, 9], dropout: 0.5 },
 };
 
 describe('fused_attention_backward and attention_lse on the CPU', () => {
   for (const [name, c] of Object.entries(composedCases)) {
     it(`match the composed backward in f64: ${name}`, () => {
       const data = caseData(c);
-      expect(worstError(cpuGradients(data, flashAttentionBackward), cpuGradients(data, attentionBackward))).toBeLessThan(1e-12);
+      expect(worstError(cpuGradients(data, flashAttentionBackward), cpuGradients(data, composedBackward))).toBeLessThan(1e-12);
     });
   }
 
@@ -62,6 +64,8 @@ describe('fused_attention_backward and attention_lse on the CPU', () => {
     'causal, "pre_qk", L != S': { b: 1, h: 1, l: 3, s: 4, d: 2, causal: true, scaling: 'pre_qk', seed: 5 },
     'bool mask, D = 1': { b: 2, h: 1, l: 3, s: 3, d: 1, causal: false, scaling: 'post', mask: 'bool', maskShape: [2, 1, 3, 3], seed: 6 },
     'additive mask with -inf, Dv != D': { b: 1, h: 1, l: 3, s: 4, d: 2, dv: 3, causal: false, scaling: 'post', mask: 'additive', maskShape: [3, 4], seed: 7 },
+    'causal with dropout 0.4 (the mask fixed by seed and rng)': { b: 1, h: 2, l: 4, s: 4, d: 2, causal: true, scaling: 'post', dropout: 0.4, seed: 8 },
+    'bool mask with dropout 0.25, L != S': { b: 1, h: 1, l: 3, s: 5, d: 3, causal: false, scaling: 'pre_qk', mask: 'bool', maskShape: [3, 5], dropout: 0.25, seed: 9 },
   } satisfies Record<string, BackwardCase>)) {
     it(`match central finite differences of the forward in f64: ${name}`, () => {
       const data = caseData(c);
@@ -88,8 +92,9 @@ function finiteDifferenceError(data: CaseData, grads: Map<string, HostTensor>): 
   const g = new Graph();
   const values = new Map<string, HostTensor>([['q', data.q], ['k', data.k], ['v', data.v]].map(([name, t]) => [name as string, { type: (t as HostTensor).type, data: Float64Array.from((t as HostTensor).data) }]));
   if (data.mask) values.set('mask', data.mask);
+  if (data.dropout) values.set('rng', data.dropout.rng);
   const inputs = [...values].map(([name, t]) => g.add('input', [], { name, dtype: t.type.dtype, shape: [...t.type.shape] }));
-  g.setOutputs([{ name: 'out', node: g.add('fused_attention', inputs, { ...data.spec }) }]);
+  g.setOutputs([{ name: 'out', node: g.add('fused_attention', inputs, { ...data.spec, ...data.dropout?.attrs }) }]);
   const loss = () => {
     const out = interpret(g, (n) => values.get(String(n.attrs.name))!, 'f64').get('out')!.data;
     return asNumbers(out).reduce((acc, x, e) => acc + x * data.dout.data[e], 0);

@@ -6,7 +6,7 @@ import type { GradContext } from '../ir/autograd.ts';
 import { type Attrs, Graph, type Node, type Operand } from '../ir/graph.ts';
 import { type HostTensor, hostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import type { AttentionSpec } from '../ir/ops/attention.ts';
+import { type AttentionSpec, attentionBackward, attentionDropout } from '../ir/ops/attention.ts';
 import { type Shape, numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { rng } from './helpers.ts';
@@ -25,6 +25,8 @@ export interface BackwardCase {
   maskShape?: Shape;
   /** Query rows (of every leading index of the mask) that the mask blanks out entirely. */
   blankRows?: number[];
+  /** Dropout p on the weights (drawn with seed 7 and an rng operand of value 12345). */
+  dropout?: number;
   seed: number;
 }
 
@@ -35,6 +37,8 @@ export interface CaseData {
   mask?: HostTensor;
   dout: HostTensor;
   spec: AttentionSpec;
+  /** fused_attention's dropout attrs, and its rng operand's value. */
+  dropout?: { attrs: Attrs; rng: HostTensor };
 }
 
 /** Random inputs in [-2, 2] for a case; bool masks keep about 70%, additive ones are in [-2, 1] with a fifth -inf. */
@@ -48,6 +52,7 @@ export function caseData(c: BackwardCase): CaseData {
     v: f32([c.b, c.h, c.s, dv]),
     dout: f32([c.b, c.h, c.l, dv]),
     spec: { causal: c.causal, scale: 1 / Math.sqrt(c.d), scaling: c.scaling },
+    ...(c.dropout ? { dropout: { attrs: { dropoutP: c.dropout, seed: 7 }, rng: hostTensor('i32', [], Int32Array.of(12345)) } } : {}),
   };
   if (!c.mask) return data;
   const shape = c.maskShape ?? [c.l, c.s];
@@ -74,8 +79,9 @@ export function backwardGraph(data: CaseData, backward: (ctx: GradContext, spec:
   };
   const [q, k, v] = [input('q', data.q), input('k', data.k), input('v', data.v)];
   const mask = data.mask ? [input('mask', data.mask)] : [];
+  const rng = data.dropout ? [input('rng', data.dropout.rng)] : [];
   const dout = input('dout', data.dout);
-  const node = g.add('fused_attention', [q, k, v, ...mask], { ...data.spec });
+  const node = g.add('fused_attention', [q, k, v, ...mask, ...rng], { ...data.spec, ...data.dropout?.attrs });
   const ctx: GradContext = { node, grad: dout, add: (op: string, inputs: readonly Operand[], attrs: Attrs = {}) => g.add(op, inputs, attrs), needs: (i) => i < 3 };
   const [dq, dk, dv] = backward(ctx, data.spec) as Node[];
   g.setOutputs([{ name: 'dq', node: dq }, { name: 'dk', node: dk }, { name: 'dv', node: dv }]);
@@ -86,4 +92,9 @@ export function backwardGraph(data: CaseData, backward: (ctx: GradContext, spec:
 export function cpuGradients(data: CaseData, backward: (ctx: GradContext, spec: AttentionSpec) => (Node | null)[]): Map<string, HostTensor> {
   const { graph, feeds } = backwardGraph(data, backward);
   return interpret(graph, (n) => feeds.get(String(n.attrs.name))!, 'f64');
+}
+
+/** The composed backward (matmul, softmax, ...), with the forward's dropout redrawn: the yardstick of the flash one. */
+export function composedBackward(ctx: GradContext, spec: AttentionSpec): (Node | null)[] {
+  return attentionBackward(ctx, spec, attentionDropout(ctx.node));
 }

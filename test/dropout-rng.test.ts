@@ -119,11 +119,20 @@ describe('a compiled model with dropout', () => {
 
 describe('attention fusion and sdpa with dropout', () => {
   for (const withMask of [false, true]) {
-    it(`leaves sdpa(q, k, v, ${withMask ? 'mask, ' : ''}rng) unfused and says dropout is why`, async () => {
+    it(`fuses sdpa(q, k, v, ${withMask ? 'mask, ' : ''}rng), its dropout drawn in the kernel with the same bits as unfused`, async () => {
       const m = Object.assign(new Module(), { forward: (q: Tensor, mask: Tensor) => F.scaledDotProductAttention(q, q, q, { dropoutP: 0.2, attnMask: withMask ? mask : null }) });
-      const c = await compile(m, { backend: 'cpu' }).lower(tensor(new Array(24).fill(0.5), [2, 3, 4]), tensor([1, 0, 1, 1, 1, 1, 0, 1, 1], [3, 3], 'bool'));
-      expect(c.passes.stages.get('fused')!.nodesOf('sdpa')[0].inputs).toHaveLength(withMask ? 5 : 4);
-      expect(c.passes.decisions.filter((d) => d.pass === 'fuse_attention').map((d) => d.reason)).toEqual(['attention dropout p=0.2 is not fused (the fused kernel has no dropout)']);
+      const inputs: [Tensor, Tensor] = [tensor(Array.from({ length: 24 }, (_, i) => Math.sin(i)), [2, 3, 4]), tensor([1, 0, 1, 1, 1, 1, 0, 1, 1], [3, 3], 'bool')];
+      const c = await compile(m, { backend: 'cpu' }).lower(...inputs);
+      const [fused] = c.passes.stages.get('fused')!.nodesOf('fused_attention');
+      expect(fused.attrs).toMatchObject({ dropoutP: 0.2, seed: 0 });
+      expect(fused.inputs.map((x) => (x as Node).op)).toEqual(['input', 'input', 'input', ...(withMask ? ['input'] : []), 'rng']);
+      expect(c.passes.decisions.filter((d) => d.pass === 'fuse_attention').map((d) => d.reason)).toEqual([expect.stringMatching(/; dropout p=0\.2 on the weights, drawn in the kernel$/)]);
+      const run = async (fuse: boolean) => {
+        manualSeed(5);
+        return Array.from(await ((await compile(m, { backend: 'cpu', passes: { fuse_attention: fuse } })(...inputs)) as Tensor).data());
+      };
+      const [fusedOut, unfusedOut] = [await run(true), await run(false)];
+      fusedOut.forEach((x, i) => expect(x).toBeCloseTo(unfusedOut[i], 5));
     });
   }
 });

@@ -128,6 +128,32 @@ describe('nanoGPT: manual attention, sdpa with a mask and sdpa isCausal give one
   });
 });
 
+describe('nanoGPT training with dropout 0.2: attention dropout fuses, drawn in the kernel', () => {
+  for (const [label, override] of NANOGPT_VARIANTS) {
+    it(`${label}: one causal fused_attention per layer with dropoutP and the rng, matching the unfused graph`, async () => {
+      const model = nanoGPT({ ...override, dropout: 0.2 });
+      model.train();
+      manualSeed(3);
+      const args = [tokens(2, 6), tokens(2, 6)];
+      const run = async (fuse: boolean) => {
+        const f = compile(model, { backend: 'cpu', passes: { fuse_attention: fuse } });
+        manualSeed(11); // the same rng value for both: the same dropout masks
+        return { out: tensorsOf(await (f as unknown as (...a: unknown[]) => Promise<unknown>)(...args)), c: f.last! };
+      };
+      const [fused, unfused] = [await run(true), await run(false)];
+      const attention = fusedStage(fused.c).nodesOf('fused_attention');
+      expect(attention).toHaveLength(SMALL.n_layer!);
+      for (const n of attention) {
+        expect(n.attrs).toMatchObject({ causal: true, dropoutP: 0.2 });
+        expect((n.inputs.at(-1) as Node).op).toBe('rng');
+      }
+      expect(attentionDecisions(fused.c).map((d) => d.applied)).toEqual(Array(SMALL.n_layer!).fill(true));
+      for (const d of attentionDecisions(fused.c)) expect(d.reason).toMatch(/dropout p=0\.2 on the weights, drawn in the kernel/);
+      for (let i = 0; i < fused.out.length; i++) expect(relError(Array.from(await fused.out[i].data()), Array.from(await unfused.out[i].data()))).toBeLessThan(TOL);
+    });
+  }
+});
+
 // ---- 2. IR snapshots before and after fusion ----
 
 describe('nanoGPT IR text before and after fusion (snapshots under __snapshots__/ir/)', () => {

@@ -61,7 +61,7 @@ export function dropoutActive(attrs: Attrs): boolean {
 }
 
 /** Checks an operand given as the graph's rng: i32[], and only where dropout is active. */
-function rngOperand(op: string, inputs: readonly OperandType[], i: number, active: boolean): void {
+export function rngOperand(op: string, inputs: readonly OperandType[], i: number, active: boolean): void {
   const rng = tensorArg(op, inputs, i);
   if (!sameType(rng, RNG_TYPE)) throw new KilnError('KILN_E011', `${op}'s rng operand must be ${formatType(RNG_TYPE)}, got ${formatType(rng)}`);
   if (!active) throw new KilnError('KILN_E011', `${op} takes an rng operand only while its dropout is active`);
@@ -138,9 +138,9 @@ export function attentionOperands<T>(inputs: readonly T[], dtypeOf: (x: T) => st
   return { mask: extras[0], rng };
 }
 
-const typeDType = (x: OperandType) => (typeof x === 'number' ? undefined : x.dtype);
-const hostDType = (x: CpuOperand) => (typeof x === 'number' ? undefined : x.type.dtype);
-const nodeDType = (x: Operand) => (isNode(x) ? x.type.dtype : undefined);
+export const typeDType = (x: OperandType) => (typeof x === 'number' ? undefined : x.dtype);
+export const hostDType = (x: CpuOperand) => (typeof x === 'number' ? undefined : x.type.dtype);
+export const nodeDType = (x: Operand) => (isNode(x) ? x.type.dtype : undefined);
 
 /** The scale an sdpa node applies: its `scale` attr, or 1/sqrt(D) when null. */
 export function attentionScale(attrs: Attrs, d: number): number {
@@ -239,19 +239,15 @@ registerOp({
   },
   wgsl: sdpaWgsl,
   grad(ctx) {
-    const dropout = sdpaDropout(ctx.node);
-    if (dropout) return attentionBackward(ctx, sdpaSpec(ctx.node), dropout);
-    const q = ctx.node.inputs[0] as Node;
-    return flashAttentionBackward(ctx, { causal: ctx.node.attrs.isCausal === true, scale: attentionScale(ctx.node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' });
+    return flashAttentionBackward(ctx, sdpaSpec(ctx.node));
   },
 });
 
-/** sdpa runs on fused_attention's flash kernel; with dropout (bits drawn per score) or head dims too wide for it, on the simple one. */
+/** sdpa runs on fused_attention's flash kernel (dropout included); with head dims too wide for it, on the simple one. */
 function sdpaWgsl(req: KernelRequest): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
   const { d, dv } = attentionDims(q, k, v);
-  const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
-  if (dropoutP > 0 || !flashTiling(d, dv, req.limits)) return sdpaKernel(req);
+  if (!flashTiling(d, dv, req.limits)) return sdpaKernel(req);
   return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
 }
 
@@ -267,9 +263,9 @@ export interface AttentionDropout {
   rng: Node[];
 }
 
-/** An sdpa node's dropout as a dropout op on its [..., L, S] probabilities; undefined without dropout. */
-function sdpaDropout(node: Node): AttentionDropout | undefined {
-  const p = numAttr('sdpa', node.attrs, 'dropoutP', 0);
+/** An attention node's dropout (sdpa's, fused_attention's: attrs dropoutP and seed) as a dropout op on its [..., L, S] probabilities; undefined without dropout. */
+export function attentionDropout(node: Node): AttentionDropout | undefined {
+  const p = numAttr(node.op, node.attrs, 'dropoutP', 0);
   if (p === 0) return undefined;
   const { rng } = attentionOperands(node.inputs, nodeDType);
   return { attrs: { p, training: true, seed: node.attrs.seed as number }, rng: rng ? [rng as Node] : [] };

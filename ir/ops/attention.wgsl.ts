@@ -7,12 +7,12 @@ import { DROPOUT_HASH_WGSL, DROPOUT_MIX_WGSL, attentionDims, attentionOperands, 
 import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './wgsl.ts';
 
 /** Dropout's constants: the seed, p, and 1 - p; the bits come from the hash shared with the CPU (and its seed mixer, with an rng). */
-function dropoutDecls(p: number, seed: number, rng: boolean): string {
+export function dropoutDecls(p: number, seed: number, rng: boolean): string {
   return [DROPOUT_HASH_WGSL, ...(rng ? [DROPOUT_MIX_WGSL] : []), `const SEED: u32 = ${seed >>> 0}u;`, constDecl('DROP_P', 'f32', p), constDecl('KEEP_P', 'f32', 1 - p)].join('\n');
 }
 
 /** The line that defines `seed`, the effective seed: SEED, mixed with the rng binding's value when there is one. */
-function seedLine(rng: boolean): string {
+export function seedLine(rng: boolean): string {
   return rng ? 'let seed = kiln_mix_seed(SEED, bitcast<u32>(rng[0]));' : 'let seed = SEED;';
 }
 

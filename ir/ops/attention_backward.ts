@@ -4,7 +4,7 @@
 //   of its scaled, masked scores (natural log). The forward kernel computes it on the way, but a
 //   node has one output, so a second kernel recomputes it (one pass over k, no v: about a third of
 //   the forward's work).
-// - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {causal, scale, scaling, wrt}:
+// - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta, rng?) {causal, scale, scaling, dropoutP, seed, wrt}:
 //   the gradient with respect to q, k or v (`wrt`), one node each, with the probabilities
 //   recomputed tile by tile as P = exp(S - lse); wrt "kv" gives dk and dv side by side, f32[..., S, D + Dv],
 //   from one pass (P and dS computed once for both), which the rule slices apart. delta[..., L] = rowsum(grad_out * out) is made by
@@ -14,6 +14,9 @@
 // infinity); it has P = 0 everywhere, so it gets a zero gradient and adds none to k and v: the
 // gradient of the forward's zeros. The maths: dP = dO V^T, dS = P * (dP - delta),
 // dQ = scale * dS K, dK = scale * dS^T Q, dV = P^T dO ("pre_qk" gives the same scores, so the same).
+// With dropout (the forward's dropoutP, seed and rng), Z the kept-and-scaled factor of each weight
+// (0 or 1/(1-p), redrawn from the same hash): dV = (P Z)^T dO and dP = (dO V^T) Z; delta = rowsum(dO O)
+// still equals rowsum(P dP).
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
@@ -21,10 +24,10 @@ import { type Attrs, type Node, isNode } from '../graph.ts';
 import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionBackward, attentionDims } from './attention.ts';
+import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand } from './attention.ts';
 import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from './attention_backward.wgsl.ts';
 import { arity, broadcastIndex, expectDType, tensorArg } from './check.ts';
-import { attentionSpec, checkAttentionMask } from './fused_attention.ts';
+import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
 
 /** Which input a fused_attention_backward node gives the gradient of; "kv": k's and v's, concatenated along the last dim. */
 export type AttentionWrt = 'q' | 'k' | 'v' | 'kv';
@@ -36,12 +39,16 @@ export function attentionWrt(attrs: Attrs): AttentionWrt {
   return wrt;
 }
 
-/** The tensor operands of a fused_attention_backward node, by role (the mask is the optional fourth). */
-export function backwardOperands<T>(inputs: readonly T[]): { q: T; k: T; v: T; mask?: T; gradOut: T; lse: T; delta: T } {
+/** The tensor operands of a fused_attention_backward node, by role (the mask is the optional fourth, the rng the optional last: i32). */
+export function backwardOperands<T>(all: readonly T[], dtypeOf: (x: T) => string | undefined): { q: T; k: T; v: T; mask?: T; gradOut: T; lse: T; delta: T; rng?: T } {
+  const rng = all.length > 6 && dtypeOf(all[all.length - 1]) === 'i32' ? all[all.length - 1] : undefined;
+  const inputs = rng === undefined ? all : all.slice(0, -1);
   const [q, k, v] = inputs;
   const [gradOut, lse, delta] = inputs.slice(-3);
-  return { q, k, v, mask: inputs.length === 7 ? inputs[3] : undefined, gradOut, lse, delta };
+  return { q, k, v, mask: inputs.length === 7 ? inputs[3] : undefined, gradOut, lse, delta, rng };
 }
+
+const tensorDType = (x: TensorType | HostTensor) => ('dtype' in x ? x.dtype : x.type.dtype);
 
 /** Reads row (b, i) of the scaled, masked scores into `row`, -Infinity where masked: the same numbers as attentionReference. */
 function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
@@ -84,10 +91,10 @@ function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined
   return result;
 }
 
-/** The gradient `wrt` q, k or v (or k and v side by side), computed directly from P = exp(score - lse) row by row. */
-function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: AttentionWrt, precision: Precision): HostData {
+/** The gradient `wrt` q, k or v (or k and v side by side), computed directly from P = exp(score - lse) row by row; `dropout` drops weight (b, i, j) as the forward did. */
+function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: AttentionWrt, precision: Precision, dropout?: { p: number; seed: number }): HostData {
   if (wrt === 'kv') {
-    const [dk, dv] = [backwardReference(inputs, spec, 'k', precision), backwardReference(inputs, spec, 'v', precision)];
+    const [dk, dv] = [backwardReference(inputs, spec, 'k', precision, dropout), backwardReference(inputs, spec, 'v', precision, dropout)];
     const [d, w] = [inputs[1].type.shape.at(-1)!, inputs[2].type.shape.at(-1)!];
     const result = allocData('f32', dk.length + dv.length, precision);
     for (let row = 0; row < dk.length / d; row++) {
@@ -96,8 +103,10 @@ function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: Atten
     }
     return result;
   }
-  const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs);
+  const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs, tensorDType);
   const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+  // Z: 0 where dropout dropped the weight, 1/(1-p) where it kept it
+  const keep = (b: number, i: number, j: number) => (!dropout ? 1 : dropoutUniform(dropout.seed, (b * l + i) * s + j) < dropout.p ? 0 : 1 / (1 - dropout.p));
   const scores = scoreReader(q, k, mask, spec, precision, batch, l);
   const width = wrt === 'v' ? dv : d;
   const grad = new Float64Array(numel(batch) * (wrt === 'q' ? l : s) * width);
@@ -109,13 +118,15 @@ function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: Atten
       for (let j = 0; j < s; j++) {
         if (row[j] === -Infinity) continue;
         const p = Math.exp(row[j] - lse.data[qi]);
+        const z = keep(b, i, j);
         const kj = b * s + j;
         if (wrt === 'v') {
-          for (let c = 0; c < dv; c++) grad[kj * dv + c] += p * gradOut.data[qi * dv + c];
+          for (let c = 0; c < dv; c++) grad[kj * dv + c] += p * z * gradOut.data[qi * dv + c];
           continue;
         }
         let dp = 0;
         for (let c = 0; c < dv; c++) dp += gradOut.data[qi * dv + c] * v.data[kj * dv + c];
+        dp *= z;
         const ds = p * (dp - delta.data[qi]) * spec.scale;
         const [to, from, src] = wrt === 'q' ? [qi, kj, k] : [kj, qi, q];
         for (let c = 0; c < d; c++) grad[to * d + c] += ds * src.data[from * d + c];
@@ -135,7 +146,7 @@ function lseFlops(inputs: readonly OperandType[], causal: boolean): number {
 }
 
 function backwardFlops(inputs: readonly OperandType[], causal: boolean, wrt: AttentionWrt): number {
-  const { q, k, v } = backwardOperands(inputs as TensorType[]);
+  const { q, k, v } = backwardOperands(inputs as TensorType[], tensorDType);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const perPair = { q: 2 * d + dv, k: 2 * d + dv, v: d + dv, kv: 2 * (d + dv) }[wrt];
   return (2 * numel(batch) * l * s * perPair) / (causal ? 2 : 1);
@@ -176,8 +187,10 @@ registerOp({
   flops: (inputs, attrs) => backwardFlops(inputs, attrs.causal === true, attentionWrt(attrs)),
   infer(inputs, attrs) {
     const op = 'fused_attention_backward';
-    arity(op, inputs, 6, 7);
-    const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)));
+    arity(op, inputs, 6, 8);
+    const { q, k, v, mask, gradOut, lse, delta, rng } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)), tensorDType);
+    const dropoutP = attentionDropoutP(op, attrs);
+    if (rng) rngOperand(op, inputs, inputs.length - 1, dropoutP > 0);
     for (const t of [q, k, v]) expectDType(op, t, 'f32');
     const { batch, l, s, dv } = attentionDims(q, k, v);
     checkMask(op, attentionSpec(attrs), mask, [...batch, l, s]);
@@ -190,7 +203,9 @@ registerOp({
   },
   cpu(inputs, attrs, _out, precision) {
     if (inputs.some((x) => typeof x === 'number')) throw new Error('fused_attention_backward of a scalar');
-    return backwardReference(inputs as HostTensor[], attentionSpec(attrs), attentionWrt(attrs), precision);
+    const p = attentionDropoutP('fused_attention_backward', attrs);
+    const { rng } = backwardOperands(inputs as HostTensor[], tensorDType);
+    return backwardReference(inputs as HostTensor[], attentionSpec(attrs), attentionWrt(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
   wgsl: (req) => attentionBackwardKernel(req, attentionSpec(req.attrs), attentionWrt(req.attrs)),
 });
@@ -205,17 +220,21 @@ export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (
   const [q, k, v] = ctx.node.inputs as Node[];
   // The mask is the fourth operand, bool or f32 (sdpa may end with an i32 rng operand, unused without dropout).
   const mask = ctx.node.inputs.slice(3).find((x): x is Node => isNode(x) && x.type.dtype !== 'i32');
+  const dropout: AttentionDropout | undefined = attentionDropout(ctx.node);
   const { d, dv } = attentionDims(q.type, k.type, v.type);
-  if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec);
+  if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec, dropout);
   const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling };
+  // The backward kernels redraw the forward's dropout bits: the same p, seed and rng.
+  const dropAttrs: Attrs = dropout ? { dropoutP: dropout.attrs.p, seed: dropout.attrs.seed } : {};
   let operands: Node[] | undefined;
   const backward = (wrt: AttentionWrt) => {
     operands ??= [
       q, k, v, ...(mask ? [mask] : []), ctx.grad,
       ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
       ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
+      ...(dropout?.rng ?? []),
     ];
-    return ctx.add('fused_attention_backward', operands, { ...attrs, wrt });
+    return ctx.add('fused_attention_backward', operands, { ...attrs, ...dropAttrs, wrt });
   };
   // dk and dv from one kernel when both are asked for (P and dS computed once), sliced apart.
   let kv: Node | undefined;

@@ -17,14 +17,17 @@
 // kernels start their query loop at their first key (tiles wholly above the diagonal are never
 // loaded), and rows skip the arithmetic of tiles they cannot see. Masked scores sit at a finite
 // sentinel (WGSL does not promise infinities) and weigh nothing.
-// Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, and the mask's dtype and rank.
+// Dropout (the forward's dropoutP, seed, rng): each pair's keep factor Z (0, or 1/(1-p)) is redrawn
+// from dropout's hash at the forward's index (b*L+i)*S+j; dP and the dV update take it.
+// Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, dropout, and the mask's dtype and rank.
 
 import { KilnError } from '../errors.ts';
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
 import { type TensorType, numel } from '../types.ts';
 import { type AttentionSpec, attentionDims } from './attention.ts';
-import type { AttentionWrt } from './attention_backward.ts';
-import { rowLoader } from './fused_attention.wgsl.ts';
+import { type AttentionWrt, backwardOperands } from './attention_backward.ts';
+import { dropoutDecls, seedLine } from './attention.wgsl.ts';
+import { type KernelDropout, kernelDropout, rowLoader } from './fused_attention.wgsl.ts';
 import { broadcastStrides, constDecl, coordLines, indent, listParams, offsetExpr } from './wgsl.ts';
 
 /** attention_lse, or the gradient a fused_attention_backward kernel writes. */
@@ -134,8 +137,7 @@ export function attentionLseKernel(req: KernelRequest, spec: AttentionSpec, tili
 
 /** fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {wrt}: the kernel. */
 export function attentionBackwardKernel(req: KernelRequest, spec: AttentionSpec, wrt: AttentionWrt, tiling?: BackwardTiling): KernelPlan {
-  const [q, k, v] = req.inputs as TensorType[];
-  const mask = req.inputs.length === 7 ? (req.inputs[3] as TensorType) : undefined;
+  const { q, k, v, mask } = backwardOperands(req.inputs as TensorType[], (x) => x.dtype);
   return backwardKernel(wrt, { q, k, v, mask }, req, spec, tiling);
 }
 
@@ -159,12 +161,13 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
     params.mask_stream_stride = r.own === 'query' ? colStride : rowStride;
   }
   const maskName = mask ? ['mask'] : [];
-  const inputNames = mode === 'lse' ? ['q', 'k', ...maskName] : ['q', 'k', 'v', ...maskName, 'grad_out', 'lse', 'delta'];
+  const dropout = mode === 'lse' ? null : kernelDropout(req);
+  const inputNames = mode === 'lse' ? ['q', 'k', ...maskName] : ['q', 'k', 'v', ...maskName, 'grad_out', 'lse', 'delta', ...(dropout?.rng ? ['rng'] : [])];
   return {
     inputNames,
     params,
-    decls: backwardDecls(mode, t, spec, d, dv, mask),
-    body: indent(backwardBody(mode, t, spec, mask, batch.length)).replace(/^\s+$/gm, ''),
+    decls: [backwardDecls(mode, t, spec, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
+    body: indent(backwardBody(mode, t, spec, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
     workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * tiles,
   };
@@ -258,7 +261,7 @@ function scoreLines(mask: TensorType | undefined): string[] {
 }
 
 /** The per-tile update once s_dots (and dp_dots) hold this row's dot products with the tile. */
-function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[] {
+function updateLines(mode: BackwardMode, mask: TensorType | undefined, dropout: KernelDropout | null): string[] {
   const inRange = 'n >= row_begin && n < row_end';
   if (mode === 'lse') {
     return [
@@ -286,7 +289,7 @@ function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[]
   const lse2 = r.own === 'query' ? 'lse_own' : 'lse_tile[c]';
   const delta = r.own === 'query' ? 'delta_own' : 'delta_tile[c]';
   const accumulate = (tile: 'x' | 'y') => {
-    const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : ['p', 'Y_ROW', 'B_VEC4'];
+    const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : [dropout ? 'p * z' : 'p', 'Y_ROW', 'B_VEC4'];
     return `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { acc_${tile}[u] = fma(vec4<f32>(${coef}), ${tile}_tile[c * ${row} + u * SLICES + slice], acc_${tile}[u]); }`;
   };
   return [
@@ -297,13 +300,14 @@ function updateLines(mode: BackwardMode, mask: TensorType | undefined): string[]
     ...indent(scoreLines(mask), '    ').split('\n'),
     `    if (score > MASKED_BELOW) { p = exp2(score - ${lse2}); }`,
     '  }',
-    ...(r.b ? [`  let ds = p * (dp_dots[c] - ${delta}); // dS = P * (dP - delta)`] : []),
+    ...(dropout ? [`  let z = select(1.0 / KEEP_P, 0.0, kiln_uniform(seed, ${r.own === 'query' ? 'own_at * params.stream_rows + n' : '(stream0 + n) * params.own_rows + me'}) < DROP_P); // the forward's dropout`] : []),
+    ...(r.b ? [`  let ds = p * (dp_dots[c]${dropout ? ' * z' : ''} - ${delta}); // dS = P * (dP - delta)`] : []),
     ...r.acc.map(accumulate),
     '}',
   ];
 }
 
-function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number): string[] {
+function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
   const r = ROLES[mode];
   const ownsQueries = r.own === 'query';
   const preQk = spec.scaling === 'pre_qk';
@@ -372,6 +376,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     'let own_at = bh * params.own_rows + min(me, params.own_rows - 1u);',
     'let stream0 = bh * params.stream_rows;',
     ...maskOwn,
+    ...(dropout ? [seedLine(dropout.rng)] : []),
     '',
     ...ownLoad('a_own', r.a, 'A_VEC4', ' * A_SCALE'),
     ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', '') : []),
@@ -406,7 +411,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '  if (live) {',
     ...indent(dots, '    ').split('\n'),
     ...(exchange.length > 0 ? indent(exchange).split('\n') : []),
-    ...indent(updateLines(mode, mask), '    ').split('\n'),
+    ...indent(updateLines(mode, mask, dropout), '    ').split('\n'),
     '  }',
     '}',
     '',

@@ -1,7 +1,10 @@
-// fused_attention(q, k, v, mask?) {causal, scale, scaling, kernel, rule, reason}: what the attention
-// fusion pass makes of a matched chain; lowered to one flash-style kernel. Same maths as sdpa:
-// softmax(q k^T * scale + mask) v, where `mask` is a bool keep-mask or an additive f32 mask, and
-// causal keeps j <= i (top-left aligned). A fully masked row gives zeros.
+// fused_attention(q, k, v, mask?, rng?) {causal, scale, scaling, dropoutP, seed, kernel, rule, reason}:
+// what the attention fusion pass makes of a matched chain; lowered to one flash-style kernel. Same
+// maths as sdpa: dropout(softmax(q k^T * scale + mask)) v, where `mask` is a bool keep-mask or an
+// additive f32 mask, and causal keeps j <= i (top-left aligned). A fully masked row gives zeros.
+// With dropoutP > 0 (default 0), probability (b, i, j) is dropped as dropout's element (b*L+i)*S+j
+// of the [..., L, S] weights, with the seed mixed with the rng operand (i32[], last) as dropout does:
+// the same bits as the unfused chain, recomputed by the backward kernels instead of stored.
 // scaling "pre_qk" multiplies q and k each by sqrt(scale) before q k^T (the overflow guard of
 // PyTorch's kernels); "post" scales the scores.
 
@@ -10,11 +13,11 @@ import type { Attrs } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionDims, attentionFlops, attentionReference } from './attention.ts';
+import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, effectiveDropoutSeed, hostDType, rngOperand, typeDType } from './attention.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
-import { arity, boolAttr, broadcastIndex, expectDType, numAttr, tensorArg } from './check.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { flashAttentionKernel } from './fused_attention.wgsl.ts';
 
 export function attentionSpec(attrs: Attrs): AttentionSpec {
@@ -32,25 +35,41 @@ export function checkAttentionMask(op: string, mask: TensorType, scores: number[
   if (!b || !sameShape(b, scores)) throw new KilnError('KILN_E001', `${op} mask ${formatType(mask)} does not broadcast to the scores [${scores.join(',')}]`);
 }
 
+/** The dropout probability of a fused attention node (0: none); checks it and, when active, the seed. */
+export function attentionDropoutP(op: string, attrs: Attrs): number {
+  const p = numAttr(op, attrs, 'dropoutP', 0);
+  if (p < 0 || p >= 1) throw new KilnError('KILN_E011', `${op} dropoutP must be in [0, 1), got ${p}`);
+  if (p > 0) intAttr(op, attrs, 'seed');
+  return p;
+}
+
 registerOp({
   name: 'fused_attention',
   flops: (inputs, attrs) => attentionFlops(inputs, attrs.causal === true),
+  random: (attrs) => typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0,
   infer(inputs, attrs) {
-    arity('fused_attention', inputs, 3, 4);
+    arity('fused_attention', inputs, 3, 5);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('fused_attention', inputs, i));
     for (const t of [q, k, v]) expectDType('fused_attention', t, 'f32');
     const dims = attentionDims(q, k, v);
     const spec = attentionSpec(attrs);
-    if (inputs.length === 4) {
+    const dropoutP = attentionDropoutP('fused_attention', attrs);
+    for (let i = 3; i < inputs.length; i++) tensorArg('fused_attention', inputs, i);
+    const { mask, rng } = attentionOperands(inputs, typeDType);
+    if (rng) rngOperand('fused_attention', inputs, inputs.length - 1, dropoutP > 0);
+    if (inputs.length === 5 && !rng) throw new KilnError('KILN_E011', 'fused_attention takes one mask and then the rng (i32[]); its 5th operand is not i32');
+    if (mask) {
       if (spec.causal) throw new KilnError('KILN_E011', 'a causal fused_attention reads no mask');
-      checkAttentionMask('fused_attention', tensorArg('fused_attention', inputs, 3), [...dims.batch, dims.l, dims.s]);
+      checkAttentionMask('fused_attention', mask as TensorType, [...dims.batch, dims.l, dims.s]);
     }
     return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
   },
   cpu(inputs, attrs, _out, precision) {
-    const [q, k, v, mask] = inputs;
+    const [q, k, v] = inputs;
+    const { mask, rng } = attentionOperands(inputs, hostDType);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('fused_attention of a scalar');
-    return attentionReference(q, k, v, mask, attentionSpec(attrs), precision);
+    const p = attentionDropoutP('fused_attention', attrs);
+    return attentionReference(q, k, v, mask, attentionSpec(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
   wgsl: (req) => flashAttentionKernel(req, attentionSpec(req.attrs)),
   // The flash backward (ir/ops/attention_backward.ts); the composed one where its kernels do not fit.

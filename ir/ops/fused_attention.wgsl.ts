@@ -1,4 +1,4 @@
-// The flash-attention kernel that fused_attention and sdpa (without dropout) lower to.
+// The flash-attention kernel that fused_attention and sdpa lower to.
 //
 // Design (FlashAttention-2's forward pass, in plain WGSL without subgroups):
 // - A workgroup takes ROWS query rows of one batch-head. Each row belongs to SLICES invocations;
@@ -16,6 +16,9 @@
 //   sentinel (WGSL does not promise infinities) and weigh nothing; a row that saw no key writes zeros.
 // - Causal: the key loop stops at the last tile the workgroup's rows can see; rows that end before
 //   a tile skip its arithmetic; only tiles across a row's end mask per key.
+// - Dropout (dropoutP > 0): each weight that multiplies v is kept or dropped by the hash dropout
+//   uses, element (b*L+i)*S+j of the weights, and kept ones are divided by 1 - p; the running sum
+//   (the softmax's denominator) takes the weights before dropout.
 // Shapes (L, S, head dims, batch, mask strides) live in params; the text depends only on the
 // tiling (chosen from the head dims and the device's workgroup memory), the scale, causal,
 // scaling and the mask's dtype and rank.
@@ -28,7 +31,8 @@
 import { KilnError } from '../errors.ts';
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
 import { type TensorType, numel } from '../types.ts';
-import { attentionDims } from './attention.ts';
+import { attentionDims, attentionOperands } from './attention.ts';
+import { dropoutDecls, seedLine } from './attention.wgsl.ts';
 import type { AttentionSpec } from './fused_attention.ts';
 import { broadcastStrides, constDecl, coordLines, indent, listParams, offsetExpr } from './wgsl.ts';
 
@@ -86,9 +90,26 @@ export function flashTiling(d: number, dv: number, limits: KernelLimits = DEFAUL
   return null;
 }
 
-/** The flash kernel for q, k, v (and an optional bool or additive f32 mask) in req.inputs; `tiling` overrides the choice (tests, benchmarks). */
+/** Dropout in an attention kernel: attrs dropoutP and seed (fused_attention's and sdpa's), and whether the rng operand is bound. */
+export interface KernelDropout {
+  readonly p: number;
+  readonly seed: number;
+  readonly rng: boolean;
+}
+
+/** The dropout a request's attrs and operands ask for; null without. */
+export function kernelDropout(req: KernelRequest): KernelDropout | null {
+  const p = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
+  if (p <= 0) return null;
+  const { rng } = attentionOperands(req.inputs as TensorType[], (x) => x.dtype);
+  return { p, seed: req.attrs.seed as number, rng: rng !== undefined };
+}
+
+/** The flash kernel for q, k, v (and an optional bool or additive f32 mask, and the rng) in req.inputs; `tiling` overrides the choice (tests, benchmarks). */
 export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, tiling?: FlashTiling): KernelPlan {
-  const [q, k, v, mask] = req.inputs as (TensorType | undefined)[] as TensorType[];
+  const [q, k, v] = req.inputs as TensorType[];
+  const mask = attentionOperands(req.inputs as TensorType[], (x) => x.dtype).mask;
+  const dropout = kernelDropout(req);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
   const t = tiling ?? flashTiling(d, dv, limits);
@@ -102,10 +123,10 @@ export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, ti
     params.mask_col_stride = strides[batch.length + 1];
   }
   return {
-    inputNames: mask ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
+    inputNames: ['q', 'k', 'v', ...(mask ? ['mask'] : []), ...(dropout?.rng ? ['rng'] : [])],
     params,
-    decls: flashDecls(t, spec, d, dv, mask),
-    body: indent(flashBody(t, spec, mask, batch.length)).replace(/^\s+$/gm, ''),
+    decls: [flashDecls(t, spec, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
+    body: indent(flashBody(t, spec, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
     workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * rowTiles,
   };
@@ -208,7 +229,7 @@ function scoreLines(mask: TensorType | undefined): string[] {
   return [`let bias = ${at};`, 'if (bias > MASKED_BELOW) { score = dots[c] + bias * LOG2E; }'];
 }
 
-function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number): string[] {
+function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
   const kScale = spec.scaling === 'pre_qk' ? ' * K_SCALE' : '';
   const exchange = t.slices > 1
     ? [
@@ -236,6 +257,7 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     'let q_row = bh * params.l + i;',
     'let kv_row0 = bh * params.s;',
     ...maskRow,
+    ...(dropout ? [seedLine(dropout.rng), 'let drop_row = q_row * params.s; // dropout\'s index of weight (i, 0)'] : []),
     '',
     'var q_own: array<vec4<f32>, Q_VEC4>;',
     'for (var u = 0u; u < Q_VEC4; u = u + 1u) {',
@@ -297,7 +319,8 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     '    for (var c = 0u; c < KEYS; c = c + 1u) {',
     '      let p = select(0.0, exp2(dots[c] - new_max), dots[c] > MASKED_BELOW);',
     '      run_sum = run_sum + p;',
-    '      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }',
+    ...(dropout ? ['      let weight = select(p / KEEP_P, 0.0, kiln_uniform(seed, drop_row + j0 + c) < DROP_P); // dropout'] : []),
+    `      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(${dropout ? 'weight' : 'p'}), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }`,
     '    }',
     '  }',
     '}',
