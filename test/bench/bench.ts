@@ -1,4 +1,4 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all [--json OUT] [--smoke] [--no-peers]`.
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
 // then the peers (onnxruntime-web, tfjs-webgpu, jax-js) on the same adapter, each checked against
 // kiln's output. It prints each median with its spread and its ratio to kiln's, and kiln's peak GPU
@@ -188,7 +188,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const smoke = argv.includes('--smoke');
   const peers = !argv.includes('--no-peers');
   const available = suites(peers);
-  const names = suite === 'all' ? Object.keys(available) : [suite];
+  const names = suite === 'all' ? Object.keys(available) : suite.split(',');
   for (const n of names) if (!available[n]) throw new Error(`unknown suite ${n}; suites: ${Object.keys(available).join(', ')}, all`);
   // Smoke sizes check that every variant runs; a few batches of a few runs are enough for that.
   const measureDefaults = setMeasureDefaults(smoke ? { budgetMs: 40, minBatches: 3 } : {});
