@@ -121,6 +121,9 @@ const nanogpt: Suite = async (kdev, smoke) => {
  * 0.2 (a fresh mask each step, as training draws them). GPT-2 runs at
  * B8: at B12 its [12,1024,50304] logits (and their gradient) are 2.3 GiB, past WebGPU's 2 GiB binding limit.
  */
+/** `--train-small`: the train suite without GPT-2 (its four compilations take most of the suite's time). */
+let skipGpt2 = false;
+
 const train: Suite = async (kdev, smoke) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
     ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 2, 8]]
@@ -129,7 +132,7 @@ const train: Suite = async (kdev, smoke) => {
         // train_shakespeare_char.py as it trains: dropout 0.2 on the embeddings, attention weights and residuals
         ['shakespeare-char, dropout 0.2', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false, dropout: 0.2 }, 64, 256],
         ['GPT-2 124M', { dropout: 0 }, 8, 1024],
-      ];
+      ].filter(([label]) => !(skipGpt2 && label === 'GPT-2 124M')) as [string, Partial<GPTConfig>, number, number][];
   const out: CaseResult[] = [];
   for (const [label, config, B, T] of configs) {
     const variants: VariantResult[] = [];
@@ -187,6 +190,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const suite = flagValue(argv, 'suite') ?? 'all';
   const smoke = argv.includes('--smoke');
   const peers = !argv.includes('--no-peers');
+  skipGpt2 = argv.includes('--train-small');
   const available = suites(peers);
   const names = suite === 'all' ? Object.keys(available) : suite.split(',');
   for (const n of names) if (!available[n]) throw new Error(`unknown suite ${n}; suites: ${Object.keys(available).join(', ')}, all`);
