@@ -199,6 +199,16 @@ registerOp({
   flops: (_inputs, _attrs, out) => 14 * numel(out.shape),
 });
 
+/** Row r's -log softmax at target t, in f64 (the CPU reference of both cross-entropy ops). */
+function rowLoss(logits: HostData, r: number, c: number, t: number): number {
+  if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
+  let max = -Infinity;
+  for (let k = 0; k < c; k++) max = Math.max(max, logits[r * c + k]);
+  let sum = 0;
+  for (let k = 0; k < c; k++) sum += Math.exp(logits[r * c + k] - max);
+  return Math.log(sum) + max - logits[r * c + t];
+}
+
 // cross_entropy(logits[N,C], targets[N]) {ignoreIndex}: mean of -log softmax at the target, over kept rows.
 registerOp({
   name: 'cross_entropy',
@@ -224,12 +234,7 @@ registerOp({
     for (let r = 0; r < n; r++) {
       const t = targets[r];
       if (t === ignore) continue;
-      if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
-      let max = -Infinity;
-      for (let k = 0; k < c; k++) max = Math.max(max, logits.data[r * c + k]);
-      let sum = 0;
-      for (let k = 0; k < c; k++) sum += Math.exp(logits.data[r * c + k] - max);
-      total += Math.log(sum) + max - logits.data[r * c + t];
+      total += rowLoss(logits.data, r, c, t);
       kept++;
     }
     const result = allocData('f32', 1, precision);
@@ -260,12 +265,7 @@ registerOp({
     for (let r = 0; r < n; r++) {
       const t = targets[r];
       if (t === ignore) continue;
-      if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
-      let max = -Infinity;
-      for (let k = 0; k < c; k++) max = Math.max(max, logits.data[r * c + k]);
-      let sum = 0;
-      for (let k = 0; k < c; k++) sum += Math.exp(logits.data[r * c + k] - max);
-      result[r] = Math.log(sum) + max - logits.data[r * c + t];
+      result[r] = rowLoss(logits.data, r, c, t);
     }
     return result;
   },

@@ -204,15 +204,10 @@ export function softmaxKernel(req: KernelRequest): KernelPlan {
   };
 }
 
-/** layer_norm over the last dim: one workgroup per row, mean then variance (two passes, f32). */
-export function layerNormKernel(req: KernelRequest): KernelPlan {
-  const x = req.inputs[0] as TensorType;
-  const c = x.shape[x.shape.length - 1];
-  const hasBias = req.inputs.length > 2;
-  const group = groupFor(c);
-  const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+/** A layer_norm row's `mean` and `rstd` (1 / sqrt(variance + EPS)) over x[base .. base + c), in two passes, f32. */
+function rowStatsLines(group: number, loop: (stmt: string) => string): string[] {
   const add = (a: string, b: string) => `(${a} + ${b})`;
-  const body = [
+  return [
     'let base = wid * params.c;',
     'var part = 0.0;',
     loop('part = part + x[base + e];'),
@@ -221,8 +216,20 @@ export function layerNormKernel(req: KernelRequest): KernelPlan {
     'var part_sq = 0.0;',
     loop('let d = x[base + e] - mean; part_sq = part_sq + d * d;'),
     workgroupReduce('partial', group, 'part_sq', add, 'total_sq'),
-    'let inv_std = inverseSqrt(total_sq / f32(params.c) + EPS);',
-    loop(`out[base + e] = (x[base + e] - mean) * inv_std * weight[e]${hasBias ? ' + bias[e]' : ''};`),
+    'let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);',
+  ];
+}
+
+/** layer_norm over the last dim: one workgroup per row, mean then variance (two passes, f32). */
+export function layerNormKernel(req: KernelRequest): KernelPlan {
+  const x = req.inputs[0] as TensorType;
+  const c = x.shape[x.shape.length - 1];
+  const hasBias = req.inputs.length > 2;
+  const group = groupFor(c);
+  const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+  const body = [
+    ...rowStatsLines(group, loop),
+    loop(`out[base + e] = (x[base + e] - mean) * rstd * weight[e]${hasBias ? ' + bias[e]' : ''};`),
   ];
   return {
     inputNames: hasBias ? ['x', 'weight', 'bias'] : ['x', 'weight'],
@@ -242,15 +249,7 @@ export function layerNormBackwardKernel(req: KernelRequest): KernelPlan {
   const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
   const add = (a: string, b: string) => `(${a} + ${b})`;
   const body = [
-    'let base = wid * params.c;',
-    'var part = 0.0;',
-    loop('part = part + x[base + e];'),
-    workgroupReduce('partial', group, 'part', add, 'total'),
-    'let mean = total / f32(params.c);',
-    'var part_sq = 0.0;',
-    loop('let d = x[base + e] - mean; part_sq = part_sq + d * d;'),
-    workgroupReduce('partial', group, 'part_sq', add, 'total_sq'),
-    'let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);',
+    ...rowStatsLines(group, loop),
     '// gy = g * weight; the means of gy and of gy * xhat',
     'var part_gy = 0.0;',
     'var part_gyx = 0.0;',

@@ -41,6 +41,6 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   }
   let total_sq = partial[0];
   workgroupBarrier();
-  let inv_std = inverseSqrt(total_sq / f32(params.c) + EPS);
-  for (var e = lid; e < params.c; e = e + 64u) { out[base + e] = (x[base + e] - mean) * inv_std * weight[e] + bias[e]; }
+  let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);
+  for (var e = lid; e < params.c; e = e + 64u) { out[base + e] = (x[base + e] - mean) * rstd * weight[e] + bias[e]; }
 }
