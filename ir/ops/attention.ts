@@ -9,7 +9,7 @@ import { type Attrs, type Node, type Operand, isNode } from '../graph.ts';
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { type CpuOperand, type OperandType, registerOp } from '../registry.ts';
-import { type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
+import { type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
 import { RNG_TYPE } from './leaf.ts';
@@ -155,30 +155,38 @@ export interface AttentionSpec {
   scaling: AttentionScaling;
 }
 
-/** The reference both attention ops share, in the interpreter's precision. */
-export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, dropout?: { p: number; seed: number }): ReturnType<typeof allocData> {
-  const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
+/** Reads row (b, i) of the scaled, masked scores into `row`, -Infinity where masked: the same numbers as attentionReference. */
+export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
+  const [s, d] = k.type.shape.slice(-2);
   const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
   const additive = mask?.type.dtype === 'f32';
   const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
   const round = precision === 'f32' ? Math.fround : (x: number) => x;
+  return (b, i, row) => {
+    for (let j = 0; j < s; j++) {
+      const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
+      const keep = spec.causal ? j <= i : !(mask && !additive && !m);
+      let x = -Infinity;
+      if (keep) {
+        x = 0;
+        for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
+        x = x * post + (additive ? m : 0);
+      }
+      row[j] = x;
+    }
+  };
+}
+
+/** The reference both attention ops share, in the interpreter's precision. */
+export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, dropout?: { p: number; seed: number }): ReturnType<typeof allocData> {
+  const { batch, l, s, dv } = attentionDims(q.type, k.type, v.type);
+  const read = scoreReader(q, k, mask, spec, precision, batch, l);
   const result = allocData('f32', numel([...batch, l, dv]), precision);
   const scores = new Float64Array(s);
   for (let b = 0; b < numel(batch); b++) {
     for (let i = 0; i < l; i++) {
-      let max = -Infinity;
-      for (let j = 0; j < s; j++) {
-        const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-        const keep = spec.causal ? j <= i : !(mask && !additive && !m);
-        let x = -Infinity;
-        if (keep) {
-          x = 0;
-          for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
-          x = x * post + (additive ? m : 0);
-        }
-        scores[j] = x;
-        max = Math.max(max, x);
-      }
+      read(b, i, scores);
+      const max = scores.reduce((a, x) => Math.max(a, x), -Infinity);
       if (max === -Infinity) continue; // fully masked row: zeros
       let sum = 0;
       for (let j = 0; j < s; j++) sum += scores[j] = Math.exp(scores[j] - max);

@@ -24,7 +24,7 @@ import { type Attrs, type Node, isNode } from '../graph.ts';
 import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand } from './attention.ts';
+import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
 import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from './attention_backward.wgsl.ts';
 import { arity, broadcastIndex, expectDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
@@ -49,28 +49,6 @@ export function backwardOperands<T>(all: readonly T[], dtypeOf: (x: T) => string
 }
 
 const tensorDType = (x: TensorType | HostTensor) => ('dtype' in x ? x.dtype : x.type.dtype);
-
-/** Reads row (b, i) of the scaled, masked scores into `row`, -Infinity where masked: the same numbers as attentionReference. */
-function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
-  const [s, d] = k.type.shape.slice(-2);
-  const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
-  const additive = mask?.type.dtype === 'f32';
-  const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
-  const round = precision === 'f32' ? Math.fround : (x: number) => x;
-  return (b, i, row) => {
-    for (let j = 0; j < s; j++) {
-      const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-      const keep = spec.causal ? j <= i : !(mask && !additive && !m);
-      let x = -Infinity;
-      if (keep) {
-        x = 0;
-        for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
-        x = x * post + (additive ? m : 0);
-      }
-      row[j] = x;
-    }
-  };
-}
 
 /** log(sum_j exp(score_ij)) per query row; -Infinity where no key is kept. */
 function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision): HostData {
