@@ -96,7 +96,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   const cache = new Map<string, TrainingCompilation>();
   let last: TrainingCompilation | undefined;
 
-  // Optimizer moments are fed and written back by leaf name; hyperparameters are fresh 0-d tensors per step.
+  // Optimizer moments are fed and written back by leaf name; hyperparameters are fresh tensors per step.
   const moments = new Map<string, Tensor>();
   for (const [name] of params) {
     const s = optimizer.stateOf(name);
@@ -130,8 +130,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
 
   async function call(...args: unknown[]): Promise<StepResult> {
     const c = await lower(...args);
-    optimizer.stepCount++;
-    const hypers = hyperparameters(optimizer);
+    const hypers = hyperparameters(optimizer, optimizer.stepCount + 1);
     const base = leafFeeder(c.step.graph, state, c.trace.argNames, args);
     const leaf = (node: Node): Tensor => {
       const name = String(node.attrs.name);
@@ -139,6 +138,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
       return moments.get(name) ?? hypers.get(name) ?? base(node);
     };
     const outputs = await c.run(leaf, { writeBack });
+    optimizer.stepCount++; // counted once the step is queued: a step that failed to run did not happen
     return { loss: outputs.get(OUTPUT_LOSS)!, gradNorm: outputs.get(OUTPUT_NORM)! };
   }
 
@@ -156,10 +156,9 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   return step as unknown as TrainStep<M>;
 }
 
-/** This step's hyperparameter inputs, one f32[3] per parameter group (stepCount already counts this step). */
-function hyperparameters(optimizer: AdamW): Map<string, Tensor> {
+/** Step t's hyperparameter inputs (t counts from 1), one f32[3] per parameter group. */
+function hyperparameters(optimizer: AdamW, t: number): Map<string, Tensor> {
   const [beta1, beta2] = optimizer.betas;
-  const t = optimizer.stepCount;
   const type = { dtype: 'f32' as const, shape: [ADAMW_HYPERS.length] };
   const values = (weightDecay: number) => Float32Array.of(optimizer.lr / (1 - beta1 ** t), 1 / Math.sqrt(1 - beta2 ** t), 1 - optimizer.lr * weightDecay);
   return new Map(optimizer.groups.map((g, i) => [hypersInput(i), new Tensor(type, { host: { type, data: values(g.weightDecay) } })]));
