@@ -72,4 +72,15 @@ describe('kiln kernels on nanoGPT', () => {
     expect(unfused.kernels.filter((k) => k.op === 'softmax')).toHaveLength(SMALL_GPT.n_layer);
     expect(unfused.totals.kernels).toBeGreaterThan(fused.totals.kernels);
   });
+
+  it('--train lists the compiled training step: the flash backward, one AdamW kernel per parameter, no [B, H, T, T] scores', async () => {
+    const l = await listing('--train');
+    const count = (op: string) => l.kernels.filter((k) => k.op === op).length;
+    expect(count('fused_attention')).toBe(SMALL_GPT.n_layer);
+    expect(count('fused_attention_backward')).toBeGreaterThanOrEqual(SMALL_GPT.n_layer);
+    expect(count('softmax')).toBe(1); // cross-entropy's backward, over the logits
+    const params = (await import('../examples/nanogpt/model.ts')).default({ ...SMALL_GPT, flash: false }).namedParameters().length;
+    expect(count('adamw_update')).toBe(params);
+    expect(l.kernels.at(-1)!.op).toBe('adamw_update');
+  });
 });

@@ -7,7 +7,7 @@ import { isNode } from '../../ir/graph.ts';
 import { opFlops } from '../../ir/registry.ts';
 import { numel } from '../../ir/types.ts';
 import type { Command } from './main.ts';
-import { MODEL_FLAGS, modelSession } from './model.ts';
+import { MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
 import { getDevice } from '../../runtime/webgpu/index.ts';
 
 /** Every element is 4 bytes on the GPU: f32, i32, and bool stored as u32. */
@@ -36,11 +36,12 @@ export const kernelsCommand: Command = {
   spec: {
     name: 'kernels',
     summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
-    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--wgsl] [--no-fusion] [--json] [--adapter]',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--train] [--wgsl] [--no-fusion] [--json] [--adapter]',
     example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
+      TRAIN_FLAG,
       { name: 'wgsl', kind: 'boolean', help: "print each kernel's WGSL after its line" },
       { name: 'no-fusion', kind: 'boolean', help: 'switch off attention fusion (the fuse_attention pass), to compare' },
       { name: 'json', kind: 'boolean', help: 'print {"kernels": [...], "totals": {...}} instead of text' },

@@ -9,6 +9,8 @@ import type { Module } from '../frontend/module.ts';
 import { manualSeed, random } from '../frontend/random.ts';
 import type { Tensor } from '../frontend/tensor.ts';
 import { forwardArgNames } from '../tracer.ts';
+import { AdamW } from '../optim.ts';
+import { compileTrainStep } from '../train-step.ts';
 import { type FlagSpec, type ParsedArgs, stringFlag, usageError } from './args.ts';
 
 export type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -76,7 +78,14 @@ export interface ModelSession extends LoadedModel {
   compileMs: number;
 }
 
-/** Loads the model, makes example token inputs, and compiles them (tracing, passes, codegen) without running. */
+/** The flag of the commands that can show the training step instead of the forward. */
+export const TRAIN_FLAG: FlagSpec = {
+  name: 'train',
+  kind: 'boolean',
+  help: "the compiled training step (forward in train mode, backward, clipping, AdamW): traced, canonical and fused are its forward's stages, lowered the whole step; forward() must return a loss (nanoGPT: targets are given)",
+};
+
+/** Loads the model, makes example token inputs, and compiles them (tracing, passes, codegen) without running; with --train, the training step. */
 export async function modelSession(command: string, args: ParsedArgs, mod: unknown, options: CompileOptions = {}): Promise<ModelSession> {
   const B = positiveInt(command, args, 'batch');
   manualSeed(1337);
@@ -90,6 +99,17 @@ export async function modelSession(command: string, args: ParsedArgs, mod: unkno
   const inputs = names.map(() => tensor(Array.from({ length: B * T }, () => Math.floor(random() * vocab)), [B, T], 'i32'));
   const compiled = compile(loaded.model, options);
   const t0 = performance.now();
-  const compilation = await compiled.lower(...(inputs as never[]));
+  const compilation = args.flags.get('train') ? await trainingCompilation(loaded.model, inputs, options) : await compiled.lower(...(inputs as never[]));
   return { ...loaded, args: inputs, compiled, compilation, compileMs: performance.now() - t0 };
+}
+
+/** The training step's compilation shown as a forward's: its forward's stages up to fused, then the whole step as lowered. */
+async function trainingCompilation(model: ForwardModule, inputs: Tensor[], options: CompileOptions): Promise<Compilation> {
+  model.train();
+  const step = compileTrainStep(model, new AdamW(model), { backend: options.backend, passes: options.passes, attentionScaling: options.attentionScaling, gradClip: 1 });
+  const c = await step.lower(...(inputs as never[]));
+  const stages = new Map(c.forward.stages);
+  stages.set('lowered', c.step.graph);
+  const passes = { graph: c.step.graph, stages, ran: [...c.forward.ran, ...c.step.ran], decisions: c.forward.decisions };
+  return { signature: c.signature, trace: c.trace, passes, run: c.run };
 }
