@@ -4,6 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Tensor, manualSeed } from '../index.ts';
 import type { Graph } from '../ir/graph.ts';
+import { lowerGraph } from '../codegen/index.ts';
 import { lossAndGradients } from '../compiler/autograd.ts';
 import { AdamW, clipGradNorm } from '../compiler/optim.ts';
 import { compileTrainStep } from '../compiler/train-step.ts';
@@ -93,5 +94,18 @@ describe('compileTrainStep options', () => {
     const [x] = batch(0);
     await expect(step(x)).rejects.toThrow(/KILN_E011 .*model.ts:\d+:\d+: compileTrainStep needs a 0-d f32 loss; forward\(\) returned logits as f32\[2,1,32\]/);
     expect(() => compileTrainStep(model, optimizer, { passes: { fuse_atention: false } })).toThrow(/unknown pass "fuse_atention"/);
+  });
+
+  it('compiles the manual-attention and SDPA models, dropout included, to the same kernels', async () => {
+    const keys = [];
+    for (const flash of [false, true]) {
+      manualSeed(42);
+      const model = createModel({ ...config, flash, dropout: 0.2 });
+      const step = compileTrainStep(model, new AdamW(model), { backend: 'cpu', gradClip: 1 });
+      const c = await step.lower(...batch(0));
+      expect(c.step.graph.nodesOf('fused_attention')).toHaveLength(config.n_layer);
+      keys.push(lowerGraph(c.step.graph).kernels.map((k) => k.key));
+    }
+    expect(keys[1]).toEqual(keys[0]);
   });
 });
