@@ -10,7 +10,6 @@ import { differentiate } from '../ir/autograd.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import { attentionBackward } from '../ir/ops/attention.ts';
 import { flashAttentionBackward } from '../ir/ops/attention_backward.ts';
 import { backwardTiling, flashBackwardFits } from '../ir/ops/attention_backward.wgsl.ts';
 import { verifyGraph } from '../ir/verify.ts';

@@ -26,7 +26,7 @@ import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
 import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
 import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from './attention_backward.wgsl.ts';
-import { arity, broadcastIndex, expectDType, tensorArg } from './check.ts';
+import { arity, expectDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
 
 /** Which input a fused_attention_backward node gives the gradient of; "kv": k's and v's, concatenated along the last dim. */

@@ -166,7 +166,7 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
   return {
     inputNames,
     params,
-    decls: [backwardDecls(mode, t, spec, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
+    decls: [backwardDecls(mode, t, spec, d, dv), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
     body: indent(backwardBody(mode, t, spec, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
     workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * tiles,
@@ -178,7 +178,7 @@ function fetchCounts(t: BackwardTiling): { x: number; y: number } {
   return { x: Math.ceil((t.tile * t.slices * t.aVec4) / t.workgroupSize), y: Math.ceil((t.tile * t.slices * t.bVec4) / t.workgroupSize) };
 }
 
-function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number, mask: TensorType | undefined): string {
+function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number): string {
   const r = ROLES[mode];
   const root = Math.sqrt(spec.scale);
   const preQk = spec.scaling === 'pre_qk';

@@ -10,14 +10,13 @@
 
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
-import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
-import { type TensorType, broadcastShapes, formatType, numel, sameShape } from '../types.ts';
+import { type TensorType, broadcastShapes, formatType, sameShape } from '../types.ts';
 import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, effectiveDropoutSeed, hostDType, rngOperand, typeDType } from './attention.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
-import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
+import { arity, boolAttr, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { flashAttentionKernel } from './fused_attention.wgsl.ts';
 
 export function attentionSpec(attrs: Attrs): AttentionSpec {

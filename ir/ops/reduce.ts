@@ -256,7 +256,7 @@ registerOp({
     if (loss.shape.length !== 0) throw new Error('cross_entropy gave a non-scalar');
     return { dtype: 'f32', shape: [(inputs[1] as TensorType).shape[0]] };
   },
-  cpu(inputs, attrs, out, precision) {
+  cpu(inputs, attrs, _out, precision) {
     const logits = tensorIn(inputs, 0);
     const targets = tensorIn(inputs, 1).data;
     const ignore = intAttr('cross_entropy_rows', attrs, 'ignoreIndex', -100);

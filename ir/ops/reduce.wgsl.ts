@@ -102,7 +102,7 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
     }
     const inner = kept[kept.length - 1];
     if (inner && inner.stride === 1 && inner.size >= COLUMN_TILE / 2 && red.every((d) => d.stride >= inner.size)) {
-      return columnReduce(r, read, inputNames, operands?.decls, kept, red, count, params);
+      return columnReduce(r, read, inputNames, operands?.decls, kept, red, params);
     }
     const group = groupFor(count);
     const body = [
@@ -140,7 +140,7 @@ const COLUMN_LANES = 4;
  * with a stride of C. autograd's unbroadcast splits long row ranges first, so there are enough
  * workgroups (ir/autograd.ts).
  */
-function columnReduce(r: Reduction, read: string, inputNames: string[], decls: string | undefined, kept: Dim[], red: Dim[], count: number, params: Record<string, number>): KernelPlan {
+function columnReduce(r: Reduction, read: string, inputNames: string[], decls: string | undefined, kept: Dim[], red: Dim[], params: Record<string, number>): KernelPlan {
   const inner = kept[kept.length - 1];
   const outerKept = kept.slice(0, -1);
   const tiles = Math.ceil(inner.size / COLUMN_TILE);
