@@ -52,3 +52,39 @@ export async function measure(run: () => unknown, done: () => Promise<unknown>, 
   const at = (q: number) => perRun[Math.min(perRun.length - 1, Math.floor(q * perRun.length))];
   return { medianMs: at(0.5), p10Ms: at(0.1), p90Ms: at(0.9), batches: perRun.length, runsPerBatch };
 }
+
+/**
+ * Times several variants in rounds, each round running every variant once (a batch of back-to-back
+ * runs each, in an order that rotates from round to round), so drift of the machine (clocks, other
+ * tenants) falls on all variants alike instead of on whichever ran last. Returns one Timing each.
+ */
+export async function measureInterleaved(runs: readonly (() => unknown)[], done: () => Promise<unknown>, opts: MeasureOptions = {}): Promise<Timing[]> {
+  const budget = opts.budgetMs ?? defaults.budgetMs;
+  const minBatches = opts.minBatches ?? defaults.minBatches;
+  for (const run of runs) for (let i = 0; i < 3; i++) await run();
+  await done();
+  const sizes: number[] = [];
+  for (const run of runs) {
+    const t = performance.now();
+    await run();
+    await done();
+    const once = Math.max(performance.now() - t, 0.001);
+    sizes.push(Math.max(1, Math.min(200, Math.floor(budget / 10 / runs.length / once))));
+  }
+  const perRun: number[][] = runs.map(() => []);
+  const deadline = performance.now() + budget;
+  for (let round = 0; round < minBatches || (performance.now() < deadline && round < 50); round++) {
+    for (let k = 0; k < runs.length; k++) {
+      const v = (k + round) % runs.length;
+      const t = performance.now();
+      for (let i = 0; i < sizes[v]; i++) await runs[v]();
+      await done();
+      perRun[v].push((performance.now() - t) / sizes[v]);
+    }
+  }
+  return perRun.map((times, v) => {
+    times.sort((a, b) => a - b);
+    const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))];
+    return { medianMs: at(0.5), p10Ms: at(0.1), p90Ms: at(0.9), batches: times.length, runsPerBatch: sizes[v] };
+  });
+}
