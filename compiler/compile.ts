@@ -100,6 +100,11 @@ function hostId(host: HostTensor): number {
   return id;
 }
 
+/** Which data each registered buffer holds: buffers are folded in as constants, so new data is a new graph. */
+export function buffersVersion(model: Module): string {
+  return model.namedBuffers().map(([, b]) => (b.host ? hostId(b.host) : 0)).join(',');
+}
+
 /** `tte`: each module's training flag, in module order. Dropout's behaviour is traced in, so it is guarded. */
 export function trainingModes(model: Module): string {
   return [...model.namedModules()].map(([, m]) => (m.training ? 't' : 'e')).join('');
@@ -115,8 +120,6 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
 
   const state = stateTensors(model);
 
-  const buffers = model.namedBuffers().map(([, b]) => b);
-  const buffersVersion = () => buffers.map((b) => (b.host ? hostId(b.host) : 0)).join(',');
 
   const argNames = forwardArgNames(model.forward);
   /** The guarded values of the last compilation used, to say which argument changed when a guard fails. */
@@ -127,7 +130,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const signature = guarded.join(', ');
     // Buffers are folded in as constants, so a buffer given new values (a loaded checkpoint) is a new graph.
     // So is train() / eval(): dropout is traced in as active or as the identity.
-    const key = `${signature} | buffers ${buffersVersion()} | modes ${trainingModes(model)}`;
+    const key = `${signature} | buffers ${buffersVersion(model)} | modes ${trainingModes(model)}`;
     const hit = cache.get(key);
     const shown = `forward(${guarded.map((g, i) => `${argNames[i] ?? `arg${i}`}: ${g}`).join(', ')})`;
     log('guards', `check ${shown} -> ${hit ? 'hit' : 'miss'}`, { cached: cache.size });

@@ -24,7 +24,7 @@ import { ADAMW_HYPERS } from '../ir/ops/optim.ts';
 import { formatType } from '../ir/types.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses } from '../passes/index.ts';
 import type { BackendName, Runner } from './backends.ts';
-import { loadBackend, signatureOf, trainingModes } from './compile.ts';
+import { buffersVersion, loadBackend, signatureOf, trainingModes } from './compile.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
@@ -109,7 +109,8 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   }
 
   async function lower(...args: unknown[]): Promise<TrainingCompilation> {
-    const signature = `${signatureOf(args)} | modes ${trainingModes(model)}`;
+    // Guarded as compile() guards: buffers are folded in as constants, dropout is traced in or not.
+    const signature = `${signatureOf(args)} | buffers ${buffersVersion(model)} | modes ${trainingModes(model)}`;
     const hit = cache.get(signature);
     if (hit) return (last = hit);
     const trace = traceModule(model, args);

@@ -94,6 +94,18 @@ describe('compileTrainStep options', () => {
     const [x] = batch(0);
     await expect(step(x)).rejects.toThrow(/KILN_E011 .*model.ts:\d+:\d+: compileTrainStep needs a 0-d f32 loss; forward\(\) returned logits as f32\[2,1,32\]/);
     expect(() => compileTrainStep(model, optimizer, { passes: { fuse_atention: false } })).toThrow(/unknown pass "fuse_atention"/);
+    // Guards as compile()'s: the same arguments in eval mode, or with a buffer given new data, compile anew.
+    const before = step.last!;
+    await step(...batch(1));
+    expect(step.last).toBe(before);
+    model.eval();
+    await step(...batch(1));
+    expect(step.last).not.toBe(before);
+    model.train();
+    const mask = model.namedBuffers()[0][1];
+    mask.host = { ...mask.host!, data: mask.host!.data.slice() };
+    await step(...batch(1));
+    expect(step.last).not.toBe(before);
   });
 
   it('compiles the manual-attention and SDPA models, dropout included, to the same kernels', async () => {
