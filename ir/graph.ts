@@ -91,3 +91,38 @@ export class Graph {
     return this.nodes.filter((n) => n.op === op);
   }
 }
+
+/** What rebuildGraph gives its visitor: the graph being built, and the old-to-new mapping so far. */
+export interface Rebuild {
+  readonly out: Graph;
+  /** An operand's value in the new graph (scalars and unmapped nodes as they are). */
+  mapped(x: Operand): Operand;
+  /** Copies `node` with its inputs mapped (the node itself when none changed) and records the mapping. */
+  keep(node: Node): Node;
+}
+
+/**
+ * A graph rebuilt node by node, in order, the way passes rewrite: `visit` returns the node's value in
+ * the new graph (a node it added, or an earlier one), null to leave the node out, or undefined to keep
+ * it as it is with its inputs mapped. Outputs follow their nodes; ids are kept, new ones come after.
+ */
+export function rebuildGraph(graph: Graph, visit: (node: Node, r: Rebuild) => Node | null | undefined, constants = graph.constants): Graph {
+  const out = new Graph(graph.nextFreeId());
+  out.constants = constants;
+  const remap = new Map<Node, Node>();
+  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
+  const keep = (node: Node): Node => {
+    const inputs = node.inputs.map(mapped);
+    const kept = inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs });
+    remap.set(node, kept);
+    return kept;
+  };
+  const r: Rebuild = { out, mapped, keep };
+  for (const node of graph.nodes) {
+    const value = visit(node, r);
+    if (value === undefined) keep(node);
+    else if (value !== null) remap.set(node, value);
+  }
+  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
+  return out;
+}

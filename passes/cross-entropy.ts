@@ -4,7 +4,7 @@
 // GPT-2's [8192, 50304] logits on an H100. Runs in the lowered stage, after autograd has used
 // cross_entropy's own gradient rule.
 
-import { Graph, type Node, isNode } from '../ir/graph.ts';
+import { type Graph, type Node, isNode, rebuildGraph } from '../ir/graph.ts';
 import { numel } from '../ir/types.ts';
 import type { Pass } from './manager.ts';
 
@@ -14,26 +14,16 @@ export const ROW_PARALLEL_ELEMENTS = 1 << 16;
 export function rowParallelCrossEntropy(graph: Graph): Graph {
   const big = (n: Node) => n.op === 'cross_entropy' && isNode(n.inputs[0]) && numel(n.inputs[0].type.shape) >= ROW_PARALLEL_ELEMENTS;
   if (!graph.nodes.some(big)) return graph;
-  const out = new Graph(graph.nextFreeId());
-  out.constants = graph.constants;
-  const remap = new Map<Node, Node>();
-  const mapped = (x: Node | number) => (isNode(x) ? (remap.get(x) ?? x) : x);
-  for (const node of graph.nodes) {
-    const inputs = node.inputs.map(mapped);
-    if (!big(node)) {
-      remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
-      continue;
-    }
-    const [logits, targets] = inputs as Node[];
+  return rebuildGraph(graph, (node, { out, mapped }) => {
+    if (!big(node)) return undefined;
+    const [logits, targets] = node.inputs.map(mapped) as Node[];
     const add = (op: string, xs: (Node | number)[], attrs = {}) => out.add(op, xs, attrs, node.loc, node.scope);
     const ignore = typeof node.attrs.ignoreIndex === 'number' ? node.attrs.ignoreIndex : -100;
     const rows = add('cross_entropy_rows', [logits, targets], { ignoreIndex: ignore });
     const kept = add('cast', [add('ne', [targets, ignore])], { dtype: 'f32' });
     // Mean over kept rows; 0 / 0 (every row ignored) is NaN, as PyTorch.
-    remap.set(node, add('div', [add('sum', [rows], { dims: [0], keepdim: false }), add('sum', [kept], { dims: [0], keepdim: false })]));
-  }
-  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
-  return out;
+    return add('div', [add('sum', [rows], { dims: [0], keepdim: false }), add('sum', [kept], { dims: [0], keepdim: false })]);
+  });
 }
 
 export const crossEntropyRows: Pass = {

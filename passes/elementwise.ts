@@ -2,7 +2,7 @@
 // becomes one fused_elementwise node, one kernel instead of one per op (nanoGPT: the bias add and
 // GELU of the MLP, the bias add and residual add after each projection).
 
-import { Graph, type Node, type Operand, isNode } from '../ir/graph.ts';
+import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
 import { type Expr, formatExpr, parseExpr } from '../ir/ops/fused_elementwise.ts';
 import { getOp } from '../ir/registry.ts';
 import { sameShape } from '../ir/types.ts';
@@ -62,25 +62,17 @@ export function fuseElementwise(graph: Graph): Graph {
     operandsOf.set(node, operands);
   }
   const position = new Map(graph.nodes.map((n, i) => [n, i]));
-  const out = new Graph(graph.nextFreeId());
-  out.constants = graph.constants;
-  const remap = new Map<Node, Node>();
-  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
-  for (const node of graph.nodes) {
-    if (absorbed.has(node)) continue;
+  return rebuildGraph(graph, (node, { out, mapped, keep }) => {
+    if (absorbed.has(node)) return null;
     const hasChain = fusible(node) && node.inputs.some((x) => isNode(x) && absorbed.has(x));
     const chain = hasChain ? chainOf(node, absorbed) : null;
     if (chain && chain.leaves.length <= MAX_FUSED_INPUTS) {
-      remap.set(node, out.add('fused_elementwise', chain.leaves.map(mapped), { expr: formatExpr(chain.expr) }, node.loc, node.scope));
-      continue;
+      return out.add('fused_elementwise', chain.leaves.map(mapped), { expr: formatExpr(chain.expr) }, node.loc, node.scope);
     }
     // Too many operands for one kernel: keep this node, and emit the nodes it would have absorbed.
-    if (chain) for (const n of absorbedInto(node, absorbed, position)) remap.set(n, out.addRaw({ ...n, inputs: n.inputs.map(mapped) }));
-    const inputs = node.inputs.map(mapped);
-    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
-  }
-  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
-  return out;
+    if (chain) for (const n of absorbedInto(node, absorbed, position)) keep(n);
+    return undefined;
+  });
 }
 
 /** Operands of `node` after `x` that will be leaves for sure (not absorbable chains): they need room too. */
@@ -125,23 +117,13 @@ export function fuseReductions(graph: Graph): Graph {
   }
   if (into.size === 0) return graph;
   const chains = new Set(into.values());
-  const out = new Graph(graph.nextFreeId());
-  out.constants = graph.constants;
-  const remap = new Map<Node, Node>();
-  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
-  for (const node of graph.nodes) {
-    if (chains.has(node)) continue;
+  return rebuildGraph(graph, (node, { out, mapped }) => {
+    if (chains.has(node)) return null;
     const chain = into.get(node);
-    if (chain) {
-      const { expr, operands } = exprOfNode(chain);
-      remap.set(node, out.add('fused_reduce', operands.map(mapped), { op: node.op, expr: formatExpr(expr), dims: node.attrs.dims ?? null, keepdim: node.attrs.keepdim ?? false }, node.loc, node.scope));
-      continue;
-    }
-    const inputs = node.inputs.map(mapped);
-    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
-  }
-  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
-  return out;
+    if (!chain) return undefined;
+    const { expr, operands } = exprOfNode(chain);
+    return out.add('fused_reduce', operands.map(mapped), { op: node.op, expr: formatExpr(expr), dims: node.attrs.dims ?? null, keepdim: node.attrs.keepdim ?? false }, node.loc, node.scope);
+  });
 }
 
 export const elementwiseFusion: Pass = {

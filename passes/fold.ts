@@ -2,7 +2,7 @@
 // Registered buffers (nanoGPT's causal `bias`) are compile-time constants, so `bias[:, :, :T, :T] == 0`
 // folds to one constant mask that the attention fusion can then prove causal.
 
-import { Graph, type Node, type Operand, isNode } from '../ir/graph.ts';
+import { type Graph, type Node, isNode, rebuildGraph } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
 import { formatAttr } from '../ir/text.ts';
@@ -35,47 +35,33 @@ function constantValues(graph: Graph, ctx: PassContext): (node: Node) => HostTen
 
 export function foldConstants(graph: Graph, ctx: PassContext): Graph {
   const valueOf = constantValues(graph, ctx);
-  const out = new Graph(graph.nextFreeId());
-  out.constants = new Map(graph.constants);
-  const remap = new Map<Node, Node>();
-  const mapped = (x: Operand): Operand => (isNode(x) ? (remap.get(x) ?? x) : x);
-  for (const node of graph.nodes) {
-    // Fold ops that read other constants; factories alone (full, arange) stay: a kernel is cheaper than an upload.
-    const readsTensors = node.inputs.some(isNode);
-    const value = readsTensors && !getOp(node.op).leaf ? valueOf(node) : undefined;
-    if (value) {
+  return rebuildGraph(
+    graph,
+    (node, { out }) => {
+      // Fold ops that read other constants; factories alone (full, arange) stay: a kernel is cheaper than an upload.
+      const readsTensors = node.inputs.some(isNode);
+      const value = readsTensors && !getOp(node.op).leaf ? valueOf(node) : undefined;
+      if (!value) return undefined;
       const name = `c${node.id}`;
       out.constants.set(name, value);
-      remap.set(node, out.addRaw({ id: node.id, op: 'constant', inputs: [], attrs: { name, dtype: node.type.dtype, shape: [...node.type.shape] }, type: node.type, loc: node.loc }));
-      continue;
-    }
-    const inputs = node.inputs.map(mapped);
-    remap.set(node, inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs }));
-  }
-  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
-  return out;
+      return out.addRaw({ id: node.id, op: 'constant', inputs: [], attrs: { name, dtype: node.type.dtype, shape: [...node.type.shape] }, type: node.type, loc: node.loc });
+    },
+    new Map(graph.constants),
+  );
 }
 
 /** Nodes with the same op, operands and attrs compute the same value: keep the first. */
 export function eliminateCommonSubexpressions(graph: Graph): Graph {
-  const out = new Graph(graph.nextFreeId());
-  out.constants = graph.constants;
-  const remap = new Map<Node, Node>();
   const seen = new Map<string, Node>();
-  for (const node of graph.nodes) {
-    const inputs = node.inputs.map((x) => (isNode(x) ? (remap.get(x) ?? x) : x));
+  return rebuildGraph(graph, (node, { mapped, keep }) => {
+    const inputs = node.inputs.map(mapped);
     const key = `${node.op}(${inputs.map((x) => (isNode(x) ? `%${x.id}` : formatAttr(x))).join(',')}){${Object.entries(node.attrs).map(([k, v]) => `${k}=${formatAttr(v)}`).join(',')}}`;
     const twin = seen.get(key);
-    if (twin) {
-      remap.set(node, twin);
-      continue;
-    }
-    const kept = inputs.every((x, i) => x === node.inputs[i]) ? out.addRaw(node) : out.addRaw({ ...node, inputs });
+    if (twin) return twin;
+    const kept = keep(node);
     seen.set(key, kept);
-    remap.set(node, kept);
-  }
-  out.setOutputs(graph.outputs.map((o) => ({ name: o.name, node: remap.get(o.node) ?? o.node })));
-  return out;
+    return kept;
+  });
 }
 
 export const constantFolding: Pass = {
