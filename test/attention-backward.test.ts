@@ -16,7 +16,7 @@ import { verifyGraph } from '../ir/verify.ts';
 import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { type BackwardCase, type CaseData, caseData, composedBackward, cpuGradients } from './attention-cases.ts';
-import { asNumbers, fixtureModel, loadFixture, relError } from './helpers.ts';
+import { asNumbers, centralDifferences, fixtureModel, loadFixture, relError } from './helpers.ts';
 
 const GRADS = ['dq', 'dk', 'dv'] as const;
 
@@ -101,16 +101,7 @@ function finiteDifferenceError(data: CaseData, grads: Map<string, HostTensor>): 
   const h = 1e-6;
   let worst = 0;
   for (const name of ['q', 'k', 'v'] as const) {
-    const x = values.get(name)!.data;
-    const numeric = new Float64Array(x.length);
-    for (let e = 0; e < x.length; e++) {
-      const keep = x[e];
-      x[e] = keep + h;
-      const up = loss();
-      x[e] = keep - h;
-      numeric[e] = (up - loss()) / (2 * h);
-      x[e] = keep;
-    }
+    const numeric = centralDifferences(values.get(name)!.data, loss, h);
     worst = Math.max(worst, relError(asNumbers(grads.get(`d${name}`)!.data), numeric));
   }
   return worst;

@@ -10,7 +10,7 @@ import { type HostTensor, hostTensor } from '../ir/host.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { splitKFactor } from '../ir/ops/linalg.ts';
-import { ATTENTION_VARIANTS, asNumbers, fixtureModel, loadFixture, relError, rng } from './helpers.ts';
+import { ATTENTION_VARIANTS, asNumbers, centralDifferences, fixtureModel, loadFixture, relError, rng } from './helpers.ts';
 
 // ---- per-op gradients against central finite differences, in f64 on the CPU interpreter ----
 
@@ -52,17 +52,7 @@ function gradError({ params, inputs = {}, build }: GradCase, seed = 1): number {
   const h = 1e-5;
   let worst = 0;
   for (const name of Object.keys(params)) {
-    const data = values.get(name)!.data;
-    const numeric = new Float64Array(data.length);
-    for (let i = 0; i < data.length; i++) {
-      const x = data[i];
-      data[i] = x + h;
-      const up = interpret(g, feed, 'f64').get('loss')!.data[0];
-      data[i] = x - h;
-      const down = interpret(g, feed, 'f64').get('loss')!.data[0];
-      data[i] = x;
-      numeric[i] = (up - down) / (2 * h);
-    }
+    const numeric = centralDifferences(values.get(name)!.data, () => interpret(g, feed, 'f64').get('loss')!.data[0], h);
     worst = Math.max(worst, relError(asNumbers(analytic.get(`grad.${name}`)!.data), numeric));
   }
   return worst;

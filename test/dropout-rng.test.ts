@@ -11,7 +11,7 @@ import { type HostTensor, hostTensor } from '../ir/host.ts';
 import { dropoutUniform, mixDropoutSeed } from '../ir/ops/attention.ts';
 import { type Shape, numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
-import { rng as seeded } from './helpers.ts';
+import { centralDifferences, rng as seeded } from './helpers.ts';
 
 const P = 0.5;
 
@@ -179,17 +179,9 @@ function gradError(g: Graph, loss: Node, params: Node[], values: Map<string, Hos
   let worst = 0;
   for (const p of params) {
     const name = String(p.attrs.name);
-    const data = values.get(name)!.data;
     const grad = analytic.get(`grad.${name}`)!.data;
-    for (let i = 0; i < data.length; i++) {
-      const x = data[i];
-      data[i] = x + h;
-      const up = interpret(g, feed, 'f64').get('loss')!.data[0];
-      data[i] = x - h;
-      const down = interpret(g, feed, 'f64').get('loss')!.data[0];
-      data[i] = x;
-      worst = Math.max(worst, Math.abs(grad[i] - (up - down) / (2 * h)) / Math.max(1, Math.abs(grad[i])));
-    }
+    const numeric = centralDifferences(values.get(name)!.data, () => interpret(g, feed, 'f64').get('loss')!.data[0], h);
+    for (let i = 0; i < grad.length; i++) worst = Math.max(worst, Math.abs(grad[i] - numeric[i]) / Math.max(1, Math.abs(grad[i])));
   }
   return worst;
 }

@@ -58,3 +58,18 @@ export async function fixtureModel(override: object): Promise<import('../example
   model.loadStateDict(fx.weights, 'fixture');
   return model;
 }
+
+/** d loss / d data[i] for every i by central differences, moving each value by ±h in place and back. */
+export function centralDifferences(data: { [i: number]: number; length: number }, loss: () => number, h: number): Float64Array {
+  const numeric = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    data[i] = x + h;
+    const up = loss();
+    data[i] = x - h;
+    const down = loss();
+    data[i] = x;
+    numeric[i] = (up - down) / (2 * h);
+  }
+  return numeric;
+}
