@@ -51,19 +51,21 @@ export const cpuBackend: ExecutionBackend = {
   async prepare(graph) {
     return async (leaf, options) => {
       const out = interpret(graph, (node) => hostValue(leaf(node), `${node.op} "${String(node.attrs.name)}"`), 'f32');
-      return new Map(
-        [...out].map(([name, host]) => {
-          const target = options?.writeBack?.get(name);
-          if (!target) return [name, new Tensor(host.type, { host })];
-          const parts = writeBackParts(name, host.type, target);
-          const size = host.data.length / parts.length;
-          for (const [i, t] of parts.entries()) {
-            t.host = { type: t.type, data: parts.length === 1 ? host.data : host.data.slice(i * size, (i + 1) * size) };
-            t.device = undefined;
-          }
-          return null;
-        }).filter((entry): entry is [string, Tensor] => entry !== null),
-      );
+      const result = new Map<string, Tensor>();
+      for (const [name, host] of out) {
+        const target = options?.writeBack?.get(name);
+        if (!target) {
+          result.set(name, new Tensor(host.type, { host }));
+          continue;
+        }
+        const parts = writeBackParts(name, host.type, target);
+        const size = host.data.length / parts.length;
+        for (const [i, t] of parts.entries()) {
+          t.host = { type: t.type, data: parts.length === 1 ? host.data : host.data.slice(i * size, (i + 1) * size) };
+          t.device = undefined;
+        }
+      }
+      return result;
     };
   },
   eager: {

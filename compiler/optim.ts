@@ -36,9 +36,9 @@ export interface ParamState {
 
 const zerosLike = (p: Parameter): Tensor => new Tensor(p.type, { host: { type: p.type, data: new Float32Array(p.numel()) } });
 
-/** A moment's host values; after a compiled step they live on the device until TrainStep.sync(). */
-function hostMoment(t: Tensor, name: string): Float32Array {
-  if (!t.host) throw new KilnError('KILN_E011', `AdamW: the optimizer state of ${name} lives on the GPU after a compiled training step; call await step.sync() first`);
+/** A parameter's or moment's host values; after a compiled step they live on the device until TrainStep.sync(). */
+function hostValues(t: Tensor, what: string): Float32Array {
+  if (!t.host) throw new KilnError('KILN_E011', `AdamW: ${what} lives on the GPU after a compiled training step; call await step.sync() first`);
   return t.host.data as Float32Array;
 }
 
@@ -113,9 +113,8 @@ export class AdamW {
       for (const [name, p] of group.params) {
         const g = grads.get(name)!.data;
         const s = this.state.get(name)!;
-        const [expAvg, expAvgSq] = [hostMoment(s.expAvg, name), hostMoment(s.expAvgSq, name)];
-        if (!p.host) throw new KilnError('KILN_E011', `AdamW.step: parameter ${name} lives on the GPU after a compiled training step; call await step.sync() first`);
-        const old = p.host.data;
+        const [expAvg, expAvgSq] = [hostValues(s.expAvg, `the optimizer state of ${name}`), hostValues(s.expAvgSq, `the optimizer state of ${name}`)];
+        const old = hostValues(p, `parameter ${name}`);
         const next = new Float32Array(old.length);
         for (let i = 0; i < old.length; i++) {
           const m = (expAvg[i] = beta1 * expAvg[i] + (1 - beta1) * g[i]);
@@ -134,8 +133,8 @@ export class AdamW {
     for (const group of this.groups) {
       for (const [name, p] of group.params) {
         const s = this.state.get(name)!;
-        tensors.set(expAvgKey(name), { dtype: 'F32', shape: [...p.shape], data: hostMoment(s.expAvg, name).slice() });
-        tensors.set(expAvgSqKey(name), { dtype: 'F32', shape: [...p.shape], data: hostMoment(s.expAvgSq, name).slice() });
+        tensors.set(expAvgKey(name), { dtype: 'F32', shape: [...p.shape], data: hostValues(s.expAvg, `the optimizer state of ${name}`).slice() });
+        tensors.set(expAvgSqKey(name), { dtype: 'F32', shape: [...p.shape], data: hostValues(s.expAvgSq, `the optimizer state of ${name}`).slice() });
       }
     }
     return { tensors, metadata: { [OPTIM_STEP_KEY]: String(this.stepCount) } };
