@@ -6,6 +6,7 @@ import { KilnError } from './errors.ts';
 import { type Attrs, Graph, type Node, type Operand, isNode } from './graph.ts';
 import { getOp } from './registry.ts';
 import { MAX_CONCAT_INPUTS } from './ops/backward.ts';
+import { sliceBounds } from './ops/shape.ts';
 import { type Shape, formatType, sameShape } from './types.ts';
 
 /** What a gradient rule sees: the forward node, the gradient of its output, and a builder for new nodes. */
@@ -44,12 +45,8 @@ function tiledSlices(graph: Graph, parts: readonly Node[], node: Node): Node | n
   const rank = node.type.shape.length;
   const dimOf = (p: Node) => ((p.attrs.dim as number) + rank) % rank;
   const dim = dimOf(parts[0]);
-  if (!parts.every((p) => dimOf(p) === dim && (p.attrs.step ?? 1) === 1)) return null;
-  const ranges = parts.map((p) => {
-    const grad = p.inputs[0] as Node;
-    const start = typeof p.attrs.start === 'number' ? p.attrs.start : 0;
-    return { grad, start: start < 0 ? start + node.type.shape[dim] : start, size: grad.type.shape[dim] };
-  });
+  const ranges = parts.map((p) => ({ grad: p.inputs[0] as Node, ...sliceBounds(p.attrs, node.type.shape[dim]), size: (p.inputs[0] as Node).type.shape[dim] }));
+  if (!parts.every((p) => dimOf(p) === dim) || !ranges.every((r) => r.step === 1)) return null;
   ranges.sort((a, b) => a.start - b.start);
   let at = 0;
   for (const r of ranges) {
