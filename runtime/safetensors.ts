@@ -10,6 +10,7 @@
 // Typed arrays use the host's byte order; like every WebGPU host we assume little-endian.
 
 import { KilnError } from '../ir/errors.ts';
+import { writeFileAtomic } from './files.ts';
 
 export type StDType =
   | 'F32' | 'F64' | 'I32' | 'I64' | 'BOOL' | 'U8' | 'F16' | 'BF16' | 'I8' | 'I16' | 'U16' | 'U32' | 'U64';
@@ -263,13 +264,13 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   return parseSafetensors(bytes, path);
 }
 
+/** Serializes and writes atomically (runtime/files.ts): a crash mid-write leaves the old file or the new one. */
 export async function writeSafetensors(
   path: string,
   tensors: Map<string, StTensorInput> | Record<string, StTensorInput>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(path, serializeSafetensors(tensors, metadata));
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }
 
 function f16ToF32(h: number): number {
