@@ -56,11 +56,11 @@ describe('npm run bench -- --suite all --smoke', () => {
     }
   });
 
-  it('writes every number with the date and adapter to --json, and report.ts makes BENCHMARKS.md and the chart from it', () => {
+  it('writes every number with the date and adapter to --json, and report.ts makes BENCHMARKS.md and the chart from it', async () => {
     const written = JSON.parse(readFileSync(json, 'utf8')) as BenchReport;
     expect(written).toEqual(JSON.parse(JSON.stringify(report)));
     expect(Date.parse(written.date)).not.toBeNaN();
-    const out = writeReport(json, join(dir, 'BENCHMARKS.md'));
+    const out = await writeReport(json, join(dir, 'BENCHMARKS.md'));
     const markdown = readFileSync(out.markdown, 'utf8');
     expect(markdown).toContain(report.adapter);
     expect(markdown).toContain('![median time per variant](bench/chart.svg)');

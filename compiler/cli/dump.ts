@@ -1,10 +1,10 @@
 // kiln dump: compile a model without running it and write its IR at one stage (or all), as text,
 // JSON, Graphviz dot or SVG, or the difference between two stages.
 
-import { writeFileSync } from 'node:fs';
 import type { Graph } from '../../ir/graph.ts';
 import { printGraph } from '../../ir/text.ts';
 import { STAGES, type Stage } from '../../passes/index.ts';
+import { writeFileAtomic } from '../../runtime/files.ts';
 import { type ParsedArgs, stringFlag, usageError } from './args.ts';
 import { diffGraphs, formatJson, graphToDot, stageToJson } from './graph-formats.ts';
 import type { Command } from './main.ts';
@@ -56,7 +56,7 @@ export const dumpCommand: Command = {
 
     const out = stringFlag(args, 'out');
     if (out) {
-      writeFileSync(out, output);
+      await writeFileAtomic(out, output);
       console.log(`wrote ${out} (${diff ? `diff ${diff.join(' -> ')}` : `${stage}, ${format}`})`);
     } else {
       console.log(output.replace(/\n$/, ''));

@@ -4,7 +4,6 @@
 // kiln's output. It prints each median with its spread and its ratio to kiln's, and kiln's peak GPU
 // bytes; `--json OUT` keeps every number with the date and the adapter (report.ts makes BENCHMARKS.md).
 
-import { writeFileSync } from 'node:fs';
 import { compile } from '../../compiler/compile.ts';
 import { tensor } from '../../compiler/frontend/create.ts';
 import { AdamW } from '../../compiler/optim.ts';
@@ -14,6 +13,7 @@ import '../../compiler/webgpu.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
 import { Graph } from '../../ir/graph.ts';
 import { numel } from '../../ir/types.ts';
+import { writeFileAtomic } from '../../runtime/files.ts';
 import { type KilnDevice, getDevice, releaseDevice } from '../../runtime/webgpu/index.ts';
 import { attentionGraph, graphOutput, inputsOf, matmulGraph, timeGraph, withPeakBytes } from './kiln-cases.ts';
 import { measure, measureInterleaved, setMeasureDefaults } from './measure.ts';
@@ -245,7 +245,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const report: BenchReport = { date: new Date().toISOString(), adapter: kdev.description, smoke, node: process.version, peers: versions, results };
   const json = flagValue(argv, 'json');
   if (json) {
-    writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+    await writeFileAtomic(json, JSON.stringify(report, null, 2) + '\n');
     console.log(`\nwrote ${json}`);
   }
   return report;

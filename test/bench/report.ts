@@ -3,8 +3,9 @@
 // as plain SVG (bench/chart.svg beside the markdown): one group of bars per case, each bar a variant's
 // median as a share of the case's slowest, kiln's variants in one colour and the peers' in another.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
+import { writeFileAtomic } from '../../runtime/files.ts';
 import { type BenchReport, type CaseResult, caseRows, flagValue, ratioOf, tableHeader } from './results.ts';
 
 const KILN_COLOUR = '#d95f02';
@@ -93,12 +94,12 @@ export function renderMarkdown(report: BenchReport, chartPath: string): string {
 }
 
 /** Reads a bench JSON and writes the markdown and, beside it, bench/chart.svg. Returns the paths written. */
-export function writeReport(jsonPath: string, out = 'BENCHMARKS.md'): { markdown: string; chart: string } {
+export async function writeReport(jsonPath: string, out = 'BENCHMARKS.md'): Promise<{ markdown: string; chart: string }> {
   const report = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
   const chart = join(dirname(out), 'bench', 'chart.svg');
   mkdirSync(dirname(chart), { recursive: true });
-  writeFileSync(chart, renderChart(report));
-  writeFileSync(out, renderMarkdown(report, relative(dirname(out), chart)));
+  await writeFileAtomic(chart, renderChart(report));
+  await writeFileAtomic(out, renderMarkdown(report, relative(dirname(out), chart)));
   return { markdown: out, chart };
 }
 
@@ -109,6 +110,6 @@ if (process.argv[1] && /report\.(ts|mjs)$/.test(process.argv[1])) {
     console.error('usage: npm run bench:report -- RESULT.json [--out BENCHMARKS.md]');
     process.exit(2);
   }
-  const written = writeReport(json, flagValue(argv, 'out'));
+  const written = await writeReport(json, flagValue(argv, 'out'));
   console.log(`wrote ${written.markdown} and ${written.chart}`);
 }

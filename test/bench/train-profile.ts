@@ -3,7 +3,6 @@
 // (forward, backward, optimizer). A tool for tuning, run on the GPU machine:
 //   bash .device/run.sh .device/train-profile.mjs [--gpt2] [--unfused] [--sdpa] [--json OUT]
 
-import { writeFileSync } from 'node:fs';
 import { lowerGraph } from '../../codegen/index.ts';
 import { tensor } from '../../compiler/frontend/create.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
@@ -15,6 +14,7 @@ import '../../compiler/webgpu.ts';
 import createModel from '../../examples/nanogpt/model.ts';
 import type { Node } from '../../ir/graph.ts';
 import { getOp } from '../../ir/registry.ts';
+import { writeFileAtomic } from '../../runtime/files.ts';
 import { Executor, type Feed, getDevice, releaseDevice, upload } from '../../runtime/webgpu/index.ts';
 import { KernelTimer } from '../../runtime/webgpu/timing.ts';
 
@@ -93,7 +93,7 @@ console.log(`wall ${wallMs.toFixed(2)} ms per step (encoding ${encodeMs.toFixed(
 for (const [key, e] of rows.slice(0, 30)) console.log(`${(e.ns / 1e6).toFixed(3).padStart(9)} ms  ${String(Math.round(e.count)).padStart(4)}x  ${key}`);
 const json = argv[argv.indexOf('--json') + 1];
 if (argv.includes('--json') && json) {
-  writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), adapter: kdev.description, B, T, gpt2, fused, flash, wallMs, encodeMs, parts: Object.fromEntries(byPart), ops: Object.fromEntries(rows) }, null, 2));
+  await writeFileAtomic(json, JSON.stringify({ date: new Date().toISOString(), adapter: kdev.description, B, T, gpt2, fused, flash, wallMs, encodeMs, parts: Object.fromEntries(byPart), ops: Object.fromEntries(rows) }, null, 2));
 }
 timer.destroy();
 exec.destroy();
