@@ -46,7 +46,7 @@ export async function lossAndGradients(
   for (const p of params) {
     const name = String(p.attrs.name);
     const t = outputs.get(`grad.${name}`)!;
-    grads.set(name, t.host ?? { type: t.type, data: await t.data() });
+    grads.set(name, t.readHost() ?? { type: t.type, data: await t.data() });
   }
   return { loss: (await outputs.get(lossOutput.name)!.data())[0], grads };
 }
@@ -58,7 +58,7 @@ export async function lossAndGradients(
 export async function gradsOf(model: Module): Promise<Map<string, HostTensor>> {
   const grads = new Map<string, HostTensor>();
   for (const [name, p] of model.namedParameters()) {
-    if (p.grad) grads.set(name, p.grad.host ?? { type: p.grad.type, data: await p.grad.data() });
+    if (p.grad) grads.set(name, p.grad.readHost() ?? { type: p.grad.type, data: await p.grad.data() });
   }
   return grads;
 }

@@ -42,7 +42,8 @@ export interface ExecutionBackend {
 
 /** The host copy of a tensor; device-only tensors must be read back by the caller first. */
 export function hostValue(t: Tensor, what: string): HostTensor {
-  if (t.host) return t.host;
+  const host = t.readHost();
+  if (host) return host;
   throw new KilnError('KILN_E011', `${what} (${formatType(t.type)}) lives on ${t.device?.backend ?? 'no device'}; read it with await tensor.data() before using it on the cpu backend`);
 }
 
@@ -62,7 +63,6 @@ export const cpuBackend: ExecutionBackend = {
         const size = host.data.length / parts.length;
         for (const [i, t] of parts.entries()) {
           t.host = { type: t.type, data: parts.length === 1 ? host.data : host.data.slice(i * size, (i + 1) * size) };
-          t.device = undefined;
         }
       }
       return result;

@@ -1,15 +1,15 @@
 // compile(model): trace forward() per input signature, run the passes, prepare a backend, and call it.
-// Guards: input dtypes and shapes (and non-tensor arguments) pick a cached compilation; a change retraces.
+// Guards (compiler/guards.ts): the arguments' types, the training flags, the state's layout and the
+// buffers folded in pick a cached compilation; a change retraces. Parameters are fed as they are at each call.
 
 import { KilnError, formatLoc } from '../ir/errors.ts';
 import type { Graph } from '../ir/graph.ts';
-import type { HostTensor } from '../ir/host.ts';
 import { log } from '../ir/log.ts';
-import { formatType } from '../ir/types.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
 import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
-import { Tensor } from './frontend/tensor.ts';
+import type { Tensor } from './frontend/tensor.ts';
+import { BufferReader, GuardedCache, guardKey, guardedValue } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import { type Trace, forwardArgNames, rebuildOutputs, traceModule } from './tracer.ts';
 
@@ -64,22 +64,9 @@ export async function loadBackend(name: BackendName): Promise<ExecutionBackend> 
   return load();
 }
 
-/** The guard key: dtype and shape of each tensor argument, the value of every other argument. */
+/** The guarded values of forward()'s arguments: dtype and shape of each tensor, the value of every other argument. */
 export function signatureOf(args: readonly unknown[]): string {
-  return guardedValues(args).join(', ');
-}
-
-function guardedValues(args: readonly unknown[]): string[] {
-  return args.map((a) => (a instanceof Tensor ? formatType(a.type) : JSON.stringify(a) ?? 'undefined'));
-}
-
-/** `idx: i32[2,24] -> i32[2,12]`: the arguments whose guarded value differs, for the recompiles log. */
-function changedArguments(before: readonly string[], after: readonly string[], names: readonly string[]): string {
-  const changed = [];
-  for (let i = 0; i < Math.max(before.length, after.length); i++) {
-    if (before[i] !== after[i]) changed.push(`${names[i] ?? `arg${i}`}: ${before[i] ?? 'absent'} -> ${after[i] ?? 'absent'}`);
-  }
-  return changed.join('; ');
+  return args.map(guardedValue).join(', ');
 }
 
 /** One fusion line per decision a pass recorded: what it fused or declined, where, and why. */
@@ -90,77 +77,51 @@ function logDecisions(result: PassResult): void {
   }
 }
 
-const hostIds = new WeakMap<HostTensor, number>();
-let nextHostId = 1;
-
-/** A number per host tensor object: buffers are guarded by which data they hold. */
-function hostId(host: HostTensor): number {
-  let id = hostIds.get(host);
-  if (id === undefined) hostIds.set(host, (id = nextHostId++));
-  return id;
-}
-
-/** Which data each registered buffer holds: buffers are folded in as constants, so new data is a new graph. */
-export function buffersVersion(model: Module): string {
-  return model.namedBuffers().map(([, b]) => (b.host ? hostId(b.host) : 0)).join(',');
-}
-
-/** `tte`: each module's training flag, in module order. Dropout's behaviour is traced in, so it is guarded. */
-export function trainingModes(model: Module): string {
-  return [...model.namedModules()].map(([, m]) => (m.training ? 't' : 'e')).join('');
-}
-
 export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
   const backendName = options.backend ?? 'webgpu';
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
   checkPassOptions(pipeline, options); // at compile(), where the options came in, not at the first call
-  const cache = new Map<string, Compilation>();
+  const cache = new GuardedCache<Compilation>();
   const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
   let last: Compilation | undefined;
-
-  const state = stateTensors(model);
-
-
   const argNames = forwardArgNames(model.forward);
-  /** The guarded values of the last compilation used, to say which argument changed when a guard fails. */
-  let lastGuarded: string[] | undefined;
 
+  /** Compiles for these arguments without running (the CLI's dump and kernels). */
   async function lower(...args: unknown[]): Promise<Compilation> {
-    const guarded = guardedValues(args);
-    const signature = guarded.join(', ');
-    // Buffers are folded in as constants, so a buffer given new values (a loaded checkpoint) is a new graph.
-    // So is train() / eval(): dropout is traced in as active or as the identity.
-    const key = `${signature} | buffers ${buffersVersion(model)} | modes ${trainingModes(model)}`;
-    const hit = cache.get(key);
-    const shown = `forward(${guarded.map((g, i) => `${argNames[i] ?? `arg${i}`}: ${g}`).join(', ')})`;
-    log('guards', `check ${shown} -> ${hit ? 'hit' : 'miss'}`, { cached: cache.size });
-    if (hit) {
+    return lowerFor(args, stateTensors(model));
+  }
+
+  /** The compilation for these arguments and the model's state as it is now: a cached one whose guards hold, or a new trace. */
+  async function lowerFor(args: readonly unknown[], state: ReadonlyMap<string, Tensor>): Promise<Compilation> {
+    const key = guardKey(model, state, args, argNames);
+    const shown = `forward(${key.args.map((g, i) => `${key.argNames[i]}: ${g}`).join(', ')})`;
+    const found = await cache.find(key, state);
+    log('guards', `check ${shown} -> ${'hit' in found ? 'hit' : 'miss'}`, { cached: cache.size });
+    if ('hit' in found) {
       stats.cacheHits++;
-      lastGuarded = guarded;
-      return (last = hit);
+      return (last = found.hit);
     }
-    if (lastGuarded) log('recompiles', `retracing forward(): ${changedArguments(lastGuarded, guarded, argNames)}`, { traces: stats.traces + 1 });
+    if (found.miss) log('recompiles', `retracing forward(): ${found.miss}`, { traces: stats.traces + 1 });
+    // Registered buffers are compile-time constants (nanoGPT's causal mask): folding and causal proofs
+    // read them, and the reader records what they read, so a later write to one is a new graph.
+    const buffers = await BufferReader.of(state, model);
     const trace = traceModule(model, args);
     stats.traces++;
     if (stats.traces > 1) stats.recompiles++;
     log('graph', `traced ${shown}: ${trace.graph.nodes.length} nodes`, { outputs: trace.graph.outputs.length });
-    const passes = runPasses(trace.graph, pipeline, {
-      passes: options.passes,
-      attentionScaling: options.attentionScaling,
-      // Registered buffers are compile-time constants (nanoGPT's causal mask): folding and causal proofs read them.
-      bufferValue: (name) => state.get(name)?.host,
-    });
+    const passes = runPasses(trace.graph, pipeline, { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value });
     logDecisions(passes);
     const backend = await loadBackend(backendName);
     const run = await backend.prepare(passes.graph);
-    const compilation = { signature, trace, passes, run };
-    cache.set(key, compilation);
-    lastGuarded = guarded;
+    const compilation = { signature: key.args.join(', '), trace, passes, run };
+    cache.add(key, compilation, buffers);
     return (last = compilation);
   }
 
   async function call(...args: unknown[]): Promise<unknown> {
-    const c = await lower(...args);
+    // The model's current tensors: a parameter or buffer replaced since the last call is fed (or guarded) as it is now.
+    const state = stateTensors(model);
+    const c = await lowerFor(args, state);
     const leaf = leafFeeder(c.passes.graph, state, c.trace.argNames, args);
     const outputs = await c.run(leaf);
     return rebuildOutputs(c.trace.tree, outputs);

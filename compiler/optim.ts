@@ -38,8 +38,9 @@ const zerosLike = (p: Parameter): Tensor => new Tensor(p.type, { host: { type: p
 
 /** A parameter's or moment's host values; after a compiled step they live on the device until TrainStep.sync(). */
 function hostValues(t: Tensor, what: string): Float32Array {
-  if (!t.host) throw new KilnError('KILN_E011', `AdamW: ${what} lives on the GPU after a compiled training step; call await step.sync() first`);
-  return t.host.data as Float32Array;
+  const host = t.readHost();
+  if (!host) throw new KilnError('KILN_E011', `AdamW: ${what} lives on the GPU after a compiled training step; call await step.sync() first`);
+  return host.data as Float32Array;
 }
 
 /** Metadata key of the step count in saved optimizer state. */
@@ -122,7 +123,8 @@ export class AdamW {
           next[i] = old[i] * decay - (stepSize * m) / (Math.sqrt(v) / bias2Sqrt + this.eps);
         }
         p.assign({ type: p.type, data: next });
-        s.expAvg.device = s.expAvgSq.device = undefined; // changed in place on the host: device copies are stale
+        s.expAvg.markWritten('host'); // changed in place on the host: device copies are stale
+        s.expAvgSq.markWritten('host');
       }
     }
   }
@@ -170,7 +172,6 @@ export class AdamW {
     for (const [name, s] of this.state) {
       for (const [t, key] of [[s.expAvg, expAvgKey(name)], [s.expAvgSq, expAvgSqKey(name)]] as const) {
         t.host = { type: t.type, data: Float32Array.from(tensors.get(key)!.data) };
-        t.device = undefined;
       }
     }
   }

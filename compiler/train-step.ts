@@ -24,12 +24,13 @@ import { ADAMW_HYPERS } from '../ir/ops/optim.ts';
 import { formatType } from '../ir/types.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses } from '../passes/index.ts';
 import type { BackendName, Runner } from './backends.ts';
-import { buffersVersion, loadBackend, signatureOf, trainingModes } from './compile.ts';
+import { loadBackend } from './compile.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
+import { BufferReader, GuardedCache, guardKey } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import type { AdamW } from './optim.ts';
-import { type Trace, traceModule } from './tracer.ts';
+import { type Trace, forwardArgNames, traceModule } from './tracer.ts';
 
 export interface TrainStepOptions {
   /** Where the step runs; default webgpu. */
@@ -91,10 +92,10 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   checkPassOptions(pipeline, options);
   const gradClip = options.gradClip ?? 0;
   if (!(gradClip >= 0)) throw new KilnError('KILN_E011', `compileTrainStep: gradClip must be >= 0, got ${gradClip}`);
-  const state = stateTensors(model);
   const params = optimizer.groups.flatMap((g) => g.params);
-  const cache = new Map<string, TrainingCompilation>();
+  const cache = new GuardedCache<TrainingCompilation>();
   let last: TrainingCompilation | undefined;
+  const argNames = forwardArgNames(model.forward);
 
   // Optimizer moments are fed and written back by leaf name; hyperparameters are fresh tensors per step.
   const moments = new Map<string, Tensor>();
@@ -109,28 +110,43 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   }
 
   async function lower(...args: unknown[]): Promise<TrainingCompilation> {
-    // Guarded as compile() guards: buffers are folded in as constants, dropout is traced in or not.
-    const signature = `${signatureOf(args)} | buffers ${buffersVersion(model)} | modes ${trainingModes(model)}`;
-    const hit = cache.get(signature);
-    if (hit) return (last = hit);
+    return lowerFor(args, currentState());
+  }
+
+  /** The model's tensors as they are now; its parameters must still be the optimizer's, which the step updates. */
+  function currentState(): Map<string, Tensor> {
+    const state = stateTensors(model);
+    for (const [name, p] of params) {
+      if (state.get(name) !== p) {
+        throw new KilnError('KILN_E011', `compileTrainStep: parameter ${name} was replaced after the optimizer was built, so the step would update the old one; load new values with loadStateDict() or Parameter.assign(), or build a new AdamW and training step`);
+      }
+    }
+    return state;
+  }
+
+  /** Guarded as compile() guards (compiler/guards.ts): arguments, training flags, the state's layout and the buffers folded in. */
+  async function lowerFor(args: readonly unknown[], state: ReadonlyMap<string, Tensor>): Promise<TrainingCompilation> {
+    const key = guardKey(model, state, args, argNames);
+    const found = await cache.find(key, state);
+    if ('hit' in found) return (last = found.hit);
+    if (found.miss) log('recompiles', `retracing the training step: ${found.miss}`);
+    const buffers = await BufferReader.of(state, model);
     const trace = traceModule(model, args);
-    const passOptions = {
-      passes: options.passes,
-      attentionScaling: options.attentionScaling,
-      bufferValue: (name: string) => state.get(name)?.host,
-    };
+    const passOptions = { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value };
     const forward = runPasses(trace.graph, pipeline.filter((p) => p.stage !== 'lowered'), passOptions);
     const withStep = appendOptimizer(forward.graph, optimizer, gradClip);
     const step = runPasses(withStep, pipeline, { ...passOptions, passes: { ...options.passes, fuse_attention: false } });
+    const signature = key.args.join(', ');
     log('graph', `training step: ${trace.graph.nodes.length} traced nodes -> ${step.graph.nodes.length} in the step`, { signature });
     const backend = await loadBackend(options.backend ?? 'webgpu');
     const compilation: TrainingCompilation = { signature, trace, forward, step, run: await backend.prepare(step.graph) };
-    cache.set(signature, compilation);
+    cache.add(key, compilation, buffers);
     return (last = compilation);
   }
 
   async function call(...args: unknown[]): Promise<StepResult> {
-    const c = await lower(...args);
+    const state = currentState();
+    const c = await lowerFor(args, state);
     const hypers = hyperparameters(optimizer, optimizer.stepCount + 1);
     const base = leafFeeder(c.step.graph, state, c.trace.argNames, args);
     const leaf = (node: Node): Tensor => {
@@ -147,7 +163,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const tensors = [...params.map(([, p]) => p as Tensor), ...moments.values()];
     await Promise.all(
       tensors.map(async (t) => {
-        if (!t.host) t.host = { type: t.type, data: await t.data() };
+        if (!t.readHost()) t.cacheCopy({ host: { type: t.type, data: await t.data() } });
       }),
     );
   }

@@ -33,9 +33,10 @@ const released = new FinalizationRegistry<GPUBuffer>((buffer) => buffer.destroy(
 /** The tensor's buffer on this device; host-only tensors (parameters, inputs) are uploaded once and kept. */
 function deviceBuffer(kdev: KilnDevice, t: Tensor, label: string): GPUBuffer {
   if (t.device instanceof GpuValue && t.device.kdev === kdev) return t.device.buffer;
-  if (!t.host) throw new Error(`${label} has no data on the host or this device`);
-  const value = new GpuValue(kdev, upload(kdev, t.host, label), t.type);
-  t.device = value;
+  const host = t.readHost();
+  if (!host) throw new Error(`${label} has no data on the host or this device`);
+  const value = new GpuValue(kdev, upload(kdev, host, label), t.type);
+  t.cacheCopy({ device: value });
   return value.buffer;
 }
 
@@ -67,7 +68,7 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
     for (const [i, t] of writeBackParts(o.name, o.node.type, target).entries()) {
       const bytes = gpuBytes(t.type);
       encoder.copyBufferToBuffer(src, i * bytes, deviceBuffer(kdev, t, o.name), 0, bytes);
-      t.host = undefined;
+      t.markWritten('device');
     }
   }
   kdev.device.queue.submit([encoder.finish()]);
@@ -96,7 +97,7 @@ async function prepare(graph: Graph): Promise<Runner> {
     for (const node of leaves) {
       const t = leaf(node);
       // Inputs and the rng change every call: the executor writes them into its own buffer. Weights stay uploaded.
-      feeds.set(node, fedPerCall(node) && t.host && !(t.device instanceof GpuValue) ? t.host : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
+      feeds.set(node, fedPerCall(node) && t.readHost() && !(t.device instanceof GpuValue) ? t.readHost()! : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
     }
     return runDetached(kdev, exec, feeds, graph.outputs, options?.writeBack);
   };

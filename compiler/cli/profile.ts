@@ -117,7 +117,7 @@ async function compiledForward(kdev: KilnDevice, session: ModelSession, timer: K
   const feeds = new Map<Node, Feed>();
   const uploaded: GPUBuffer[] = [];
   for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
-    const host = leaf(node).host;
+    const host = leaf(node).readHost();
     if (!host) continue;
     if (fedPerCall(node)) {
       feeds.set(node, host);

@@ -13,24 +13,19 @@ export class Parameter extends Tensor {
     if (host.type.dtype === 'f32') this.requiresGrad = true;
   }
 
-  /** Replaces the values (loading a checkpoint); device copies are dropped and re-uploaded on use. */
+  /** Replaces the values (loading a checkpoint, a host optimizer step): a write, so device copies are dropped and uploaded again on use. */
   assign(host: HostTensor): void {
     this.host = host;
-    this.device = undefined;
-    this.version++;
   }
-
-  /** Bumped on every assign, so compiled models know when to re-upload. */
-  version = 0;
 }
 
 export class Module {
   training = true;
-  private readonly buffers = new Map<string, { tensor: Tensor; persistent: boolean }>();
+  private readonly buffers = new Map<string, { persistent: boolean }>();
 
   /** A named constant tensor that is part of the state (torch's register_buffer), e.g. a causal mask. */
   registerBuffer(name: string, tensor: Tensor, opts: { persistent?: boolean } = {}): void {
-    this.buffers.set(name, { tensor, persistent: opts.persistent ?? true });
+    this.buffers.set(name, { persistent: opts.persistent ?? true });
     (this as unknown as Record<string, Tensor>)[name] = tensor;
   }
 
@@ -66,10 +61,17 @@ export class Module {
     return out;
   }
 
+  /**
+   * Every registered buffer as the module holds it now: assigning a tensor to a buffer's attribute
+   * (`this.bias = t`) replaces the buffer, as torch's __setattr__ does; assigning a non-tensor drops it.
+   */
   namedBuffers(): [string, Tensor, boolean][] {
     const out: [string, Tensor, boolean][] = [];
     for (const [prefix, m] of this.namedModules()) {
-      for (const [key, b] of m.buffers) out.push([prefix ? `${prefix}.${key}` : key, b.tensor, b.persistent]);
+      for (const [key, b] of m.buffers) {
+        const current = (m as unknown as Record<string, unknown>)[key];
+        if (current instanceof Tensor) out.push([prefix ? `${prefix}.${key}` : key, current, b.persistent]);
+      }
     }
     return out;
   }
@@ -133,15 +135,15 @@ export class Module {
       if (value) updates.push([b, value]);
     }
     for (const [t, value] of updates) {
-      if (t instanceof Parameter) t.assign(value);
-      else [t.host, t.device] = [value, undefined];
+      t.host = value;
     }
   }
 }
 
 function hostOf(t: Tensor, name: string): HostTensor {
-  if (!t.host) throw new KilnError('KILN_E011', `${name} has no host copy`);
-  return t.host;
+  const host = t.readHost();
+  if (!host) throw new KilnError('KILN_E011', `${name} has no host copy`);
+  return host;
 }
 
 /** nn.ModuleList: children keyed "0", "1", ... */

@@ -26,8 +26,10 @@ export class Tensor {
   readonly type: TensorType;
   /** Set while tracing: the IR value this tensor stands for. */
   readonly node?: Node;
-  host?: HostTensor;
-  device?: DeviceValue;
+  // Two copies of one value: whichever is written becomes the truth and the other is dropped.
+  #host?: HostTensor;
+  #device?: DeviceValue;
+  #version = 0;
   /** The op that made this tensor from tensors requiring grad, until backward() frees it (torch's grad_fn). */
   gradFn?: TapeRecord;
   /** The gradient backward() accumulated here (a leaf that requires grad); undefined until then or after zeroGrad(). */
@@ -37,8 +39,60 @@ export class Tensor {
   constructor(type: TensorType, source: TensorSource) {
     this.type = type;
     this.node = source.node;
-    this.host = source.host;
-    this.device = source.device;
+    this.#host = source.host;
+    this.#device = source.device;
+  }
+
+  /**
+   * How many times this tensor's values were written (torch's `_version`): replacing its data, an
+   * in-place update by kiln (an optimizer step, a checkpoint load), or handing its host storage out
+   * through `host` or `data()`. Compiled models compare it before each call to notice changed state.
+   */
+  get version(): number {
+    return this.#version;
+  }
+
+  /**
+   * The host copy, handed out for reading or writing: kiln counts this as a write (the version goes
+   * up and a device copy is dropped, to be uploaded again from these values). A write through an array
+   * kept from an earlier `host` or `data()` is not seen: fetch it again, or assign `host`.
+   */
+  get host(): HostTensor | undefined {
+    if (this.#host) this.markWritten('host');
+    return this.#host;
+  }
+  /** New values on the host (a write): a device copy is dropped. */
+  set host(value: HostTensor | undefined) {
+    this.#host = value;
+    this.markWritten('host');
+  }
+
+  get device(): DeviceValue | undefined {
+    return this.#device;
+  }
+
+  /** The host copy for reading, without counting a write: kiln's own readers (backends, folding, checkpoints). */
+  readHost(): HostTensor | undefined {
+    return this.#host;
+  }
+
+  /** A copy of the same values, kept beside the other one (an upload, or a read-back): not a write. */
+  cacheCopy(copy: { host: HostTensor } | { device: DeviceValue }): void {
+    if ('host' in copy) this.#host = copy.host;
+    else this.#device = copy.device;
+  }
+
+  /** The values were written on one side (`where`): the version goes up and the other copy is stale. */
+  markWritten(where: 'host' | 'device'): void {
+    this.#version++;
+    if (where === 'host') this.#device = undefined;
+    else this.#host = undefined;
+  }
+
+  /** New values on a device (a training step's write-back into this tensor): the host copy is dropped. */
+  setDevice(value: DeviceValue): void {
+    this.#device = value;
+    this.markWritten('device');
   }
 
   get dtype(): DType {
@@ -81,7 +135,7 @@ export class Tensor {
 
   /** The same values, cut from the autograd graph (torch's detach): no tape, no requiresGrad. */
   detach(): Tensor {
-    return new Tensor(this.type, { node: this.node, host: this.host, device: this.device });
+    return new Tensor(this.type, { node: this.node, host: this.#host, device: this.#device });
   }
 
   /**
@@ -95,8 +149,8 @@ export class Tensor {
   /** The same storage seen with another shape (reshape, identity dropout). */
   viewAs(type: TensorType): Tensor {
     return new Tensor(type, {
-      host: this.host && { type, data: this.host.data },
-      device: this.device,
+      host: this.#host && { type, data: this.#host.data },
+      device: this.#device,
     });
   }
 
@@ -117,8 +171,9 @@ export class Tensor {
   /** The values, flat and row-major. */
   async data(): Promise<HostData> {
     this.refuseWhileTraced('data()');
-    if (this.host) return this.host.data;
-    if (this.device) return this.device.read();
+    // The host's own array is handed out: a write into it must reach the device copy and compiled models.
+    if (this.#host) return this.host!.data;
+    if (this.#device) return this.#device.read();
     throw new Error('tensor has no data');
   }
 

@@ -1,0 +1,12 @@
+// Compiled code is never stale, on the webgpu backend (SwiftShader in CI): see guard-cases.ts.
+import { afterAll } from 'vitest';
+import { useBackend } from '../index.ts';
+import { releaseDevice } from '../runtime/webgpu/index.ts';
+import { guardCases } from './guard-cases.ts';
+
+afterAll(async () => {
+  await useBackend('cpu');
+  await releaseDevice();
+});
+
+guardCases('webgpu');

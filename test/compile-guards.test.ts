@@ -1,0 +1,4 @@
+// Compiled code is never stale, on the cpu backend: see guard-cases.ts.
+import { guardCases } from './guard-cases.ts';
+
+guardCases('cpu');
