@@ -47,7 +47,7 @@ for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
   const name = String(node.attrs.name);
   const host = node.op === 'input' && name.startsWith('optim.')
     ? { type: node.type, data: name.includes('.decay') || name.includes('step_size') || name.includes('inv_bias') ? Float32Array.of(0.5) : new Float32Array(node.type.shape.reduce((a, b) => a * b, 1)) }
-    : base(node).host!;
+    : base(node).readHost()!;
   // Per call, as the training step feeds them: the batch, the hyperparameters, the dropout seed. The
   // moments live on the GPU like the weights.
   const perCall = fedPerCall(node) && !(name.startsWith('optim.') && !name.startsWith('optim.hypers'));
