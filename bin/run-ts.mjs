@@ -32,6 +32,8 @@ const ownImportMetaUrl = {
 const outfile = await bundle(script, `script-${process.pid}`, scriptArg, { plugins: [ownImportMetaUrl] });
 process.setSourceMapsEnabled(true);
 process.argv = [process.argv[0], script, ...scriptArgs];
+// Also when the script ends the process itself (train.ts on SIGINT calls process.exit).
+process.once('exit', () => rmSync(outfile, { force: true }));
 try {
   await import(pathToFileURL(outfile).href);
 } finally {

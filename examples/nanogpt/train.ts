@@ -6,7 +6,7 @@
 // weights staying on the device; --compile false takes the gradients and the AdamW step separately.
 // Run: npm run train -- --device cpu --n_layer 2 --n_embd 32 --block_size 32 --batch_size 8 --max_iters 50
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { KilnError, type HostTensor, Tensor, compile, manualSeed } from '../../index.ts';
@@ -15,8 +15,10 @@ import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
+import { writeFileAtomic } from '../../runtime/files.ts';
 import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
+import { TrainingInterrupts } from './interrupt.ts';
 import { GPT, type GPTConfig, defaultConfig } from './model.ts';
 
 export const trainDefaults = {
@@ -96,10 +98,22 @@ export interface TrainResult {
 
 const CKPT = 'ckpt.safetensors';
 
-/** Runs train.py's loop; `log` receives the progress text (stdout by default, with a \\r bar when it is a TTY). */
+/**
+ * Runs train.py's loop; `log` receives the progress text (stdout by default, with a \\r bar when it is a TTY).
+ * SIGINT or SIGTERM meanwhile ends the process with one line, after any checkpoint save in progress.
+ */
 export async function main(argv: readonly string[], logTo?: (text: string) => void): Promise<TrainResult> {
-  const log = logTo ?? ((text: string) => void process.stdout.write(text));
   const tty = !logTo && (process.stdout.isTTY ?? false);
+  const interrupts = new TrainingInterrupts(() => tty && process.stdout.write('\n'));
+  try {
+    return await train(argv, logTo, tty, interrupts);
+  } finally {
+    interrupts.dispose();
+  }
+}
+
+async function train(argv: readonly string[], logTo: ((text: string) => void) | undefined, tty: boolean, interrupts: TrainingInterrupts): Promise<TrainResult> {
+  const log = logTo ?? ((text: string) => void process.stdout.write(text));
   const cfg = parseFlags(argv, trainDefaults);
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') throw new KilnError('KILN_E015', `--init_from must be scratch or resume, got ${cfg.init_from}`);
   if (cfg.device !== 'webgpu' && cfg.device !== 'cpu') throw new KilnError('KILN_E015', `--device must be webgpu or cpu, got ${cfg.device}`);
@@ -124,6 +138,7 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     bestValLoss = Number(file.metadata.best_val_loss);
     resumed = { tensors: hostTensors(file, ckptPath), metadata: file.metadata };
     log(`resuming from ${ckptPath} at iter ${iterNum}\n`);
+    interrupts.checkpoint = { path: ckptPath, iter: iterNum };
   }
   manualSeed(cfg.seed);
   const model = new GPT(modelArgs);
@@ -149,6 +164,7 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
   let last = performance.now();
   let lastLogged = iterNum - 1;
   for (;;) {
+    interrupts.iter = iterNum;
     // evaluate the loss on train/val sets and write checkpoints
     if (iterNum % cfg.eval_interval === 0 || iterNum === cfg.max_iters) {
       await readLosses();
@@ -160,11 +176,14 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
         bestValLoss = Math.min(bestValLoss, losses.val);
         if (iterNum > started || cfg.init_from === 'scratch') {
           log(`saving checkpoint to ${cfg.out_dir}\n`);
-          await trainStep?.sync(); // parameters and moments back from the device
-          writeFileSync(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
+          await interrupts.saving(async () => {
+            await trainStep?.sync(); // parameters and moments back from the device
+            await writeFileAtomic(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
+            interrupts.checkpoint = { path: ckptPath, iter: iterNum };
+          });
         }
       }
-      writeFileSync(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals));
+      await interrupts.saving(() => writeFileAtomic(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals)));
       [last, lastLogged] = [performance.now(), iterNum - 1]; // eval time is not iteration time
     }
     if (iterNum >= cfg.max_iters || cfg.eval_only) break;
