@@ -3,6 +3,7 @@ import { afterAll } from 'vitest';
 import { useBackend } from '../index.ts';
 import { releaseDevice } from '../runtime/webgpu/index.ts';
 import { guardCases } from './guard-cases.ts';
+import { guardProperty } from './guard-properties.ts';
 
 afterAll(async () => {
   await useBackend('cpu');
@@ -10,3 +11,4 @@ afterAll(async () => {
 });
 
 guardCases('webgpu');
+guardProperty(['cpu', 'webgpu'], 12);
