@@ -165,9 +165,12 @@ function changedKey(before: GuardKey, after: GuardKey): string {
     if (before.args[i] !== after.args[i]) parts.push(`${after.argNames[i] ?? before.argNames[i]}: ${before.args[i] ?? 'absent'} -> ${after.args[i] ?? 'absent'}`);
   }
   if (before.modes !== after.modes) parts.push(`training flags ${before.modes} -> ${after.modes}`);
-  const stateBefore = new Set(before.state);
-  const stateAfter = new Set(after.state);
-  for (const s of after.state) if (!stateBefore.has(s)) parts.push(`state ${s} is new`);
-  for (const s of before.state) if (!stateAfter.has(s)) parts.push(`state ${s} is gone`);
+  const types = (state: readonly string[]) => new Map(state.map((s) => [s.slice(0, s.lastIndexOf(': ')), s.slice(s.lastIndexOf(': ') + 2)]));
+  const [typesBefore, typesAfter] = [types(before.state), types(after.state)];
+  for (const [name, type] of typesAfter) {
+    const was = typesBefore.get(name);
+    if (was !== type) parts.push(was ? `${name}: ${was} -> ${type}` : `${name}: ${type} is new`);
+  }
+  for (const name of typesBefore.keys()) if (!typesAfter.has(name)) parts.push(`${name} is gone`);
   return parts.join('; ') || 'a new compilation';
 }

@@ -84,6 +84,22 @@ describe('compile() logs what it decides', () => {
     expect(lines).toContain('[kiln:recompiles] retracing forward(): x: f32[2,2] -> f32[1,3] traces=2');
   });
 
+  it('names the buffer whose new values forced a retrace, and the state that changed layout', async () => {
+    setLogChannels('recompiles');
+    const model = Object.assign(new Module(), { forward: (x: Tensor) => x.mul(model.scale) }) as Module & { scale: Tensor; forward: (x: Tensor) => Tensor };
+    model.registerBuffer('scale', tensor([2, 3], [2]));
+    const compiled = compile(model, { backend: 'cpu' });
+    await compiled(tensor([1, 1], [2]));
+    model.scale.host!.data[1] = 4;
+    await compiled(tensor([1, 1], [2]));
+    model.registerBuffer('scale', tensor([1, 2, 3], [3]));
+    await compiled(tensor([1, 1, 1], [3]));
+    expect(lines).toEqual([
+      '[kiln:recompiles] retracing forward(): buffer scale was written (version 0 -> 1) with new values; the compiled graph folded its old values in (constant folding, causal proof) traces=2',
+      '[kiln:recompiles] retracing forward(): x: f32[2] -> f32[3]; scale: f32[2] -> f32[3] traces=3',
+    ]);
+  });
+
   it('logs each fusion decision with its site, rule and reason', async () => {
     setLogChannels('fusion');
     const attention = Object.assign(new Module(), {
