@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   KILN_E014: 'input does not match the compiled signature',
   KILN_E015: 'bad command-line usage',
   KILN_E016: 'model file could not be loaded',
+  KILN_E017: 'output would overwrite an input',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -3,7 +3,7 @@
 // many ways into each code; this file pins one message per code, and keeps docs/errors.md in step.
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -42,6 +42,7 @@ const CATALOG: Record<ErrorCode, string> = {
   KILN_E014: "kiln eval with an inputs file that has none of forward()'s inputs",
   KILN_E015: 'kiln run --batch 0',
   KILN_E016: 'kiln run on a model file with a syntax error',
+  KILN_E017: 'kiln eval with --out naming its own --weights file',
 };
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -219,5 +220,14 @@ describe('each code, met as a user meets it, gives one exact line', () => {
     const r = await kiln(['run', 'broken.ts'], { cwd: dir });
     expect(r.code).toBe(1);
     expect(r.errors).toEqual(['KILN_E016 broken.ts:3:23: could not load broken.ts: Expected ")" but found ";"']);
+  });
+
+  it(`KILN_E017 for ${CATALOG.KILN_E017}`, async () => {
+    copyFileSync(join(ROOT, FIXTURE_WEIGHTS), join(dir, 'w.safetensors')); // a copy: the fixture stays safe even if the check broke
+    const args = ['eval', join(ROOT, NANOGPT), '--weights', 'w.safetensors', '--inputs', join(ROOT, FIXTURE_WEIGHTS), '--out', './w.safetensors', '--outputs', 'logits', '--device', 'cpu'];
+    const r = await kiln(args, { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.errors).toEqual(['KILN_E017 kiln eval: --out ./w.safetensors is the same file as --weights w.safetensors, which it would overwrite; write to another path']);
+    expect(readFileSync(join(dir, 'w.safetensors')).equals(readFileSync(join(ROOT, FIXTURE_WEIGHTS)))).toBe(true);
   });
 });

@@ -12,6 +12,8 @@ export interface FlagSpec {
   readonly required?: boolean;
   /** A string flag that takes several words (`--diff canonical fused`), joined with a space. */
   readonly values?: number;
+  /** A file the command reads or writes: an output may not be one of the inputs (compiler/cli/paths.ts). */
+  readonly file?: 'input' | 'output';
 }
 
 export interface CommandSpec {

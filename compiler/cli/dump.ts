@@ -31,7 +31,7 @@ export const dumpCommand: Command = {
       { name: 'stage', kind: 'string', choices: [...STAGES, 'all'], default: 'fused', help: 'the pass stage to show; all: every stage in order (text and json only)' },
       { name: 'format', kind: 'string', choices: FORMATS, default: 'text', help: `text: the IR text form; dot: Graphviz clustered by module; svg: that dot drawn; ${JSON_HELP}` },
       { name: 'diff', kind: 'string', values: 2, help: 'STAGE_A STAGE_B: the nodes stage B removed, added and changed relative to stage A, as text (--stage is ignored)' },
-      { name: 'out', kind: 'string', help: 'write to this file instead of printing (for svg especially)' },
+      { name: 'out', kind: 'string', file: 'output', help: 'write to this file instead of printing (for svg especially)' },
     ],
   },
 

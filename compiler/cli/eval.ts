@@ -26,9 +26,9 @@ export const evalCommand: Command = {
     example: `kiln eval examples/nanogpt/model.ts --weights w.safetensors --inputs in.safetensors --out out.safetensors --outputs logits,loss --config '{"flash":false}'`,
     positionals: ['MODEL.ts'],
     flags: [
-      { name: 'weights', kind: 'string', required: true, help: 'checkpoint; its __metadata__.config is the model config' },
-      { name: 'inputs', kind: 'string', required: true, help: "tensors named as forward()'s parameters (idx, targets); others are ignored" },
-      { name: 'out', kind: 'string', required: true, help: 'safetensors file to write the outputs to' },
+      { name: 'weights', kind: 'string', required: true, file: 'input', help: 'checkpoint; its __metadata__.config is the model config' },
+      { name: 'inputs', kind: 'string', required: true, file: 'input', help: "tensors named as forward()'s parameters (idx, targets); others are ignored" },
+      { name: 'out', kind: 'string', required: true, file: 'output', help: 'safetensors file to write the outputs to' },
       { name: 'outputs', kind: 'string', required: true, help: "comma-separated names of forward()'s returned tensors" },
       { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
       { name: 'mode', kind: 'string', choices: ['eager', 'compiled'], default: 'compiled', help: 'op by op, or compile() first' },

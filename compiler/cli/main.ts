@@ -7,6 +7,7 @@ import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
 import { explainCommand } from './explain.ts';
 import { kernelsCommand } from './kernels.ts';
+import { refuseOutputOverInput } from './paths.ts';
 import { profileCommand } from './profile.ts';
 import { runCommand } from './run.ts';
 import { serveCommand } from './serve.ts';
@@ -49,6 +50,7 @@ export async function main(argv: readonly string[], model: unknown): Promise<num
     }
     const args = parseArgs(command.spec, rest);
     if (command.spec.positionals[0] === 'MODEL.ts' && !model) throw usageError(name, `${command.spec.positionals[0]} must be a .ts or .js file`);
+    refuseOutputOverInput(command.spec, args);
     await command.run(args, model);
     return 0;
   } catch (e) {

@@ -57,7 +57,7 @@ export async function loadModel(command: string, mod: unknown, file: string, wei
 
 /** The flags every model command shares: `MODEL.ts [--weights W] [--config JSON] [--batch B --seq T]`. */
 export const MODEL_FLAGS: readonly FlagSpec[] = [
-  { name: 'weights', kind: 'string', help: 'checkpoint to load; its __metadata__.config is the config (default: fresh init, seeded)' },
+  { name: 'weights', kind: 'string', file: 'input', help: 'checkpoint to load; its __metadata__.config is the config (default: fresh init, seeded)' },
   { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
   { name: 'batch', kind: 'string', default: '2', help: 'batch size B of the example input' },
   { name: 'seq', kind: 'string', help: "sequence length T of the example input (default: 24, or the config's block_size if smaller)" },
