@@ -56,48 +56,44 @@ describe('train.ts interrupted', () => {
 });
 
 describe('TrainingInterrupts', () => {
-  /** The SIGINT and SIGTERM listeners a new TrainingInterrupts adds, called directly (emitting would reach vitest's own). */
-  function withInterrupts() {
+  type Harness = { interrupts: TrainingInterrupts; signal: (s: NodeJS.Signals) => void; lines: () => unknown[]; exits: () => unknown[][] };
+
+  /** Runs `test` with a new TrainingInterrupts whose listener is called directly (emitting would reach vitest's own), exit and stderr mocked. */
+  async function withInterrupts(test: (h: Harness) => Promise<void> | void): Promise<void> {
     const before = new Set(process.listeners('SIGINT'));
     const interrupts = new TrainingInterrupts();
-    const listener = process.listeners('SIGINT').find((l) => !before.has(l))! as (s: NodeJS.Signals) => void;
+    const signal = process.listeners('SIGINT').find((l) => !before.has(l))! as (s: NodeJS.Signals) => void;
     const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
     const write = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    const restore = () => [exit, write].forEach((s) => s.mockRestore());
-    return { interrupts, listener, exit, write, restore };
+    try {
+      await test({ interrupts, signal, lines: () => write.mock.calls.map((c) => c[0]), exits: () => exit.mock.calls });
+    } finally {
+      [exit, write].forEach((s) => s.mockRestore());
+      interrupts.dispose();
+    }
   }
 
-  it('holds a signal that arrives during a save until the save has finished, then exits with its one line', async () => {
-    const { interrupts, listener, exit, write, restore } = withInterrupts();
-    try {
+  it('holds a signal that arrives during a save until the save has finished, then exits with its one line', () =>
+    withInterrupts(async ({ interrupts, signal, lines, exits }) => {
       interrupts.iter = 40;
       let finish!: () => void;
       const save = interrupts.saving(() => new Promise<void>((r) => (finish = r)).then(() => void (interrupts.checkpoint = { path: 'out/ckpt.safetensors', iter: 40 })));
-      listener('SIGTERM');
-      listener('SIGINT'); // a second signal during the save changes nothing
-      expect(exit).not.toHaveBeenCalled();
+      signal('SIGTERM');
+      signal('SIGINT'); // a second signal during the save changes nothing
+      expect(exits()).toEqual([]);
       finish();
       await save;
-      expect(write.mock.calls.map((c) => c[0])).toEqual(['kiln train: interrupted (SIGTERM) at iter 40; last checkpoint: out/ckpt.safetensors (iter 40)\n']);
-      expect(exit.mock.calls).toEqual([[143]]);
-    } finally {
-      restore();
-      interrupts.dispose();
-    }
-  });
+      expect(lines()).toEqual(['kiln train: interrupted (SIGTERM) at iter 40; last checkpoint: out/ckpt.safetensors (iter 40)\n']);
+      expect(exits()).toEqual([[143]]);
+    }));
 
-  it('stops at once outside a save, and says when no checkpoint was written', () => {
-    const { interrupts, listener, exit, write, restore } = withInterrupts();
-    try {
+  it('stops at once outside a save, and says when no checkpoint was written', () =>
+    withInterrupts(({ interrupts, signal, lines, exits }) => {
       interrupts.iter = 3;
-      listener('SIGINT');
-      expect(write.mock.calls.map((c) => c[0])).toEqual(['kiln train: interrupted (SIGINT) at iter 3; no checkpoint written\n']);
-      expect(exit.mock.calls).toEqual([[130]]);
-    } finally {
-      restore();
-      interrupts.dispose();
-    }
-  });
+      signal('SIGINT');
+      expect(lines()).toEqual(['kiln train: interrupted (SIGINT) at iter 3; no checkpoint written\n']);
+      expect(exits()).toEqual([[130]]);
+    }));
 
   it('removes its listeners on dispose', () => {
     const count = process.listenerCount('SIGINT') + process.listenerCount('SIGTERM');
