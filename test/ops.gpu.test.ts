@@ -18,7 +18,6 @@ import { dispatchShape, lowerGraph, lowerNode } from '../codegen/index.ts';
 import { Graph, type Node, type Operand } from '../ir/graph.ts';
 import { type HostData, type HostTensor, withPrecision } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import { F32_MAX } from '../ir/ops/wgsl.ts';
 import { getOp } from '../ir/registry.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
@@ -131,11 +130,14 @@ function expectClose(family: string, gpu: HostData, ref: HostData, tol: Toleranc
   for (let i = 0; i < ref.length; i++) {
     const r = ref[i];
     const g = gpu[i];
-    // WGSL has no promised infinities: kiln writes the finite sentinel -F32_MAX (or +F32_MAX) instead.
-    const want = r === -Infinity ? -F32_MAX : r === Infinity ? F32_MAX : r;
-    const err = Math.abs(g - want);
-    if (!(err <= tol.atol + tol.rtol * Math.abs(want))) {
-      expect.fail(`${family} ${what}: element ${i} is ${g}, reference ${r} (err ${err}, allowed ${tol.atol + tol.rtol * Math.abs(want)})`);
+    // Infinities and NaN are real on the GPU, as on the CPU: they match exactly.
+    if (!Number.isFinite(r) || !Number.isFinite(g)) {
+      if (!Object.is(g, r) && !(Number.isNaN(g) && Number.isNaN(r))) expect.fail(`${family} ${what}: element ${i} is ${g}, reference ${r}`);
+      continue;
+    }
+    const err = Math.abs(g - r);
+    if (!(err <= tol.atol + tol.rtol * Math.abs(r))) {
+      expect.fail(`${family} ${what}: element ${i} is ${g}, reference ${r} (err ${err}, allowed ${tol.atol + tol.rtol * Math.abs(r)})`);
     }
     worstAbs = Math.max(worstAbs, err);
   }
@@ -222,8 +224,9 @@ describe('elementwise kernels match the CPU reference', () => {
     await check('select', singleOp('where', [n, x, randomTensor('f32', [5, 1], 4)]), EXACT);
     await check('select', singleOp('where', [m, x, 0]), EXACT);
     await check('select', singleOp('where', [m, n, randomTensor('bool', [1, 7], 5)]), EXACT);
-    // -inf fill becomes the finite sentinel (checked by expectClose).
+    // -inf fills with a real -inf (WGSL has no literal for it: the kernel makes it from its bits).
     await check('select', singleOp('masked_fill', [x, n, -Infinity]), EXACT);
+    await check('select', singleOp('where', [m, x, -Infinity]), EXACT);
     await check('select', singleOp('masked_fill', [randomTensor('i32', [3, 5, 7], 6), m, 9]), EXACT);
   });
 
@@ -238,6 +241,7 @@ describe('constants and data movement', () => {
     await check('fill', singleOp('full', [], { value: 0.5, dtype: 'f32', shape: [3, 7] }), EXACT);
     await check('fill', singleOp('full', [], { value: 1, dtype: 'bool', shape: [5] }), EXACT);
     await check('fill', singleOp('full', [], { value: -7, dtype: 'i32', shape: [2, 2, 2] }), EXACT);
+    await check('fill', singleOp('full', [], { value: -Infinity, dtype: 'f32', shape: [4] }), EXACT);
     await check('fill', singleOp('arange', [], { start: 3, step: 2, dtype: 'i32', shape: [37] }), EXACT);
     await check('fill', singleOp('arange', [], { start: -1, step: 0.25, dtype: 'f32', shape: [65] }), EXACT);
   });
@@ -358,6 +362,22 @@ describe('reductions and row ops', () => {
       const dim = Math.floor(rng(s)() * s0.length);
       await check('softmax', singleOp('softmax', [randomTensor('f32', s0, s, { lo: -5, hi: 5 })], { dim }), accumulated);
     }), RUNS);
+  });
+
+  it('softmax of a row of -inf is NaN, as on the CPU and in PyTorch; -inf among finite values weighs 0', async () => {
+    const x = randomTensor('f32', [4, 37], 5, { lo: -5, hi: 5 });
+    const data = x.data as Float32Array;
+    for (let j = 0; j < 37; j++) data[37 + j] = -Infinity; // row 1: all -inf
+    for (let j = 0; j < 37; j += 2) data[2 * 37 + j] = -Infinity; // row 2: every other one
+    const gpu = (await runGpu(singleOp('softmax', [x], { dim: -1 }))).get('y')!;
+    expect(Array.from(gpu.slice(37, 74)).every(Number.isNaN)).toBe(true);
+    expect(Array.from(gpu.slice(2 * 37, 3 * 37)).filter((_, j) => j % 2 === 0).every((p) => p === 0)).toBe(true);
+    await check('softmax', singleOp('softmax', [x], { dim: -1 }), accumulated);
+    // masked_fill(-inf) then softmax, fused into one elementwise kernel first as in a compiled chain.
+    const g = singleOp('fused_elementwise', [randomTensor('f32', [3, 7], 6), { type: { dtype: 'bool', shape: [3, 1] }, data: Uint8Array.of(0, 1, 0) }], { expr: 'masked_fill(mul($0, 0.5), $1, -inf)' });
+    const y = g.graph.add('softmax', [g.node], { dim: -1 });
+    g.graph.setOutputs([{ name: 'y', node: y }]);
+    await check('softmax', g, accumulated);
   });
 
   it('layer_norm_backward gives the input gradient row by row', async () => {

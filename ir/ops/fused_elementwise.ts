@@ -12,7 +12,7 @@ import { type TensorType, numel, sameShape } from '../types.ts';
 import { broadcastIndex } from './check.ts';
 import { inferElementwise } from './elementwise.ts';
 import { reduceKernel } from './reduce.wgsl.ts';
-import { elementwiseKernel, wgslLiteral } from './wgsl.ts';
+import { F32_BITS_WGSL, elementwiseKernel, f32FromBits, wgslLiteral } from './wgsl.ts';
 
 /** An expression tree: an operand, a literal, or an op applied to subtrees. */
 export type Expr = { operand: number } | { literal: number } | { op: string; args: Expr[] };
@@ -64,7 +64,9 @@ function exprOf(attrs: Attrs): Expr {
 /** The scalar function of the whole chain, composed from each op's own. */
 export function composeScalar(e: Expr): ScalarFn {
   const ops = new Set<string>();
+  let special = false; // an infinite or NaN literal, made from its bits in WGSL
   const walk = (x: Expr): void => {
+    if ('literal' in x) special ||= !Number.isFinite(x.literal);
     if ('op' in x) {
       const def = getOp(x.op);
       if (!def.scalar) throw new KilnError('KILN_E011', `fused_elementwise: ${x.op} is not elementwise`);
@@ -75,9 +77,11 @@ export function composeScalar(e: Expr): ScalarFn {
   walk(e);
   const js = (x: Expr, args: number[]): number =>
     'operand' in x ? args[x.operand] : 'literal' in x ? x.literal : getOp(x.op).scalar!.js(...x.args.map((a) => js(a, args)));
+  // -inf stays -inf, as in masked_fill's own kernel.
+  const literal = (v: number) => (Number.isFinite(v) ? wgslLiteral(v, 'f32') : f32FromBits(v));
   const wgsl = (x: Expr, args: string[]): string =>
-    'operand' in x ? args[x.operand] : 'literal' in x ? wgslLiteral(x.literal, 'f32') : getOp(x.op).scalar!.wgsl(...x.args.map((a) => wgsl(a, args)));
-  const decls = [...new Set([...ops].map((op) => getOp(op).scalar!.decls).filter(Boolean))].join('\n');
+    'operand' in x ? args[x.operand] : 'literal' in x ? literal(x.literal) : getOp(x.op).scalar!.wgsl(...x.args.map((a) => wgsl(a, args)));
+  const decls = [...new Set([...ops].map((op) => getOp(op).scalar!.decls).filter(Boolean)), ...(special ? [F32_BITS_WGSL] : [])].join('\n');
   return { js: (...args) => js(e, args), wgsl: (...args) => wgsl(e, args), decls: decls || undefined };
 }
 

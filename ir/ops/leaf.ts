@@ -7,7 +7,7 @@ import { allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type DType, type TensorType, formatType, isDType, numel, sameType } from '../types.ts';
 import { numAttr } from './check.ts';
-import { constDecl, generateKernel, store } from './wgsl.ts';
+import { F32_BITS_WGSL, constDecl, f32FromBits, generateKernel, store } from './wgsl.ts';
 
 export function typeFromAttrs(op: string, attrs: Attrs): TensorType {
   const { dtype, shape } = attrs;
@@ -60,7 +60,12 @@ registerOp({
   cpu(_inputs, attrs, out, precision) {
     return allocData(out.dtype, numel(out.shape), precision).fill(attrs.value as number);
   },
-  wgsl: ({ attrs, out }) => generateKernel(out, {}, [], constDecl('VALUE', out.dtype, attrs.value as number), [`out[gid] = ${store(out.dtype, 'VALUE')};`]),
+  wgsl: ({ attrs, out }) => {
+    const value = attrs.value as number;
+    // full(-inf) (an additive mask's start) holds a real -inf, as on the CPU.
+    if (out.dtype === 'f32' && !Number.isFinite(value)) return generateKernel(out, {}, [], F32_BITS_WGSL, [`out[gid] = ${f32FromBits(value)};`]);
+    return generateKernel(out, {}, [], constDecl('VALUE', out.dtype, value), [`out[gid] = ${store(out.dtype, 'VALUE')};`]);
+  },
 });
 
 // arange() {start, step, dtype, shape=[n]}: start, start+step, ... (torch.arange).

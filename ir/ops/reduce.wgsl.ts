@@ -7,6 +7,7 @@ import { type DType, type TensorType, numel, stridesOf } from '../types.ts';
 import { dimAttr, intAttr, numAttr, splitAround } from './check.ts';
 import { reducedDims } from './reduce.ts';
 import { F32_MAX, constDecl, coordLines, indent, listParams, offsetExpr, reduceDecl, wgslLiteral, workgroupReduce } from './wgsl.ts';
+import { F32_BITS_WGSL, f32FromBits } from './wgsl.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
 function groupFor(size: number): number {
@@ -192,12 +193,14 @@ export function softmaxKernel(req: KernelRequest): KernelPlan {
     'var row_sum = 0.0;',
     loop('row_sum = row_sum + exp(x[base + e * params.inner] - max_all);'),
     workgroupReduce('partial', group, 'row_sum', (a, b) => `(${a} + ${b})`, 'sum_all'),
-    loop('let at = base + e * params.inner; out[at] = exp(x[at] - max_all) / sum_all;'),
+    '// Only a row of -inf sums to 0: it gives NaN, as softmax does on the CPU and in PyTorch.',
+    `let nan = ${f32FromBits(NaN)};`,
+    loop('let at = base + e * params.inner; out[at] = select(exp(x[at] - max_all) / sum_all, nan, sum_all == 0.0);'),
   ];
   return {
     inputNames: ['x'],
     params: { size, inner },
-    decls: reduceDecl('partial', 'f32', group),
+    decls: [F32_BITS_WGSL, reduceDecl('partial', 'f32', group)].join('\n'),
     body: indent(body),
     workgroupSize: group,
     workgroups: outer * inner,

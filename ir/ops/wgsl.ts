@@ -5,9 +5,10 @@
 import { KilnError } from '../errors.ts';
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import type { ScalarFn } from '../registry.ts';
+import { formatNumber } from '../text.ts';
 import { type DType, type Shape, type TensorType, numel, sameShape, stridesOf } from '../types.ts';
 
-/** The largest finite f32: WGSL does not promise infinities, so -Infinity becomes -F32_MAX. */
+/** The largest finite f32: a `const` cannot hold an infinity, so constDecl clamps -Infinity to -F32_MAX (f32FromBits makes a real one). */
 export const F32_MAX = 3.4028234663852886e38;
 
 /** How a dtype is stored in a buffer: bool is a u32 holding 0 or 1. */
@@ -20,7 +21,7 @@ export function valueType(dtype: DType): 'f32' | 'i32' | 'bool' {
   return dtype;
 }
 
-/** A WGSL literal of a dtype; infinities clamp to the finite f32 range. */
+/** A WGSL literal of a dtype; infinities clamp to the finite f32 range (f32FromBits writes a real one). */
 export function wgslLiteral(v: number, dtype: DType): string {
   if (Number.isNaN(v)) throw new KilnError('KILN_E011', 'a NaN constant cannot be lowered to WGSL');
   if (dtype === 'bool') return v ? 'true' : 'false';
@@ -32,6 +33,18 @@ export function wgslLiteral(v: number, dtype: DType): string {
   const f = Math.min(Math.max(v, -F32_MAX), F32_MAX);
   const s = String(f);
   return /[.eE]/.test(s) ? s : `${s}.0`;
+}
+
+/**
+ * WGSL has no literal for an infinity or NaN, and a constant expression may not evaluate to one; a
+ * function's result never is a constant expression, so kiln_f32_bits makes them at run time.
+ */
+export const F32_BITS_WGSL = 'fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }';
+
+/** A WGSL expression for an f32 no literal writes (an infinity or NaN), from its bits; it needs F32_BITS_WGSL. */
+export function f32FromBits(v: number): string {
+  const bits = Number.isNaN(v) ? 0x7fc00000 : v > 0 ? 0x7f800000 : 0xff800000;
+  return `kiln_f32_bits(0x${bits.toString(16)}u)`;
 }
 
 export function constDecl(name: string, dtype: DType, v: number): string {
@@ -138,6 +151,12 @@ export function elementwiseKernel(req: KernelRequest, scalar: ScalarFn): KernelP
   const strided: Record<string, number> = {};
   const args = req.inputs.map((x, i) => {
     const name = OPERAND_NAMES[i];
+    if (typeof x === 'number' && scalarDType(req) === 'f32' && !Number.isFinite(x)) {
+      // -inf stays -inf (masked_fill's usual fill): softmax of a row of it is NaN, as on the CPU.
+      if (!consts.includes(F32_BITS_WGSL)) consts.push(F32_BITS_WGSL);
+      lines.push(`let ${name} = ${f32FromBits(x)}; // ${formatNumber(x)}`);
+      return name;
+    }
     if (typeof x === 'number') {
       consts.push(constDecl(name, scalarDType(req), x));
       return name;

@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-const c: f32 = -3.4028234663852886e+38; // -Infinity, clamped to the finite f32 range
+fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) group_count: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -35,5 +35,6 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   i_rest = i_rest / params.shape1;
   let i0 = i_rest;
   let b_at = i0 * params.b_stride0 + i1 * params.b_stride1 + i2 * params.b_stride2 + i3 * params.b_stride3;
+  let c = kiln_f32_bits(0xff800000u); // -inf
   out[gid] = select(a[gid], c, (b[b_at] != 0u));
 }

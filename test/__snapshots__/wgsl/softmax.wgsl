@@ -9,6 +9,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
+fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }
 var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(64)
@@ -39,5 +40,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   }
   let sum_all = partial[0];
   workgroupBarrier();
-  for (var e = lid; e < params.size; e = e + 64u) { let at = base + e * params.inner; out[at] = exp(x[at] - max_all) / sum_all; }
+  // Only a row of -inf sums to 0: it gives NaN, as softmax does on the CPU and in PyTorch.
+  let nan = kiln_f32_bits(0x7fc00000u);
+  for (var e = lid; e < params.size; e = e + 64u) { let at = base + e * params.inner; out[at] = select(exp(x[at] - max_all) / sum_all, nan, sum_all == 0.0); }
 }
