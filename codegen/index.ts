@@ -12,16 +12,22 @@
 //                                             last the read_write `out`
 //   Kernel.params                             the uniform's u32 words (at least 16 bytes, as uniforms need)
 //   Kernel.workgroups                         the dispatch grid, spread over x and y past 65535
+//   Kernel.indexCheck                         set when the kernel checks the indices it reads (op entries with
+//                                             `indices`): it reports bad ones into slot `slot` of an error
+//                                             record bound as `index_errors` (codegen/index-errors.ts);
+//                                             `{ checkBounds: false }` lowers them without the check
 // Running them is runtime/webgpu's job: Executor for a Program, runKernel for one eager node.
 
+import type { IndexRange } from '../ir/bounds.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, isNode } from '../ir/graph.ts';
 import type { KernelLimits, KernelPlan, KernelRequest } from '../ir/kernel.ts';
 import { getOp } from '../ir/registry.ts';
-import { describeNode, dispatchShape, moduleText, paramNames } from './module.ts';
+import { type IndexReports, describeNode, dispatchShape, moduleText, paramNames } from './module.ts';
 import { type ReflectedBinding, reflectBindings } from './reflect.ts';
 
 export { describeNode, dispatchShape, MAX_GROUPS_PER_DIM } from './module.ts';
+export { decodeIndexFaults, RECORD_WORDS } from './index-errors.ts';
 export type { ReflectedBinding } from './reflect.ts';
 
 export interface Kernel {
@@ -38,6 +44,23 @@ export interface Kernel {
   readonly params: Uint32Array;
   /** The tensor operands the kernel reads, in binding order (bindings 1..n). */
   readonly inputs: readonly Node[];
+  /** Present when the kernel checks the indices it reads: which operand, their range, its record slot. */
+  readonly indexCheck?: KernelIndexCheck;
+}
+
+export interface KernelIndexCheck {
+  readonly range: IndexRange;
+  /** The operand holding the indices (node.inputs[range.operand]). */
+  readonly indices: Node;
+  /** The kernel's slot in its program's error record. */
+  readonly slot: number;
+}
+
+export interface LowerOptions {
+  /** Kernels that read indices check them (default true); false leaves the check out (`{ checkBounds: false }`). */
+  readonly checkBounds?: boolean;
+  /** The error-record slot of this kernel, when it checks indices (lowerGraph numbers them from 0). */
+  readonly errorSlot?: number;
 }
 
 export interface Program {
@@ -57,7 +80,7 @@ export function kernelLabel(node: Node): string {
   return `%${node.id} ${node.op}${node.loc ? ` ${node.loc.file}:${node.loc.line}:${node.loc.col}` : ''}`;
 }
 
-export function lowerNode(node: Node, limits?: KernelLimits): Kernel | null {
+export function lowerNode(node: Node, limits?: KernelLimits, options: LowerOptions = {}): Kernel | null {
   const def = getOp(node.op, node.loc);
   if (needsNoKernel(node)) return null;
   if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${describeNode(node)})`, node.loc);
@@ -68,31 +91,39 @@ export function lowerNode(node: Node, limits?: KernelLimits): Kernel | null {
   } catch (e) {
     throw e instanceof KilnError ? e.at(node.loc) : e;
   }
-  return kernelFromPlan(node, plan);
+  return kernelFromPlan(node, plan, options);
 }
 
-export function kernelFromPlan(node: Node, plan: KernelPlan): Kernel {
+export function kernelFromPlan(node: Node, plan: KernelPlan, options: LowerOptions = {}): Kernel {
   const inputs = node.inputs.filter(isNode);
   if (inputs.length !== plan.inputNames.length) {
     throw new Error(`${node.op} lowering names ${plan.inputNames.length} inputs for ${inputs.length} tensor operands`);
   }
-  const code = moduleText(node, plan, inputs.map((x, i) => ({ name: plan.inputNames[i], dtype: x.type.dtype })));
+  const range = getOp(node.op, node.loc).indices?.(node.inputs.map((x) => (isNode(x) ? x.type : x)), node.attrs);
+  if (range && !plan.body.includes('report_bad_index(')) throw new Error(`${node.op} reads indices, but its kernel never calls report_bad_index`);
+  const reports: IndexReports = !range ? 'none' : options.checkBounds === false ? 'unchecked' : 'checked';
+  const slot = options.errorSlot ?? 0;
+  const code = moduleText(node, plan, inputs.map((x, i) => ({ name: plan.inputNames[i], dtype: x.type.dtype })), reports);
   const bindings = reflectBindings(code, node);
-  const words = paramNames(plan).map((name) => (name === 'groups' ? plan.workgroups : plan.params[name]));
+  const names = paramNames(plan, reports);
+  const words = names.map((name) => (name === 'groups' ? plan.workgroups : name === 'error_slot' ? slot : plan.params[name]));
   for (const [i, w] of words.entries()) {
-    if (!Number.isInteger(w) || w < 0 || w > 0xffffffff) throw new Error(`${node.op} param ${paramNames(plan)[i]} = ${w} is not a u32`);
+    if (!Number.isInteger(w) || w < 0 || w > 0xffffffff) throw new Error(`${node.op} param ${names[i]} = ${w} is not a u32`);
   }
   // Uniform bindings are read in 16-byte units: pad the words to a multiple of four.
   const params = new Uint32Array(Math.ceil(words.length / 4) * 4);
   params.set(words);
   const key = code.slice(code.indexOf('\n') + 1);
-  return { node, code, key, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs };
+  const indexCheck = range && reports === 'checked' ? { range, indices: node.inputs[range.operand] as Node, slot } : undefined;
+  return { node, code, key, label: kernelLabel(node), bindings, workgroups: dispatchShape(plan.workgroups), params, inputs, indexCheck };
 }
 
-export function lowerGraph(graph: Graph, limits?: KernelLimits): Program {
+/** Kernels in node order; those that check indices get error-record slots 0, 1, ... in that order. */
+export function lowerGraph(graph: Graph, limits?: KernelLimits, options: Pick<LowerOptions, 'checkBounds'> = {}): Program {
   const storage = new Map<Node, Node>();
   const storageOf = (node: Node): Node => storage.get(node) ?? node;
   const kernels: Kernel[] = [];
+  let slots = 0;
   for (const node of graph.nodes) {
     const def = getOp(node.op, node.loc);
     if (def.alias?.(node.attrs)) {
@@ -101,7 +132,8 @@ export function lowerGraph(graph: Graph, limits?: KernelLimits): Program {
       storage.set(node, storageOf(src));
       continue;
     }
-    const kernel = lowerNode(node, limits);
+    const kernel = lowerNode(node, limits, { ...options, errorSlot: slots });
+    if (kernel?.indexCheck) slots++;
     if (kernel) kernels.push(kernel);
   }
   return { graph, kernels, storageOf };

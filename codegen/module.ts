@@ -6,6 +6,7 @@ import type { KernelPlan } from '../ir/kernel.ts';
 import type { DType } from '../ir/types.ts';
 import { printNode } from '../ir/text.ts';
 import { storageType } from '../ir/ops/wgsl.ts';
+import { indexErrorDecls } from './index-errors.ts';
 
 /** The most workgroups along one dispatch dimension (WebGPU's default and usual limit). */
 export const MAX_GROUPS_PER_DIM = 65535;
@@ -30,15 +31,19 @@ export interface StorageInput {
   readonly dtype: DType;
 }
 
-/** Field names of the params struct, in order: the plan's, then `groups` (the real workgroup count). */
-export function paramNames(plan: KernelPlan): string[] {
-  return [...Object.keys(plan.params), 'groups'];
+/** How a kernel that reads indices reports bad ones: into a record (`checked`), or not at all. */
+export type IndexReports = 'none' | 'checked' | 'unchecked';
+
+/** Field names of the params struct, in order: the plan's, `error_slot` if it reports bad indices, then `groups` (the real workgroup count). */
+export function paramNames(plan: KernelPlan, reports: IndexReports = 'none'): string[] {
+  return [...Object.keys(plan.params), ...(reports === 'checked' ? ['error_slot'] : []), 'groups'];
 }
 
-export function moduleText(node: Node, plan: KernelPlan, inputs: readonly StorageInput[]): string {
+export function moduleText(node: Node, plan: KernelPlan, inputs: readonly StorageInput[], reports: IndexReports = 'none'): string {
   const bindings = inputs.map((x, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${x.name}: array<${storageType(x.dtype)}>;`);
   bindings.push(`@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<${storageType(node.type.dtype)}>;`);
-  const fields = paramNames(plan).map((name) => `  ${name}: u32,`);
+  if (reports !== 'none') bindings.push(indexErrorDecls(reports === 'checked' ? inputs.length + 2 : null));
+  const fields = paramNames(plan, reports).map((name) => `  ${name}: u32,`);
   return `// ${printNode(node)}
 ${plan.directives ? plan.directives.join('\n') + '\n' : ''}
 struct Params {

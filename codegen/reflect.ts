@@ -5,13 +5,14 @@
 import { ResourceType, WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 import { KilnError } from '../ir/errors.ts';
 import type { Node } from '../ir/graph.ts';
+import { INDEX_ERRORS } from './index-errors.ts';
 import { describeNode } from './module.ts';
 
 export interface ReflectedBinding {
   readonly binding: number;
   readonly name: string;
-  /** uniform params, a read-only storage input, or the read_write output. */
-  readonly kind: 'uniform' | 'read' | 'read_write';
+  /** uniform params, a read-only storage input, the read_write output, or the index-error record (codegen/index-errors.ts). */
+  readonly kind: 'uniform' | 'read' | 'read_write' | 'index_errors';
 }
 
 export function reflectBindings(code: string, node: Node): ReflectedBinding[] {
@@ -30,6 +31,7 @@ export function reflectBindings(code: string, node: Node): ReflectedBinding[] {
     if (v.resourceType !== ResourceType.Storage) {
       throw new KilnError('KILN_E010', `generated WGSL for ${describeNode(node)} binds ${v.name}, which is neither a buffer nor a uniform`, node.loc);
     }
+    if (v.name === INDEX_ERRORS) return { binding: v.binding, name: v.name, kind: 'index_errors' };
     return { binding: v.binding, name: v.name, kind: v.access === 'read_write' ? 'read_write' : 'read' };
   });
 }

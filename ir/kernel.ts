@@ -11,6 +11,9 @@
 // - `main` with `wid` (linear workgroup index, spread over x and y past 65535 workgroups), `lid`
 //   (local index) and `gid = wid * workgroupSize + lid`; it returns before the body when
 //   `wid >= workgroups`, a uniform branch, so bodies that use barriers stay valid.
+// - for ops whose entry has `indices` (ir/bounds.ts): `fn report_bad_index(position: u32, value: i32)`,
+//   which the body calls once for each index outside its range (ir/ops/wgsl.ts reportBadIndex) and
+//   which writes the run's error record (codegen/index-errors.ts), or does nothing with checks off.
 
 import type { Attrs } from './graph.ts';
 import type { OperandType } from './registry.ts';

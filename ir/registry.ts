@@ -2,6 +2,7 @@
 // Adding an op is adding one entry (see ir/ops/); nothing else in kiln switches on op names.
 
 import type { GradRule } from './autograd.ts';
+import type { IndexRange } from './bounds.ts';
 import { KilnError, type SourceLoc } from './errors.ts';
 import type { Attrs } from './graph.ts';
 import type { HostData, HostTensor, Precision } from './host.ts';
@@ -51,6 +52,11 @@ export interface OpDef {
   readonly flops?: (inputs: readonly OperandType[], attrs: Attrs, out: TensorType) => number;
   /** Reverse-mode rule (ir/autograd.ts): each input's gradient from the output's, null where not differentiable. */
   readonly grad?: GradRule;
+  /**
+   * The operand whose values index something (embedding's token ids) and the range they must lie in.
+   * Every backend checks it (ir/bounds.ts): the CPU reference throws, the kernel calls `report_bad_index`.
+   */
+  readonly indices?: (inputs: readonly OperandType[], attrs: Attrs) => IndexRange;
 }
 
 const registry = new Map<string, OpDef>();

@@ -1,10 +1,12 @@
 // Ops that gradients make: scatters that no forward op composes, and concat.
 
+import { checkIndices } from '../bounds.ts';
 import { KilnError } from '../errors.ts';
-import { allocData } from '../host.ts';
+import { type HostTensor, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, formatType, numel, sameShape, stridesOf } from '../types.ts';
 import { arity, dimAttr, expectDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
+import { embeddingIndices } from './linalg.ts';
 import { sliceBounds } from './shape.ts';
 import { concatKernel, embeddingBackwardKernel, sliceBackwardKernel } from './backward.wgsl.ts';
 
@@ -27,14 +29,15 @@ registerOp({
     const grad = tensorData(inputs[0]);
     const idx = tensorData(inputs[1]);
     const [rows, c] = out.shape;
+    checkIndices(idx, embeddingIndices(rows, (inputs[1] as HostTensor).type));
     const result = allocData('f32', numel(out.shape), precision);
     for (let i = 0; i < idx.length; i++) {
       const r = idx[i];
-      if (r < 0 || r >= rows) throw new KilnError('KILN_E011', `embedding index ${r} is outside [0, ${rows})`);
       for (let j = 0; j < c; j++) result[r * c + j] += grad[i * c + j];
     }
     return result;
   },
+  indices: (inputs, attrs) => embeddingIndices(intAttr('embedding_backward', attrs, 'num'), inputs[1]),
   wgsl: (req) => embeddingBackwardKernel(req),
 });
 

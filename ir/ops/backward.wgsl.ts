@@ -4,7 +4,7 @@
 
 import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type TensorType, numel, stridesOf } from '../types.ts';
-import { coordLines, generateKernel, indent, listParams, load, store } from './wgsl.ts';
+import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store } from './wgsl.ts';
 
 export function sliceBackwardKernel(req: KernelRequest, dim: number, start: number, step: number): KernelPlan {
   const grad = req.inputs[0] as TensorType;
@@ -49,7 +49,9 @@ export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
     'for (var col = lid; col < params.dim; col += GROUP) { out[r * params.dim + col] = 0.0; }',
     'for (var base = 0u; base < params.tokens; base += GROUP) {',
     '  let t = base + lid;',
-    '  let hit = t < params.tokens && idx[min(t, params.tokens - 1u)] == i32(r);',
+    '  let id = idx[min(t, params.tokens - 1u)];',
+    `  ${reportBadIndex('id', 'params.num', 't', 'r == 0u && t < params.tokens')} // every row reads every index: row 0 reports`,
+    '  let hit = t < params.tokens && id == i32(r);',
     '  scan[lid] = select(0u, 1u, hit);',
     '  workgroupBarrier();',
     '  for (var step = 1u; step < GROUP; step = step * 2u) {',
@@ -68,7 +70,7 @@ export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
     '  workgroupBarrier(); // scan and hits are rewritten by the next chunk',
     '}',
   ];
-  return { inputNames: ['grad', 'idx'], params: { dim: c, tokens: numel(idx.shape) }, decls, body: indent(body), workgroupSize: EMBED_GROUP, workgroups: rows };
+  return { inputNames: ['grad', 'idx'], params: { dim: c, tokens: numel(idx.shape), num: rows }, decls, body: indent(body), workgroupSize: EMBED_GROUP, workgroups: rows };
 }
 
 /** concat: each output element reads the input whose range along `dim` holds its coordinate there. */

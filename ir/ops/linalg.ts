@@ -1,10 +1,11 @@
 // matmul (batched, batch dims broadcast, operand transposes as attrs) and embedding (row gather).
 
 import { type GradContext, inputGrad } from '../autograd.ts';
+import { type IndexRange, checkIndices } from '../bounds.ts';
 import { KilnError } from '../errors.ts';
 import type { Node } from '../graph.ts';
-import { allocData } from '../host.ts';
-import { registerOp } from '../registry.ts';
+import { type HostTensor, allocData } from '../host.ts';
+import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, tensorArg, tensorData } from './check.ts';
 import { embeddingKernel, matmulKernel } from './linalg.wgsl.ts';
@@ -139,6 +140,11 @@ export function splitKFactor(rows: number, outputs: number): number {
   return splits;
 }
 
+/** embedding's and embedding_backward's indices: rows of a [rows, C] table. */
+export function embeddingIndices(rows: number, idx: OperandType): IndexRange {
+  return { op: 'embedding', noun: 'index', operand: 1, size: rows, shape: (idx as TensorType).shape };
+}
+
 // embedding(weight[V, C], idx[...]): weight rows gathered by index, shape [..., C].
 registerOp({
   name: 'embedding',
@@ -156,14 +162,15 @@ registerOp({
     if (typeof w === 'number') throw new Error('embedding of a scalar');
     const idx = tensorData(inputs[1]);
     const [rows, c] = w.type.shape;
+    checkIndices(idx, embeddingIndices(rows, (inputs[1] as HostTensor).type));
     const result = allocData('f32', numel(out.shape), precision);
     for (let i = 0; i < idx.length; i++) {
       const r = idx[i];
-      if (r < 0 || r >= rows) throw new KilnError('KILN_E011', `embedding index ${r} is outside [0, ${rows})`);
       for (let j = 0; j < c; j++) result[i * c + j] = w.data[r * c + j];
     }
     return result;
   },
+  indices: (inputs) => embeddingIndices((inputs[0] as TensorType).shape[0], inputs[1]),
   wgsl: embeddingKernel,
   flops: () => 0, // a gather: moves rows, computes nothing
   // The weight's gradient is the output gradient's rows scatter-added at their indices.

@@ -11,7 +11,7 @@
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
 import { type TensorType, numel } from '../types.ts';
 import { type MatmulDims, matmulDims } from './linalg.ts';
-import { broadcastStrides, coordLines, generateKernel, indent, listParams, offsetExpr } from './wgsl.ts';
+import { broadcastStrides, coordLines, generateKernel, indent, listParams, offsetExpr, reportBadIndex } from './wgsl.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
 export interface MatmulTiling {
@@ -262,13 +262,15 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   };
 }
 
-/** embedding: out[r, c] = weight[idx[r], c]; an index outside the table is clamped (the CPU reference throws). */
+/** embedding: out[r, c] = weight[idx[r], c]; an index outside the table is reported (by its row's first column) and clamped. */
 export function embeddingKernel(req: KernelRequest): KernelPlan {
   const [weight] = req.inputs as TensorType[];
   const [rows, c] = weight.shape;
   return generateKernel(req.out, { c, rows }, ['weight', 'idx'], '', [
     'let r = gid / params.c;',
-    'let row = u32(clamp(idx[r], 0, i32(params.rows) - 1));',
+    'let id = idx[r];',
+    reportBadIndex('id', 'params.rows', 'r', 'gid % params.c == 0u'),
+    'let row = u32(clamp(id, 0, i32(params.rows) - 1));',
     'out[gid] = weight[row * params.c + gid % params.c];',
   ]);
 }

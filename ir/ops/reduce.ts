@@ -1,10 +1,11 @@
 // Reductions and row-wise ops: sum, mean, amax over dims; softmax; layer_norm; cross_entropy.
 
 import { type GradContext, type GradRule, broadcastTo, inputGrad } from '../autograd.ts';
+import { type IndexRange, checkIndices } from '../bounds.ts';
 import { KilnError } from '../errors.ts';
 import type { Attrs, Node } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
-import { type CpuOperand, getOp, registerOp } from '../registry.ts';
+import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
 import { crossEntropyKernel, crossEntropyRowsKernel, layerNormBackwardKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
@@ -199,14 +200,19 @@ registerOp({
   flops: (_inputs, _attrs, out) => 14 * numel(out.shape),
 });
 
-/** Row r's -log softmax at target t, in f64 (the CPU reference of both cross-entropy ops). */
+/** Row r's -log softmax at target t, in f64 (the CPU reference of both cross-entropy ops; they check the targets first). */
 function rowLoss(logits: HostData, r: number, c: number, t: number): number {
-  if (t < 0 || t >= c) throw new KilnError('KILN_E011', `cross_entropy target ${t} at row ${r} is outside [0, ${c})`);
   let max = -Infinity;
   for (let k = 0; k < c; k++) max = Math.max(max, logits[r * c + k]);
   let sum = 0;
   for (let k = 0; k < c; k++) sum += Math.exp(logits[r * c + k] - max);
   return Math.log(sum) + max - logits[r * c + t];
+}
+
+/** Both cross-entropy ops' targets: classes of the logits' rows, or the ignoreIndex. */
+function crossEntropyIndices(inputs: readonly OperandType[], attrs: Attrs): IndexRange {
+  const [logits, targets] = inputs as TensorType[];
+  return { op: 'cross_entropy', noun: 'target', operand: 1, size: logits.shape[1], shape: targets.shape, ignore: intAttr('cross_entropy', attrs, 'ignoreIndex', -100) };
 }
 
 // cross_entropy(logits[N,C], targets[N]) {ignoreIndex}: mean of -log softmax at the target, over kept rows.
@@ -229,6 +235,7 @@ registerOp({
     const targets = tensorIn(inputs, 1).data;
     const ignore = intAttr('cross_entropy', attrs, 'ignoreIndex', -100);
     const [n, c] = logits.type.shape;
+    checkIndices(targets, crossEntropyIndices([logits.type, tensorIn(inputs, 1).type], attrs));
     let total = 0;
     let kept = 0;
     for (let r = 0; r < n; r++) {
@@ -241,6 +248,7 @@ registerOp({
     result[0] = total / kept; // NaN when every target is ignored, as PyTorch
     return result;
   },
+  indices: crossEntropyIndices,
   wgsl: crossEntropyKernel,
   grad: crossEntropyGrad,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape), // a log-softmax over each row of logits [N, C]
@@ -261,6 +269,7 @@ registerOp({
     const targets = tensorIn(inputs, 1).data;
     const ignore = intAttr('cross_entropy_rows', attrs, 'ignoreIndex', -100);
     const [n, c] = logits.type.shape;
+    checkIndices(targets, crossEntropyIndices([logits.type, tensorIn(inputs, 1).type], attrs));
     const result = allocData('f32', n, precision);
     for (let r = 0; r < n; r++) {
       const t = targets[r];
@@ -269,6 +278,7 @@ registerOp({
     }
     return result;
   },
+  indices: crossEntropyIndices,
   wgsl: crossEntropyRowsKernel,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape),
 });

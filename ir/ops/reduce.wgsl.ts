@@ -6,7 +6,7 @@ import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type DType, type TensorType, numel, stridesOf } from '../types.ts';
 import { dimAttr, intAttr, numAttr, splitAround } from './check.ts';
 import { reducedDims } from './reduce.ts';
-import { F32_MAX, constDecl, coordLines, indent, listParams, offsetExpr, reduceDecl, wgslLiteral, workgroupReduce } from './wgsl.ts';
+import { F32_MAX, constDecl, coordLines, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './wgsl.ts';
 import { F32_BITS_WGSL, f32FromBits } from './wgsl.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
@@ -288,6 +288,7 @@ export function crossEntropyRowsKernel(req: KernelRequest): KernelPlan {
     workgroupReduce('partial', group, 'row_sum', (a, b) => `(${a} + ${b})`, 'sum_all'),
     'let label = targets[wid];',
     'if (lid == 0u) {',
+    `  ${reportBadIndex('label', 'params.c', 'wid', 'label != IGNORE_INDEX')}`,
     '  let picked = logits[base + u32(clamp(label, 0, i32(params.c) - 1))];',
     '  out[wid] = select(log(sum_all) + max_all - picked, 0.0, label == IGNORE_INDEX);',
     '}',
@@ -318,6 +319,7 @@ export function crossEntropyKernel(req: KernelRequest): KernelPlan {
     `for (var row = lid; row < params.rows; row = row + ${CE_GROUP}u) {`,
     '  let label = targets[row];',
     '  if (label != IGNORE_INDEX) {',
+    `    ${reportBadIndex('label', 'params.c', 'row')}`,
     '    let base = row * params.c;',
     `    var row_max = ${SENTINEL};`,
     '    for (var e = 0u; e < params.c; e = e + 1u) { row_max = max(row_max, logits[base + e]); }',

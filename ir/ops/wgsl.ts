@@ -62,6 +62,15 @@ export function store(dtype: DType, value: string): string {
   return dtype === 'bool' ? `select(0u, 1u, ${value})` : value;
 }
 
+/**
+ * Reports the index `value` at flat `position` when it lies outside [0, size) and `when` holds (call it
+ * once per index). `report_bad_index` is codegen's (ir/kernel.ts); a negative i32 is a huge u32, so one
+ * compare tests both ends. The kernel must still clamp the index it reads with.
+ */
+export function reportBadIndex(value: string, size: string, position: string, when?: string): string {
+  return `if (${when ? `${when} && ` : ''}bitcast<u32>(${value}) >= ${size}) { report_bad_index(${position}, ${value}); }`;
+}
+
 /** Params `${prefix}0..` holding each entry of `values` (shapes, strides). */
 export function listParams(prefix: string, values: readonly number[]): Record<string, number> {
   return Object.fromEntries(values.map((v, d) => [`${prefix}${d}`, v]));

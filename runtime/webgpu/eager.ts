@@ -1,8 +1,10 @@
 // Eager mode: one op at a time on buffers the caller holds. Each call records one dispatch and
-// submits it at once; errors surface at the next readback, as for a whole Program.
+// submits it at once; errors surface at the next readback, as for a whole Program. That includes an
+// index outside its range met by a kernel that checks indices: its record is read back behind it.
 
 import { type Kernel, describeNode } from '../../codegen/index.ts';
 import { allocateFor } from './buffers.ts';
+import { copyIndexRecord, createIndexRecord, readIndexRecord } from './index-errors.ts';
 import type { KilnDevice } from './device.ts';
 import { pipelineForSync } from './pipelines.ts';
 import type { KernelTimer } from './timing.ts';
@@ -17,7 +19,8 @@ export function timeEagerKernels(timer: KernelTimer | null): void {
 
 /**
  * Runs one kernel (from lowerNode) on `inputs`, the buffers of kernel.inputs in order. Returns the
- * output buffer: `out` if given, else a new one the caller owns (destroy it when done).
+ * output buffer: `out` if given, else a new one the caller owns (destroy it when done). Bad indices
+ * (a kernel with indexCheck) are E011 at the next readback or `kdev.errors.check()`.
  */
 export function runKernel(kdev: KilnDevice, kernel: Kernel, inputs: readonly GPUBuffer[], out?: GPUBuffer): GPUBuffer {
   const { device, errors } = kdev;
@@ -29,7 +32,8 @@ export function runKernel(kdev: KilnDevice, kernel: Kernel, inputs: readonly GPU
     const params = device.createBuffer({ size: kernel.params.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: kernel.label });
     device.queue.writeBuffer(params, 0, kernel.params.buffer, kernel.params.byteOffset, kernel.params.byteLength);
     const buffers = [...inputs, output];
-    const entries = kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: b.kind === 'uniform' ? params : buffers[b.binding - 1] } }));
+    const record = createIndexRecord(kdev, kernel.indexCheck ? [kernel] : [], kernel.label);
+    const entries = kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: b.kind === 'uniform' ? params : b.kind === 'index_errors' ? record! : buffers[b.binding - 1] } }));
     const bindGroup = device.createBindGroup({ layout, entries, label: kernel.label });
     const encoder = device.createCommandEncoder({ label: kernel.label });
     const [x, y, z] = kernel.workgroups;
@@ -40,8 +44,11 @@ export function runKernel(kdev: KilnDevice, kernel: Kernel, inputs: readonly GPU
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     }
+    const staging = record && copyIndexRecord(kdev, encoder, record);
     device.queue.submit([encoder.finish()]);
     params.destroy(); // freed once the submitted work is done
+    record?.destroy();
+    if (staging) errors.watch(readIndexRecord(staging, [kernel]));
   });
   return output;
 }

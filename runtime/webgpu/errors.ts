@@ -57,6 +57,15 @@ export class ErrorWatch {
     void done.finally(() => this.inflight.delete(done));
   }
 
+  /** A check the GPU answers later (bad indices an eager kernel met): its error, if any, is reported as the others. */
+  watch(found: Promise<KilnError | null>): void {
+    const done = found.then((error) => {
+      if (error) this.caught.push(error);
+    });
+    this.inflight.add(done);
+    void done.finally(() => this.inflight.delete(done));
+  }
+
   fatal(error: KilnError): void {
     if (!this.destroying) this.lost = error;
   }

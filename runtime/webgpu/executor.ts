@@ -11,6 +11,7 @@ import { formatType, sameType } from '../../ir/types.ts';
 import { allocateFor, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import type { ErrorContext } from './errors.ts';
+import { copyIndexRecord, createIndexRecord, readIndexRecord } from './index-errors.ts';
 import { type GpuPipeline, pipelineFor } from './pipelines.ts';
 import type { KernelTimer } from './timing.ts';
 
@@ -36,12 +37,20 @@ export class Executor {
   private readonly uploads = new Map<Node, GPUBuffer>();
   private fed = new Map<Node, GPUBuffer>();
 
+  /** The kernels that check the indices they read, in program order (their record slots: codegen/index-errors.ts). */
+  readonly indexChecks: readonly Kernel[];
+  /** Where they report bad indices; cleared at the start of every run. */
+  private readonly indexRecord: GPUBuffer | null;
+
   private constructor(
     readonly kdev: KilnDevice,
     readonly program: Program,
     private readonly steps: Step[],
     private readonly paramsBuffer: GPUBuffer,
-  ) {}
+  ) {
+    this.indexChecks = program.kernels.filter((k) => k.indexCheck);
+    this.indexRecord = createIndexRecord(kdev, this.indexChecks, 'kiln index errors');
+  }
 
   /** Compiles every pipeline (a rejected shader throws E010 here) and allocates the buffers. */
   static async create(kdev: KilnDevice, program: Program): Promise<Executor> {
@@ -90,6 +99,7 @@ export class Executor {
     };
     kdev.errors.scoped(context, () => {
       const encoder = kdev.device.createCommandEncoder({ label: 'kiln run' });
+      if (this.indexRecord) encoder.clearBuffer(this.indexRecord);
       const shared = timer ? null : encoder.beginComputePass({ label: 'kiln run' });
       for (const step of this.steps) {
         const [x, y, z] = step.kernel.workgroups;
@@ -107,6 +117,19 @@ export class Executor {
     return new Map(program.graph.outputs.map((o) => [o.name, this.bufferOf(o.node)]));
   }
 
+  /**
+   * Reads back the index checks of the runs queued so far (call it right after run(), before the next):
+   * E011 for the first kernel that met an index outside its range, else null. Without such kernels it
+   * reads nothing.
+   */
+  readIndexErrors(): Promise<KilnError | null> {
+    if (!this.indexRecord) return Promise.resolve(null);
+    const encoder = this.kdev.device.createCommandEncoder({ label: 'kiln index errors' });
+    const staging = copyIndexRecord(this.kdev, encoder, this.indexRecord);
+    this.kdev.device.queue.submit([encoder.finish()]);
+    return readIndexRecord(staging, this.indexChecks);
+  }
+
   /** The buffer holding a node's value after a run (alias chains resolved). */
   bufferOf(node: Node): GPUBuffer {
     const storage = this.program.storageOf(node);
@@ -119,6 +142,7 @@ export class Executor {
   destroy(): void {
     for (const b of new Set([...this.owned.values(), ...this.uploads.values()])) releaseBuffer(b);
     this.paramsBuffer.destroy();
+    this.indexRecord?.destroy();
     this.owned.clear();
     this.uploads.clear();
   }
@@ -144,6 +168,7 @@ export class Executor {
     if (step.bindGroup && buffers.every((b, i) => b === step.boundTo[i])) return step.bindGroup;
     const entries = kernel.bindings.map((b): GPUBindGroupEntry => {
       if (b.kind === 'uniform') return { binding: b.binding, resource: { buffer: this.paramsBuffer, offset: step.paramsOffset, size: kernel.params.byteLength } };
+      if (b.kind === 'index_errors') return { binding: b.binding, resource: { buffer: this.indexRecord! } };
       return { binding: b.binding, resource: { buffer: buffers[b.binding - 1] } };
     });
     step.bindGroup = this.kdev.errors.scoped({ what: `binding buffers for ${describeNode(kernel.node)}`, loc: kernel.node.loc }, () =>

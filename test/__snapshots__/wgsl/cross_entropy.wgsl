@@ -3,12 +3,24 @@
 struct Params {
   rows: u32,
   c: u32,
+  error_slot: u32,
   groups: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> index_errors: array<atomic<u32>>;
+
+// An index outside its range: kiln reads this slot back after the run and raises KILN_E011.
+fn report_bad_index(position: u32, value: i32) {
+  let at = params.error_slot * 4u;
+  let key = bitcast<u32>(value) ^ 0x80000000u;
+  atomicAdd(&index_errors[at], 1u);
+  atomicMax(&index_errors[at + 1u], ~position);
+  atomicMax(&index_errors[at + 2u], key);
+  atomicMax(&index_errors[at + 3u], ~key);
+}
 
 const IGNORE_INDEX: i32 = -1;
 var<workgroup> partial: array<f32, 256>;
@@ -24,6 +36,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   for (var row = lid; row < params.rows; row = row + 256u) {
     let label = targets[row];
     if (label != IGNORE_INDEX) {
+      if (bitcast<u32>(label) >= params.c) { report_bad_index(row, label); }
       let base = row * params.c;
       var row_max = -3.4028234663852886e+38;
       for (var e = 0u; e < params.c; e = e + 1u) { row_max = max(row_max, logits[base + e]); }

@@ -2,12 +2,24 @@
 
 struct Params {
   c: u32,
+  error_slot: u32,
   groups: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> index_errors: array<atomic<u32>>;
+
+// An index outside its range: kiln reads this slot back after the run and raises KILN_E011.
+fn report_bad_index(position: u32, value: i32) {
+  let at = params.error_slot * 4u;
+  let key = bitcast<u32>(value) ^ 0x80000000u;
+  atomicAdd(&index_errors[at], 1u);
+  atomicMax(&index_errors[at + 1u], ~position);
+  atomicMax(&index_errors[at + 2u], key);
+  atomicMax(&index_errors[at + 3u], ~key);
+}
 
 const IGNORE_INDEX: i32 = -100;
 var<workgroup> partial: array<f32, 64>;
@@ -41,6 +53,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   workgroupBarrier();
   let label = targets[wid];
   if (lid == 0u) {
+    if (label != IGNORE_INDEX && bitcast<u32>(label) >= params.c) { report_bad_index(wid, label); }
     let picked = logits[base + u32(clamp(label, 0, i32(params.c) - 1))];
     out[wid] = select(log(sum_all) + max_all - picked, 0.0, label == IGNORE_INDEX);
   }
