@@ -34,9 +34,19 @@ export function writeBackParts(output: string, type: TensorType, target: Tensor 
   return parts;
 }
 
+/** How a backend prepares a graph. */
+export interface PrepareOptions {
+  /**
+   * webgpu: check indices read from data (token ids, targets) against their range and raise E011 as
+   * the cpu backend does (default true). false leaves the check out of the kernels: an index outside
+   * its range then reads a clamped row. The cpu backend always checks.
+   */
+  readonly checkBounds?: boolean;
+}
+
 export interface ExecutionBackend {
   readonly name: BackendName;
-  prepare(graph: Graph): Promise<Runner>;
+  prepare(graph: Graph, options?: PrepareOptions): Promise<Runner>;
   readonly eager: EagerBackend;
 }
 
@@ -72,7 +82,11 @@ export const cpuBackend: ExecutionBackend = {
     name: 'cpu',
     run(node, inputs) {
       const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[eagerInputIndex(x)], `input of ${node.op}`)));
-      return { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } };
+      try {
+        return { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } };
+      } catch (e) {
+        throw e instanceof KilnError ? e.at(node.loc) : e; // a bad value (an index out of range) names the op's line
+      }
     },
   },
 };

@@ -2,14 +2,16 @@
 // ops as one-node programs on the same kernels. Tensors it returns stay on the GPU until read.
 
 import { type Program, lowerGraph, lowerNode } from '../codegen/index.ts';
-import type { Graph, Node } from '../ir/graph.ts';
+import { checkIndices } from '../ir/bounds.ts';
+import { type Graph, type Node, isNode } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
 import type { TensorType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, gpuBytes, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
-import { type ExecutionBackend, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backends.ts';
+import { type ExecutionBackend, type PrepareOptions, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backends.ts';
 import { registerBackend } from './compile.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
+import { IndexChecks } from './index-checks.ts';
 import { fedPerCall } from './leaves.ts';
 import { type DeviceValue, Tensor } from './frontend/tensor.ts';
 
@@ -75,11 +77,11 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
   return result;
 }
 
-async function prepare(graph: Graph): Promise<Runner> {
+async function prepare(graph: Graph, { checkBounds = true }: PrepareOptions = {}): Promise<Runner> {
   const build = async (kdev: KilnDevice) => {
-    const program = lowerGraph(graph, kdev.limits);
+    const program = lowerGraph(graph, kdev.limits, { checkBounds });
     logKernels(program);
-    return { kdev, exec: await Executor.create(kdev, program) };
+    return { kdev, exec: await Executor.create(kdev, program), indexChecks: IndexChecks.of(program) };
   };
   let target = await build(await getDevice());
   const leaves = graph.nodes.filter((n) => getOp(n.op).leaf);
@@ -92,14 +94,19 @@ async function prepare(graph: Graph): Promise<Runner> {
       target = await build(current);
       lost.errors.throwIfFailed();
     }
-    const { kdev, exec } = target;
+    const { kdev, exec, indexChecks } = target;
+    // Bad indices fed from the host raise E011 here, before any work; those only on the GPU, after the run.
+    const readIndexErrors = indexChecks.beforeRun(leaf);
     const feeds = new Map<Node, Feed>();
     for (const node of leaves) {
       const t = leaf(node);
       // Inputs and the rng change every call: the executor writes them into its own buffer. Weights stay uploaded.
       feeds.set(node, fedPerCall(node) && t.readHost() && !(t.device instanceof GpuValue) ? t.readHost()! : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
     }
-    return runDetached(kdev, exec, feeds, graph.outputs, options?.writeBack);
+    const outputs = runDetached(kdev, exec, feeds, graph.outputs, options?.writeBack);
+    const badIndices = readIndexErrors ? await exec.readIndexErrors() : null;
+    if (badIndices) throw badIndices;
+    return outputs;
   };
 }
 
@@ -120,7 +127,12 @@ const eager: EagerBackend = {
   run(node, inputs) {
     const kdev = eagerDevice;
     if (!kdev) throw new Error('the webgpu eager backend runs after useBackend("webgpu")');
-    const kernel = lowerNode(node, kdev.limits);
+    // Indices on the host are checked there, at once, as the cpu backend does; indices only on the GPU
+    // by the kernel, which reports them at the next read (runtime/webgpu/eager.ts).
+    const range = getOp(node.op).indices?.(node.inputs.map((x) => (isNode(x) ? x.type : x)), node.attrs);
+    const ids = range && inputs[eagerInputIndex(node.inputs[range.operand] as Node)].readHost();
+    if (range && ids) checkIndices(ids.data, range, node.loc);
+    const kernel = lowerNode(node, kdev.limits, { checkBounds: !ids });
     if (!kernel) throw new Error(`${node.op} has no kernel to run eagerly`);
     // The node's tensor operands are the eager graph's input leaves, in operand order.
     const buffers = kernel.inputs.map((leaf) => deviceBuffer(kdev, inputs[eagerInputIndex(leaf)], `input of ${node.op}`));
