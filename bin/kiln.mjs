@@ -9,13 +9,18 @@ import { pathToFileURL } from 'node:url';
 import { bundle, root } from './bundle.mjs';
 
 const args = process.argv.slice(2);
-const modelArg = args.find((a, i) => /\.(m?ts|m?js)$/.test(a) && !(args[i - 1] ?? '').startsWith('--'));
+// MODEL.ts is the .ts or .js argument that is not a flag's value. Which flags take a value is known only
+// inside the bundle, so one after a flag (`--json MODEL.ts`) is taken when no other is free; main() then
+// checks that the file bundled is the command's MODEL.ts.
+const scripts = args.flatMap((a, i) => (/\.(m?ts|m?js)$/.test(a) ? [i] : []));
+const modelAt = scripts.find((i) => !(args[i - 1] ?? '').startsWith('--')) ?? scripts[0];
+const modelArg = modelAt === undefined ? undefined : args[modelAt];
 const modelPath = modelArg ? resolve(modelArg) : null;
 
 const entry = [
   `import { main } from ${JSON.stringify(join(root, 'compiler/cli/main.ts'))};`,
   modelPath ? `import * as model from ${JSON.stringify(modelPath)};` : 'const model = null;',
-  'process.exitCode = await main(process.argv.slice(2), model);',
+  `process.exitCode = await main(process.argv.slice(2), model, ${JSON.stringify(modelPath)});`,
 ].join('\n');
 
 const outfile = await bundle({ contents: entry, sourcefile: 'kiln-cli-entry.ts' }, `cli-${process.pid}`, modelArg ?? 'the kiln CLI');

@@ -21,14 +21,24 @@ export interface Trace {
   argNames: string[];
 }
 
+/** Where a bundler renamed forward's parameters (esbuild: `forward(q, k, v)` -> `forward(q3, k3, v3)`), the names the user wrote. */
+export type SourceArgNames = (fn: (...args: never[]) => unknown, bundled: readonly string[]) => string[] | undefined;
+let sourceArgNames: SourceArgNames | undefined;
+
+/** The Node CLI, which bundles the user's model, reads the names back from the bundle's source map (compiler/cli/arg-names.ts). */
+export function useSourceArgNames(lookup: SourceArgNames | undefined): void {
+  sourceArgNames = lookup;
+}
+
 /** forward's parameter names, read from its source text (`forward(idx, targets = null)` -> idx, targets). */
 export function forwardArgNames(fn: (...args: never[]) => unknown): string[] {
   const m = /^[^(]*\(([^)]*)\)/.exec(fn.toString());
   if (!m) return [];
-  return m[1]
+  const names = m[1]
     .split(',')
     .map((p) => p.replace(/[=:].*$/s, '').replace(/[?\s]/g, ''))
     .filter((p) => p.length > 0);
+  return sourceArgNames?.(fn, names) ?? names;
 }
 
 class Recorder implements TraceHook {

@@ -1,7 +1,10 @@
 // The kiln CLI: a table of commands, each with its flags, help and example. bin/kiln.mjs bundles this
 // with the user's model file and calls main().
 
+import { resolve } from 'node:path';
 import { KilnError } from '../../ir/errors.ts';
+import { useSourceArgNames } from '../tracer.ts';
+import { sourceArgNames } from './arg-names.ts';
 import { type CommandSpec, type ParsedArgs, formatHelp, parseArgs, usageError } from './args.ts';
 import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
@@ -9,6 +12,7 @@ import { explainCommand } from './explain.ts';
 import { kernelsCommand } from './kernels.ts';
 import { refuseOutputOverInput } from './paths.ts';
 import { profileCommand } from './profile.ts';
+import { reportError } from './report.ts';
 import { runCommand } from './run.ts';
 import { serveCommand } from './serve.ts';
 
@@ -34,9 +38,13 @@ function overview(): string {
   ].join('\n');
 }
 
-/** Runs the CLI; returns the process exit status. Errors print as one line on stderr. */
-export async function main(argv: readonly string[], model: unknown): Promise<number> {
+/**
+ * Runs the CLI; returns the process exit status. Errors print as one line on stderr. `modelPath` is the
+ * file bin/kiln.mjs bundled as `model`, checked to be the command's MODEL.ts.
+ */
+export async function main(argv: readonly string[], model: unknown, modelPath?: string | null): Promise<number> {
   const [name, ...rest] = argv;
+  useSourceArgNames(sourceArgNames); // forward()'s parameters by the names in the user's source, not the bundle's
   try {
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       console.log(overview());
@@ -50,29 +58,14 @@ export async function main(argv: readonly string[], model: unknown): Promise<num
     }
     const args = parseArgs(command.spec, rest);
     if (command.spec.positionals[0] === 'MODEL.ts' && !model) throw usageError(name, `${command.spec.positionals[0]} must be a .ts or .js file`);
+    if (command.spec.positionals[0] === 'MODEL.ts' && modelPath && resolve(args.positionals[0]) !== modelPath) {
+      throw usageError(name, `MODEL.ts is ${args.positionals[0]}, but kiln loaded ${modelPath} (a flag's value?); put MODEL.ts right after the command`);
+    }
     refuseOutputOverInput(command.spec, args);
     await command.run(args, model);
     return 0;
   } catch (e) {
-    console.error(oneLine(e));
+    reportError(e);
     return 1;
   }
-}
-
-function oneLine(e: unknown): string {
-  if (e instanceof KilnError) return e.message.split('\n')[0];
-  const err = e as Error;
-  const where = userFrame(err.stack);
-  return `error: ${where ? where + ': ' : ''}${(err?.message ?? String(e)).split('\n')[0]}`;
-}
-
-/** The first stack frame outside kiln, for errors kiln did not raise itself (e.g. an assert in the model). */
-function userFrame(stack: string | undefined): string | undefined {
-  for (const line of (stack ?? '').split('\n').slice(1)) {
-    const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):\d+\)?$/.exec(line.trim());
-    if (m && !m[1].includes('node_modules') && !m[1].startsWith('node:')) {
-      return `${m[1].replace(/^file:\/\//, '').replace(process.cwd() + '/', '')}:${m[2]}`;
-    }
-  }
-  return undefined;
 }
