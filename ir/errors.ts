@@ -31,6 +31,8 @@ export const ERROR_CODES = {
   KILN_E015: 'bad command-line usage',
   KILN_E016: 'model file could not be loaded',
   KILN_E017: 'output would overwrite an input',
+  KILN_E019: 'file system error',
+  KILN_E020: 'error kiln did not raise itself',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

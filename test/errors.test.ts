@@ -43,6 +43,8 @@ const CATALOG: Record<ErrorCode, string> = {
   KILN_E015: 'kiln run --batch 0',
   KILN_E016: 'kiln run on a model file with a syntax error',
   KILN_E017: 'kiln eval with --out naming its own --weights file',
+  KILN_E019: 'kiln eval with --out in a folder that does not exist',
+  KILN_E020: "kiln run on nanoGPT configured with n_embd 15 and n_head 2 (the model's own Error)",
 };
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -50,6 +52,7 @@ const KILN = join(ROOT, 'bin/kiln.mjs');
 const NANOGPT = 'examples/nanogpt/model.ts';
 const TINY = '{"n_layer":1,"n_head":1,"n_embd":8,"block_size":8,"vocab_size":11}';
 const FIXTURE_WEIGHTS = 'test/fixtures/shared_b2_t24.weights.safetensors';
+const FIXTURE_EXPECTED = 'test/fixtures/shared_b2_t24.expected.safetensors';
 const dir = mkdtempSync(join(tmpdir(), 'kiln-errors-'));
 
 /** The KilnError a call throws or rejects with, checked to carry `code` and to be one line. */
@@ -229,5 +232,20 @@ describe('each code, met as a user meets it, gives one exact line', () => {
     expect(r.code).toBe(1);
     expect(r.errors).toEqual(['KILN_E017 kiln eval: --out ./w.safetensors is the same file as --weights w.safetensors, which it would overwrite; write to another path']);
     expect(readFileSync(join(dir, 'w.safetensors')).equals(readFileSync(join(ROOT, FIXTURE_WEIGHTS)))).toBe(true);
+  });
+
+  it(`KILN_E019 for ${CATALOG.KILN_E019}`, async () => {
+    const args = ['eval', join(ROOT, NANOGPT), '--weights', join(ROOT, FIXTURE_WEIGHTS), '--inputs', join(ROOT, FIXTURE_EXPECTED), '--out', 'missing/out.safetensors', '--outputs', 'loss', '--device', 'cpu'];
+    const r = await kiln(args, { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.errors).toEqual(['KILN_E019 missing/out.safetensors (--out): cannot open: no such file or directory (ENOENT); check that the path and its folder exist']);
+  });
+
+  it(`KILN_E020 for ${CATALOG.KILN_E020}`, async () => {
+    const r = await kiln(['run', NANOGPT, '--config', TINY.replace('"n_head":1,"n_embd":8', '"n_head":2,"n_embd":15'), '--device', 'cpu']);
+    expect(r.code).toBe(1);
+    // The line of model.ts that throws, not kiln's own frames below it (the factory's caller, compiler/cli/model.ts).
+    const [file, line] = locOf(NANOGPT, 'throw new Error(`n_embd').split(':');
+    expect(r.errors).toEqual([`KILN_E020 ${file}:${line}: n_embd 15 is not a multiple of n_head 2`]);
   });
 });

@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../../runtime/files.ts';
 import { type ParsedArgs, stringFlag, usageError } from './args.ts';
 import { diffGraphs, formatJson, graphToDot, stageToJson } from './graph-formats.ts';
 import type { Command } from './main.ts';
+import { fileError } from './report.ts';
 import { MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
 
 const FORMATS = ['text', 'json', 'dot', 'svg'] as const;
@@ -56,7 +57,9 @@ export const dumpCommand: Command = {
 
     const out = stringFlag(args, 'out');
     if (out) {
-      await writeFileAtomic(out, output);
+      await writeFileAtomic(out, output).catch((e: unknown) => {
+        throw fileError(e, out, '--out');
+      });
       console.log(`wrote ${out} (${diff ? `diff ${diff.join(' -> ')}` : `${stage}, ${format}`})`);
     } else {
       console.log(output.replace(/\n$/, ''));

@@ -16,6 +16,7 @@ import { Tensor } from '../frontend/tensor.ts';
 import { forwardArgNames } from '../tracer.ts';
 import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
+import { fileError } from './report.ts';
 import { loadModel } from './model.ts';
 
 export const evalCommand: Command = {
@@ -74,7 +75,10 @@ export const evalCommand: Command = {
       const grads = eager ? await eagerGradients(model, returned) : await gradients(model, forwardArgs, { backend: device });
       for (const [name, g] of grads) out.set(`grad.${name}`, serialized(new Tensor(g.type, { host: g }), g.data));
     }
-    await writeSafetensors(stringFlag(args, 'out')!, out);
+    const outPath = stringFlag(args, 'out')!;
+    await writeSafetensors(outPath, out).catch((e: unknown) => {
+      throw fileError(e, outPath, '--out');
+    });
   },
 };
 
