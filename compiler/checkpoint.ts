@@ -33,6 +33,34 @@ export async function readCheckpoint(path: string): Promise<{ tensors: Map<strin
   return { tensors: hostTensors(file, path), config: configOf(file, path) };
 }
 
+/** Where a training checkpoint keeps the optimizer's state (AdamW's moments: optim.<param>.exp_avg, ...). */
+export const OPTIM_PREFIX = 'optim.';
+
+/**
+ * The model's share of a checkpoint, to load with loadStateDict: a training checkpoint's optimizer state
+ * (`optim.*`) left out, and tied names checked, since only one of them can be loaded: a checkpoint that
+ * holds a tied weight under two names (nanoGPT's lm_head.weight and transformer.wte.weight) must hold the
+ * same values under both. `optimizer` counts the tensors left out.
+ */
+export function modelState(model: Module, tensors: ReadonlyMap<string, HostTensor>, source: string): { state: Map<string, HostTensor>; optimizer: number } {
+  const own = new Set([...model.allParameterNames().map(([name]) => name), ...model.namedBuffers().map(([name]) => name)]);
+  const state = new Map([...tensors].filter(([key]) => !key.startsWith(OPTIM_PREFIX) || own.has(key)));
+  const tied = new Map<unknown, string[]>();
+  for (const [name, p] of model.allParameterNames()) if (state.has(name)) tied.set(p, [...(tied.get(p) ?? []), name]);
+  for (const [first, ...others] of tied.values()) {
+    const other = others.find((name) => !sameValues(state.get(first)!, state.get(name)!));
+    if (other) {
+      throw new KilnError('KILN_E006', `${source}: "${other}" differs from "${first}", which the model ties it to (one parameter, loaded once); keep one of the two keys, or untie them in the model`);
+    }
+  }
+  return { state, optimizer: tensors.size - state.size };
+}
+
+function sameValues(a: HostTensor, b: HostTensor): boolean {
+  if (a.type.dtype !== b.type.dtype || a.type.shape.join() !== b.type.shape.join()) return false;
+  return a.data.every((x, i) => x === b.data[i] || (Number.isNaN(x) && Number.isNaN(b.data[i])));
+}
+
 export function loadCheckpointBytes(model: Module, bytes: Uint8Array, fileName: string): Record<string, unknown> {
   const file = parseSafetensors(bytes, fileName);
   model.loadStateDict(hostTensors(file, fileName), fileName);

@@ -2,12 +2,13 @@
 
 import { KilnError } from '../../ir/errors.ts';
 import type { HostTensor } from '../../ir/host.ts';
-import { readCheckpoint } from '../checkpoint.ts';
+import { modelState, readCheckpoint } from '../checkpoint.ts';
 import { type CompileOptions, type CompiledModel, type Compilation, compile } from '../compile.ts';
-import { tensor } from '../frontend/create.ts';
+import { fromHost } from '../frontend/create.ts';
 import type { Module } from '../frontend/module.ts';
 import { manualSeed, random } from '../frontend/random.ts';
 import type { Tensor } from '../frontend/tensor.ts';
+import { configProblem, defaultConfigOf } from '../model-config.ts';
 import { forwardArgNames } from '../tracer.ts';
 import { AdamW } from '../optim.ts';
 import { compileTrainStep } from '../train-step.ts';
@@ -41,16 +42,29 @@ export interface LoadedModel {
   weights: Map<string, HostTensor> | null;
 }
 
-/** Builds the model from the weights' __metadata__.config merged with --config, then loads the weights. */
+/**
+ * Builds the model from the weights' __metadata__.config merged with --config, both checked against the
+ * model's `defaultConfig` when MODEL.ts exports one, then loads the weights.
+ */
 export async function loadModel(command: string, mod: unknown, file: string, weightsPath: string | undefined, configText: string | undefined): Promise<LoadedModel> {
   const factory = modelFactory(mod, file);
   const ckpt = weightsPath ? await readCheckpoint(weightsPath) : null;
-  const config = { ...(ckpt?.config ?? {}), ...parseConfigFlag(command, configText) };
+  const flagConfig = parseConfigFlag(command, configText);
+  const defaults = defaultConfigOf(mod);
+  const inFile = ckpt && defaults && configProblem(ckpt.config, defaults);
+  if (inFile) throw new KilnError('KILN_E005', `bad checkpoint ${weightsPath}: __metadata__.config ${inFile}`);
+  const inFlag = defaults && configProblem(flagConfig, defaults);
+  if (inFlag) throw usageError(command, `--config ${inFlag}`);
+  const config = { ...(ckpt?.config ?? {}), ...flagConfig };
   const model = factory(config);
   if (!model || typeof (model as { forward?: unknown }).forward !== 'function') {
     throw new KilnError('KILN_E016', `${file}'s default export returned something without a forward() method`);
   }
-  if (ckpt) model.loadStateDict(ckpt.tensors, weightsPath);
+  if (ckpt) {
+    const { state, optimizer } = modelState(model, ckpt.tensors, weightsPath!);
+    if (optimizer) console.error(`note: ${weightsPath} is a training checkpoint; its optimizer state (${optimizer} optim.* tensors) is ignored`);
+    model.loadStateDict(state, weightsPath);
+  }
   model.eval();
   return { model, config, weights: ckpt?.tensors ?? null };
 }
@@ -94,13 +108,27 @@ export async function modelSession(command: string, args: ParsedArgs, mod: unkno
   const modelConfig = (loaded.model as { config?: Record<string, unknown> }).config ?? {};
   const blockSize = [loaded.config.block_size, modelConfig.block_size].find((v): v is number => typeof v === 'number') ?? Infinity;
   const T = stringFlag(args, 'seq') === undefined ? Math.min(24, blockSize) : positiveInt(command, args, 'seq');
+  if (T > blockSize) throw usageError(command, `--seq ${T} is longer than the config's block_size ${blockSize}`);
   const vocab = typeof loaded.config.vocab_size === 'number' ? loaded.config.vocab_size : 50304;
   const names = forwardArgNames(loaded.model.forward);
-  const inputs = names.map(() => tensor(Array.from({ length: B * T }, () => Math.floor(random() * vocab)), [B, T], 'i32'));
+  const inputs = names.map(() => randomTokens(command, B, T, vocab));
   const compiled = compile(loaded.model, options);
   const t0 = performance.now();
   const compilation = args.flags.get('train') ? await trainingCompilation(loaded.model, inputs, options) : await compiled.lower(...(inputs as never[]));
   return { ...loaded, args: inputs, compiled, compilation, compileMs: performance.now() - t0 };
+}
+
+/** Random token ids [B, T] below `vocab`; a size no array can hold is the flags' doing, and said to be. */
+function randomTokens(command: string, B: number, T: number, vocab: number): Tensor {
+  let ids: Int32Array;
+  try {
+    ids = new Int32Array(B * T);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw usageError(command, `--batch ${B} and --seq ${T} make ${B * T} tokens, more than fit in memory (${e.message})`);
+  }
+  for (let i = 0; i < ids.length; i++) ids[i] = Math.floor(random() * vocab);
+  return fromHost({ type: { dtype: 'i32', shape: [B, T] }, data: ids });
 }
 
 /** The training step's compilation shown as a forward's: its forward's stages up to fused, then the whole step as lowered. */
