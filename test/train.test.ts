@@ -7,7 +7,8 @@ import { readSafetensors } from '../runtime/safetensors.ts';
 import { configOf, hostTensors } from '../compiler/checkpoint.ts';
 import createModel from '../examples/nanogpt/model.ts';
 import { main as sample } from '../examples/nanogpt/sample.ts';
-import { type TrainResult, main as train, modelTensors } from '../examples/nanogpt/train.ts';
+import { modelTensors } from '../examples/nanogpt/checkpoint.ts';
+import { type TrainResult, main as train } from '../examples/nanogpt/train.ts';
 
 const dirs: string[] = [];
 const outDir = () => {

@@ -5,10 +5,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { KilnError, manualSeed, tensor } from '../../index.ts';
-import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
-import { readSafetensors } from '../../runtime/safetensors.ts';
-import { GPT, type GPTConfig, defaultConfig } from './model.ts';
-import { modelTensors, parseFlags } from './train.ts';
+import { modelState } from '../../compiler/checkpoint.ts';
+import { fileError, reportError } from '../../compiler/cli/report.ts';
+import { charsOf, readTrainingCheckpoint } from './checkpoint.ts';
+import { GPT, defaultConfig } from './model.ts';
+import { parseFlags } from './train.ts';
 
 export const sampleDefaults = {
   out_dir: 'out-shakespeare-char',
@@ -26,16 +27,20 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
   const cfg = parseFlags(argv, sampleDefaults);
   manualSeed(cfg.seed);
   const ckptPath = join(cfg.out_dir, 'ckpt.safetensors');
-  const file = await readSafetensors(ckptPath);
-  const model = new GPT({ ...defaultConfig, ...(configOf(file, ckptPath) as Partial<GPTConfig>) });
-  model.loadStateDict(modelTensors(hostTensors(file, ckptPath)), ckptPath);
+  const ckpt = await readTrainingCheckpoint(ckptPath);
+  const chars = charsOf(ckpt);
+  const model = new GPT({ ...defaultConfig, ...ckpt.config });
+  model.loadStateDict(modelState(model, ckpt.tensors, ckptPath).state, ckptPath);
   model.eval();
 
-  if (file.metadata.chars === undefined) throw new KilnError('KILN_E005', `bad checkpoint ${ckptPath}: no "chars" metadata to decode with (written by train.ts)`);
-  const chars: string[] = JSON.parse(file.metadata.chars);
   const stoi = new Map(chars.map((c, i) => [c, i]));
   let start = cfg.start.replaceAll('\\n', '\n');
-  if (start.startsWith('FILE:')) start = await readFile(start.slice(5), 'utf-8');
+  if (start.startsWith('FILE:')) {
+    const path = start.slice(5);
+    start = await readFile(path, 'utf-8').catch((e: unknown) => {
+      throw fileError(e, path, '--start');
+    });
+  }
   const startIds = [...start].map((c) => {
     const id = stoi.get(c);
     if (id === undefined) throw new KilnError('KILN_E011', `--start: character ${JSON.stringify(c)} is not in the vocabulary`);
@@ -54,10 +59,9 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  // a usage or checkpoint error is one coded line, not a stack trace
+  // every error is one coded line, never a stack trace (KILN_DEBUG=1 adds it)
   await main(process.argv.slice(2)).catch((e: unknown) => {
-    if (!(e instanceof KilnError)) throw e;
-    console.error(e.message);
+    reportError(e);
     process.exitCode = 1;
   });
 }

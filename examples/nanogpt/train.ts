@@ -13,10 +13,10 @@ import { KilnError, type HostTensor, Tensor, compile, manualSeed } from '../../i
 import type { BackendName } from '../../compiler/backends.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
-import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
-import { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
+import { fileError, reportError } from '../../compiler/cli/report.ts';
+import { AdamW, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
-import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
+import { checkpointBytes, modelTensors, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
 import { TrainingInterrupts } from './interrupt.ts';
 import { GPT, type GPTConfig, defaultConfig } from './model.ts';
@@ -117,10 +117,23 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   const cfg = parseFlags(argv, trainDefaults);
   if (cfg.init_from !== 'scratch' && cfg.init_from !== 'resume') throw new KilnError('KILN_E015', `--init_from must be scratch or resume, got ${cfg.init_from}`);
   if (cfg.device !== 'webgpu' && cfg.device !== 'cpu') throw new KilnError('KILN_E015', `--device must be webgpu or cpu, got ${cfg.device}`);
+  for (const flag of ['batch_size', 'block_size'] as const) {
+    if (!Number.isInteger(cfg[flag]) || cfg[flag] < 1) throw new KilnError('KILN_E015', `--${flag} must be a positive integer, got ${cfg[flag]}`);
+  }
   const device: BackendName = cfg.device;
-  const data = await loadShakespeareChar(cfg.data);
+  const data = await loadShakespeareChar(cfg.data).catch((e: unknown) => {
+    throw fileError(e, cfg.data, '--data');
+  });
   const ckptPath = join(cfg.out_dir, CKPT);
-  mkdirSync(cfg.out_dir, { recursive: true });
+  try {
+    mkdirSync(cfg.out_dir, { recursive: true });
+  } catch (e) {
+    throw fileError(e, cfg.out_dir, '--out_dir');
+  }
+  // every file this run writes lies in --out_dir
+  const writeOut = (path: string, bytes: Uint8Array | string) => writeFileAtomic(path, bytes).catch((e: unknown) => {
+    throw fileError(e, path, '--out_dir');
+  });
 
   // model init: from scratch, or the checkpoint's config and weights (its config wins, as in nanoGPT)
   let modelArgs: GPTConfig = {
@@ -132,11 +145,13 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   let bestValLoss = Infinity;
   let resumed: { tensors: Map<string, HostTensor>; metadata: Record<string, string> } | null = null;
   if (cfg.init_from === 'resume') {
-    const file = await readSafetensors(ckptPath);
-    modelArgs = { ...modelArgs, ...(configOf(file, ckptPath) as Partial<GPTConfig>), dropout: cfg.dropout };
-    iterNum = Number(file.metadata.iter_num);
-    bestValLoss = Number(file.metadata.best_val_loss);
-    resumed = { tensors: hostTensors(file, ckptPath), metadata: file.metadata };
+    const ckpt = await readTrainingCheckpoint(ckptPath);
+    modelArgs = { ...modelArgs, ...ckpt.config, dropout: cfg.dropout };
+    ({ iterNum, bestValLoss } = progressOf(ckpt));
+    if (cfg.block_size > modelArgs.block_size) {
+      throw new KilnError('KILN_E015', `--block_size ${cfg.block_size} is larger than the block_size ${modelArgs.block_size} of ${ckptPath}, which resuming keeps; resume with --block_size ${modelArgs.block_size} or less`);
+    }
+    resumed = { tensors: ckpt.tensors, metadata: ckpt.metadata };
     log(`resuming from ${ckptPath} at iter ${iterNum}\n`);
     interrupts.checkpoint = { path: ckptPath, iter: iterNum };
   }
@@ -178,12 +193,12 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
           log(`saving checkpoint to ${cfg.out_dir}\n`);
           await interrupts.saving(async () => {
             await trainStep?.sync(); // parameters and moments back from the device
-            await writeFileAtomic(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
+            await writeOut(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
             interrupts.checkpoint = { path: ckptPath, iter: iterNum };
           });
         }
       }
-      await interrupts.saving(() => writeFileAtomic(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals)));
+      await interrupts.saving(() => writeOut(join(cfg.out_dir, 'loss.svg'), lossCurveSvg(result.trainLosses, result.evals)));
       [last, lastLogged] = [performance.now(), iterNum - 1]; // eval time is not iteration time
     }
     if (iterNum >= cfg.max_iters || cfg.eval_only) break;
@@ -193,7 +208,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
     optimizer.lr = lr;
     // the batch and the dropout seeds follow from (seed, iter_num) alone, so a resumed run repeats them
     manualSeed(cfg.seed + iterNum);
-    const { x, y } = data.getBatch('train', cfg.batch_size, cfg.block_size);
+    const { x, y } = batchOf(data, 'train', cfg);
     const dropoutSeed = cfg.seed + 1_000_003 * (iterNum + 1);
     manualSeed(dropoutSeed);
     if (trainStep) {
@@ -225,23 +240,15 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   return result;
 }
 
-/** The checkpoint's model tensors: everything but the optimizer's `optim.*` state. */
-export function modelTensors(tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
-  return new Map([...tensors].filter(([key]) => !key.startsWith('optim.')));
-}
-
-/** kiln's state dict (nanoGPT keys, tied lm_head absent) + optimizer state, config and progress in metadata. */
-function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
-  const tensors = stateDictTensors(model);
-  const optim = optimizer.stateTensors();
-  for (const [key, t] of optim.tensors) tensors.set(key, t);
-  return serializeSafetensors(tensors, {
-    config: JSON.stringify(model.config),
-    iter_num: String(iterNum),
-    best_val_loss: String(bestValLoss),
-    [OPTIM_STEP_KEY]: optim.metadata[OPTIM_STEP_KEY],
-    chars: JSON.stringify(data.chars), // nanoGPT's meta.pkl: what sample.ts decodes with
-  });
+/** A batch of --batch_size rows of --block_size tokens; a size no array can hold is the flags' doing, and said to be. */
+function batchOf(data: CharDataset, split: Split, cfg: TrainConfig): { x: Tensor; y: Tensor } {
+  try {
+    return data.getBatch(split, cfg.batch_size, cfg.block_size);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    const tokens = cfg.batch_size * cfg.block_size;
+    throw new KilnError('KILN_E015', `--batch_size ${cfg.batch_size} with --block_size ${cfg.block_size} makes batches of ${tokens} tokens, more than fit in memory (${e.message})`);
+  }
 }
 
 /** Mean loss over eval_iters batches of each split, in eval mode; batches seeded by the iteration. */
@@ -254,7 +261,7 @@ async function estimateLoss(model: GPT, lossOf: LossFn, data: CharDataset, cfg: 
   for (const split of ['train', 'val'] as const) {
     let sum = 0;
     for (let k = 0; k < cfg.eval_iters; k++) {
-      const { x, y } = data.getBatch(split, cfg.batch_size, cfg.block_size);
+      const { x, y } = batchOf(data, split, cfg);
       sum += await lossOf(x, y);
     }
     out[split] = sum / cfg.eval_iters;
@@ -302,10 +309,9 @@ export function lossCurveSvg(train: readonly [number, number][], evals: readonly
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  // a usage or checkpoint error is one coded line, not a stack trace
+  // every error is one coded line, never a stack trace (KILN_DEBUG=1 adds it)
   await main(process.argv.slice(2)).catch((e: unknown) => {
-    if (!(e instanceof KilnError)) throw e;
-    console.error(e.message);
+    reportError(e);
     process.exitCode = 1;
   });
 }

@@ -1,0 +1,80 @@
+// The checkpoint train.ts writes and resumes from, and sample.ts reads: nanoGPT's state dict (tied lm_head
+// absent), AdamW's moments (optim.*), and in __metadata__ the model config, iter_num, best_val_loss,
+// optim.step and the characters to decode with (nanoGPT's meta.pkl). Each field is checked where it is
+// read, so a bad file is one KILN_E005 line naming the file and the field, not a NaN iteration that never ends.
+
+import { KilnError, type HostTensor } from '../../index.ts';
+import { OPTIM_PREFIX, configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
+import { configProblem } from '../../compiler/model-config.ts';
+import { type AdamW, OPTIM_STEP_KEY } from '../../compiler/optim.ts';
+import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
+import type { CharDataset } from './data.ts';
+import { type GPT, type GPTConfig, defaultConfig } from './model.ts';
+
+export interface TrainingCheckpoint {
+  readonly path: string;
+  /** The config the model was trained with (nanoGPT's model_args), its types checked against defaultConfig. */
+  readonly config: Partial<GPTConfig>;
+  readonly tensors: Map<string, HostTensor>;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** kiln's state dict + optimizer state, with config and progress in the metadata. */
+export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
+  const tensors = stateDictTensors(model);
+  const optim = optimizer.stateTensors();
+  for (const [key, t] of optim.tensors) tensors.set(key, t);
+  return serializeSafetensors(tensors, {
+    config: JSON.stringify(model.config),
+    iter_num: String(iterNum),
+    best_val_loss: String(bestValLoss),
+    [OPTIM_STEP_KEY]: optim.metadata[OPTIM_STEP_KEY],
+    chars: JSON.stringify(data.chars),
+  });
+}
+
+/** Reads a checkpoint and its model config (which must be there: resuming and sampling rebuild the model from it). */
+export async function readTrainingCheckpoint(path: string): Promise<TrainingCheckpoint> {
+  const file = await readSafetensors(path);
+  if (file.metadata.config === undefined) throw bad(path, '__metadata__.config is missing; train.ts writes the model config there');
+  const config = configOf(file, path);
+  const problem = configProblem(config, defaultConfig);
+  if (problem) throw bad(path, `__metadata__.config ${problem}`);
+  return { path, config: config as Partial<GPTConfig>, tensors: hostTensors(file, path), metadata: file.metadata };
+}
+
+/** Where the run stopped: the iteration to continue from, and the best validation loss so far. */
+export function progressOf(ckpt: TrainingCheckpoint): { iterNum: number; bestValLoss: number } {
+  return {
+    iterNum: field(ckpt, 'iter_num', 'a whole number of iterations', (raw) => (/^\d+$/.test(raw) ? Number(raw) : undefined)),
+    bestValLoss: field(ckpt, 'best_val_loss', 'a number', (raw) => (raw.trim() !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : undefined)),
+  };
+}
+
+/** The characters of the vocabulary, by token id. */
+export function charsOf(ckpt: TrainingCheckpoint): string[] {
+  return field(ckpt, 'chars', 'a JSON array of characters', (raw) => {
+    try {
+      const chars: unknown = JSON.parse(raw);
+      return Array.isArray(chars) && chars.every((c) => typeof c === 'string') ? chars : undefined;
+    } catch {
+      return undefined;
+    }
+  });
+}
+
+/** The checkpoint's model tensors: everything but the optimizer's `optim.*` state. */
+export function modelTensors(tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  return new Map([...tensors].filter(([key]) => !key.startsWith(OPTIM_PREFIX)));
+}
+
+function field<T>(ckpt: TrainingCheckpoint, key: string, expected: string, parse: (raw: string) => T | undefined): T {
+  const raw = ckpt.metadata[key];
+  const value = raw === undefined ? undefined : parse(raw);
+  if (value === undefined) throw bad(ckpt.path, `__metadata__.${key} is ${raw === undefined ? 'missing' : JSON.stringify(raw)}, expected ${expected} (train.ts writes it)`);
+  return value;
+}
+
+function bad(path: string, detail: string): KilnError {
+  return new KilnError('KILN_E005', `bad checkpoint ${path}: ${detail}`);
+}
