@@ -1,5 +1,6 @@
 // Runs a CLI command in-process, as main() would, and returns what it printed.
 
+import { execFile } from 'node:child_process';
 import { vi } from 'vitest';
 import { parseArgs } from '../compiler/cli/args.ts';
 import type { Command } from '../compiler/cli/main.ts';
@@ -24,4 +25,15 @@ export async function printed(command: Command, argv: readonly string[]): Promis
     log.mockRestore();
   }
   return lines.join('\n') + '\n';
+}
+
+/** `node ARGS` as a user runs kiln (bin/kiln.mjs, bin/run-ts.mjs): its exit status and what it printed. */
+export function runNode(args: readonly string[], options: { cwd?: string; env?: Record<string, string>; timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, ...options.env };
+    execFile('node', args, { cwd: options.cwd, env, timeout: options.timeout ?? 120_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
