@@ -8,7 +8,7 @@ import { isNode } from '../ir/graph.ts';
 import { attentionDims, attentionOperands } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
-import { type CausalVerdict, type MaskKind, proveCausal } from './causal.ts';
+import { type CausalVerdict, type MaskKind, firstEmptyRow, proveCausal } from './causal.ts';
 import type { Decision, Pass, PassContext } from './manager.ts';
 import { type Builder, type Match, type Miss, type Rule, capture, matchRule, oneOf, op, rewriteGraph, scalar } from './pattern.ts';
 
@@ -110,7 +110,7 @@ function maskOf(m: Match): MaskPlan {
 }
 
 /** The kernel picker: causal when the mask is proved causal (or declared), else a kernel that reads the mask. */
-function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: boolean; kernel: string; reason: string; plan: MaskPlan } {
+function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: boolean; kernel: string; reason: string; plan: MaskPlan; emptyRow?: string } {
   const plan = maskOf(m);
   if (declaredCausal) return { causal: true, kernel: 'flash_causal', reason: 'isCausal=true', plan };
   if (!plan.mask || !plan.kind) return { causal: false, kernel: 'flash', reason: 'no mask: every key attended', plan };
@@ -124,17 +124,35 @@ function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: 
   const verdict: CausalVerdict = value
     ? proveCausal(value, l, s, plan.kind, label)
     : { causal: false, reason: `mask ${label} = ${mask.op} is only known at run time, so it cannot be proved causal` };
-  return verdict.causal
-    ? { causal: true, kernel: 'flash_causal', reason: verdict.reason, plan }
-    : { causal: false, kernel: 'flash_masked', reason: verdict.reason, plan };
+  if (verdict.causal) return { causal: true, kernel: 'flash_causal', reason: verdict.reason, plan };
+  const empty = value && firstEmptyRow(value, l, s, plan.kind);
+  const emptyRow = empty ? `mask ${label} leaves query row ${empty.row}${empty.entry > 0 ? ` of batch entry ${empty.entry}` : ''} with no key` : undefined;
+  return { causal: false, kernel: 'flash_masked', reason: verdict.reason, plan, emptyRow };
+}
+
+/**
+ * What a chain's own softmax gives where the mask keeps no key, as fused_attention attrs: NaN
+ * (emptyRows "nan"), and a finite masked_fill value stays a score (`fill`), so such a row averages v
+ * as the chain does. sdpa keeps fused_attention's default, zeros (docs/masked-rows.md).
+ */
+function chainRowAttrs(m: Match, pick: ReturnType<typeof pickKernel>): Attrs {
+  if (pick.causal || pick.plan.mask === null) return {};
+  const fill = m.has('fillValue') ? m.scalar('fillValue') : -Infinity;
+  return Number.isFinite(fill) ? { fill, emptyRows: 'nan' } : { emptyRows: 'nan' };
 }
 
 function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: string, declaredCausal: boolean, scale: number, userScaling: 'post' | 'pre_qk', dropout: FusedDropout | undefined): Node {
   const pick = pickKernel(m, graph, declaredCausal);
   // pre_qk multiplies q and k each by sqrt(scale): a negative scale (sqrt would be NaN) is applied after q k^T.
   const scaling = scale < 0 ? 'post' : userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling;
-  const reason = dropout ? `${pick.reason}; dropout p=${dropout.p} on the weights, drawn in the kernel` : pick.reason;
-  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}), kernel: pick.kernel, rule, reason };
+  const rows = rule === 'attention_chain' ? chainRowAttrs(m, pick) : {};
+  const notes = [
+    pick.reason,
+    // A finite fill keeps every row non-empty: such a row averages v, as in the chain.
+    ...(pick.emptyRow && rows.fill === undefined ? [`${pick.emptyRow}: ${rows.emptyRows === 'nan' ? 'NaN there, as the chain\'s softmax gives' : '0 there, as sdpa gives'}`] : []),
+    ...(dropout ? [`dropout p=${dropout.p} on the weights, drawn in the kernel`] : []),
+  ];
+  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}), kernel: pick.kernel, rule, reason: notes.join('; ') };
   const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
   if (!pick.causal && pick.plan.mask !== null) {
     // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.

@@ -1,5 +1,6 @@
-// Proving a mask causal at compile time, by evaluating its content over the region attention uses.
-// PyTorch's kernel picker cannot afford this at run time; kiln does it once, when it compiles.
+// Proving a mask causal at compile time, by evaluating its content over the region attention uses,
+// and finding the query rows it leaves with no key. PyTorch's kernel picker cannot afford this at run
+// time; kiln does it once, when it compiles.
 
 import type { HostTensor } from '../ir/host.ts';
 
@@ -36,4 +37,25 @@ export function proveCausal(mask: HostTensor, l: number, s: number, kind: MaskKi
     }
   }
   return { causal: true, reason: `mask ${label} proved lower-triangular over [${l},${s}]` };
+}
+
+/**
+ * The first query row that `mask`, broadcast to scores [..., L, S], leaves with no key: every score
+ * -inf, so softmax gives NaN there. A fill mask is read as filling with -inf; an additive value masks
+ * only when it is -inf (a finite one, however low, is a score). Null when every row keeps a key.
+ */
+export function firstEmptyRow(mask: HostTensor, l: number, s: number, kind: MaskKind): { row: number; entry: number } | null {
+  const shape = mask.type.shape;
+  const rows = shape.length >= 2 ? shape[shape.length - 2] : 1;
+  const cols = shape.length >= 1 ? shape[shape.length - 1] : 1;
+  if (l === 0 || s === 0) return null;
+  const masks = (value: number) => (kind === 'keep' ? value === 0 : kind === 'fill' ? value !== 0 : value === -Infinity);
+  for (let base = 0; base < mask.data.length; base += rows * cols) {
+    for (let i = 0; i < rows; i++) {
+      let empty = true;
+      for (let j = 0; j < cols && empty; j++) empty = masks(mask.data[base + i * cols + j]);
+      if (empty) return { row: i, entry: base / (rows * cols) };
+    }
+  }
+  return null;
 }

@@ -3,8 +3,8 @@
 // (matmul, mul, masked_fill or add, softmax, matmul: kiln's own separate kernels, run in the same
 // graph on the same GPU). The unfused GPU chain is the fair yardstick: the f32 CPU reference
 // accumulates in f64 and rounds once, an error no f32 kernel can come within 2x of.
-// Fully masked rows are checked apart: the reference and the fused kernel give zeros, while the
-// unfused softmax of an all-masked row gives a uniform average, so those rows are left out of the 2x rule.
+// Rows whose every score is -inf are checked apart: the unfused softmax gives NaN there, and the
+// fused kernel NaN (emptyRows "nan", the chain's answer) or zeros ("zero", sdpa's), exactly.
 
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -39,6 +39,9 @@ interface Attention {
   causal: boolean;
   scale: number;
   scaling: 'post' | 'pre_qk';
+  /** What a bool mask fills dropped keys with (default -inf), in the chain and in fused_attention's attrs. */
+  fill?: number;
+  emptyRows?: 'nan' | 'zero';
 }
 
 interface Outcome {
@@ -62,7 +65,7 @@ async function runBoth(a: Attention, withUnfused = true, lowering: { limits?: Ke
   };
   const [q, k, v] = [input('q', a.q), input('k', a.k), input('v', a.v)];
   const mask = a.mask ? input('mask', a.mask) : undefined;
-  const attrs = { causal: a.causal, scale: a.scale, scaling: a.scaling };
+  const attrs = { causal: a.causal, scale: a.scale, scaling: a.scaling, ...(a.fill !== undefined ? { fill: a.fill } : {}), ...(a.emptyRows ? { emptyRows: a.emptyRows } : {}) };
   const fused = g.add('fused_attention', mask ? [q, k, v, mask] : [q, k, v], attrs);
 
   const unfused = withUnfused ? unfusedChain(g, a, q, k, v, mask, input) : undefined;
@@ -99,7 +102,7 @@ function unfusedChain(g: Graph, a: Attention, q: Node, k: Node, v: Node, mask: N
     for (let i = 0; i < l; i++) for (let j = i + 1; j < s; j++) above.data[i * s + j] = 1;
     scores = g.add('masked_fill', [scores, input('above', above), -Infinity]);
   } else if (a.mask?.type.dtype === 'bool') {
-    scores = g.add('masked_fill', [scores, g.add('logical_not', [mask!]), -Infinity]);
+    scores = g.add('masked_fill', [scores, g.add('logical_not', [mask!]), a.fill ?? -Infinity]);
   } else if (a.mask) {
     scores = g.add('add', [scores, mask!]);
   }
@@ -124,12 +127,12 @@ afterAll(() => {
     `largest fused/unfused error ratio ${worst.ratio.toFixed(2)}; overflow case |fused - f64| ${worst.overflowFused.toExponential(2)}`);
 });
 
-/** Rows (of Dv values) that the reference leaves at zero because no key survives the mask. */
+/** Rows (of Dv values) whose every score is -inf: no key survives the mask (a finite fill keeps them all). */
 function fullyMaskedRows(a: Attention): boolean[] {
   const { shape } = a.q.type;
   const [l, s] = [shape.at(-2)!, a.k.type.shape.at(-2)!];
   const rows = numel(shape.slice(0, -1));
-  if (!a.mask || a.causal) return new Array(rows).fill(s === 0);
+  if (!a.mask || a.causal || a.fill !== undefined) return new Array(rows).fill(false);
   const m = a.mask;
   const full = [...shape.slice(0, -1), s];
   const lead = full.length - m.type.shape.length;
@@ -145,14 +148,14 @@ function fullyMaskedRows(a: Attention): boolean[] {
     let any = false;
     for (let j = 0; j < s && !any; j++) {
       const x = m.data[base + j * strides.at(-1)!];
-      any = m.type.dtype === 'bool' ? x !== 0 : x > -1e30;
+      any = m.type.dtype === 'bool' ? x !== 0 : x > -Infinity;
     }
     masked.push(!any && l > 0);
   }
   return masked;
 }
 
-/** The 2x rule on rows that see a key; exact zeros on rows that see none. */
+/** The 2x rule on rows that see a key; on rows that see none, NaN in the chain and NaN or zeros (emptyRows) fused. */
 function expectWithinTwiceUnfused(a: Attention, { fused, unfused, ref }: Outcome, what: string): void {
   const dv = a.v.type.shape.at(-1)!;
   const masked = fullyMaskedRows(a);
@@ -161,7 +164,9 @@ function expectWithinTwiceUnfused(a: Attention, { fused, unfused, ref }: Outcome
   for (let e = 0; e < ref.length; e++) {
     const row = Math.floor(e / dv);
     if (masked[row]) {
-      if (fused[e] !== 0) expect.fail(`${what}: fully masked row ${row} gives ${fused[e]} at element ${e}, not 0`);
+      const want = a.emptyRows === 'nan' ? NaN : 0;
+      if (!Object.is(fused[e], want)) expect.fail(`${what}: fully masked row ${row} gives ${fused[e]} at element ${e}, not ${want}`);
+      if (unfused.length > 0 && !Number.isNaN(unfused[e])) expect.fail(`${what}: the unfused chain gives ${unfused[e]} on fully masked row ${row}, not NaN`);
       continue;
     }
     if (!Number.isFinite(fused[e])) expect.fail(`${what}: element ${e} is ${fused[e]}, reference ${ref[e]}`);
@@ -263,11 +268,25 @@ describe('fused_attention on the GPU', () => {
     }
   });
 
-  it('gives zeros, never NaN, for rows a bool or -inf mask blanks out', async () => {
+  it('gives NaN on rows a bool or -inf mask blanks out, as the chain does, or zeros with emptyRows "zero" (sdpa\'s)', async () => {
     for (const maskKind of ['bool', 'additive'] as const) {
-      const a = buildCase({ b: 2, h: 3, l: 7, s: 37, d: 16, causal: false, scaling: 'post', maskKind, maskDims: [false, true, true, true], maskRank: 3, blankRow: true, seed: 7 });
-      expect(fullyMaskedRows(a).filter(Boolean).length).toBe(2 * 3);
-      expectWithinTwiceUnfused(a, await runBoth(a), describeCase(a));
+      for (const emptyRows of ['nan', 'zero'] as const) {
+        const a = { ...buildCase({ b: 2, h: 3, l: 7, s: 37, d: 16, causal: false, scaling: 'post', maskKind, maskDims: [false, true, true, true], maskRank: 3, blankRow: true, seed: 7 }), emptyRows };
+        expect(fullyMaskedRows(a).filter(Boolean).length).toBe(2 * 3);
+        expectWithinTwiceUnfused(a, await runBoth(a), `${describeCase(a)} emptyRows=${emptyRows}`);
+      }
+    }
+  });
+
+  it('treats finite scores as scores however low: a row of only finite-filled or -1e30-masked keys averages v, as the chain does', async () => {
+    // A finite masked_fill value (torch.finfo(float32).min, -1e30) and additive -1e30 and finfo.min:
+    // a row with no other key is a softmax over those, not an empty row; rows with kept keys weigh them 0.
+    for (const fill of [-1e30, -3.4028234663852886e38]) {
+      const a: Attention = { ...buildCase({ b: 1, h: 2, l: 9, s: 37, d: 16, causal: false, scaling: 'post', maskKind: 'bool', maskDims: [false, true, true, true], maskRank: 3, blankRow: true, seed: 8 }), fill, emptyRows: 'nan' };
+      expectWithinTwiceUnfused(a, await runBoth(a), `${describeCase(a)} fill=${fill}`);
+      const additive = buildCase({ b: 1, h: 2, l: 9, s: 37, d: 16, causal: false, scaling: 'pre_qk', maskKind: 'additive', maskDims: [false, true, true, true], maskRank: 3, blankRow: true, seed: 9 });
+      for (let e = 0; e < additive.mask!.data.length; e++) if (additive.mask!.data[e] === -Infinity) additive.mask!.data[e] = fill;
+      expectWithinTwiceUnfused({ ...additive, emptyRows: 'nan' }, await runBoth({ ...additive, emptyRows: 'nan' }), `${describeCase(additive)} additive ${fill}`);
     }
   });
 

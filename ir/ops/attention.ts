@@ -149,24 +149,36 @@ export function attentionScale(attrs: Attrs, d: number): number {
 
 export type AttentionScaling = 'post' | 'pre_qk';
 
+/**
+ * What a query row whose every score is -inf (no key kept) gives: "nan", softmax's answer and so the
+ * answer of the chain attention fusion replaced; or "zero", sdpa's (PyTorch's _safe_softmax). docs/masked-rows.md.
+ */
+export type EmptyRows = 'nan' | 'zero';
+
 export interface AttentionSpec {
   causal: boolean;
   scale: number;
   scaling: AttentionScaling;
+  /** The score of a key a bool mask drops: -inf (the default), or the finite value the fused chain's masked_fill wrote. */
+  fill?: number;
+  /** Default "zero". */
+  emptyRows?: EmptyRows;
 }
 
-/** Reads row (b, i) of the scaled, masked scores into `row`, -Infinity where masked: the same numbers as attentionReference. */
+/** Reads row (b, i) of the scaled, masked scores into `row`: -Infinity where masked (the fill where a bool mask drops a key). */
 export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
   const [s, d] = k.type.shape.slice(-2);
   const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
   const additive = mask?.type.dtype === 'f32';
   const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
   const round = precision === 'f32' ? Math.fround : (x: number) => x;
+  const fill = round(spec.fill ?? -Infinity);
   return (b, i, row) => {
     for (let j = 0; j < s; j++) {
       const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-      const keep = spec.causal ? j <= i : !(mask && !additive && !m);
-      let x = -Infinity;
+      const dropped = mask && !additive && !m;
+      const keep = spec.causal ? j <= i : !dropped;
+      let x = dropped ? fill : -Infinity;
       if (keep) {
         x = 0;
         for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
@@ -187,7 +199,11 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
     for (let i = 0; i < l; i++) {
       read(b, i, scores);
       const max = scores.reduce((a, x) => Math.max(a, x), -Infinity);
-      if (max === -Infinity) continue; // fully masked row: zeros
+      if (max === -Infinity) {
+        // No key kept: NaN as softmax gives, or zeros as sdpa gives (nothing to sum over when S = 0).
+        if (spec.emptyRows === 'nan') result.fill(NaN, (b * l + i) * dv, (b * l + i + 1) * dv);
+        continue;
+      }
       let sum = 0;
       for (let j = 0; j < s; j++) sum += scores[j] = Math.exp(scores[j] - max);
       const row = (b * l + i) * dv;
@@ -204,7 +220,8 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
 
 // sdpa(q, k, v, mask?, rng?) {isCausal, scale, dropoutP, seed}: softmax(q k^T * scale + mask) v.
 // A bool mask keeps where true; a float mask is added. Causal is top-left aligned, as PyTorch.
-// A fully masked row gives zeros (PyTorch gives NaN): kiln's kernels promise zeros.
+// A row that keeps no key (every score -inf) gives zeros, as PyTorch's sdpa does since 2.5 (its
+// _safe_softmax); a plain softmax of that row would be NaN (docs/masked-rows.md).
 // With dropoutP > 0, probability (b, i, j) is dropped as dropout's element (b*L+i)*S+j with the same
 // effective seed; the rng operand (i32[], the graph's `rng` leaf) is told from the mask by its dtype.
 registerOp({
@@ -241,7 +258,7 @@ registerOp({
     const [q, k, v] = inputs;
     const { mask, rng } = attentionOperands(inputs, hostDType);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
-    const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' };
+    const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post', emptyRows: 'zero' };
     const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
     return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
@@ -256,13 +273,13 @@ function sdpaWgsl(req: KernelRequest): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
   const { d, dv } = attentionDims(q, k, v);
   if (!flashTiling(d, dv, req.limits)) return sdpaKernel(req);
-  return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post' });
+  return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post', emptyRows: 'zero' });
 }
 
 /** The attention an sdpa node computes (scaled after q k^T). */
 function sdpaSpec(node: Node): AttentionSpec {
   const q = node.inputs[0] as Node;
-  return { causal: node.attrs.isCausal === true, scale: attentionScale(node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post' };
+  return { causal: node.attrs.isCausal === true, scale: attentionScale(node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post', emptyRows: 'zero' };
 }
 
 /** Dropout on the probabilities, as a dropout node redraws it: its attrs and its rng operand, if any. */
@@ -282,7 +299,8 @@ export function attentionDropout(node: Node): AttentionDropout | undefined {
 /**
  * Gradients of q, k, v for dropout(softmax(q k^T * scale + mask)) v, composed from registered ops; the
  * probabilities are recomputed from q and k (a fused backward kernel is a later step). The mask
- * and rng operands take no gradient. A fully masked row gives NaN here where the forward gives zeros.
+ * and rng operands take no gradient. A row that keeps no key makes gradients NaN here, as in the
+ * chain (emptyRows "nan"); also for an sdpa, whose forward gives zeros there.
  * Dropout redraws the forward's mask: element (b, i, j) of the probabilities has the forward's index (b*L+i)*S+j.
  */
 export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout?: AttentionDropout): (Node | null)[] {
@@ -299,7 +317,7 @@ export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout
     const cols = add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [s] });
     scores = add('masked_fill', [scores, add('gt', [cols, rows]), -Infinity]);
   } else if (mask && mask.type.dtype === 'bool') {
-    scores = add('masked_fill', [scores, add('logical_not', [mask]), -Infinity]);
+    scores = add('masked_fill', [scores, add('logical_not', [mask]), spec.fill ?? -Infinity]);
   } else if (mask) {
     scores = add('add', [scores, mask]);
   }

@@ -1,7 +1,10 @@
-// fused_attention(q, k, v, mask?, rng?) {causal, scale, scaling, dropoutP, seed, kernel, rule, reason}:
+// fused_attention(q, k, v, mask?, rng?) {causal, scale, scaling, fill, emptyRows, dropoutP, seed, kernel, rule, reason}:
 // what the attention fusion pass makes of a matched chain; lowered to one flash-style kernel. Same
 // maths as sdpa: dropout(softmax(q k^T * scale + mask)) v, where `mask` is a bool keep-mask or an
-// additive f32 mask, and causal keeps j <= i (top-left aligned). A fully masked row gives zeros.
+// additive f32 mask, and causal keeps j <= i (top-left aligned). A key the bool mask drops scores
+// `fill` (default -inf; a chain's finite masked_fill value otherwise). A row whose every score is
+// -inf gives NaN with emptyRows "nan" (softmax's answer: the chain's), zeros with "zero" (the
+// default, sdpa's); docs/masked-rows.md says why.
 // With dropoutP > 0 (default 0), probability (b, i, j) is dropped as dropout's element (b*L+i)*S+j
 // of the [..., L, S] weights, with the seed mixed with the rng operand (i32[], last) as dropout does:
 // the same bits as the unfused chain, recomputed by the backward kernels instead of stored.
@@ -24,7 +27,10 @@ export function attentionSpec(attrs: Attrs): AttentionSpec {
   if (scaling !== 'post' && scaling !== 'pre_qk') throw new KilnError('KILN_E011', `fused_attention scaling must be "post" or "pre_qk", got ${String(scaling)}`);
   const scale = numAttr('fused_attention', attrs, 'scale');
   if (scaling === 'pre_qk' && scale < 0) throw new KilnError('KILN_E011', `fused_attention scaling "pre_qk" multiplies q and k by sqrt(scale), so it needs scale >= 0, got ${scale}`);
-  return { causal: boolAttr('fused_attention', attrs, 'causal'), scale, scaling };
+  const emptyRows = attrs.emptyRows ?? 'zero';
+  if (emptyRows !== 'nan' && emptyRows !== 'zero') throw new KilnError('KILN_E011', `fused_attention emptyRows must be "nan" or "zero", got ${String(emptyRows)}`);
+  const fill = numAttr('fused_attention', attrs, 'fill', -Infinity);
+  return { causal: boolAttr('fused_attention', attrs, 'causal'), scale, scaling, fill, emptyRows };
 }
 
 /** Checks a mask against the scores' shape [..., L, S]: bool keeps where true, f32 is added. */

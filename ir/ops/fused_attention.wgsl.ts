@@ -12,8 +12,10 @@
 // - Online softmax in f32, in base 2: log2(e) is folded into q's scale (and into additive mask
 //   values), so each weight is one exp2. A running max and sum per row; the accumulator is
 //   rescaled only when a tile's max passes the running max by more than MAX_SLACK (so the weights
-//   stay below 2^MAX_SLACK), which after the first keys is rare. Masked scores sit at a finite
-//   sentinel (WGSL does not promise infinities) and weigh nothing; a row that saw no key writes zeros.
+//   stay below 2^MAX_SLACK), which after the first keys is rare. A masked score is -inf, as in the
+//   chain, and weighs nothing; every finite score takes part, however low (a finite masked_fill value,
+//   an additive -1e30), so a row of those averages v as softmax does. A row whose every score is -inf
+//   writes NaN (emptyRows "nan", the chain's softmax) or zeros ("zero", sdpa's): docs/masked-rows.md.
 // - Causal: the key loop stops at the last tile the workgroup's rows can see; rows that end before
 //   a tile skip its arithmetic; only tiles across a row's end mask per key.
 // - Dropout (dropoutP > 0): each weight that multiplies v is kept or dropped by the hash dropout
@@ -34,7 +36,7 @@ import { type TensorType, numel } from '../types.ts';
 import { attentionDims, attentionOperands } from './attention.ts';
 import { dropoutDecls, seedLine } from './attention.wgsl.ts';
 import type { AttentionSpec } from './fused_attention.ts';
-import { broadcastStrides, constDecl, coordLines, indent, listParams, offsetExpr } from './wgsl.ts';
+import { F32_BITS_WGSL, F32_MAX, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './wgsl.ts';
 
 /** How the work is cut: see the file comment. */
 export interface FlashTiling {
@@ -132,6 +134,16 @@ export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, ti
   };
 }
 
+/** `inv_sum`, 1 / run_sum, or what a row gives whose every score was -inf (run_sum 0: any finite score weighs at least 1). */
+function emptyRowLines(spec: AttentionSpec): string[] {
+  if (spec.emptyRows !== 'nan') return ['  // A row whose every score is -inf has run_sum 0: it writes zeros (sdpa\'s answer).', '  let inv_sum = select(0.0, 1.0 / run_sum, run_sum > 0.0);'];
+  return [
+    '  // A row whose every score is -inf has run_sum 0: it writes NaN, as the chain\'s softmax does (with no key at all, S = 0, zeros).',
+    `  let no_key = select(${f32FromBits(NaN)}, 0.0, params.s == 0u);`,
+    '  let inv_sum = select(no_key, 1.0 / run_sum, run_sum > 0.0);',
+  ];
+}
+
 /** vec4s of k and of v each invocation stages per tile. */
 function fetchCounts(t: FlashTiling): { k: number; v: number } {
   return { k: Math.ceil((t.keys * t.slices * t.qVec4) / t.workgroupSize), v: Math.ceil((t.keys * t.slices * t.oVec4) / t.workgroupSize) };
@@ -155,10 +167,9 @@ function flashDecls(t: FlashTiling, spec: AttentionSpec, d: number, dv: number, 
     `${constDecl('Q_SCALE', 'f32', qScale)} // applied once as q is loaded: ${spec.scaling === 'pre_qk' ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`,
     ...(spec.scaling === 'pre_qk' ? [`${constDecl('K_SCALE', 'f32', root)} // applied as k is loaded: q and k each carry sqrt(scale)`] : []),
     ...(mask?.dtype === 'f32' ? [`${constDecl('LOG2E', 'f32', LOG2E)} // additive mask values join the scores in base 2`] : []),
-    '// A masked score: finite, as WGSL does not promise infinities. Scores and additive mask values',
-    '// at or below MASKED_BELOW (-inf included) are masked.',
-    'const MASKED: f32 = -3.0e38;',
-    'const MASKED_BELOW: f32 = -1.0e30;',
+    ...maskDecls(spec, mask),
+    '// A masked score is -inf, made at run time (WGSL has no literal for it).',
+    F32_BITS_WGSL,
     '// The running max moves only when a tile\'s max passes it by more than this (base 2), so the',
     '// accumulator is rescaled a few times per row rather than on most tiles (as FlashAttention-4 does);',
     '// weights stay below 2^8, and dividing by the running sum at the end gives the same result.',
@@ -221,12 +232,20 @@ function stageLines(t: FlashTiling): string[] {
   ];
 }
 
-/** The score of key j for this row from its dot product dots[c] (q already scaled): mask applied, MASKED if masked. */
-function scoreLines(mask: TensorType | undefined): string[] {
-  if (!mask) return ['score = dots[c];'];
-  const at = 'mask[mask_row + j * params.mask_col_stride]';
-  if (mask.dtype === 'bool') return [`if (${at} != 0u) { score = dots[c]; }`];
-  return [`let bias = ${at};`, 'if (bias > MASKED_BELOW) { score = dots[c] + bias * LOG2E; }'];
+/** FILL, the base-2 score of a key a bool mask drops when the chain filled with a finite value; LOWEST, where additive values stop. */
+function maskDecls(spec: AttentionSpec, mask: TensorType | undefined): string[] {
+  const lowest = `${constDecl('LOWEST', 'f32', -F32_MAX)} // a finite value times log2(e) stops here rather than become -inf`;
+  if (mask?.dtype === 'f32') return [lowest];
+  const fill = spec.fill ?? -Infinity;
+  if (mask?.dtype !== 'bool' || !Number.isFinite(fill)) return [];
+  return [`${constDecl('FILL', 'f32', Math.max(fill * LOG2E, -F32_MAX))} // the chain's masked_fill value ${fill}, in base 2: a score like any other`];
+}
+
+/** The score of key j for this row from its dot product dots[c] (q already scaled), the mask applied; it starts at -inf. */
+export function scoreLines(mask: TensorType | undefined, spec: AttentionSpec, dot: string, at: string): string[] {
+  if (!mask) return [`score = ${dot};`];
+  if (mask.dtype === 'bool') return Number.isFinite(spec.fill ?? -Infinity) ? [`score = select(FILL, ${dot}, ${at} != 0u);`] : [`if (${at} != 0u) { score = ${dot}; }`];
+  return [`let bias = ${at};`, `score = ${dot} + select(max(bias * LOG2E, LOWEST), bias, bias < LOWEST); // -inf stays -inf`];
 }
 
 function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
@@ -266,7 +285,8 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     '}',
     'var acc: array<vec4<f32>, O_VEC4>;',
     'for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = vec4<f32>(0.0); }',
-    'var run_max = MASKED;',
+    'let masked = kiln_f32_bits(0xff800000u); // -inf',
+    'var run_max = masked;',
     'var run_sum = 0.0;',
     // key_end is uniform over the workgroup (barriers inside the loop); row_end is this row's own.
     spec.causal
@@ -298,26 +318,26 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     ...exchange,
     '',
     '    // Scores, then the online softmax.',
-    '    var tile_max = MASKED;',
+    '    var tile_max = masked;',
     '    for (var c = 0u; c < KEYS; c = c + 1u) {',
     '      let j = j0 + c;',
-    '      var score = MASKED;',
+    '      var score = masked;',
     '      if (j < row_end) {',
-    ...indent(scoreLines(mask), '        ').split('\n'),
+    ...indent(scoreLines(mask, spec, 'dots[c]', 'mask[mask_row + j * params.mask_col_stride]'), '        ').split('\n'),
     '      }',
     '      dots[c] = score;',
     '      tile_max = max(tile_max, score);',
     '    }',
     '    let new_max = select(run_max, tile_max, tile_max > run_max + MAX_SLACK);',
-    '    // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp2.',
-    '    let alpha = select(0.0, exp2(run_max - new_max), run_max > MASKED_BELOW);',
+    '    // Until a score above -inf is seen the accumulator and sum are zero, and -inf - -inf must not enter exp2.',
+    '    let alpha = select(0.0, exp2(run_max - new_max), run_max > masked);',
     '    if (alpha != 1.0) {',
     '      run_sum = run_sum * alpha;',
     '      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }',
     '    }',
     '    run_max = new_max;',
     '    for (var c = 0u; c < KEYS; c = c + 1u) {',
-    '      let p = select(0.0, exp2(dots[c] - new_max), dots[c] > MASKED_BELOW);',
+    '      let p = select(0.0, exp2(dots[c] - new_max), dots[c] > masked);',
     '      run_sum = run_sum + p;',
     ...(dropout ? ['      let weight = select(p / KEEP_P, 0.0, kiln_uniform(seed, drop_row + j0 + c) < DROP_P); // dropout'] : []),
     `      for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(${dropout ? 'weight' : 'p'}), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }`,
@@ -326,8 +346,7 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     '}',
     '',
     'if (row_valid) {',
-    '  // A row with no kept key has run_sum 0: it writes zeros.',
-    '  let inv_sum = select(0.0, 1.0 / run_sum, run_sum > 0.0);',
+    ...emptyRowLines(spec),
     '  for (var u = 0u; u < O_VEC4; u = u + 1u) {',
     '    let col = (u * SLICES + slice) * 4u;',
     '    let value = acc[u] * inv_sum;',

@@ -25,10 +25,8 @@ const WORKGROUP: u32 = ROWS * SLICES;
 const K_FETCHES: u32 = 1u; // vec4s of each k tile one invocation loads
 const V_FETCHES: u32 = 1u;
 const Q_SCALE: f32 = 0.36067376022224085; // applied once as q is loaded: the softmax scale, "post", times log2(e) for exp2
-// A masked score: finite, as WGSL does not promise infinities. Scores and additive mask values
-// at or below MASKED_BELOW (-inf included) are masked.
-const MASKED: f32 = -3.0e38;
-const MASKED_BELOW: f32 = -1.0e30;
+// A masked score is -inf, made at run time (WGSL has no literal for it).
+fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }
 // The running max moves only when a tile's max passes it by more than this (base 2), so the
 // accumulator is rescaled a few times per row rather than on most tiles (as FlashAttention-4 does);
 // weights stay below 2^8, and dividing by the running sum at the end gives the same result.
@@ -76,7 +74,8 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   }
   var acc: array<vec4<f32>, O_VEC4>;
   for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = vec4<f32>(0.0); }
-  var run_max = MASKED;
+  let masked = kiln_f32_bits(0xff800000u); // -inf
+  var run_max = masked;
   var run_sum = 0.0;
   // Causal: tiles wholly above the diagonal are never loaded; the diagonal tile masks per key.
   let key_end = min(params.s, row0 + ROWS);
@@ -113,10 +112,10 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
       }
 
       // Scores, then the online softmax.
-      var tile_max = MASKED;
+      var tile_max = masked;
       for (var c = 0u; c < KEYS; c = c + 1u) {
         let j = j0 + c;
-        var score = MASKED;
+        var score = masked;
         if (j < row_end) {
           score = dots[c];
         }
@@ -124,15 +123,15 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
         tile_max = max(tile_max, score);
       }
       let new_max = select(run_max, tile_max, tile_max > run_max + MAX_SLACK);
-      // Until a key is seen the accumulator and sum are zero, and the sentinel must not enter exp2.
-      let alpha = select(0.0, exp2(run_max - new_max), run_max > MASKED_BELOW);
+      // Until a score above -inf is seen the accumulator and sum are zero, and -inf - -inf must not enter exp2.
+      let alpha = select(0.0, exp2(run_max - new_max), run_max > masked);
       if (alpha != 1.0) {
         run_sum = run_sum * alpha;
         for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = acc[u] * alpha; }
       }
       run_max = new_max;
       for (var c = 0u; c < KEYS; c = c + 1u) {
-        let p = select(0.0, exp2(dots[c] - new_max), dots[c] > MASKED_BELOW);
+        let p = select(0.0, exp2(dots[c] - new_max), dots[c] > masked);
         run_sum = run_sum + p;
         for (var u = 0u; u < O_VEC4; u = u + 1u) { acc[u] = fma(vec4<f32>(p), v_tile[c * V_ROW + u * SLICES + slice], acc[u]); }
       }
@@ -140,7 +139,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   }
 
   if (row_valid) {
-    // A row with no kept key has run_sum 0: it writes zeros.
+    // A row whose every score is -inf has run_sum 0: it writes zeros (sdpa's answer).
     let inv_sum = select(0.0, 1.0 / run_sum, run_sum > 0.0);
     for (var u = 0u; u < O_VEC4; u = u + 1u) {
       let col = (u * SLICES + slice) * 4u;
