@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '../runtime/safetensors.ts';
-import { configOf, hostTensors } from '../compiler/checkpoint.ts';
+import { configOf, hostTensors, modelState } from '../compiler/checkpoint.ts';
 import createModel from '../examples/nanogpt/model.ts';
 import { main as sample } from '../examples/nanogpt/sample.ts';
-import { modelTensors } from '../examples/nanogpt/checkpoint.ts';
 import { type TrainResult, main as train } from '../examples/nanogpt/train.ts';
 
 const dirs: string[] = [];
@@ -51,7 +50,7 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
     expect(keys).toContain('optim.transformer.wte.weight.exp_avg');
     expect(keys).not.toContain('lm_head.weight'); // tied to wte, absent as in nanoGPT checkpoints
     const model = createModel(configOf(file, path));
-    model.loadStateDict(modelTensors(hostTensors(file, path)), path);
+    model.loadStateDict(modelState(model, hostTensors(file, path), path).state, path);
     expect(Array.from(model.transformer.wte.weight.host!.data)).toEqual(Array.from(straight.model.transformer.wte.weight.host!.data));
   });
 

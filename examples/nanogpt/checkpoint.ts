@@ -4,7 +4,7 @@
 // read, so a bad file is one KILN_E005 line naming the file and the field, not a NaN iteration that never ends.
 
 import { KilnError, type HostTensor } from '../../index.ts';
-import { OPTIM_PREFIX, configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
+import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { configProblem } from '../../compiler/model-config.ts';
 import { type AdamW, OPTIM_STEP_KEY } from '../../compiler/optim.ts';
 import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
@@ -61,11 +61,6 @@ export function charsOf(ckpt: TrainingCheckpoint): string[] {
       return undefined;
     }
   });
-}
-
-/** The checkpoint's model tensors: everything but the optimizer's `optim.*` state. */
-export function modelTensors(tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
-  return new Map([...tensors].filter(([key]) => !key.startsWith(OPTIM_PREFIX)));
 }
 
 function field<T>(ckpt: TrainingCheckpoint, key: string, expected: string, parse: (raw: string) => T | undefined): T {

@@ -13,10 +13,11 @@ import { KilnError, type HostTensor, Tensor, compile, manualSeed } from '../../i
 import type { BackendName } from '../../compiler/backends.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
+import { modelState } from '../../compiler/checkpoint.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
 import { AdamW, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
-import { checkpointBytes, modelTensors, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
+import { checkpointBytes, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
 import { TrainingInterrupts } from './interrupt.ts';
 import { GPT, type GPTConfig, defaultConfig } from './model.ts';
@@ -159,7 +160,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   const model = new GPT(modelArgs);
   const optimizer = new AdamW(model, { lr: cfg.learning_rate, betas: [cfg.beta1, cfg.beta2], weightDecay: cfg.weight_decay });
   if (resumed) {
-    model.loadStateDict(modelTensors(resumed.tensors), ckptPath);
+    model.loadStateDict(modelState(model, resumed.tensors, ckptPath).state, ckptPath);
     optimizer.loadState(resumed.tensors, resumed.metadata, ckptPath);
   }
   log(`number of parameters: ${(model.getNumParams() / 1e6).toFixed(2)}M\n`);
