@@ -9,7 +9,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { KilnError, type HostTensor, Tensor, compile, manualSeed } from '../../index.ts';
+import { KilnError, Tensor, compile, manualSeed } from '../../index.ts';
 import type { BackendName } from '../../compiler/backends.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
@@ -17,7 +17,7 @@ import { modelState } from '../../compiler/checkpoint.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
 import { AdamW, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
-import { checkpointBytes, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
+import { type TrainingCheckpoint, checkpointBytes, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
 import { TrainingInterrupts } from './interrupt.ts';
 import { GPT, type GPTConfig, defaultConfig } from './model.ts';
@@ -144,7 +144,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   };
   let iterNum = 0;
   let bestValLoss = Infinity;
-  let resumed: { tensors: Map<string, HostTensor>; metadata: Record<string, string> } | null = null;
+  let resumed: TrainingCheckpoint | null = null;
   if (cfg.init_from === 'resume') {
     const ckpt = await readTrainingCheckpoint(ckptPath);
     modelArgs = { ...modelArgs, ...ckpt.config, dropout: cfg.dropout };
@@ -152,7 +152,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
     if (cfg.block_size > modelArgs.block_size) {
       throw new KilnError('KILN_E015', `--block_size ${cfg.block_size} is larger than the block_size ${modelArgs.block_size} of ${ckptPath}, which resuming keeps; resume with --block_size ${modelArgs.block_size} or less`);
     }
-    resumed = { tensors: ckpt.tensors, metadata: ckpt.metadata };
+    resumed = ckpt;
     log(`resuming from ${ckptPath} at iter ${iterNum}\n`);
     interrupts.checkpoint = { path: ckptPath, iter: iterNum };
   }
