@@ -8,10 +8,10 @@
 import type { Kernel, Program } from '../codegen/index.ts';
 import { checkIndices, findIndexFaults, indexError } from '../ir/bounds.ts';
 import { KilnError } from '../ir/errors.ts';
-import { type Graph, type Node, isNode } from '../ir/graph.ts';
-import type { HostData } from '../ir/host.ts';
+import type { Node } from '../ir/graph.ts';
+import type { HostTensor } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
-import { numel } from '../ir/types.ts';
+import { constantValues } from '../passes/fold.ts';
 import type { Tensor } from './frontend/tensor.ts';
 
 type Check =
@@ -19,15 +19,12 @@ type Check =
   | { readonly kernel: Kernel; readonly leaf: Node } // indices a leaf is fed (through any aliases)
   | { readonly kernel: Kernel }; // indices computed on the GPU: only the kernel can check them
 
-/** Compile-time values bigger than this are left to the GPU's check. */
-const MAX_KNOWN_ELEMENTS = 1 << 20;
-
 export class IndexChecks {
   private constructor(private readonly checks: readonly Check[]) {}
 
   /** How each checking kernel of `program` is checked (none when it was lowered with checkBounds false). */
   static of(program: Program): IndexChecks {
-    const known = compileTimeValues(program.graph);
+    const known = constantValues(program.graph, () => undefined); // buffers are fed per call, as leaves
     return new IndexChecks(
       program.kernels
         .filter((k) => k.indexCheck)
@@ -35,9 +32,9 @@ export class IndexChecks {
           const { range, indices } = kernel.indexCheck!;
           const storage = program.storageOf(indices);
           if (getOp(storage.op).leaf && storage.op !== 'constant') return { kernel, leaf: storage };
-          const value = known(storage);
+          const value = knownValue(known, storage);
           if (!value) return { kernel };
-          const faults = findIndexFaults(value, range);
+          const faults = findIndexFaults(value.data, range);
           return { kernel, known: faults && indexError(range, faults, kernel.node.loc) };
         }),
     );
@@ -61,27 +58,12 @@ export class IndexChecks {
   }
 }
 
-/** Values the graph computes from compile-time constants alone (factories such as arange, folded constants), by the CPU reference. */
-function compileTimeValues(graph: Graph): (node: Node) => HostData | undefined {
-  const values = new Map<Node, HostData | null>();
-  const valueOf = (node: Node): HostData | undefined => {
-    if (values.has(node)) return values.get(node) ?? undefined;
-    let value: HostData | undefined;
-    const def = getOp(node.op);
-    if (node.op === 'constant') value = graph.constants.get(String(node.attrs.name))?.data;
-    else if (!def.leaf && !def.random?.(node.attrs) && numel(node.type.shape) <= MAX_KNOWN_ELEMENTS) {
-      const args = node.inputs.map((x) => (isNode(x) ? valueOf(x) : x));
-      if (args.every((a) => a !== undefined)) {
-        const operands = args.map((a, i) => (typeof a === 'number' ? a : { type: (node.inputs[i] as Node).type, data: a }));
-        try {
-          value = def.cpu(operands, node.attrs, node.type, 'f32');
-        } catch (e) {
-          if (!(e instanceof KilnError)) throw e; // a bad value on the way: the run meets it, on the GPU
-        }
-      }
-    }
-    values.set(node, value ?? null);
-    return value;
-  };
-  return valueOf;
+/** The value the graph computes for `node` from compile-time constants alone (factories such as arange, folded constants), if it does. */
+function knownValue(known: (node: Node) => HostTensor | undefined, node: Node): HostTensor | undefined {
+  try {
+    return known(node);
+  } catch (e) {
+    if (e instanceof KilnError) return undefined; // a bad value on the way: the run meets it, on the GPU
+    throw e;
+  }
 }

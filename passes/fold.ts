@@ -12,14 +12,14 @@ import type { Pass, PassContext } from './manager.ts';
 /** Folding larger values would trade a cheap kernel for a big upload; 16M elements covers T = 4096 masks. */
 const MAX_FOLDED_ELEMENTS = 1 << 24;
 
-/** The compile-time value of a node, if it has one: buffers, folded constants, and ops over them. */
-function constantValues(graph: Graph, ctx: PassContext): (node: Node) => HostTensor | undefined {
+/** The compile-time value of a node, if it has one: buffers, folded constants, and ops over them (by their CPU reference). */
+export function constantValues(graph: Graph, bufferValue: PassContext['bufferValue']): (node: Node) => HostTensor | undefined {
   const known = new Map<Node, HostTensor | null>();
   const valueOf = (node: Node): HostTensor | undefined => {
     if (known.has(node)) return known.get(node) ?? undefined;
     const def = getOp(node.op);
     let value: HostTensor | undefined;
-    if (node.op === 'buffer') value = ctx.bufferValue(String(node.attrs.name));
+    if (node.op === 'buffer') value = bufferValue(String(node.attrs.name));
     else if (node.op === 'constant') value = graph.constants.get(String(node.attrs.name));
     else if (!def.leaf && numel(node.type.shape) <= MAX_FOLDED_ELEMENTS) {
       const args = node.inputs.map((x) => (isNode(x) ? valueOf(x) : x));
@@ -34,7 +34,7 @@ function constantValues(graph: Graph, ctx: PassContext): (node: Node) => HostTen
 }
 
 export function foldConstants(graph: Graph, ctx: PassContext): Graph {
-  const valueOf = constantValues(graph, ctx);
+  const valueOf = constantValues(graph, ctx.bufferValue);
   return rebuildGraph(
     graph,
     (node, { out }) => {
