@@ -27,6 +27,11 @@ const outfile = await bundle({ contents: entry, sourcefile: 'kiln-cli-entry.ts' 
 process.setSourceMapsEnabled(true);
 try {
   await import(pathToFileURL(outfile).href);
+} catch (e) {
+  // main() reports its own errors; what reaches here was thrown while the model file's top level ran
+  console.error(`KILN_E016 could not load ${modelArg ?? 'the kiln CLI'}: ${String(e?.message ?? e).split('\n')[0]}`);
+  if (process.env.KILN_DEBUG === '1') console.error(e?.stack ?? e);
+  process.exitCode = 1;
 } finally {
   rmSync(outfile, { force: true });
 }

@@ -152,6 +152,13 @@ describe('kiln command line', () => {
     expect(JSON.parse(r.stdout).sites).toHaveLength(1);
   });
 
+  it("reports a model file whose top level throws as KILN_E016 naming the file, without a stack trace", async () => {
+    const model = join(dir, 'throws.ts');
+    writeFileSync(model, "throw new Error('no GPU in this model');\nexport default () => null;\n");
+    const line = refusal(await kiln('run', model));
+    expect(line).toBe(`KILN_E016 could not load ${model}: no GPU in this model`);
+  });
+
   it('refuses to run one file as MODEL.ts when another was bundled (a .ts flag value before it)', async () => {
     const other = join(dir, 'other.ts');
     writeFileSync(other, 'export default () => null;\n');
