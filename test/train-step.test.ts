@@ -94,7 +94,7 @@ describe('compileTrainStep options', () => {
     const [x] = batch(0);
     await expect(step(x)).rejects.toThrow(/KILN_E011 .*model.ts:\d+:\d+: compileTrainStep needs a 0-d f32 loss; forward\(\) returned logits as f32\[2,1,32\]/);
     expect(() => compileTrainStep(model, optimizer, { passes: { fuse_atention: false } })).toThrow(/unknown pass "fuse_atention"/);
-    // Guards as compile()'s: the same arguments in eval mode, or with a buffer given new data, compile anew.
+    // Guards as compile()'s: the same arguments in eval mode, or with a buffer given new values, compile anew.
     const before = step.last!;
     await step(...batch(1));
     expect(step.last).toBe(before);
@@ -103,7 +103,10 @@ describe('compileTrainStep options', () => {
     expect(step.last).not.toBe(before);
     model.train();
     const mask = model.namedBuffers()[0][1];
-    mask.host = { ...mask.host!, data: mask.host!.data.slice() };
+    mask.host = { ...mask.host!, data: mask.host!.data.slice() }; // new data, the same values: the compilation holds
+    await step(...batch(1));
+    expect(step.last).toBe(before);
+    mask.host!.data[1] = 1; // a key above the diagonal
     await step(...batch(1));
     expect(step.last).not.toBe(before);
   });
