@@ -22,6 +22,11 @@ export interface CompileOptions {
   pipeline?: readonly Pass[];
   /** Fused attention scales the scores ("post", default) or q and k each by sqrt(scale) first ("pre_qk", guards against overflow). */
   attentionScaling?: 'post' | 'pre_qk';
+  /**
+   * Check token ids and targets against their ranges on the GPU too (default true): a bad one raises
+   * KILN_E011 before any result is returned, as on the cpu. false skips the check (and its cost).
+   */
+  checkBounds?: boolean;
 }
 
 type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -112,7 +117,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const passes = runPasses(trace.graph, pipeline, { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value });
     logDecisions(passes);
     const backend = await loadBackend(backendName);
-    const run = await backend.prepare(passes.graph);
+    const run = await backend.prepare(passes.graph, { checkBounds: options.checkBounds });
     const compilation = { signature: key.args.join(', '), trace, passes, run };
     cache.add(key, compilation, buffers);
     return (last = compilation);

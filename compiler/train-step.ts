@@ -41,6 +41,8 @@ export interface TrainStepOptions {
   attentionScaling?: 'post' | 'pre_qk';
   /** Clip the gradients to this global L2 norm first (torch.nn.utils.clip_grad_norm_); 0 or absent: no clipping. */
   gradClip?: number;
+  /** As compile()'s: token ids and targets checked on the GPU too (default true). */
+  checkBounds?: boolean;
 }
 
 /** What one step gives back: device tensors, read only when asked (`await loss.item()`). */
@@ -139,7 +141,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const signature = key.args.join(', ');
     log('graph', `training step: ${trace.graph.nodes.length} traced nodes -> ${step.graph.nodes.length} in the step`, { signature });
     const backend = await loadBackend(options.backend ?? 'webgpu');
-    const compilation: TrainingCompilation = { signature, trace, forward, step, run: await backend.prepare(step.graph) };
+    const compilation: TrainingCompilation = { signature, trace, forward, step, run: await backend.prepare(step.graph, { checkBounds: options.checkBounds }) };
     cache.add(key, compilation, buffers);
     return (last = compilation);
   }

@@ -98,6 +98,10 @@ describe('an index outside its range raises the same KILN_E011 on every backend'
     const unchecked = await prepareRunner(c.passes.graph, false);
     const outs = await unchecked(leafFeeder(c.passes.graph, stateTensors(model), c.trace.argNames, [await onGpu(idx), await onGpu(tgt)]));
     expect(Number.isFinite(await outs.get('loss')!.item())).toBe(true);
+    // The same through compile()'s option, with the ids on the host or the GPU.
+    const optedOut = compile(model, { backend: 'webgpu', checkBounds: false });
+    expect(Number.isFinite(await (await optedOut(idx, tgt)).loss!.item())).toBe(true);
+    expect(Number.isFinite(await (await optedOut(await onGpu(idx), await onGpu(tgt))).loss!.item())).toBe(true);
   });
 
   it('stops a training step before it changes a weight', async () => {
