@@ -9,8 +9,9 @@
 // zero: a row that sees one key has P = 1 and dS = P (dP - delta) = 0 exactly, which the composed
 // softmax gets exactly, while the flash kernels recompute P = exp2(s - lse) and delta = dO . O in f32,
 // a few ulps off (measured: 2 ulps of |dO| in dv for L = S = D = 1).
-// Fully masked rows are checked against f64 directly, with TOL relative to the largest
-// gradient entry: the composed backward gives NaN there (softmax of nothing), the flash one zeros.
+// Fully masked rows are checked against f64 directly, with TOL relative to the largest finite
+// gradient entry: with emptyRows "zero" (sdpa's) the flash backward gives zeros there where the
+// composed one gives NaN; with "nan" (the chain's) both give NaN, in the same places.
 
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -50,12 +51,13 @@ afterAll(() => {
     `largest flash/composed ratio ${worst.ratio.toFixed(2)}; with fully masked rows ${worst.masked.toExponential(2)}`);
 });
 
-/** Max |a - ref| over max |ref| for one gradient. */
+/** Max |a - ref| over max |ref| for one gradient; NaN must stand where the reference has NaN. */
 function relative(a: Float64Array, ref: HostTensor['data']): { err: number; scale: number } {
   let err = 0;
   let scale = 0;
   for (let e = 0; e < ref.length; e++) {
-    if (!Number.isFinite(a[e])) return { err: Infinity, scale: 1 };
+    if (Number.isNaN(ref[e]) && Number.isNaN(a[e])) continue;
+    if (!Number.isFinite(a[e]) || Number.isNaN(ref[e])) return { err: Infinity, scale: 1 };
     err = Math.max(err, Math.abs(a[e] - ref[e]));
     scale = Math.max(scale, Math.abs(ref[e]));
   }
@@ -130,6 +132,14 @@ describe('fused_attention_backward on the GPU', () => {
     for (const mask of ['bool', 'additive'] as const) {
       await expectAccurate({ b: 1, h: 3, l: 9, s: 21, d: 16, causal: false, scaling: 'post', mask, maskShape: [1, 9, 21], blankRows: [0, 4], seed: 31 });
     }
+  });
+
+  it('gives rows with no key the chain\'s gradient with emptyRows "nan": NaN where it has NaN, and a finite fill\'s rows a softmax', async () => {
+    for (const mask of ['bool', 'additive'] as const) {
+      await expectAccurate({ b: 1, h: 3, l: 9, s: 21, d: 16, causal: false, scaling: 'post', mask, maskShape: [1, 9, 21], blankRows: [0, 4], emptyRows: 'nan', seed: 32 });
+    }
+    await expectAccurate({ b: 1, h: 2, l: 9, s: 21, d: 16, causal: false, scaling: 'pre_qk', mask: 'bool', maskShape: [9, 21], blankRows: [3], fill: -1e30, emptyRows: 'nan', seed: 33 });
+    await expectAccurate({ b: 1, h: 2, l: 9, s: 21, d: 59, causal: false, scaling: 'post', mask: 'additive', maskShape: [9, 21], blankRows: [3], blankValue: -3.4028234663852886e38, emptyRows: 'nan', seed: 34 });
   });
 
   it('is causal across several tiles of owned and streamed rows', async () => {

@@ -72,15 +72,41 @@ describe('fused_attention_backward and attention_lse on the CPU', () => {
     });
   }
 
-  it('write -inf as the lse of a row that keeps no key', () => {
+  it('write the lse as its max and log-sum, base 2: [-inf, -inf] for a row that keeps no key', () => {
     const data = caseData({ b: 1, h: 1, l: 3, s: 4, d: 2, causal: false, scaling: 'post', mask: 'bool', maskShape: [3, 4], blankRows: [2], seed: 2 });
     const g = new Graph();
     const [q, k, mask] = (['q', 'k', 'mask'] as const).map((name) => g.add('input', [], { name, dtype: data[name]!.type.dtype, shape: [...data[name]!.type.shape] }));
     g.setOutputs([{ name: 'lse', node: g.add('attention_lse', [q, k, mask], { ...data.spec }) }]);
     const lse = interpret(g, (n) => data[String(n.attrs.name) as 'q']!, 'f64').get('lse')!.data;
-    expect(lse[2]).toBe(-Infinity);
-    expect(Number.isFinite(lse[0]) && Number.isFinite(lse[1])).toBe(true);
+    expect([lse[4], lse[5]]).toEqual([-Infinity, -Infinity]);
+    expect(Array.from(lse.slice(0, 4)).every(Number.isFinite)).toBe(true);
+    expect(lse[1]).toBeGreaterThanOrEqual(0); // log2 of a sum whose largest term is 1
   });
+
+  // A query row with no key under the chain's semantics (docs/masked-rows.md): NaN where the composed
+  // chain has NaN, its numbers elsewhere; and a finite fill's row of filled keys, a uniform softmax.
+  const chainCases: Record<string, BackwardCase> = {
+    'bool mask, emptyRows "nan": NaN in dv, dq of the row 0, dk untouched': { b: 1, h: 2, l: 5, s: 6, d: 4, causal: false, scaling: 'post', mask: 'bool', maskShape: [5, 6], blankRows: [1, 3], emptyRows: 'nan', seed: 4 },
+    'additive -inf mask, emptyRows "nan": NaN in dq, dk and dv': { b: 1, h: 1, l: 4, s: 5, d: 3, causal: false, scaling: 'pre_qk', mask: 'additive', maskShape: [4, 5], blankRows: [2], emptyRows: 'nan', seed: 5 },
+    'bool mask with dropout, emptyRows "nan": dropped weights are 0, not NaN': { b: 1, h: 2, l: 4, s: 7, d: 3, causal: false, scaling: 'post', mask: 'bool', maskShape: [4, 7], blankRows: [0], emptyRows: 'nan', dropout: 0.3, seed: 6 },
+    'bool mask filled with -1e30': { b: 1, h: 2, l: 5, s: 6, d: 4, causal: false, scaling: 'post', mask: 'bool', maskShape: [5, 6], blankRows: [1], fill: -1e30, emptyRows: 'nan', seed: 7 },
+    'bool mask filled with finfo.min': { b: 1, h: 1, l: 4, s: 9, d: 8, causal: false, scaling: 'post', mask: 'bool', maskShape: [4, 9], blankRows: [0, 3], fill: -3.4028234663852886e38, emptyRows: 'nan', seed: 8 },
+    'additive mask of -1e30 on a whole row': { b: 1, h: 2, l: 4, s: 5, d: 3, causal: false, scaling: 'post', mask: 'additive', maskShape: [4, 5], blankRows: [2], blankValue: -1e30, emptyRows: 'nan', seed: 9 },
+  };
+  for (const [name, c] of Object.entries(chainCases)) {
+    it(`give the composed chain's gradient on rows with no key: ${name}`, () => {
+      const data = caseData(c);
+      const [flash, composed] = [cpuGradients(data, flashAttentionBackward), cpuGradients(data, composedBackward)];
+      let nans = 0;
+      for (const g of GRADS) {
+        const [got, want] = [asNumbers(flash.get(g)!.data), asNumbers(composed.get(g)!.data)];
+        expect(Array.from(got, Number.isNaN), g).toEqual(Array.from(want, Number.isNaN));
+        nans += want.filter(Number.isNaN).length;
+        expect(relError(got.map((x) => (Number.isNaN(x) ? 0 : x)), want.map((x) => (Number.isNaN(x) ? 0 : x))), g).toBeLessThan(1e-12);
+      }
+      expect(nans > 0).toBe(c.fill === undefined && c.blankValue === undefined);
+    });
+  }
 });
 
 /**

@@ -25,6 +25,11 @@ export interface BackwardCase {
   maskShape?: Shape;
   /** Query rows (of every leading index of the mask) that the mask blanks out entirely. */
   blankRows?: number[];
+  /** What an additive mask holds on the blank rows (default -inf; a finite value keeps them scores). */
+  blankValue?: number;
+  /** fused_attention's fill (a bool mask's dropped keys) and emptyRows: defaults -inf and "zero". */
+  fill?: number;
+  emptyRows?: 'nan' | 'zero';
   /** Dropout p on the weights (drawn with seed 7 and an rng operand of value 12345). */
   dropout?: number;
   seed: number;
@@ -51,7 +56,7 @@ export function caseData(c: BackwardCase): CaseData {
     k: f32([c.b, c.h, c.s, c.d]),
     v: f32([c.b, c.h, c.s, dv]),
     dout: f32([c.b, c.h, c.l, dv]),
-    spec: { causal: c.causal, scale: 1 / Math.sqrt(c.d), scaling: c.scaling },
+    spec: { causal: c.causal, scale: 1 / Math.sqrt(c.d), scaling: c.scaling, ...(c.fill !== undefined ? { fill: c.fill } : {}), ...(c.emptyRows ? { emptyRows: c.emptyRows } : {}) },
     ...(c.dropout ? { dropout: { attrs: { dropoutP: c.dropout, seed: 7 }, rng: hostTensor('i32', [], Int32Array.of(12345)) } } : {}),
   };
   if (!c.mask) return data;
@@ -63,7 +68,7 @@ export function caseData(c: BackwardCase): CaseData {
   for (let e = 0; e < values.length; e += cols) values[e] = additive ? 0 : 1;
   const rowsPer = (shape.at(-2) ?? 1) * cols;
   for (let base = 0; base < values.length; base += rowsPer) {
-    for (const i of c.blankRows ?? []) for (let j = 0; j < cols; j++) values[base + i * cols + j] = additive ? -Infinity : 0;
+    for (const i of c.blankRows ?? []) for (let j = 0; j < cols; j++) values[base + i * cols + j] = additive ? (c.blankValue ?? -Infinity) : 0;
   }
   data.mask = additive ? hostTensor('f32', shape, Float32Array.from(values)) : hostTensor('bool', shape, Uint8Array.from(values));
   return data;

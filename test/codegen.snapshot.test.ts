@@ -63,7 +63,7 @@ node('sdpa', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16]), t('f32'
 node('fused_attention', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
 node('attention_lse', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
 // The dk kernel: the one that stages the most (q, grad_out, lse and delta tiles).
-node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 4, 24, 64])), t('f32', [2, 4, 24]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'post', wrt: 'kv' });
+node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 4, 24, 64])), t('f32', [2, 4, 24, 2]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'post', wrt: 'kv' });
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {

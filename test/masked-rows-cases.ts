@@ -2,7 +2,10 @@
 // on the GPU): q, k, v [B, H, T, D] and a mask that leaves query row 1 with no key.
 
 import { expect } from 'vitest';
-import { type Compilation, F, Module, type Tensor, compile, manualSeed, randn, tensor } from '../index.ts';
+import { loadBackend } from '../compiler/compile.ts';
+import { leafFeeder, stateTensors } from '../compiler/leaves.ts';
+import { type Compilation, F, Module, type Tensor, compile, differentiate, manualSeed, nn, randn, tensor, traceModule } from '../index.ts';
+import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
 
 export const [B, H, T, D] = [1, 2, 4, 4];
 const SCALE = 1 / Math.sqrt(D);
@@ -16,7 +19,7 @@ export type Body = (m: Masked, q: Tensor, k: Tensor, v: Tensor, mask?: Tensor) =
 export class Masked extends Module {
   declare keep: Tensor;
   declare additive: Tensor;
-  constructor(private readonly body: Body) {
+  constructor(protected readonly body: Body) {
     super();
     this.registerBuffer('keep', tensor(KEEP, [T, T], 'bool'));
     this.registerBuffer('additive', tensor(KEEP.map((x) => (x ? 0 : -Infinity)), [T, T]));
@@ -58,3 +61,43 @@ export function expectSameAnswer(got: number[], want: number[], tol = 1e-5): voi
   const scale = Math.max(1, ...want.filter(Number.isFinite).map(Math.abs));
   for (let e = 0; e < want.length; e++) if (!Number.isNaN(want[e])) expect(Math.abs(got[e] - want[e])).toBeLessThanOrEqual(tol * scale);
 }
+
+/** An attention layer with weights: q, k, v = x Wq, x Wk, x Wv [B, T, H*D] split into heads, `body`, and loss = the output's sum. */
+export class MaskedLayer extends Masked {
+  wq = new nn.Linear(H * D, H * D, false);
+  wk = new nn.Linear(H * D, H * D, false);
+  wv = new nn.Linear(H * D, H * D, false);
+
+  forward(x: Tensor, mask?: Tensor): Tensor {
+    const heads = (t: Tensor) => t.view(B, T, H, D).transpose(1, 2);
+    const [q, k, v] = [this.wq, this.wk, this.wv].map((w) => heads(w.forward(x)));
+    return this.body(this, q, k, v, mask).sum();
+  }
+}
+
+/**
+ * Each weight's gradient of the layer's loss, with attention fusion on or off, run on `backend`: the
+ * traced graph through the passes up to the fused stage, then differentiated (as compileTrainStep does).
+ */
+export async function layerGradients(model: MaskedLayer, args: Tensor[], backend: 'cpu' | 'webgpu', fuse: boolean): Promise<{ grads: Map<string, number[]>; fused: number }> {
+  const trace = traceModule(model, args);
+  const buffers = new Map(model.namedBuffers().map(([name, t]) => [name, t.host!]));
+  const pipeline = DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered');
+  const graph = runPasses(trace.graph, pipeline, { passes: { fuse_attention: fuse }, bufferValue: (name) => buffers.get(name) }).graph;
+  const withGrads = differentiate(graph, graph.outputs[0].node, graph.nodesOf('param'));
+  const run = await (await loadBackend(backend)).prepare(withGrads);
+  const outputs = await run(leafFeeder(withGrads, stateTensors(model), trace.argNames, args));
+  const grads = new Map<string, number[]>();
+  for (const [name] of model.namedParameters()) grads.set(name, Array.from(await outputs.get(`grad.${name}`)!.data()));
+  return { grads, fused: graph.nodesOf('fused_attention').length };
+}
+
+/** The layer's weights whose gradient the chain makes NaN, by case. */
+export const GRADIENT_CASES: [string, Body, string[], boolean?][] = [
+  // masked_fill passes no gradient to the row's scores: only v's gradient (P^T dO) meets the NaN.
+  ['masked_fill(-inf), constant mask', chain(-Infinity), ['wv.weight']],
+  ['masked_fill(-inf), mask given at run time', chain(-Infinity), ['wv.weight'], true],
+  // add passes the NaN of the row's dS on to q and k.
+  ['additive 0 / -inf mask', additiveChain, ['wq.weight', 'wk.weight', 'wv.weight']],
+  ['masked_fill(-1e30): finite everywhere', chain(-1e30), []],
+];

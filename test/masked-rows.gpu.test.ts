@@ -1,11 +1,12 @@
 // A query row that keeps no key, on the GPU (docs/masked-rows.md): webgpu eager, compiled unfused and
 // fused all give NaN there, as the cpu and PyTorch's softmax do, and the cpu's answer elsewhere;
-// sdpa gives zeros. The cpu paths: masked-rows.test.ts.
+// sdpa gives zeros. The gradients, fused (the flash backward) or not, are the cpu chain's: NaN in
+// the same weights. The cpu paths: masked-rows.test.ts.
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { type Tensor, tensor, useBackend } from '../index.ts';
+import { type Tensor, manualSeed, randn, tensor, useBackend } from '../index.ts';
 import { releaseDevice } from '../runtime/webgpu/index.ts';
-import { type Body, EMPTY_ROW, KEEP, Masked, T, additiveChain, chain, compiled, expectSameAnswer, qkv, rowOf, sdpa } from './masked-rows-cases.ts';
+import { B, type Body, D, EMPTY_ROW, GRADIENT_CASES, H, KEEP, Masked, MaskedLayer, T, additiveChain, chain, compiled, expectSameAnswer, layerGradients, qkv, rowOf, sdpa } from './masked-rows-cases.ts';
 
 afterAll(async () => {
   await useBackend('cpu');
@@ -35,6 +36,27 @@ describe('a query row with no key, on the GPU', () => {
       expect(fused.c.passes.graph.nodesOf('fused_attention')).toHaveLength(1);
       expectSameAnswer(fused.out, cpu.out);
       expect(rowOf(cpu.out, EMPTY_ROW).every(onEmptyRow)).toBe(true);
+    });
+  }
+});
+
+describe('the gradient through a query row with no key, on the GPU', () => {
+  manualSeed(5);
+  const x = tensor(Array.from({ length: B * T * H * D }, () => randn()), [B, T, H * D]);
+  for (const [what, body, nan, runtime] of GRADIENT_CASES) {
+    it(`is the cpu chain's, fused (the flash backward) as unfused: ${what}`, async () => {
+      manualSeed(6);
+      const model = new MaskedLayer(body);
+      const args = runtime ? [x, tensor(KEEP, [T, T], 'bool')] : [x];
+      const cpu = await layerGradients(model, args, 'cpu', false);
+      for (const fuse of [false, true]) {
+        const gpu = await layerGradients(model, args, 'webgpu', fuse);
+        expect(gpu.fused).toBe(fuse ? 1 : 0);
+        for (const [name, want] of cpu.grads) {
+          expect(want.some(Number.isNaN), name).toBe(nan.includes(name));
+          expectSameAnswer(gpu.grads.get(name)!, want, 1e-4);
+        }
+      }
     });
   }
 });

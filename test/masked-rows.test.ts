@@ -4,9 +4,9 @@
 // scores (a uniform average of v) in the fused kernel too. The GPU paths: masked-rows.gpu.test.ts.
 
 import { describe, expect, it } from 'vitest';
-import { type Compilation, type Tensor, tensor, useBackend } from '../index.ts';
+import { type Compilation, type Tensor, manualSeed, randn, tensor, useBackend } from '../index.ts';
 import type { Node } from '../ir/graph.ts';
-import { type Body, EMPTY_ROW, KEEP, Masked, T, additiveChain, chain, compiled, expectSameAnswer, qkv, rowOf, sdpa } from './masked-rows-cases.ts';
+import { B, type Body, D, EMPTY_ROW, GRADIENT_CASES, H, KEEP, Masked, MaskedLayer, T, additiveChain, chain, compiled, expectSameAnswer, layerGradients, qkv, rowOf, sdpa } from './masked-rows-cases.ts';
 
 const fusedNode = (c: Compilation): Node => {
   const nodes = c.passes.graph.nodesOf('fused_attention');
@@ -71,4 +71,23 @@ describe('a query row with no key, on the cpu', () => {
     expect(fusedNode(fused.c).attrs.emptyRows).toBeUndefined();
     expect(decision(fused.c).reason).toMatch(/leaves query row 1 with no key: 0 there, as sdpa gives/);
   });
+});
+
+describe('the gradient through a query row with no key, on the cpu', () => {
+  manualSeed(5);
+  const x = tensor(Array.from({ length: B * T * H * D }, () => randn()), [B, T, H * D]);
+  for (const [what, body, nan, runtime] of GRADIENT_CASES) {
+    it(`is the chain's, fused as unfused: ${what}`, async () => {
+      manualSeed(6);
+      const model = new MaskedLayer(body);
+      const args = runtime ? [x, tensor(KEEP, [T, T], 'bool')] : [x];
+      const unfused = await layerGradients(model, args, 'cpu', false);
+      const fused = await layerGradients(model, args, 'cpu', true);
+      expect([unfused.fused, fused.fused]).toEqual([0, 1]);
+      for (const [name, want] of unfused.grads) {
+        expect(want.some(Number.isNaN), name).toBe(nan.includes(name));
+        expectSameAnswer(fused.grads.get(name)!, want);
+      }
+    });
+  }
 });

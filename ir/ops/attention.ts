@@ -165,20 +165,25 @@ export interface AttentionSpec {
   emptyRows?: EmptyRows;
 }
 
-/** Reads row (b, i) of the scaled, masked scores into `row`: -Infinity where masked (the fill where a bool mask drops a key). */
-export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array) => void {
+/**
+ * Reads row (b, i) of the scaled, masked scores into `row`: -Infinity where masked (the fill where a bool
+ * mask drops a key); `dropped`, when given, gets 1 where the bool mask or causality drops the key (the
+ * chain's masked_fill, which passes no gradient there), else 0.
+ */
+export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array, dropped?: Uint8Array) => void {
   const [s, d] = k.type.shape.slice(-2);
   const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
   const additive = mask?.type.dtype === 'f32';
   const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
   const round = precision === 'f32' ? Math.fround : (x: number) => x;
   const fill = round(spec.fill ?? -Infinity);
-  return (b, i, row) => {
+  return (b, i, row, dropped) => {
     for (let j = 0; j < s; j++) {
       const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
-      const dropped = mask && !additive && !m;
-      const keep = spec.causal ? j <= i : !dropped;
-      let x = dropped ? fill : -Infinity;
+      const filled = Boolean(mask && !additive && !m);
+      const keep = spec.causal ? j <= i : !filled;
+      if (dropped) dropped[j] = Number(!keep);
+      let x = filled ? fill : -Infinity;
       if (keep) {
         x = 0;
         for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
@@ -311,13 +316,17 @@ export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout
   const matmul = (a: Node, b: Node, transposeA: boolean, transposeB: boolean) => add('matmul', [a, b], { transposeA, transposeB });
   // "pre_qk" scales q and k by sqrt(scale) each: the same scores as "post".
   let scores = add('mul', [matmul(q, k, false, true), spec.scale]);
+  // Where a bool mask drops a key, masked_fill passes its scores no gradient: it matters where P is not 0
+  // there, a row with no key (NaN) or a finite fill. (Causal rows always keep a key, and fill with -inf.)
+  let dropped: Node | undefined;
   if (spec.causal) {
     const [l, s] = scores.type.shape.slice(-2);
     const rows = add('reshape', [add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [l] })], { shape: [l, 1] });
     const cols = add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [s] });
     scores = add('masked_fill', [scores, add('gt', [cols, rows]), -Infinity]);
   } else if (mask && mask.type.dtype === 'bool') {
-    scores = add('masked_fill', [scores, add('logical_not', [mask]), spec.fill ?? -Infinity]);
+    dropped = add('logical_not', [mask]);
+    scores = add('masked_fill', [scores, dropped, spec.fill ?? -Infinity]);
   } else if (mask) {
     scores = add('add', [scores, mask]);
   }
@@ -325,7 +334,8 @@ export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout
   // Dropout's gradient is dropout with the same mask, so one helper serves both directions.
   const drop = (x: Node) => (dropout ? add('dropout', [x, ...dropout.rng], dropout.attrs) : x);
   let dScoresNode: Node | undefined;
-  const dScores = () => (dScoresNode ??= add('mul', [softmaxBackward(ctx, probs, drop(matmul(g, v, false, true)), -1), spec.scale]));
+  const throughMask = (d: Node) => (dropped ? add('masked_fill', [d, dropped, 0]) : d);
+  const dScores = () => (dScoresNode ??= add('mul', [throughMask(softmaxBackward(ctx, probs, drop(matmul(g, v, false, true)), -1)), spec.scale]));
   return [
     inputGrad(ctx, 0, () => matmul(dScores(), k, false, false)),
     inputGrad(ctx, 1, () => matmul(dScores(), q, true, false)),

@@ -1,18 +1,22 @@
 // The flash-attention backward (FlashAttention-2's): gradients of fused_attention and of sdpa
 // without dropout that never hold the B*H*L*S probabilities. Two ops and one gradient rule:
-// - attention_lse(q, k, mask?) {causal, scale, scaling}: f32[..., L], each query row's log-sum-exp
-//   of its scaled, masked scores (natural log). The forward kernel computes it on the way, but a
-//   node has one output, so a second kernel recomputes it (one pass over k, no v: about a third of
-//   the forward's work).
-// - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta, rng?) {causal, scale, scaling, dropoutP, seed, wrt}:
+// - attention_lse(q, k, mask?) {causal, scale, scaling, fill, emptyRows}: f32[..., L, 2], each query
+//   row's log-sum-exp of its scaled, masked scores in two parts, base 2 (what exp2 wants): the row's
+//   largest score times log2(e), M, and log2 of sum_j 2^(score_j log2(e) - M). Kept apart, they hold
+//   a row whose scores are all near -1e30 (a finite fill): M + log2(S) would round to M. The forward
+//   kernel computes them on the way, but a node has one output, so a second kernel recomputes them
+//   (one pass over k, no v: about a third of the forward's work).
+// - fused_attention_backward(q, k, v, mask?, grad_out, lse, delta, rng?) {causal, scale, scaling, fill, emptyRows, dropoutP, seed, wrt}:
 //   the gradient with respect to q, k or v (`wrt`), one node each, with the probabilities
-//   recomputed tile by tile as P = exp(S - lse); wrt "kv" gives dk and dv side by side, f32[..., S, D + Dv],
+//   recomputed tile by tile as P = 2^((S log2(e) - M) - L); wrt "kv" gives dk and dv side by side, f32[..., S, D + Dv],
 //   from one pass (P and dS computed once for both), which the rule slices apart. delta[..., L] = rowsum(grad_out * out) is made by
 //   the rule from `mul` and `sum` (FlashAttention-2's preprocessing step): computed once for both
 //   gradients that need it instead of once per tile in each kernel, and the kernels read no `out`.
-// A row that keeps no key has lse = -Infinity (kiln's kernels write -F32_MAX, as they clamp every
-// infinity); it has P = 0 everywhere, so it gets a zero gradient and adds none to k and v: the
-// gradient of the forward's zeros. The maths: dP = dO V^T, dS = P * (dP - delta),
+// A row whose every score is -inf has M = L = -inf. With emptyRows "nan" its P is NaN, as the
+// chain's softmax, and the gradients are the chain's: NaN in dV (and, through an additive mask, in dQ
+// and dK); with "zero" (sdpa) P = 0, the gradient of the forward's zeros. A key the bool mask or
+// causality drops passes no gradient to the scores (the chain's masked_fill): dS = 0 there, whatever P.
+// The maths: dP = dO V^T, dS = P * (dP - delta),
 // dQ = scale * dS K, dK = scale * dS^T Q, dV = P^T dO ("pre_qk" gives the same scores, so the same).
 // With dropout (the forward's dropoutP, seed and rng), Z the kept-and-scaled factor of each weight
 // (0 or 1/(1-p), redrawn from the same hash): dV = (P Z)^T dO and dP = (dO V^T) Z; delta = rowsum(dO O)
@@ -50,20 +54,26 @@ export function backwardOperands<T>(all: readonly T[], dtypeOf: (x: T) => string
 
 const tensorDType = (x: TensorType | HostTensor) => ('dtype' in x ? x.dtype : x.type.dtype);
 
-/** log(sum_j exp(score_ij)) per query row; -Infinity where no key is kept. */
+/** A score in base 2, in the interpreter's precision: the backward subtracts M from it, so both must round alike. */
+function base2Score(precision: Precision): (x: number) => number {
+  return precision === 'f32' ? (x) => Math.fround(x * Math.LOG2E) : (x) => x * Math.LOG2E;
+}
+
+/** Per query row, [M, L]: the largest score times log2(e), and log2(sum_j 2^(score_j log2(e) - M)); [-inf, -inf] where every score is -inf. */
 function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision): HostData {
   const [l, s] = [q.type.shape.at(-2)!, k.type.shape.at(-2)!];
   const batch = q.type.shape.slice(0, -2);
   const scores = scoreReader(q, k, mask, spec, precision, batch, l);
-  const result = allocData('f32', numel(batch) * l, precision);
+  const result = allocData('f32', numel(batch) * l * 2, precision);
   const row = new Float64Array(s);
+  const base2 = base2Score(precision);
   for (let b = 0; b < numel(batch); b++) {
     for (let i = 0; i < l; i++) {
       scores(b, i, row);
-      const max = row.reduce((a, x) => Math.max(a, x), -Infinity);
+      const max = row.reduce((a, x) => Math.max(a, base2(x)), -Infinity);
       let sum = 0;
-      if (max > -Infinity) for (const x of row) sum += Math.exp(x - max);
-      result[b * l + i] = max === -Infinity ? -Infinity : max + Math.log(sum);
+      if (max > -Infinity) for (const x of row) sum += 2 ** (base2(x) - max);
+      result.set([max, Math.log2(sum)], (b * l + i) * 2);
     }
   }
   return result;
@@ -89,19 +99,24 @@ function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: Atten
   const width = wrt === 'v' ? dv : d;
   const grad = new Float64Array(numel(batch) * (wrt === 'q' ? l : s) * width);
   const row = new Float64Array(s);
+  const dropped = new Uint8Array(s);
+  const base2 = base2Score(precision);
   for (let b = 0; b < numel(batch); b++) {
     for (let i = 0; i < l; i++) {
-      scores(b, i, row);
+      scores(b, i, row, dropped);
       const qi = b * l + i;
+      const [max, logSum] = [lse.data[2 * qi], lse.data[2 * qi + 1]];
       for (let j = 0; j < s; j++) {
-        if (row[j] === -Infinity) continue;
-        const p = Math.exp(row[j] - lse.data[qi]);
+        // A -inf score weighs 0, but in a row of nothing else P is NaN (emptyRows "nan") or 0 ("zero").
+        if (row[j] === -Infinity && (max > -Infinity || spec.emptyRows !== 'nan')) continue;
+        const p = 2 ** (base2(row[j]) - max - logSum);
         const z = keep(b, i, j);
         const kj = b * s + j;
         if (wrt === 'v') {
-          for (let c = 0; c < dv; c++) grad[kj * dv + c] += p * z * gradOut.data[qi * dv + c];
+          if (z !== 0) for (let c = 0; c < dv; c++) grad[kj * dv + c] += p * z * gradOut.data[qi * dv + c];
           continue;
         }
+        if (dropped[j]) continue; // masked_fill passes the scores no gradient there
         let dp = 0;
         for (let c = 0; c < dv; c++) dp += gradOut.data[qi * dv + c] * v.data[kj * dv + c];
         dp *= z;
@@ -150,7 +165,7 @@ registerOp({
     const { batch, l, s } = attentionDims(q, k, k);
     for (const t of [q, k]) expectDType('attention_lse', t, 'f32');
     checkMask('attention_lse', attentionSpec(attrs), inputs.length === 3 ? tensorArg('attention_lse', inputs, 2) : undefined, [...batch, l, s]);
-    return { dtype: 'f32', shape: [...batch, l] };
+    return { dtype: 'f32', shape: [...batch, l, 2] };
   },
   cpu(inputs, attrs, _out, precision) {
     const [q, k, mask] = inputs;
@@ -173,7 +188,7 @@ registerOp({
     const { batch, l, s, dv } = attentionDims(q, k, v);
     checkMask(op, attentionSpec(attrs), mask, [...batch, l, s]);
     expectShape(op, 'grad_out', gradOut, [...batch, l, dv]);
-    expectShape(op, 'lse', lse, [...batch, l]);
+    expectShape(op, 'lse', lse, [...batch, l, 2]);
     expectShape(op, 'delta', delta, [...batch, l]);
     const wrt = attentionWrt(attrs);
     if (wrt === 'kv') return { dtype: 'f32', shape: [...batch, s, k.shape.at(-1)! + dv] };
@@ -201,7 +216,9 @@ export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (
   const dropout: AttentionDropout | undefined = attentionDropout(ctx.node);
   const { d, dv } = attentionDims(q.type, k.type, v.type);
   if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec, dropout);
-  const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling };
+  // What a masked key scores and what a row of -inf gives, as the forward: the same P.
+  const rows: Attrs = { ...(Number.isFinite(spec.fill) ? { fill: spec.fill! } : {}), ...(spec.emptyRows === 'nan' ? { emptyRows: 'nan' } : {}) };
+  const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling, ...rows };
   // The backward kernels redraw the forward's dropout bits: the same p, seed and rng.
   const dropAttrs: Attrs = dropout ? { dropoutP: dropout.attrs.p, seed: dropout.attrs.seed } : {};
   let operands: Node[] | undefined;

@@ -11,12 +11,13 @@
 // H100): ROWS owned rows per workgroup, SLICES invocations per row each owning every SLICES-th vec4
 // of the head dims, the next tile loaded into registers while this one is worked through, the
 // slices' partial dot products added up through workgroup memory, scores in base 2 (log2(e) folded
-// into the owned row's scale, lse and additive mask values converted as they are read).
-// P = exp2(score - lse) is recomputed per (row, streamed row) pair and never stored; the only
+// into the owned row's scale, additive mask values converted as they are read; lse is base 2 already).
+// P = exp2((score - M) - L) is recomputed per (row, streamed row) pair and never stored; the only
 // O(L*S) work is arithmetic. Causal: query-owning kernels stop at the diagonal tile, key-owning
 // kernels start their query loop at their first key (tiles wholly above the diagonal are never
-// loaded), and rows skip the arithmetic of tiles they cannot see. Masked scores sit at a finite
-// sentinel (WGSL does not promise infinities) and weigh nothing.
+// loaded), and rows skip the arithmetic of tiles they cannot see. Masked scores are -inf, scored as
+// the forward kernel scores them (maskedScore), and weigh nothing, but in a row of nothing else,
+// where P is NaN (emptyRows "nan") or 0 ("zero"); a key the bool mask drops gets dS = 0.
 // Dropout (the forward's dropoutP, seed, rng): each pair's keep factor Z (0, or 1/(1-p)) is redrawn
 // from dropout's hash at the forward's index (b*L+i)*S+j; dP and the dV update take it.
 // Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, dropout, and the mask's dtype and rank.
@@ -27,8 +28,8 @@ import { type TensorType, numel } from '../types.ts';
 import { type AttentionSpec, attentionDims } from './attention.ts';
 import { type AttentionWrt, backwardOperands } from './attention_backward.ts';
 import { dropoutDecls, seedLine } from './attention.wgsl.ts';
-import { type KernelDropout, kernelDropout, rowLoader } from './fused_attention.wgsl.ts';
-import { broadcastStrides, constDecl, coordLines, indent, listParams, offsetExpr } from './wgsl.ts';
+import { type KernelDropout, kernelDropout, maskDecls, maskedScore, rowLoader } from './fused_attention.wgsl.ts';
+import { F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './wgsl.ts';
 
 /** attention_lse, or the gradient a fused_attention_backward kernel writes. */
 export type BackwardMode = 'lse' | AttentionWrt;
@@ -57,9 +58,9 @@ const ROLES: Record<BackwardMode, Roles> = {
   kv: { own: 'key', a: 'k', b: 'v', x: 'q', y: 'grad_out', acc: ['x', 'y'] },
 };
 
-/** Per streamed (query) row scalars a key-owning mode stages beside its tiles: lse, and delta when it forms dS. */
+/** Per streamed (query) row words a key-owning mode stages beside its tiles: lse's two, and delta when it forms dS. */
 function stagedScalars(r: Roles): number {
-  return r.own === 'key' ? (r.b ? 2 : 1) : 0;
+  return r.own === 'key' ? (r.b ? 3 : 2) : 0;
 }
 
 /** How the work is cut (see the file comment). */
@@ -166,7 +167,7 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
   return {
     inputNames,
     params,
-    decls: [backwardDecls(mode, t, spec, d, dv), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
+    decls: [backwardDecls(mode, t, spec, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
     body: indent(backwardBody(mode, t, spec, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
     workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * tiles,
@@ -178,7 +179,7 @@ function fetchCounts(t: BackwardTiling): { x: number; y: number } {
   return { x: Math.ceil((t.tile * t.slices * t.aVec4) / t.workgroupSize), y: Math.ceil((t.tile * t.slices * t.bVec4) / t.workgroupSize) };
 }
 
-function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number): string {
+function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number, mask: TensorType | undefined): string {
   const r = ROLES[mode];
   const root = Math.sqrt(spec.scale);
   const preQk = spec.scaling === 'pre_qk';
@@ -201,15 +202,13 @@ function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpe
     ...(preQk ? [`${constDecl('X_SCALE', 'f32', root)} // on the streamed ${r.x} rows: q and k each carry sqrt(scale)`] : []),
     ...(r.acc.includes('x') ? [`${constDecl('ACC_SCALE', 'f32', preQk ? root : spec.scale)} // dS times the scale, less what the staged ${r.x} rows carry`] : []),
     constDecl('LOG2E', 'f32', LOG2E),
-    ...(mode === 'lse' ? [constDecl('LN2', 'f32', Math.LN2), '// The lse of a row that keeps no key: -inf, clamped as kiln clamps every infinity.', constDecl('NO_KEY_LSE', 'f32', -Infinity)] : []),
-    '// A masked score: finite, as WGSL does not promise infinities. Scores, additive mask values and',
-    '// lse values at or below MASKED_BELOW (-inf included) count as masked.',
-    'const MASKED: f32 = -3.0e38;',
-    'const MASKED_BELOW: f32 = -1.0e30;',
+    ...maskDecls(spec, mask),
+    '// A masked score is -inf, made at run time (WGSL has no literal for it).',
+    F32_BITS_WGSL,
     `var<workgroup> x_tile: array<vec4<f32>, TILE * X_ROW>; // ${r.x} row c at c * X_ROW`,
     ...(r.y ? [`var<workgroup> y_tile: array<vec4<f32>, TILE * Y_ROW>; // ${r.y}`] : []),
-    ...(stagedScalars(r) > 0 ? ['var<workgroup> lse_tile: array<f32, TILE>; // base 2'] : []),
-    ...(stagedScalars(r) > 1 ? ['var<workgroup> delta_tile: array<f32, TILE>;'] : []),
+    ...(stagedScalars(r) > 0 ? ['var<workgroup> lse_tile: array<vec2<f32>, TILE>; // M and L of each streamed row, base 2'] : []),
+    ...(stagedScalars(r) > 2 ? ['var<workgroup> delta_tile: array<f32, TILE>;'] : []),
     ...(t.slices > 1 ? [exchange('partial_s'), ...(r.b ? [exchange('partial_dp')] : [])] : []),
     '',
     ...loaders.map(([name, len, n]) => rowLoader(name, len, n)),
@@ -232,8 +231,8 @@ function fetchLines(mode: BackwardMode, t: BackwardTiling, t0: string, preQk: bo
   if (r.y) load('y', r.y, 'Y_ROW', counts.y, '');
   if (stagedScalars(r) > 0) {
     lines.push(`let scalar_at = stream0 + min(${t0} + lid, params.stream_rows - 1u);`);
-    lines.push('next_lse = max(lse[scalar_at], MASKED_BELOW) * LOG2E;');
-    if (stagedScalars(r) > 1) lines.push('next_delta = delta[scalar_at];');
+    lines.push('next_lse = vec2<f32>(lse[2u * scalar_at], lse[2u * scalar_at + 1u]);');
+    if (stagedScalars(r) > 2) lines.push('next_delta = delta[scalar_at];');
   }
   return lines;
 }
@@ -248,60 +247,68 @@ function stageLines(mode: BackwardMode, t: BackwardTiling): string[] {
   return [
     ...Array.from({ length: counts.x }, (_, n) => store('x', n, t.tile * t.slices * t.aVec4)),
     ...(r.y ? Array.from({ length: counts.y }, (_, n) => store('y', n, t.tile * t.slices * t.bVec4)) : []),
-    ...(stagedScalars(r) > 0 ? [`if (lid < TILE) { lse_tile[lid] = next_lse;${stagedScalars(r) > 1 ? ' delta_tile[lid] = next_delta;' : ''} }`] : []),
+    ...(stagedScalars(r) > 0 ? [`if (lid < TILE) { lse_tile[lid] = next_lse;${stagedScalars(r) > 2 ? ' delta_tile[lid] = next_delta;' : ''} }`] : []),
   ];
 }
 
-/** `score`: the base-2 score of pair (owned row, streamed row n) from s_dots[c], MASKED if the mask drops it. */
-function scoreLines(mask: TensorType | undefined): string[] {
-  if (!mask) return ['let score = s_dots[c];'];
+/** `score = ...`: the base-2 score of pair (owned row, streamed row n) from s_dots[c], as the forward scores it; a bool mask's flag goes to `kept`. */
+function scoreLines(mask: TensorType | undefined, spec: AttentionSpec): string[] {
   const at = 'mask[mask_own + n * params.mask_stream_stride]';
-  if (mask.dtype === 'bool') return ['var score = MASKED;', `if (${at} != 0u) { score = s_dots[c]; }`];
-  return [`let bias = ${at};`, 'var score = MASKED;', 'if (bias > MASKED_BELOW) { score = s_dots[c] + bias * LOG2E; }'];
+  if (mask?.dtype === 'f32') return [`let bias = ${at};`, `score = ${maskedScore(mask, spec, 's_dots[c]', 'bias')};`];
+  if (mask?.dtype === 'bool') return [`kept = ${at} != 0u;`, `score = ${maskedScore(mask, spec, 's_dots[c]', 'kept')};`];
+  return ['score = s_dots[c];'];
 }
 
 /** The per-tile update once s_dots (and dp_dots) hold this row's dot products with the tile. */
-function updateLines(mode: BackwardMode, mask: TensorType | undefined, dropout: KernelDropout | null): string[] {
+function updateLines(mode: BackwardMode, spec: AttentionSpec, mask: TensorType | undefined, dropout: KernelDropout | null): string[] {
   const inRange = 'n >= row_begin && n < row_end';
+  const bool = mask?.dtype === 'bool';
   if (mode === 'lse') {
     return [
-      'var tile_max = MASKED;',
+      'var tile_max = masked;',
       'for (var c = 0u; c < TILE; c = c + 1u) {',
       '  let n = t0 + c;',
-      '  var kept = MASKED;',
+      '  var score = masked;',
+      ...(bool ? ['  var kept = false;'] : []),
       `  if (${inRange}) {`,
-      ...indent(scoreLines(mask), '    ').split('\n'),
-      '    kept = score;',
+      ...indent(scoreLines(mask, spec), '    ').split('\n'),
       '  }',
-      '  s_dots[c] = kept;',
-      '  tile_max = max(tile_max, kept);',
+      '  s_dots[c] = score;',
+      '  tile_max = max(tile_max, score);',
       '}',
       'let new_max = max(run_max, tile_max);',
-      'if (new_max > MASKED_BELOW) {',
-      '  // Until a key is kept the sum is zero, and the sentinel must not enter exp2.',
-      '  run_sum = select(0.0, run_sum * exp2(run_max - new_max), run_max > MASKED_BELOW);',
-      '  for (var c = 0u; c < TILE; c = c + 1u) { run_sum = run_sum + select(0.0, exp2(s_dots[c] - new_max), s_dots[c] > MASKED_BELOW); }',
+      'if (new_max > masked) {',
+      '  // Until a score above -inf is seen the sum is zero, and -inf - -inf must not enter exp2.',
+      '  run_sum = select(0.0, run_sum * exp2(run_max - new_max), run_max > masked);',
+      '  for (var c = 0u; c < TILE; c = c + 1u) { run_sum = run_sum + select(0.0, exp2(s_dots[c] - new_max), s_dots[c] > masked); }',
       '  run_max = new_max;',
       '}',
     ];
   }
   const r = ROLES[mode];
-  const lse2 = r.own === 'query' ? 'lse_own' : 'lse_tile[c]';
+  const lse = r.own === 'query' ? 'lse_own' : 'lse_tile[c]';
   const delta = r.own === 'query' ? 'delta_own' : 'delta_tile[c]';
+  const p = `exp2((score - ${lse}.x) - ${lse}.y)`;
+  // Dropout drops a weight by select, as the dropout op does: a NaN weight (a row with no key) dropped is 0.
   const accumulate = (tile: 'x' | 'y') => {
-    const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : [dropout ? 'p * z' : 'p', 'Y_ROW', 'B_VEC4'];
+    const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : [dropout ? 'select(p * z, 0.0, z == 0.0)' : 'p', 'Y_ROW', 'B_VEC4'];
     return `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { acc_${tile}[u] = fma(vec4<f32>(${coef}), ${tile}_tile[c * ${row} + u * SLICES + slice], acc_${tile}[u]); }`;
   };
+  const ds = `p * (dp_dots[c]${dropout ? ' * z' : ''} - ${delta})`;
   return [
     'for (var c = 0u; c < TILE; c = c + 1u) {',
     '  let n = t0 + c;',
     '  var p = 0.0; // the probability, recomputed',
+    ...(bool ? ['  var kept = false;'] : []),
     `  if (${inRange}) {`,
-    ...indent(scoreLines(mask), '    ').split('\n'),
-    `    if (score > MASKED_BELOW) { p = exp2(score - ${lse2}); }`,
+    '    var score = masked;',
+    ...indent(scoreLines(mask, spec), '    ').split('\n'),
+    spec.emptyRows === 'nan'
+      ? `    p = select(nan, ${p}, ${lse}.x > masked); // NaN where every score of the row is -inf (M = -inf), as the chain's softmax`
+      : `    p = select(0.0, ${p}, score > masked); // 0 where every score of the row is -inf (emptyRows "zero")`,
     '  }',
     ...(dropout ? [`  let z = select(1.0 / KEEP_P, 0.0, kiln_uniform(seed, ${r.own === 'query' ? 'own_at * params.stream_rows + n' : '(stream0 + n) * params.own_rows + me'}) < DROP_P); // the forward's dropout`] : []),
-    ...(r.b ? [`  let ds = p * (dp_dots[c]${dropout ? ' * z' : ''} - ${delta}); // dS = P * (dP - delta)`] : []),
+    ...(r.b ? [bool ? `  let ds = select(0.0, ${ds}, kept); // dS = P * (dP - delta); a dropped key's is 0 (masked_fill's gradient)` : `  let ds = ${ds}; // dS = P * (dP - delta)`] : []),
     ...r.acc.map(accumulate),
     '}',
   ];
@@ -362,7 +369,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '  }',
   ];
   const write = mode === 'lse'
-    ? ['if (own_valid && slice == 0u) {', '  out[own_at] = select(NO_KEY_LSE, (run_max + log2(run_sum)) * LN2, run_sum > 0.0);', '}']
+    ? ['if (own_valid && slice == 0u) {', '  // M and L, base 2; [-inf, -inf] for a row whose every score is -inf.', '  out[own_at * 2u] = run_max;', '  out[own_at * 2u + 1u] = select(masked, log2(run_sum), run_sum > 0.0);', '}']
     : ['if (own_valid) {', ...r.acc.flatMap(writeAcc), '}'];
   return [
     ...(spec.causal ? [`// Causal tiles go longest first (${ownsQueries ? 'the last query rows see the most keys' : 'the first keys are seen by the most queries'}).`] : []),
@@ -380,17 +387,19 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '',
     ...ownLoad('a_own', r.a, 'A_VEC4', ' * A_SCALE'),
     ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', '') : []),
+    'let masked = kiln_f32_bits(0xff800000u); // -inf',
+    ...(mode !== 'lse' && spec.emptyRows === 'nan' ? [`let nan = ${f32FromBits(NaN)}; // made, not left to exp2 of NaN, which WGSL does not define`] : []),
     ...(mode === 'lse'
-      ? ['var run_max = MASKED;', 'var run_sum = 0.0;']
+      ? ['var run_max = masked;', 'var run_sum = 0.0;']
       : r.acc.flatMap((tile) => [`var acc_${tile}: array<vec4<f32>, ${accVec4(tile)}>;`, `for (var u = 0u; u < ${accVec4(tile)}; u = u + 1u) { acc_${tile}[u] = vec4<f32>(0.0); }`])),
-    ...(mode === 'q' ? ['let lse_own = max(lse[own_at], MASKED_BELOW) * LOG2E;', 'let delta_own = delta[own_at];'] : []),
+    ...(mode === 'q' ? ['let lse_own = vec2<f32>(lse[own_at * 2u], lse[own_at * 2u + 1u]); // M and L, base 2', 'let delta_own = delta[own_at];'] : []),
     // The stream range is uniform over the workgroup (barriers inside the loop); row_begin and row_end are this row's own.
     ...range,
     '',
     'var next_x: array<vec4<f32>, X_FETCHES>; // this invocation\'s share of the next tile',
     ...(r.y ? ['var next_y: array<vec4<f32>, Y_FETCHES>;'] : []),
-    ...(stagedScalars(r) > 0 ? ['var next_lse = 0.0;'] : []),
-    ...(stagedScalars(r) > 1 ? ['var next_delta = 0.0;'] : []),
+    ...(stagedScalars(r) > 0 ? ['var next_lse = vec2<f32>(0.0);'] : []),
+    ...(stagedScalars(r) > 2 ? ['var next_delta = 0.0;'] : []),
     'if (stream_begin < stream_end) {',
     ...indent(fetchLines(mode, t, 'stream_begin', preQk)).split('\n'),
     '}',
@@ -411,7 +420,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '  if (live) {',
     ...indent(dots, '    ').split('\n'),
     ...(exchange.length > 0 ? indent(exchange).split('\n') : []),
-    ...indent(updateLines(mode, mask, dropout), '    ').split('\n'),
+    ...indent(updateLines(mode, spec, mask, dropout), '    ').split('\n'),
     '  }',
     '}',
     '',

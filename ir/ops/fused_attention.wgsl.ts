@@ -233,7 +233,7 @@ function stageLines(t: FlashTiling): string[] {
 }
 
 /** FILL, the base-2 score of a key a bool mask drops when the chain filled with a finite value; LOWEST, where additive values stop. */
-function maskDecls(spec: AttentionSpec, mask: TensorType | undefined): string[] {
+export function maskDecls(spec: AttentionSpec, mask: TensorType | undefined): string[] {
   const lowest = `${constDecl('LOWEST', 'f32', -F32_MAX)} // a finite value times log2(e) stops here rather than become -inf`;
   if (mask?.dtype === 'f32') return [lowest];
   const fill = spec.fill ?? -Infinity;
@@ -241,11 +241,21 @@ function maskDecls(spec: AttentionSpec, mask: TensorType | undefined): string[] 
   return [`${constDecl('FILL', 'f32', Math.max(fill * LOG2E, -F32_MAX))} // the chain's masked_fill value ${fill}, in base 2: a score like any other`];
 }
 
-/** The score of key j for this row from its dot product dots[c] (q already scaled), the mask applied; it starts at -inf. */
-export function scoreLines(mask: TensorType | undefined, spec: AttentionSpec, dot: string, at: string): string[] {
-  if (!mask) return [`score = ${dot};`];
-  if (mask.dtype === 'bool') return Number.isFinite(spec.fill ?? -Infinity) ? [`score = select(FILL, ${dot}, ${at} != 0u);`] : [`if (${at} != 0u) { score = ${dot}; }`];
-  return [`let bias = ${at};`, `score = ${dot} + select(max(bias * LOG2E, LOWEST), bias, bias < LOWEST); // -inf stays -inf`];
+/**
+ * A key's base-2 score from its dot product `dot` (q already scaled) and `value`, a bool mask's keep
+ * flag or an additive mask's value (times log2(e): -inf stays -inf, a finite value stops at LOWEST).
+ * `masked` is -inf (the kernels' `let`); the backward kernels share this.
+ */
+export function maskedScore(mask: TensorType | undefined, spec: AttentionSpec, dot: string, value: string): string {
+  if (!mask) return dot;
+  if (mask.dtype === 'bool') return `select(${Number.isFinite(spec.fill ?? -Infinity) ? 'FILL' : 'masked'}, ${dot}, ${value})`;
+  return `${dot} + select(max(${value} * LOG2E, LOWEST), ${value}, ${value} < LOWEST)`;
+}
+
+/** `score = ...` for key j of this row, reading mask element `at` once. */
+function scoreLines(mask: TensorType | undefined, spec: AttentionSpec, at: string): string[] {
+  if (mask?.dtype === 'f32') return [`let bias = ${at};`, `score = ${maskedScore(mask, spec, 'dots[c]', 'bias')};`];
+  return [`score = ${maskedScore(mask, spec, 'dots[c]', `${at} != 0u`)};`];
 }
 
 function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
@@ -323,7 +333,7 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     '      let j = j0 + c;',
     '      var score = masked;',
     '      if (j < row_end) {',
-    ...indent(scoreLines(mask, spec, 'dots[c]', 'mask[mask_row + j * params.mask_col_stride]'), '        ').split('\n'),
+    ...indent(scoreLines(mask, spec, 'mask[mask_row + j * params.mask_col_stride]'), '        ').split('\n'),
     '      }',
     '      dots[c] = score;',
     '      tile_max = max(tile_max, score);',

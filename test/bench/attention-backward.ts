@@ -58,7 +58,7 @@ async function timeKernel(kdev: KilnDevice, mode: BackwardMode, tiling: Backward
   const attrs = { causal: true, scale: spec.scale, scaling: spec.scaling };
   let node: Node;
   if (mode === 'lse') node = g.add('attention_lse', [q, k], attrs);
-  else node = g.add('fused_attention_backward', [q, k, v, dout, input('lse', [b, h, t]), input('delta', [b, h, t])], { ...attrs, wrt: mode });
+  else node = g.add('fused_attention_backward', [q, k, v, dout, input('lse', [b, h, t, 2]), input('delta', [b, h, t])], { ...attrs, wrt: mode });
   g.setOutputs([{ name: 'out', node }]);
   const req = { inputs: node.inputs.map((x) => (x as Node).type), attrs: node.attrs, out: node.type, limits: kdev.limits };
   const plan = mode === 'lse' ? attentionLseKernel(req, spec, tiling) : attentionBackwardKernel(req, spec, mode, tiling);

@@ -1,4 +1,4 @@
-// %2 = attention_lse(%0, %1) {causal=true, scale=0.125, scaling="post"} : f32[2,4,24]  # model.ts:10:5
+// %2 = attention_lse(%0, %1) {causal=true, scale=0.125, scaling="post"} : f32[2,4,24,2]  # model.ts:10:5
 
 struct Params {
   own_rows: u32,
@@ -24,13 +24,8 @@ const WORKGROUP: u32 = ROWS * SLICES;
 const X_FETCHES: u32 = 2u; // vec4s of each k tile one invocation loads
 const A_SCALE: f32 = 0.18033688011112042; // on the owned q row: the softmax scale, "post", times log2(e) for exp2
 const LOG2E: f32 = 1.4426950408889634;
-const LN2: f32 = 0.6931471805599453;
-// The lse of a row that keeps no key: -inf, clamped as kiln clamps every infinity.
-const NO_KEY_LSE: f32 = -3.4028234663852886e+38; // -Infinity, clamped to the finite f32 range
-// A masked score: finite, as WGSL does not promise infinities. Scores, additive mask values and
-// lse values at or below MASKED_BELOW (-inf included) count as masked.
-const MASKED: f32 = -3.0e38;
-const MASKED_BELOW: f32 = -1.0e30;
+// A masked score is -inf, made at run time (WGSL has no literal for it).
+fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }
 var<workgroup> x_tile: array<vec4<f32>, TILE * X_ROW>; // k row c at c * X_ROW
 var<workgroup> partial_s: array<vec2<f32>, TILE * ROWS>; // [streamed row][owned row]: component s is slice s's share
 
@@ -64,7 +59,8 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
 
   var a_own: array<vec4<f32>, A_VEC4>;
   for (var u = 0u; u < A_VEC4; u = u + 1u) { a_own[u] = select(vec4<f32>(0.0), load_q(own_at, (u * SLICES + slice) * 4u) * A_SCALE, own_valid); }
-  var run_max = MASKED;
+  let masked = kiln_f32_bits(0xff800000u); // -inf
+  var run_max = masked;
   var run_sum = 0.0;
   // Causal: key tiles past the diagonal of the last owned row are never loaded.
   let stream_begin = 0u;
@@ -112,28 +108,29 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
       for (var c = 0u; c < TILE; c = c + 1u) {
         s_dots[c] = dot(partial_s[c * ROWS + row], vec2<f32>(1.0));
       }
-      var tile_max = MASKED;
+      var tile_max = masked;
       for (var c = 0u; c < TILE; c = c + 1u) {
         let n = t0 + c;
-        var kept = MASKED;
+        var score = masked;
         if (n >= row_begin && n < row_end) {
-          let score = s_dots[c];
-          kept = score;
+          score = s_dots[c];
         }
-        s_dots[c] = kept;
-        tile_max = max(tile_max, kept);
+        s_dots[c] = score;
+        tile_max = max(tile_max, score);
       }
       let new_max = max(run_max, tile_max);
-      if (new_max > MASKED_BELOW) {
-        // Until a key is kept the sum is zero, and the sentinel must not enter exp2.
-        run_sum = select(0.0, run_sum * exp2(run_max - new_max), run_max > MASKED_BELOW);
-        for (var c = 0u; c < TILE; c = c + 1u) { run_sum = run_sum + select(0.0, exp2(s_dots[c] - new_max), s_dots[c] > MASKED_BELOW); }
+      if (new_max > masked) {
+        // Until a score above -inf is seen the sum is zero, and -inf - -inf must not enter exp2.
+        run_sum = select(0.0, run_sum * exp2(run_max - new_max), run_max > masked);
+        for (var c = 0u; c < TILE; c = c + 1u) { run_sum = run_sum + select(0.0, exp2(s_dots[c] - new_max), s_dots[c] > masked); }
         run_max = new_max;
       }
     }
   }
 
   if (own_valid && slice == 0u) {
-    out[own_at] = select(NO_KEY_LSE, (run_max + log2(run_sum)) * LN2, run_sum > 0.0);
+    // M and L, base 2; [-inf, -inf] for a row whose every score is -inf.
+    out[own_at * 2u] = run_max;
+    out[own_at * 2u + 1u] = select(masked, log2(run_sum), run_sum > 0.0);
   }
 }

@@ -32,13 +32,11 @@ const Y_FETCHES: u32 = 1u;
 const A_SCALE: f32 = 0.18033688011112042; // on the owned k row: the softmax scale, "post", times log2(e) for exp2
 const ACC_SCALE: f32 = 0.125; // dS times the scale, less what the staged q rows carry
 const LOG2E: f32 = 1.4426950408889634;
-// A masked score: finite, as WGSL does not promise infinities. Scores, additive mask values and
-// lse values at or below MASKED_BELOW (-inf included) count as masked.
-const MASKED: f32 = -3.0e38;
-const MASKED_BELOW: f32 = -1.0e30;
+// A masked score is -inf, made at run time (WGSL has no literal for it).
+fn kiln_f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }
 var<workgroup> x_tile: array<vec4<f32>, TILE * X_ROW>; // q row c at c * X_ROW
 var<workgroup> y_tile: array<vec4<f32>, TILE * Y_ROW>; // grad_out
-var<workgroup> lse_tile: array<f32, TILE>; // base 2
+var<workgroup> lse_tile: array<vec2<f32>, TILE>; // M and L of each streamed row, base 2
 var<workgroup> delta_tile: array<f32, TILE>;
 var<workgroup> partial_s: array<vec2<f32>, TILE * ROWS>; // [streamed row][owned row]: component s is slice s's share
 var<workgroup> partial_dp: array<vec2<f32>, TILE * ROWS>; // [streamed row][owned row]: component s is slice s's share
@@ -85,6 +83,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   for (var u = 0u; u < A_VEC4; u = u + 1u) { a_own[u] = select(vec4<f32>(0.0), load_k(own_at, (u * SLICES + slice) * 4u) * A_SCALE, own_valid); }
   var b_own: array<vec4<f32>, B_VEC4>;
   for (var u = 0u; u < B_VEC4; u = u + 1u) { b_own[u] = select(vec4<f32>(0.0), load_v(own_at, (u * SLICES + slice) * 4u), own_valid); }
+  let masked = kiln_f32_bits(0xff800000u); // -inf
   var acc_x: array<vec4<f32>, A_VEC4>;
   for (var u = 0u; u < A_VEC4; u = u + 1u) { acc_x[u] = vec4<f32>(0.0); }
   var acc_y: array<vec4<f32>, B_VEC4>;
@@ -97,7 +96,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
 
   var next_x: array<vec4<f32>, X_FETCHES>; // this invocation's share of the next tile
   var next_y: array<vec4<f32>, Y_FETCHES>;
-  var next_lse = 0.0;
+  var next_lse = vec2<f32>(0.0);
   var next_delta = 0.0;
   if (stream_begin < stream_end) {
     let x_row0 = stream_begin + lid / X_ROW;
@@ -105,7 +104,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
     let y_row0 = stream_begin + lid / Y_ROW;
     next_y[0] = select(vec4<f32>(0.0), load_grad_out(stream0 + min(y_row0, params.stream_rows - 1u), (lid % Y_ROW) * 4u), y_row0 < params.stream_rows);
     let scalar_at = stream0 + min(stream_begin + lid, params.stream_rows - 1u);
-    next_lse = max(lse[scalar_at], MASKED_BELOW) * LOG2E;
+    next_lse = vec2<f32>(lse[2u * scalar_at], lse[2u * scalar_at + 1u]);
     next_delta = delta[scalar_at];
   }
   for (var t0 = stream_begin; t0 < stream_end; t0 = t0 + TILE) {
@@ -122,7 +121,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
       let y_row0 = t0 + TILE + lid / Y_ROW;
       next_y[0] = select(vec4<f32>(0.0), load_grad_out(stream0 + min(y_row0, params.stream_rows - 1u), (lid % Y_ROW) * 4u), y_row0 < params.stream_rows);
       let scalar_at = stream0 + min(t0 + TILE + lid, params.stream_rows - 1u);
-      next_lse = max(lse[scalar_at], MASKED_BELOW) * LOG2E;
+      next_lse = vec2<f32>(lse[2u * scalar_at], lse[2u * scalar_at + 1u]);
       next_delta = delta[scalar_at];
     }
 
@@ -157,8 +156,9 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
         let n = t0 + c;
         var p = 0.0; // the probability, recomputed
         if (n >= row_begin && n < row_end) {
-          let score = s_dots[c];
-          if (score > MASKED_BELOW) { p = exp2(score - lse_tile[c]); }
+          var score = masked;
+          score = s_dots[c];
+          p = select(0.0, exp2((score - lse_tile[c].x) - lse_tile[c].y), score > masked); // 0 where every score of the row is -inf (emptyRows "zero")
         }
         let ds = p * (dp_dots[c] - delta_tile[c]); // dS = P * (dP - delta)
         for (var u = 0u; u < A_VEC4; u = u + 1u) { acc_x[u] = fma(vec4<f32>(ds), x_tile[c * X_ROW + u * SLICES + slice], acc_x[u]); }
