@@ -6,8 +6,7 @@ import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type DType, type TensorType, numel, stridesOf } from '../types.ts';
 import { dimAttr, intAttr, numAttr, splitAround } from './check.ts';
 import { reducedDims } from './reduce.ts';
-import { F32_MAX, constDecl, coordLines, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './wgsl.ts';
-import { F32_BITS_WGSL, f32FromBits } from './wgsl.ts';
+import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './wgsl.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
 function groupFor(size: number): number {
