@@ -11,7 +11,7 @@ import { Graph, type Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
 import { flashAttentionBackward } from '../ir/ops/attention_backward.ts';
-import { backwardTiling, flashBackwardFits } from '../ir/ops/attention_backward.wgsl.ts';
+import { backwardTiling, flashBackwardFits } from '../ir/ops/attention_backward.tiling.ts';
 import { verifyGraph } from '../ir/verify.ts';
 import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
 import { interpret } from '../runtime/interpreter.ts';

@@ -29,7 +29,8 @@ import { type HostData, type HostTensor, type Precision, allocData } from '../ho
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
 import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
-import { attentionLseKernel, attentionBackwardKernel, flashBackwardFits } from './attention_backward.wgsl.ts';
+import { attentionLseKernel, attentionBackwardKernel } from './attention_backward.wgsl.ts';
+import { flashBackwardFits } from './attention_backward.tiling.ts';
 import { arity, expectDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
 
