@@ -22,6 +22,6 @@ export type { HostTensor } from './ir/host.ts';
 export { interpret } from './runtime/interpreter.ts';
 export { differentiate } from './ir/autograd.ts';
 export { gradients, gradsOf, lossAndGradients } from './compiler/autograd.ts';
-export { isGradEnabled, noGrad } from './compiler/frontend/tape.ts';
+export { isGradEnabled, noGrad } from './compiler/frontend/grad-mode.ts';
 export { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
 export { compileTrainStep, type StepResult, type TrainStep, type TrainStepOptions, type TrainingCompilation } from './compiler/train-step.ts';

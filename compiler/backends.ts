@@ -83,7 +83,7 @@ export const cpuBackend: ExecutionBackend = {
     run(node, inputs) {
       const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[eagerInputIndex(x)], `input of ${node.op}`)));
       try {
-        return { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } };
+        return new Tensor(node.type, { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } });
       } catch (e) {
         throw e instanceof KilnError ? e.at(node.loc) : e; // a bad value (an index out of range) names the op's line
       }

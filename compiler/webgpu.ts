@@ -136,7 +136,7 @@ const eager: EagerBackend = {
     if (!kernel) throw new Error(`${node.op} has no kernel to run eagerly`);
     // The node's tensor operands are the eager graph's input leaves, in operand order.
     const buffers = kernel.inputs.map((leaf) => deviceBuffer(kdev, inputs[eagerInputIndex(leaf)], `input of ${node.op}`));
-    return { device: new GpuValue(kdev, runKernel(kdev, kernel, buffers), node.type) };
+    return new Tensor(node.type, { device: new GpuValue(kdev, runKernel(kdev, kernel, buffers), node.type) });
   },
 };
 

@@ -11,7 +11,7 @@ import { compile } from '../compile.ts';
 import { useBackend } from '../eager.ts';
 import type { BackendName } from '../backends.ts';
 import type { Module } from '../frontend/module.ts';
-import { noGrad } from '../frontend/tape.ts';
+import { noGrad } from '../frontend/grad-mode.ts';
 import { Tensor } from '../frontend/tensor.ts';
 import { forwardArgNames } from '../tracer.ts';
 import { stringFlag } from './args.ts';

@@ -5,9 +5,9 @@ import { KilnError, type SourceLoc } from '../../ir/errors.ts';
 import { type Attrs, Graph, type Node } from '../../ir/graph.ts';
 import { getOp } from '../../ir/registry.ts';
 import '../../ir/ops/index.ts';
+import { recordOp } from './grad-mode.ts';
 import { callerLoc } from './loc.ts';
-import { recordOp } from './tape.ts';
-import { type DeviceValue, Tensor } from './tensor.ts';
+import type { Tensor } from './tensor.ts';
 
 export type Arg = Tensor | number;
 
@@ -18,10 +18,10 @@ export interface TraceHook {
   refused(e: KilnError): void;
 }
 
-/** Runs one node eagerly; its inputs are the given tensors, in order, fed as the node's `input` leaves. */
+/** Runs one node eagerly and makes its result; its inputs are the given tensors, in order, fed as the node's `input` leaves. */
 export interface EagerBackend {
   readonly name: string;
-  run(node: Node, inputs: readonly Tensor[]): { host?: import('../../ir/host.ts').HostTensor; device?: DeviceValue };
+  run(node: Node, inputs: readonly Tensor[]): Tensor;
 }
 
 let activeTracer: TraceHook | null = null;
@@ -57,7 +57,7 @@ export function apply(op: string, inputs: readonly Arg[], attrs: Attrs = {}): Te
   const loc = callerLoc();
   if (activeTracer) return activeTracer.record(op, inputs, attrs, loc);
   for (const x of inputs) {
-    if (x instanceof Tensor && x.node) {
+    if (typeof x !== 'number' && x.node) {
       throw new KilnError('KILN_E011', `a traced tensor (%${x.node.id}) escaped its trace; do not keep tensors from forward() between calls`, loc);
     }
   }
@@ -73,11 +73,11 @@ export function runEager(op: string, inputs: readonly Arg[], attrs: Attrs, loc: 
   // Leaf `x<i>` is the i-th tensor operand: backends find their inputs by that name.
   let tensorIndex = 0;
   const operands = inputs.map((x) =>
-    x instanceof Tensor ? g.add('input', [], { name: `x${tensorIndex++}`, dtype: x.dtype, shape: [...x.shape] }) : x,
+    typeof x === 'number' ? x : g.add('input', [], { name: `x${tensorIndex++}`, dtype: x.dtype, shape: [...x.shape] }),
   );
   const node = g.add(op, operands, attrs, loc);
-  const tensors = inputs.filter((x): x is Tensor => x instanceof Tensor);
+  const tensors = inputs.filter((x): x is Tensor => typeof x !== 'number');
   const def = getOp(op);
   if (def.alias?.(node.attrs)) return tensors[0].viewAs(node.type);
-  return new Tensor(node.type, eagerBackend().run(node, tensors));
+  return eagerBackend().run(node, tensors);
 }

@@ -7,7 +7,7 @@ import { type DType, type Shape, formatType, numel } from '../../ir/types.ts';
 import { type Arg, apply, isTracing } from './dispatch.ts';
 import { callerLoc } from './loc.ts';
 import { nextSeed } from './random.ts';
-import { Tensor } from './tensor.ts';
+import type { Tensor } from './tensor.ts';
 
 type Operand = Tensor | number;
 

@@ -1,58 +1,14 @@
-// Eager autograd, as torch's: while grad mode is on, each eager op that reads a tensor requiring grad
-// hangs a record (op, attrs, input tensors) on its result, `grad_fn` style. `backward()` walks those
-// records back from the loss, rebuilds them into one IR graph whose leaves are the saved values,
+// Eager autograd, as torch's: `backward()` walks the records grad mode hung on each result
+// (grad-mode.ts) back from the loss, rebuilds them into one IR graph whose leaves are the saved values,
 // differentiates it with ir/autograd.ts and runs only the backward nodes, op by op, on the eager backend.
-// The records belong to the tensors, so a graph nobody can reach is garbage like any other object.
 
 import { differentiate } from '../../ir/autograd.ts';
 import { KilnError, type SourceLoc } from '../../ir/errors.ts';
-import { type Attrs, Graph, type Node, isNode } from '../../ir/graph.ts';
+import { Graph, type Node, isNode } from '../../ir/graph.ts';
 import { formatType, sameShape } from '../../ir/types.ts';
-import { type Arg, runEager } from './dispatch.ts';
+import { runEager } from './dispatch.ts';
 import { callerLoc } from './loc.ts';
-import { Tensor } from './tensor.ts';
-
-/** How an eager tensor was made from tensors that require grad (torch's grad_fn). */
-export interface TapeRecord {
-  readonly op: string;
-  readonly attrs: Attrs;
-  readonly loc?: SourceLoc;
-  /** The op's operands; null once a backward() freed this graph. */
-  inputs: readonly Arg[] | null;
-}
-
-/** Open noGrad() calls; ops record only while there are none. */
-let noGradDepth = 0;
-
-/** Whether eager ops record for backward() now (torch.is_grad_enabled). */
-export function isGradEnabled(): boolean {
-  return noGradDepth === 0;
-}
-
-/**
- * Runs `fn` with recording off (torch.no_grad): its results have no tape and never require grad.
- * For an async `fn`, recording stays off until its promise settles.
- */
-export function noGrad<T>(fn: () => T): T {
-  noGradDepth++;
-  let result: T;
-  try {
-    result = fn();
-  } catch (e) {
-    noGradDepth--;
-    throw e;
-  }
-  if (result instanceof Promise) return result.finally(() => noGradDepth--) as T;
-  noGradDepth--;
-  return result;
-}
-
-/** Hangs `out`'s record on it when grad mode is on and an input requires grad; else does nothing. */
-export function recordOp(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined, out: Tensor): void {
-  if (noGradDepth > 0 || out.dtype !== 'f32') return;
-  if (!inputs.some((x) => x instanceof Tensor && x.requiresGrad)) return;
-  out.gradFn = { op, attrs, loc, inputs };
-}
+import type { Tensor } from './tensor.ts';
 
 /** The tensors `root` depends on through records, inputs before their users. */
 function tapeOrder(root: Tensor, loc: SourceLoc | undefined): Tensor[] {
@@ -73,7 +29,7 @@ function tapeOrder(root: Tensor, loc: SourceLoc | undefined): Tensor[] {
     if (!inputs) {
       throw new KilnError('KILN_E011', 'backward() through a graph that an earlier backward() freed; run the forward again, or pass { retainGraph: true } to the first backward()', loc);
     }
-    for (const x of inputs) if (x instanceof Tensor && !visited.has(x)) stack.push([x, false]);
+    for (const x of inputs) if (typeof x !== 'number' && !visited.has(x)) stack.push([x, false]);
   }
   return order;
 }

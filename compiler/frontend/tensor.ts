@@ -5,10 +5,11 @@ import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
 import { type DType, type Shape, type TensorType, formatType, numel } from '../../ir/types.ts';
-import * as F from './functional.ts';
 import { reportToTracer } from './dispatch.ts';
+import * as F from './functional.ts';
+import type { TapeRecord } from './grad-mode.ts';
 import { callerLoc } from './loc.ts';
-import { type TapeRecord, backward } from './tape.ts';
+import { backward } from './tape.ts';
 
 /** A tensor's data on a device, owned by a runtime backend. */
 export interface DeviceValue {
