@@ -2,7 +2,6 @@
 
 import './ir/ops/index.ts';
 import './compiler/eager.ts';
-import './compiler/webgpu.ts';
 
 export { Tensor } from './compiler/frontend/tensor.ts';
 export * as F from './compiler/frontend/functional.ts';

@@ -5,8 +5,7 @@
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { HostTensor } from '../ir/host.ts';
-import type { BackendName } from './backends.ts';
-import { loadBackend } from './compile.ts';
+import { type BackendName, loadBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import { traceModule } from './tracer.ts';

@@ -2,11 +2,12 @@
 // Guards (compiler/guards.ts): the arguments' types, the training flags, the state's layout and the
 // buffers folded in pick a cached compilation; a change retraces. Parameters are fed as they are at each call.
 
-import { KilnError, formatLoc } from '../ir/errors.ts';
+import { formatLoc } from '../ir/errors.ts';
 import type { Graph } from '../ir/graph.ts';
 import { log } from '../ir/log.ts';
 import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
-import { type BackendName, type ExecutionBackend, type Runner, cpuBackend } from './backends.ts';
+import type { Runner } from './backend.ts';
+import { type BackendName, loadBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import type { Tensor } from './frontend/tensor.ts';
 import { BufferReader, GuardedCache, guardKey, guardedValue } from './guards.ts';
@@ -55,19 +56,6 @@ export type CompiledModel<M> = Forward<M> & {
   lower(...args: Parameters<Forward<M>>): Promise<Compilation>;
   stage(name: Stage): Graph | undefined;
 };
-
-const backends = new Map<BackendName, () => Promise<ExecutionBackend>>([['cpu', async () => cpuBackend]]);
-
-/** Backends other than cpu register here (compiler/webgpu.ts), so the core never imports WebGPU. */
-export function registerBackend(name: BackendName, load: () => Promise<ExecutionBackend>): void {
-  backends.set(name, load);
-}
-
-export async function loadBackend(name: BackendName): Promise<ExecutionBackend> {
-  const load = backends.get(name);
-  if (!load) throw new KilnError('KILN_E011', `unknown backend "${name}"; use cpu or webgpu`);
-  return load();
-}
 
 /** The guarded values of forward()'s arguments: dtype and shape of each tensor, the value of every other argument. */
 export function signatureOf(args: readonly unknown[]): string {

@@ -1,8 +1,8 @@
 // Eager mode: model.forward on real tensors runs op by op on the chosen backend's kernels.
 
+import { type BackendName, loadBackend } from './backends.ts';
+import { cpuBackend } from './cpu.ts';
 import { setEagerBackend } from './frontend/dispatch.ts';
-import { type BackendName, cpuBackend } from './backends.ts';
-import { loadBackend } from './compile.ts';
 
 setEagerBackend(cpuBackend.eager);
 

@@ -8,8 +8,7 @@ import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
 import type { TensorType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, gpuBytes, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
-import { type ExecutionBackend, type PrepareOptions, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backends.ts';
-import { registerBackend } from './compile.ts';
+import { type ExecutionBackend, type PrepareOptions, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backend.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
 import { IndexChecks } from './index-checks.ts';
 import { fedPerCall } from './leaves.ts';
@@ -140,9 +139,8 @@ const eager: EagerBackend = {
   },
 };
 
+/** Opens the device (compiler/backends.ts loads this module and calls it on first use of `webgpu`). */
 export const webgpuBackend = async (): Promise<ExecutionBackend> => {
   eagerDevice = await getDevice();
   return { name: 'webgpu', prepare, eager };
 };
-
-registerBackend('webgpu', webgpuBackend);

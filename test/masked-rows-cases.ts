@@ -2,7 +2,7 @@
 // on the GPU): q, k, v [B, H, T, D] and a mask that leaves query row 1 with no key.
 
 import { expect } from 'vitest';
-import { loadBackend } from '../compiler/compile.ts';
+import { loadBackend } from '../compiler/backends.ts';
 import { leafFeeder, stateTensors } from '../compiler/leaves.ts';
 import { type Compilation, F, Module, type Tensor, compile, differentiate, manualSeed, nn, randn, tensor, traceModule } from '../index.ts';
 import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';

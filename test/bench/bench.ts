@@ -9,7 +9,6 @@ import { tensor } from '../../compiler/frontend/create.ts';
 import { AdamW } from '../../compiler/optim.ts';
 import { type StepResult, compileTrainStep } from '../../compiler/train-step.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
-import '../../compiler/webgpu.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
 import { Graph } from '../../ir/graph.ts';
 import { numel } from '../../ir/types.ts';

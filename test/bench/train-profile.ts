@@ -10,7 +10,6 @@ import { fedPerCall } from '../../compiler/leaves.ts';
 import { leafFeeder, stateTensors } from '../../compiler/leaves.ts';
 import { AdamW } from '../../compiler/optim.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
-import '../../compiler/webgpu.ts';
 import createModel from '../../examples/nanogpt/model.ts';
 import type { Node } from '../../ir/graph.ts';
 import { getOp } from '../../ir/registry.ts';
