@@ -11,7 +11,7 @@ import { Executor, type Feed, type KilnDevice, getDevice, gpuBytes, readback, ru
 import { type ExecutionBackend, type PrepareOptions, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backend.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
 import { IndexChecks } from './index-checks.ts';
-import { fedPerCall } from './leaves.ts';
+import { leafKind } from './leaves.ts';
 import { type DeviceValue, Tensor } from './frontend/tensor.ts';
 
 /** A tensor's GPU buffer. Freed when the tensor is garbage-collected, or at once with dispose(). */
@@ -100,7 +100,7 @@ async function prepare(graph: Graph, { checkBounds = true }: PrepareOptions = {}
     for (const node of leaves) {
       const t = leaf(node);
       // Inputs and the rng change every call: the executor writes them into its own buffer. Weights stay uploaded.
-      feeds.set(node, fedPerCall(node) && t.readHost() && !(t.device instanceof GpuValue) ? t.readHost()! : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
+      feeds.set(node, leafKind(node).fedPerCall && t.readHost() && !(t.device instanceof GpuValue) ? t.readHost()! : deviceBuffer(kdev, t, `${node.op} ${String(node.attrs.name)}`));
     }
     const outputs = runDetached(kdev, exec, feeds, graph.outputs, options?.writeBack);
     const badIndices = readIndexErrors ? await exec.readIndexErrors() : null;

@@ -14,7 +14,7 @@ import { stringFlag, usageError } from './args.ts';
 import type { Command } from './main.ts';
 import { MODEL_FLAGS, type ModelSession, modelSession, positiveInt } from './model.ts';
 import { getOp } from '../../ir/registry.ts';
-import { fedPerCall, leafFeeder, stateTensors } from '../leaves.ts';
+import { leafFeeder, leafKind, stateTensors } from '../leaves.ts';
 
 type Mode = 'compiled' | 'eager';
 
@@ -119,7 +119,7 @@ async function compiledForward(kdev: KilnDevice, session: ModelSession, timer: K
   for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
     const host = leaf(node).readHost();
     if (!host) continue;
-    if (fedPerCall(node)) {
+    if (leafKind(node).fedPerCall) {
       feeds.set(node, host);
       continue;
     }

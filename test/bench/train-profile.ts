@@ -6,8 +6,7 @@
 import { lowerGraph } from '../../codegen/index.ts';
 import { tensor } from '../../compiler/frontend/create.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
-import { fedPerCall } from '../../compiler/leaves.ts';
-import { leafFeeder, stateTensors } from '../../compiler/leaves.ts';
+import { leafFeeder, leafKind, stateTensors } from '../../compiler/leaves.ts';
 import { AdamW } from '../../compiler/optim.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import createModel from '../../examples/nanogpt/model.ts';
@@ -49,7 +48,7 @@ for (const node of graph.nodes.filter((n) => getOp(n.op).leaf)) {
     : base(node).readHost()!;
   // Per call, as the training step feeds them: the batch, the hyperparameters, the dropout seed. The
   // moments live on the GPU like the weights.
-  const perCall = fedPerCall(node) && !(name.startsWith('optim.') && !name.startsWith('optim.hypers'));
+  const perCall = leafKind(node).fedPerCall && !(name.startsWith('optim.') && !name.startsWith('optim.hypers'));
   feeds.set(node, perCall ? host : upload(kdev, host, name));
 }
 
