@@ -1,5 +1,6 @@
-// codegen: IR nodes -> WGSL kernels. Each op's registry entry plans its kernel (ir/ops/*); this
-// folder wraps plans into full modules, validates them, derives their bindings, and orders a graph.
+// codegen: IR nodes -> WGSL kernels. Each op's lowering (codegen/wgsl/<family>.ts, found by op name in
+// codegen/wgsl/index.ts) plans its kernel; this folder wraps plans into full modules, validates them,
+// derives their bindings, and orders a graph.
 //
 // API:
 //   lowerNode(node, limits?): Kernel | null   one node's kernel; null for leaves and aliases (eager mode)
@@ -21,10 +22,11 @@
 import type { IndexRange } from '../ir/bounds.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, isNode } from '../ir/graph.ts';
-import type { KernelLimits, KernelPlan, KernelRequest } from '../ir/kernel.ts';
 import { getOp } from '../ir/registry.ts';
 import { type IndexReports, describeNode, dispatchShape, moduleText, paramNames } from './module.ts';
 import { type ReflectedBinding, reflectBindings } from './reflect.ts';
+import { loweringOf } from './wgsl/index.ts';
+import type { KernelLimits, KernelPlan, KernelRequest } from './wgsl/plan.ts';
 
 export { describeNode, dispatchShape, MAX_GROUPS_PER_DIM } from './module.ts';
 export { decodeIndexFaults, RECORD_WORDS } from './index-errors.ts';
@@ -81,13 +83,12 @@ export function kernelLabel(node: Node): string {
 }
 
 export function lowerNode(node: Node, limits?: KernelLimits, options: LowerOptions = {}): Kernel | null {
-  const def = getOp(node.op, node.loc);
   if (needsNoKernel(node)) return null;
-  if (!def.wgsl) throw new KilnError('KILN_E011', `${node.op} has no WGSL lowering yet (${describeNode(node)})`, node.loc);
+  const lowering = loweringOf(node.op, describeNode(node), node.loc);
   const req: KernelRequest = { inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type, limits };
   let plan;
   try {
-    plan = def.wgsl(req);
+    plan = lowering(req);
   } catch (e) {
     throw e instanceof KilnError ? e.at(node.loc) : e;
   }

@@ -2,10 +2,10 @@
 // the `params` uniform struct, named storage bindings, and `main` with the linear indices a plan uses.
 
 import type { Node } from '../ir/graph.ts';
-import type { KernelPlan } from '../ir/kernel.ts';
 import type { DType } from '../ir/types.ts';
 import { printNode } from '../ir/text.ts';
-import { storageType } from '../ir/ops/wgsl.ts';
+import { storageType } from './wgsl/helpers.ts';
+import type { KernelPlan } from './wgsl/plan.ts';
 import { indexErrorDecls } from './index-errors.ts';
 
 /** The most workgroups along one dispatch dimension (WebGPU's default and usual limit). */

@@ -1,12 +1,12 @@
-// The op registry: one entry per op holds its type rule, its CPU reference and its WGSL lowering.
-// Adding an op is adding one entry (see ir/ops/); nothing else in kiln switches on op names.
+// The op registry: one entry per op holds what it means: its type rule, CPU reference, gradient and
+// FLOPs. How it becomes WGSL is codegen/wgsl/'s, keyed by the same name. Adding an op is adding one
+// entry here (see ir/ops/) and one lowering there; nothing else in kiln switches on op names.
 
 import type { GradRule } from './autograd.ts';
 import type { IndexRange } from './bounds.ts';
 import { KilnError, type SourceLoc } from './errors.ts';
 import type { Attrs } from './graph.ts';
 import type { HostData, HostTensor, Precision } from './host.ts';
-import type { KernelPlan, KernelRequest } from './kernel.ts';
 import { type TensorType, numel } from './types.ts';
 
 /** A node input as the type rule sees it: a tensor type, or a scalar literal's value. */
@@ -14,14 +14,10 @@ export type OperandType = TensorType | number;
 /** A node input as the CPU reference sees it. */
 export type CpuOperand = HostTensor | number;
 
-/** How an elementwise op computes one element; codegen and the CPU reference share it. */
+/** How an elementwise op computes one element, for the CPU reference (its WGSL twin: codegen/wgsl/elementwise.ts). */
 export interface ScalarFn {
   /** JS on numbers (bools as 0/1). */
   readonly js: (...args: number[]) => number;
-  /** WGSL expression over the argument expressions. */
-  readonly wgsl: (...args: string[]) => string;
-  /** Module-scope WGSL the expression needs (e.g. an `erf` function). */
-  readonly decls?: string;
 }
 
 export interface OpDef {
@@ -40,14 +36,12 @@ export interface OpDef {
   readonly random?: (attrs: Attrs) => boolean;
   /** Operands may be swapped (the pattern matcher tries both orders). */
   readonly commutative?: boolean;
-  /** Elementwise ops give their scalar function; the generic machinery builds cpu and wgsl from it. */
+  /** Elementwise ops give their scalar function; the generic machinery builds the CPU reference from it. */
   readonly scalar?: ScalarFn;
   /** Type rule; throws KilnError (E001/E002/E011) on bad inputs. */
   infer(inputs: readonly OperandType[], attrs: Attrs): TensorType;
   /** CPU reference in the requested precision. */
   cpu(inputs: readonly CpuOperand[], attrs: Attrs, out: TensorType, precision: Precision): HostData;
-  /** WGSL lowering: absent only for leaves and aliases. */
-  readonly wgsl?: (req: KernelRequest) => KernelPlan;
   /** Arithmetic operations one evaluation costs (`kiln kernels`); absent means one per output element. */
   readonly flops?: (inputs: readonly OperandType[], attrs: Attrs, out: TensorType) => number;
   /** Reverse-mode rule (ir/autograd.ts): each input's gradient from the output's, null where not differentiable. */

@@ -18,7 +18,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { lowerGraph } from '../codegen/index.ts';
 import type { HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import type { KernelLimits } from '../ir/kernel.ts';
+import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import { flashAttentionBackward } from '../ir/ops/attention_backward.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
 import { type BackwardCase, type CaseData, backwardGraph, caseData, composedBackward, cpuGradients } from './attention-cases.ts';

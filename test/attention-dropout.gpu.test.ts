@@ -9,7 +9,7 @@ import { lowerGraph } from '../codegen/index.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import { type HostTensor, hostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
-import type { KernelLimits } from '../ir/kernel.ts';
+import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import { numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';

@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { lowerNode, needsNoKernel } from '../codegen/index.ts';
+import { loweringOf, lowerings } from '../codegen/wgsl/index.ts';
 import { Graph, type Node, type Operand } from '../ir/graph.ts';
 import '../ir/ops/index.ts';
 import { allOps } from '../ir/registry.ts';
@@ -67,8 +68,15 @@ node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {
-    const withKernels = allOps().filter((op) => !op.leaf && op.wgsl).map((op) => op.name);
-    expect(withKernels.filter((name) => !cases[name])).toEqual([]);
+    expect(Object.keys(lowerings).filter((name) => !cases[name])).toEqual([]);
+  });
+
+  it('has a lowering, keyed by op name, for every op that computes (reshape only aliases its input)', () => {
+    expect(allOps().filter((op) => !op.leaf && !Object.hasOwn(lowerings, op.name)).map((op) => op.name)).toEqual(['reshape']);
+  });
+
+  it('names the op and where lowerings live when an op has none', () => {
+    expect(() => loweringOf('reshape', 'test')).toThrow(/KILN_E011.*reshape has no WGSL lowering.*codegen\/wgsl/);
   });
 
   for (const [op, make] of Object.entries(cases)) {

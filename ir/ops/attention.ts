@@ -6,18 +6,15 @@
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import { type Attrs, type Node, type Operand, isNode } from '../graph.ts';
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { type CpuOperand, type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
-import { dropoutKernel, sdpaKernel } from './attention.wgsl.ts';
 import { RNG_TYPE } from './leaf.ts';
 import { softmaxBackward } from './reduce.ts';
-import { flashAttentionKernel, flashTiling } from './fused_attention.wgsl.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
-/** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. The WGSL twin is DROPOUT_HASH_WGSL. */
+/** A uniform number in [0, 1) from (seed, index): PCG hash of the pair. Its WGSL twin is codegen/wgsl/attention.ts's DROPOUT_HASH_WGSL. */
 export function dropoutUniform(seed: number, index: number): number {
   let h = (Math.imul(index >>> 0, 747796405) + Math.imul(seed >>> 0, 2891336453) + 2891336453) >>> 0;
   const word = Math.imul((h >>> (((h >>> 28) + 4) & 31)) ^ h, 277803737) >>> 0;
@@ -25,27 +22,15 @@ export function dropoutUniform(seed: number, index: number): number {
   return h / 4294967296;
 }
 
-export const DROPOUT_HASH_WGSL = `fn kiln_uniform(seed: u32, index: u32) -> f32 {
-  let h = index * 747796405u + seed * 2891336453u + 2891336453u;
-  let word = ((h >> (((h >> 28u) + 4u) & 31u)) ^ h) * 277803737u;
-  return f32((word >> 22u) ^ word) / 4294967296.0;
-}`;
-
 /**
  * The seed a site draws with when given the graph's rng value: a PCG hash of its `seed` attr xor the
- * rng value times the golden ratio, in u32 arithmetic. The WGSL twin is DROPOUT_MIX_WGSL.
+ * rng value times the golden ratio, in u32 arithmetic. Its WGSL twin is codegen/wgsl/attention.ts's DROPOUT_MIX_WGSL.
  */
 export function mixDropoutSeed(seed: number, rng: number): number {
   const state = (Math.imul((seed ^ Math.imul(rng, 0x9e3779b9)) >>> 0, 747796405) + 2891336453) >>> 0;
   const word = Math.imul((state >>> (((state >>> 28) + 4) & 31)) ^ state, 277803737) >>> 0;
   return ((word >>> 22) ^ word) >>> 0;
 }
-
-export const DROPOUT_MIX_WGSL = `fn kiln_mix_seed(seed: u32, rng: u32) -> u32 {
-  let state = (seed ^ (rng * 0x9e3779b9u)) * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}`;
 
 /** The seed a dropout site draws its bits with: its `seed` attr, mixed with the rng operand's value when it has one. */
 export function effectiveDropoutSeed(attrs: Attrs, rng: CpuOperand | undefined): number {
@@ -94,7 +79,6 @@ registerOp({
     for (let i = 0; i < result.length; i++) result[i] = dropoutUniform(seed, i) < p ? 0 : x.data[i] / (1 - p);
     return result;
   },
-  wgsl: dropoutKernel,
   // The same mask (same attrs, same rng, same element index) scales the gradient; inactive dropout passes it through.
   grad: (ctx) => [ctx.needs(0) ? (dropoutActive(ctx.node.attrs) ? ctx.add('dropout', [ctx.grad, ...ctx.node.inputs.slice(1)], ctx.node.attrs) : ctx.grad) : null],
 });
@@ -267,19 +251,10 @@ registerOp({
     const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
     return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
-  wgsl: sdpaWgsl,
   grad(ctx) {
     return flashAttentionBackward(ctx, sdpaSpec(ctx.node));
   },
 });
-
-/** sdpa runs on fused_attention's flash kernel (dropout included); with head dims too wide for it, on the simple one. */
-function sdpaWgsl(req: KernelRequest): KernelPlan {
-  const [q, k, v] = req.inputs as TensorType[];
-  const { d, dv } = attentionDims(q, k, v);
-  if (!flashTiling(d, dv, req.limits)) return sdpaKernel(req);
-  return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post', emptyRows: 'zero' });
-}
 
 /** The attention an sdpa node computes (scaled after q k^T). */
 function sdpaSpec(node: Node): AttentionSpec {

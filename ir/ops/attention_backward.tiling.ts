@@ -1,14 +1,14 @@
-// How the flash backward's kernels (attention_backward.wgsl.ts) cut the work: which rows each mode owns
+// How the flash backward's kernels (codegen/wgsl/attention_backward.ts) cut the work: which rows each mode owns
 // and which stream past in tiles (ROLES), and the tiling picked for the head dims and the device's
 // limits. Apart from the kernel text, so the gradient rule can ask whether its kernels fit.
 
-import { DEFAULT_KERNEL_LIMITS, type KernelLimits } from '../kernel.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelLimits } from '../limits.ts';
 import type { AttentionWrt } from './attention_backward.ts';
 
 /** attention_lse, or the gradient a fused_attention_backward kernel writes. */
 export type BackwardMode = 'lse' | AttentionWrt;
 
-/** Which bindings play which part in a mode: see the table in attention_backward.wgsl.ts's file comment. */
+/** Which bindings play which part in a mode: see the table in codegen/wgsl/attention_backward.ts's file comment. */
 export interface Roles {
   /** The owned rows are query rows (the streamed ones keys), or key rows. */
   readonly own: 'query' | 'key';
@@ -37,7 +37,7 @@ export function stagedScalars(r: Roles): number {
   return r.own === 'key' ? (r.b ? 3 : 2) : 0;
 }
 
-/** How the work is cut (see attention_backward.wgsl.ts's file comment). */
+/** How the work is cut (see codegen/wgsl/attention_backward.ts's file comment). */
 export interface BackwardTiling {
   /** Invocations per owned row: 1, 2 or 4. */
   readonly slices: number;

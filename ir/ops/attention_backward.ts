@@ -29,7 +29,6 @@ import { type HostData, type HostTensor, type Precision, allocData } from '../ho
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
 import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
-import { attentionLseKernel, attentionBackwardKernel } from './attention_backward.wgsl.ts';
 import { flashBackwardFits } from './attention_backward.tiling.ts';
 import { arity, expectDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
@@ -173,7 +172,6 @@ registerOp({
     if (typeof q === 'number' || typeof k === 'number' || typeof mask === 'number') throw new Error('attention_lse of a scalar');
     return lseReference(q, k, mask, attentionSpec(attrs), precision);
   },
-  wgsl: (req) => attentionLseKernel(req, attentionSpec(req.attrs)),
 });
 
 registerOp({
@@ -201,7 +199,6 @@ registerOp({
     const { rng } = backwardOperands(inputs as HostTensor[], tensorDType);
     return backwardReference(inputs as HostTensor[], attentionSpec(attrs), attentionWrt(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
-  wgsl: (req) => attentionBackwardKernel(req, attentionSpec(req.attrs), attentionWrt(req.attrs)),
 });
 
 /**

@@ -8,7 +8,6 @@ import { type TensorType, formatType, numel, sameShape, stridesOf } from '../typ
 import { arity, dimAttr, expectDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
 import { embeddingIndices } from './linalg.ts';
 import { sliceBounds } from './shape.ts';
-import { concatKernel, embeddingBackwardKernel, sliceBackwardKernel } from './backward.wgsl.ts';
 
 // embedding_backward(grad[..., C], idx[...]) {num}: f32[num, C], row r = sum of grad rows whose index is r (scatter-add).
 registerOp({
@@ -38,7 +37,6 @@ registerOp({
     return result;
   },
   indices: (inputs, attrs) => embeddingIndices(intAttr('embedding_backward', attrs, 'num'), inputs[1]),
-  wgsl: (req) => embeddingBackwardKernel(req),
 });
 
 // slice_backward(grad) {shape, dim, start, end, step}: zeros of `shape` with `grad` written where slice(x) {dim, start, end, step} read.
@@ -77,11 +75,6 @@ registerOp({
     return result;
   },
   flops: () => 0, // a scatter into zeros: computes nothing
-  wgsl(req) {
-    const dim = dimAttr('slice_backward', req.attrs, 'dim', req.out.shape.length);
-    const { start, step } = sliceBounds(req.attrs, req.out.shape[dim]);
-    return sliceBackwardKernel(req, dim, start, step);
-  },
 });
 
 /** Most operands one concat kernel binds (WebGPU guarantees 8 storage buffers a stage, the output included). */
@@ -120,11 +113,6 @@ registerOp({
       offset += rows;
     }
     return result;
-  },
-  wgsl(req) {
-    const dim = dimAttr('concat', req.attrs, 'dim', req.out.shape.length);
-    const sizes = (req.inputs as TensorType[]).map((t) => t.shape[dim]);
-    return concatKernel(req, dim, sizes);
   },
   flops: () => 0,
   // Each input's gradient is its part of the output's.

@@ -1,5 +1,6 @@
-// Elementwise ops with NumPy broadcasting. Each is its scalar function (JS and WGSL) plus a dtype rule;
-// `elementwiseOp` builds the type rule, the CPU reference and (in codegen) the kernel from it.
+// Elementwise ops with NumPy broadcasting. Each is its scalar function in JS, a dtype rule and a gradient;
+// `elementwiseOp` builds the type rule and the CPU reference from them. Their WGSL expressions are a
+// table keyed by op name in codegen/wgsl/elementwise.ts, beside the one kernel that lowers them all.
 
 import { type GradContext, type GradRule, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
@@ -9,7 +10,6 @@ import { type OpDef, type OperandType, type ScalarFn, registerOp } from '../regi
 import { type DType, type TensorType, broadcastShapes, formatType, isDType, numel } from '../types.ts';
 import { broadcastIndex } from './check.ts';
 import { erf, gelu } from './math.ts';
-import { elementwiseKernel } from './wgsl.ts';
 
 /** How the output dtype follows from the operands (scalar literals take their tensor's dtype). */
 type DTypeRule = (op: string, inputs: readonly OperandType[]) => DType;
@@ -100,17 +100,16 @@ export function elementwiseOp(spec: ElementwiseSpec): OpDef {
       }
       return result;
     },
-    wgsl: (req) => elementwiseKernel(req, scalar),
     flops: (_inputs, _attrs, out) => (spec.flopsPerElement ?? 1) * numel(out.shape),
   });
 }
 
-const binary = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], commutative = false, dtype = sameNumeric, grad?: GradRule) =>
-  elementwiseOp({ name, arity: 2, scalar: { js, wgsl }, dtype, commutative, grad });
-const unaryFloat = (name: string, js: ScalarFn['js'], wgsl: ScalarFn['wgsl'], grad: GradRule, decls?: string, flopsPerElement?: number) =>
-  elementwiseOp({ name, arity: 1, scalar: { js, wgsl, decls }, dtype: sameFloat, flopsPerElement, grad });
-const compare = (name: string, js: (a: number, b: number) => boolean, wgslOp: string, commutative = false) =>
-  elementwiseOp({ name, arity: 2, scalar: { js: (a, b) => Number(js(a, b)), wgsl: (a, b) => `(${a} ${wgslOp} ${b})` }, dtype: sameAnyToBool, commutative });
+const binary = (name: string, js: ScalarFn['js'], commutative = false, dtype = sameNumeric, grad?: GradRule) =>
+  elementwiseOp({ name, arity: 2, scalar: { js }, dtype, commutative, grad });
+const unaryFloat = (name: string, js: ScalarFn['js'], grad: GradRule, flopsPerElement?: number) =>
+  elementwiseOp({ name, arity: 1, scalar: { js }, dtype: sameFloat, flopsPerElement, grad });
+const compare = (name: string, js: (a: number, b: number) => boolean, commutative = false) =>
+  elementwiseOp({ name, arity: 2, scalar: { js: (a, b) => Number(js(a, b)) }, dtype: sameAnyToBool, commutative });
 
 /** A gradient rule from one formula per input, `(ctx, g, x0, x1, ...) => d loss / d x_k` (null: a mask, no gradient), summed back over broadcasting. */
 const gradOf =
@@ -120,44 +119,44 @@ const gradOf =
 /** Shorthand for building backward nodes inside formulas. */
 const op = (ctx: GradContext, name: string, ...inputs: Operand[]) => ctx.add(name, inputs);
 
-binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, true, sameNumeric, gradOf((_, g) => g, (_, g) => g));
-binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`, false, sameNumeric, gradOf((_, g) => g, (c, g) => op(c, 'neg', g)));
-binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, true, sameNumeric, gradOf((c, g, _a, b) => op(c, 'mul', g, b), (c, g, a) => op(c, 'mul', g, a)));
+binary('add', (a, b) => a + b, true, sameNumeric, gradOf((_, g) => g, (_, g) => g));
+binary('sub', (a, b) => a - b, false, sameNumeric, gradOf((_, g) => g, (c, g) => op(c, 'neg', g)));
+binary('mul', (a, b) => a * b, true, sameNumeric, gradOf((c, g, _a, b) => op(c, 'mul', g, b), (c, g, a) => op(c, 'mul', g, a)));
 // d(a/b)/db = -a/b^2 = -out/b
-binary('div', (a, b) => a / b, (a, b) => `(${a} / ${b})`, false, sameFloat, gradOf(
+binary('div', (a, b) => a / b, false, sameFloat, gradOf(
   (c, g, _a, b) => op(c, 'div', g, b),
   (c, g, _a, b) => op(c, 'neg', op(c, 'div', op(c, 'mul', g, c.node), b)),
 ));
 // d(a^b)/da = b a^(b-1); d(a^b)/db = a^b log a
-binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`, false, sameFloat, gradOf(
+binary('pow', (a, b) => Math.pow(a, b), false, sameFloat, gradOf(
   (c, g, a, b) => op(c, 'mul', g, op(c, 'mul', op(c, 'pow', a, typeof b === 'number' ? b - 1 : op(c, 'sub', b, 1)), b)),
   (c, g, a) => op(c, 'mul', g, op(c, 'mul', c.node, op(c, 'log', a))),
 ));
-binary('maximum', (a, b) => Math.max(a, b), (a, b) => `max(${a}, ${b})`, true);
-binary('minimum', (a, b) => Math.min(a, b), (a, b) => `min(${a}, ${b})`, true);
+binary('maximum', (a, b) => Math.max(a, b), true);
+binary('minimum', (a, b) => Math.min(a, b), true);
 
-compare('eq', (a, b) => a === b, '==', true);
-compare('ne', (a, b) => a !== b, '!=', true);
-compare('lt', (a, b) => a < b, '<');
-compare('le', (a, b) => a <= b, '<=');
-compare('gt', (a, b) => a > b, '>');
-compare('ge', (a, b) => a >= b, '>=');
+compare('eq', (a, b) => a === b, true);
+compare('ne', (a, b) => a !== b, true);
+compare('lt', (a, b) => a < b);
+compare('le', (a, b) => a <= b);
+compare('gt', (a, b) => a > b);
+compare('ge', (a, b) => a >= b);
 
-elementwiseOp({ name: 'neg', arity: 1, scalar: { js: (a) => -a, wgsl: (a) => `(-${a})` }, dtype: sameNumeric, grad: gradOf((c, g) => op(c, 'neg', g)) });
-elementwiseOp({ name: 'logical_not', arity: 1, scalar: { js: (a) => Number(!a), wgsl: (a) => `(!${a})` }, dtype: boolOnly });
-elementwiseOp({ name: 'logical_and', arity: 2, scalar: { js: (a, b) => Number(a && b), wgsl: (a, b) => `(${a} && ${b})` }, dtype: boolOnly, commutative: true });
+elementwiseOp({ name: 'neg', arity: 1, scalar: { js: (a) => -a }, dtype: sameNumeric, grad: gradOf((c, g) => op(c, 'neg', g)) });
+elementwiseOp({ name: 'logical_not', arity: 1, scalar: { js: (a) => Number(!a) }, dtype: boolOnly });
+elementwiseOp({ name: 'logical_and', arity: 2, scalar: { js: (a, b) => Number(a && b) }, dtype: boolOnly, commutative: true });
 
-unaryFloat('exp', Math.exp, (a) => `exp(${a})`, gradOf((c, g) => op(c, 'mul', g, c.node)));
-unaryFloat('log', Math.log, (a) => `log(${a})`, gradOf((c, g, a) => op(c, 'div', g, a)));
-unaryFloat('sqrt', Math.sqrt, (a) => `sqrt(${a})`, gradOf((c, g) => op(c, 'div', op(c, 'mul', g, 0.5), c.node)));
+unaryFloat('exp', Math.exp, gradOf((c, g) => op(c, 'mul', g, c.node)));
+unaryFloat('log', Math.log, gradOf((c, g, a) => op(c, 'div', g, a)));
+unaryFloat('sqrt', Math.sqrt, gradOf((c, g) => op(c, 'div', op(c, 'mul', g, 0.5), c.node)));
 // d rsqrt(a) = -1/2 a^(-3/2) = -1/2 out^3
-unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), (a) => `inverseSqrt(${a})`, gradOf((c, g) => op(c, 'mul', op(c, 'mul', g, -0.5), op(c, 'mul', c.node, op(c, 'mul', c.node, c.node)))));
-unaryFloat('tanh', Math.tanh, (a) => `tanh(${a})`, gradOf((c, g) => op(c, 'mul', g, op(c, 'sub', 1, op(c, 'mul', c.node, c.node)))));
-unaryFloat('relu', (a) => Math.max(a, 0), (a) => `max(${a}, 0.0)`, gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: 'f32' }))));
-// FLOPs estimated from kiln_erf: about 15 operations for the polynomial and exp, 5 more for gelu around it.
+unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), gradOf((c, g) => op(c, 'mul', op(c, 'mul', g, -0.5), op(c, 'mul', c.node, op(c, 'mul', c.node, c.node)))));
+unaryFloat('tanh', Math.tanh, gradOf((c, g) => op(c, 'mul', g, op(c, 'sub', 1, op(c, 'mul', c.node, c.node)))));
+unaryFloat('relu', (a) => Math.max(a, 0), gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: 'f32' }))));
+// FLOPs estimated from the WGSL erf (codegen/wgsl/elementwise.ts): about 15 operations for the polynomial and exp, 5 more for gelu around it.
 // d erf(a) = 2/sqrt(pi) exp(-a^2); d gelu(a) = Phi(a) + a phi(a), the exact (erf) GELU's derivative.
-unaryFloat('erf', erf, (a) => `kiln_erf(${a})`, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), ERF_WGSL(), 15);
-unaryFloat('gelu', gelu, (a) => `(0.5 * ${a} * (1.0 + kiln_erf(${a} * ${Math.SQRT1_2})))`, gradOf((c, g, a) => op(c, 'mul', g, geluDerivative(c, a))), ERF_WGSL(), 20);
+unaryFloat('erf', erf, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), 15);
+unaryFloat('gelu', gelu, gradOf((c, g, a) => op(c, 'mul', g, geluDerivative(c, a))), 20);
 
 function geluDerivative(c: GradContext, a: Operand): Node {
   const cdf = op(c, 'mul', op(c, 'add', op(c, 'erf', op(c, 'mul', a, Math.SQRT1_2)), 1), 0.5);
@@ -165,20 +164,11 @@ function geluDerivative(c: GradContext, a: Operand): Node {
   return op(c, 'add', cdf, op(c, 'mul', a, pdf));
 }
 
-// erf in f32, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32's own rounding of gelu).
-function ERF_WGSL(): string {
-  return `fn kiln_erf(x: f32) -> f32 {
-  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign(x) * (1.0 - poly * exp(-x * x));
-}`;
-}
-
 // where(cond, a, b): a where cond is true, else b.
 elementwiseOp({
   name: 'where',
   arity: 3,
-  scalar: { js: (c, a, b) => (c ? a : b), wgsl: (c, a, b) => `select(${b}, ${a}, ${c})` },
+  scalar: { js: (c, a, b) => (c ? a : b) },
   dtype: selectRule(0),
   grad: gradOf(
     null,
@@ -191,7 +181,7 @@ elementwiseOp({
 elementwiseOp({
   name: 'masked_fill',
   arity: 3,
-  scalar: { js: (x, m, v) => (m ? v : x), wgsl: (x, m, v) => `select(${x}, ${v}, ${m})` },
+  scalar: { js: (x, m, v) => (m ? v : x) },
   dtype: selectRule(1),
   // x's gradient is zero where the mask filled; a tensor fill value gets the gradient of the filled places.
   grad: gradOf(
@@ -221,12 +211,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: (req) => elementwiseKernel(req, castScalar(req.out.dtype)),
   grad: (ctx) => [ctx.needs(0) ? ctx.grad : null], // only f32 -> f32 reaches here: integer and bool operands take no gradient
 });
-
-function castScalar(to: DType): ScalarFn {
-  const wgslType = to === 'bool' ? 'bool' : to;
-  return { js: (a) => a, wgsl: (a) => `${wgslType}(${a})` };
-}
 

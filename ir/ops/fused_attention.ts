@@ -20,7 +20,6 @@ import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
 import { arity, boolAttr, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
-import { flashAttentionKernel } from './fused_attention.wgsl.ts';
 
 export function attentionSpec(attrs: Attrs): AttentionSpec {
   const scaling = attrs.scaling ?? 'post';
@@ -76,7 +75,6 @@ registerOp({
     const p = attentionDropoutP('fused_attention', attrs);
     return attentionReference(q, k, v, mask, attentionSpec(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
-  wgsl: (req) => flashAttentionKernel(req, attentionSpec(req.attrs)),
   // The flash backward (ir/ops/attention_backward.ts); the composed one where its kernels do not fit.
   grad: (ctx) => flashAttentionBackward(ctx, attentionSpec(ctx.node.attrs)),
 });

@@ -1,7 +1,8 @@
 // fused_elementwise(x0, x1, ...) {expr}: a chain of f32 elementwise ops computed in one kernel, made by
 // the elementwise fusion pass (bias + GELU, bias + residual add). `expr` is the chain as text over the
 // operands $0, $1, ... and number literals, e.g. "gelu(add($0, $1))"; each op's own scalar function
-// (its registry entry) computes it, in JS for the CPU reference and in WGSL for the kernel.
+// (its registry entry) computes it in JS for the CPU reference; codegen/wgsl/elementwise.ts composes
+// the ops' WGSL expressions for the kernel.
 
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
@@ -11,8 +12,6 @@ import { NUMBER, formatNumber, parseNumber } from '../text.ts';
 import { type TensorType, numel, sameShape } from '../types.ts';
 import { broadcastIndex } from './check.ts';
 import { inferElementwise } from './elementwise.ts';
-import { reduceKernel } from './reduce.wgsl.ts';
-import { F32_BITS_WGSL, elementwiseKernel, f32FromBits, wgslLiteral } from './wgsl.ts';
 
 /** An expression tree: an operand, a literal, or an op applied to subtrees. */
 export type Expr = { operand: number } | { literal: number } | { op: string; args: Expr[] };
@@ -56,33 +55,23 @@ export function parseExpr(text: string): Expr {
   return e;
 }
 
-function exprOf(attrs: Attrs): Expr {
+export function exprOf(attrs: Attrs): Expr {
   if (typeof attrs.expr !== 'string') throw new KilnError('KILN_E011', 'fused_elementwise needs an expr attribute');
   return parseExpr(attrs.expr);
 }
 
-/** The scalar function of the whole chain, composed from each op's own. */
+/** The scalar function of the whole chain, composed from each op's own (codegen/wgsl/elementwise.ts composes its WGSL). */
 export function composeScalar(e: Expr): ScalarFn {
-  const ops = new Set<string>();
-  let special = false; // an infinite or NaN literal, made from its bits in WGSL
   const walk = (x: Expr): void => {
-    if ('literal' in x) special ||= !Number.isFinite(x.literal);
     if ('op' in x) {
-      const def = getOp(x.op);
-      if (!def.scalar) throw new KilnError('KILN_E011', `fused_elementwise: ${x.op} is not elementwise`);
-      ops.add(x.op);
+      if (!getOp(x.op).scalar) throw new KilnError('KILN_E011', `fused_elementwise: ${x.op} is not elementwise`);
       x.args.forEach(walk);
     }
   };
   walk(e);
   const js = (x: Expr, args: number[]): number =>
     'operand' in x ? args[x.operand] : 'literal' in x ? x.literal : getOp(x.op).scalar!.js(...x.args.map((a) => js(a, args)));
-  // -inf stays -inf, as in masked_fill's own kernel.
-  const literal = (v: number) => (Number.isFinite(v) ? wgslLiteral(v, 'f32') : f32FromBits(v));
-  const wgsl = (x: Expr, args: string[]): string =>
-    'operand' in x ? args[x.operand] : 'literal' in x ? literal(x.literal) : getOp(x.op).scalar!.wgsl(...x.args.map((a) => wgsl(a, args)));
-  const decls = [...new Set([...ops].map((op) => getOp(op).scalar!.decls).filter(Boolean)), ...(special ? [F32_BITS_WGSL] : [])].join('\n');
-  return { js: (...args) => js(e, args), wgsl: (...args) => wgsl(e, args), decls: decls || undefined };
+  return { js: (...args) => js(e, args) };
 }
 
 registerOp({
@@ -109,7 +98,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: (req) => elementwiseKernel(req, composeScalar(exprOf(req.attrs))),
 });
 
 // fused_reduce(x0, x1, ...) {op, expr, dims, keepdim}: a sum or mean over `dims` of an elementwise
@@ -143,14 +131,9 @@ registerOp({
     }
     return getOp(reduceOpOf(attrs)).cpu([{ type: tensors[0].type, data: values }], attrs, out, precision);
   },
-  wgsl(req) {
-    const scalar = composeScalar(exprOf(req.attrs));
-    const names = req.inputs.map((_, i) => `x${i}`);
-    return reduceKernel(reduceOpOf(req.attrs), { names, value: (at) => scalar.wgsl(...names.map((n) => `${n}[${at}]`)), decls: scalar.decls })(req);
-  },
 });
 
-function reduceOpOf(attrs: Attrs): 'sum' | 'mean' {
+export function reduceOpOf(attrs: Attrs): 'sum' | 'mean' {
   if (attrs.op !== 'sum' && attrs.op !== 'mean') throw new KilnError('KILN_E011', `fused_reduce op must be sum or mean, got ${String(attrs.op)}`);
   return attrs.op;
 }

@@ -7,7 +7,6 @@ import { allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type DType, type TensorType, formatType, isDType, numel, sameType } from '../types.ts';
 import { numAttr } from './check.ts';
-import { F32_BITS_WGSL, constDecl, f32FromBits, generateKernel, store } from './wgsl.ts';
 
 export function typeFromAttrs(op: string, attrs: Attrs): TensorType {
   const { dtype, shape } = attrs;
@@ -60,12 +59,6 @@ registerOp({
   cpu(_inputs, attrs, out, precision) {
     return allocData(out.dtype, numel(out.shape), precision).fill(attrs.value as number);
   },
-  wgsl: ({ attrs, out }) => {
-    const value = attrs.value as number;
-    // full(-inf) (an additive mask's start) holds a real -inf, as on the CPU.
-    if (out.dtype === 'f32' && !Number.isFinite(value)) return generateKernel(out, {}, [], F32_BITS_WGSL, [`out[gid] = ${f32FromBits(value)};`]);
-    return generateKernel(out, {}, [], constDecl('VALUE', out.dtype, value), [`out[gid] = ${store(out.dtype, 'VALUE')};`]);
-  },
 });
 
 // arange() {start, step, dtype, shape=[n]}: start, start+step, ... (torch.arange).
@@ -86,12 +79,5 @@ registerOp({
     const step = attrs.step as number;
     for (let i = 0; i < data.length; i++) data[i] = start + i * step;
     return data;
-  },
-  wgsl({ attrs, out }) {
-    // A bool arange is 0/1 by truthiness of start + i * step, computed in f32 as the CPU does in f64.
-    const math = out.dtype === 'i32' ? 'i32' : 'f32';
-    const consts = [constDecl('START', math, attrs.start as number), constDecl('STEP', math, attrs.step as number)].join('\n');
-    const value = `START + ${math}(gid) * STEP`;
-    return generateKernel(out, {}, [], consts, [`out[gid] = ${out.dtype === 'bool' ? `select(0u, 1u, ${value} != 0.0)` : value};`]);
   },
 });

@@ -8,7 +8,6 @@ import { type HostTensor, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, tensorArg, tensorData } from './check.ts';
-import { embeddingKernel, matmulKernel } from './linalg.wgsl.ts';
 
 export interface MatmulDims {
   batch: number[];
@@ -78,7 +77,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: matmulKernel,
   // A multiply and an add per (row, column, k) of every batch matrix: 2 * batch * M * N * K.
   flops(inputs, attrs) {
     const [a, b] = inputs as TensorType[];
@@ -171,7 +169,6 @@ registerOp({
     return result;
   },
   indices: (inputs) => embeddingIndices((inputs[0] as TensorType).shape[0], inputs[1]),
-  wgsl: embeddingKernel,
   flops: () => 0, // a gather: moves rows, computes nothing
   // The weight's gradient is the output gradient's rows scatter-added at their indices.
   grad: (ctx) => {

@@ -17,9 +17,7 @@ import { allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { formatType, numel, sameShape } from '../types.ts';
 import { arity, expectDType, numAttr, tensorArg, tensorData } from './check.ts';
-import { constDecl, groupsFor, indent } from './wgsl.ts';
 
-const GROUP = 256;
 /** hypers[i]: what the training step feeds. */
 export const ADAMW_HYPERS = ['step_size', 'inv_bias2_sqrt', 'decay'] as const;
 
@@ -53,29 +51,6 @@ registerOp({
       result[2 * n + i] = v1;
     }
     return result;
-  },
-  wgsl(req) {
-    const clip = req.inputs.length > 5;
-    const n = numel(req.out.shape) / 3;
-    const [b1, b2, eps] = ['beta1', 'beta2', 'eps'].map((name) => numAttr('adamw_update', req.attrs, name));
-    const lines = [
-      'if (gid >= params.n) { return; }',
-      `let grad = g[gid]${clip ? ' * clip[0]' : ''};`,
-      'let m1 = B1 * m[gid] + (1.0 - B1) * grad;',
-      'let v1 = B2 * v[gid] + (1.0 - B2) * grad * grad;',
-      '// hypers: step size, 1 / sqrt(1 - b2^t), decay',
-      'out[gid] = p[gid] * hypers[2] - hypers[0] * m1 / (sqrt(v1) * hypers[1] + EPS);',
-      'out[params.n + gid] = m1;',
-      'out[2u * params.n + gid] = v1;',
-    ];
-    return {
-      inputNames: ['p', 'g', 'm', 'v', 'hypers', ...(clip ? ['clip'] : [])],
-      params: { n },
-      decls: [constDecl('B1', 'f32', b1), constDecl('B2', 'f32', b2), constDecl('EPS', 'f32', eps)].join('\n'),
-      body: indent(lines),
-      workgroupSize: GROUP,
-      workgroups: groupsFor(n, GROUP),
-    };
   },
   flops: (_inputs, _attrs, out) => 12 * (numel(out.shape) / 3),
 });

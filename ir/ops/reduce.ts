@@ -8,7 +8,6 @@ import { type HostData, allocData } from '../host.ts';
 import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
 import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
-import { crossEntropyKernel, crossEntropyRowsKernel, layerNormBackwardKernel, layerNormKernel, reduceKernel, softmaxKernel } from './reduce.wgsl.ts';
 
 function tensorIn(inputs: readonly CpuOperand[], i: number): { type: TensorType; data: HostData } {
   const x = inputs[i];
@@ -59,7 +58,6 @@ function reduceOp(name: string, init: number, combine: (acc: number, x: number) 
       for (let o = 0; o < result.length; o++) result[o] = finish(acc[o], count);
       return result;
     },
-    wgsl: reduceKernel(name),
     flops: (inputs) => numel((inputs[0] as TensorType).shape), // one combine per input element
   });
 }
@@ -108,7 +106,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: softmaxKernel,
   // dx = y * (g - sum(g * y)) along dim
   grad: (ctx) => [inputGrad(ctx, 0, () => softmaxBackward(ctx, ctx.node, ctx.grad, ctx.node.attrs.dim as number))],
   flops: (_inputs, _attrs, out) => 5 * numel(out.shape), // max, subtract, exp, sum, divide per element
@@ -149,7 +146,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: layerNormKernel,
   grad: layerNormGrad,
   flops: (_inputs, _attrs, out) => 8 * numel(out.shape), // mean, variance (sub, square, sum), normalize, scale, shift
 });
@@ -196,7 +192,6 @@ registerOp({
     }
     return result;
   },
-  wgsl: layerNormBackwardKernel,
   flops: (_inputs, _attrs, out) => 14 * numel(out.shape),
 });
 
@@ -249,7 +244,6 @@ registerOp({
     return result;
   },
   indices: crossEntropyIndices,
-  wgsl: crossEntropyKernel,
   grad: crossEntropyGrad,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape), // a log-softmax over each row of logits [N, C]
 });
@@ -279,7 +273,6 @@ registerOp({
     return result;
   },
   indices: crossEntropyIndices,
-  wgsl: crossEntropyRowsKernel,
   flops: (inputs) => 5 * numel((inputs[0] as TensorType).shape),
 });
 

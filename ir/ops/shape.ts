@@ -7,7 +7,6 @@ import { type HostData, allocData } from '../host.ts';
 import { type CpuOperand, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, normalizeDim, numel, stridesOf } from '../types.ts';
 import { arity, dimAttr, intAttr, intListAttr, tensorArg } from './check.ts';
-import { constDecl, generateKernel, stridedCopyKernel } from './wgsl.ts';
 
 function input0(inputs: readonly CpuOperand[]): { type: TensorType; data: HostData } {
   const x = inputs[0];
@@ -88,11 +87,6 @@ function permuteOp(op: 'permute' | 'transpose'): void {
       stridedCopy(x.data, out.shape, perm.map((p) => strides[p]), 0, result);
       return result;
     },
-    wgsl(req) {
-      const x = req.inputs[0] as TensorType;
-      const strides = stridesOf(x.shape);
-      return stridedCopyKernel(req, permutationOf(op, req.attrs, x.shape.length).map((p) => strides[p]), 0);
-    },
     flops: () => 0, // a copy: moves data, computes nothing
     // The gradient moves back by the inverse permutation.
     grad(ctx) {
@@ -138,15 +132,6 @@ registerOp({
     stridedCopy(x.data, out.shape, src, start * strides[dim], result);
     return result;
   },
-  wgsl(req) {
-    const x = req.inputs[0] as TensorType;
-    const dim = dimAttr('slice', req.attrs, 'dim', x.shape.length);
-    const { start, step } = sliceBounds(req.attrs, x.shape[dim]);
-    const strides = stridesOf(x.shape);
-    const src = [...strides];
-    src[dim] *= step;
-    return stridedCopyKernel(req, src, start * strides[dim]);
-  },
   flops: () => 0, // a copy: moves data, computes nothing
   // The gradient goes back where the slice read, zeros elsewhere.
   grad: (ctx) => [ctx.needs(0) ? ctx.add('slice_backward', [ctx.grad], { ...ctx.node.attrs, shape: [...inputType(ctx).shape] }) : null],
@@ -175,16 +160,6 @@ function triangleOp(op: 'tril' | 'triu'): void {
         result[i] = keep(row, col, k) ? x.data[i] : 0;
       }
       return result;
-    },
-    wgsl({ attrs, out }) {
-      const [rows, cols] = out.shape.slice(-2);
-      const zero = out.dtype === 'f32' ? '0.0' : out.dtype === 'i32' ? '0' : '0u';
-      const lines = [
-        'let row = i32((gid / params.cols) % params.rows);',
-        'let col = i32(gid % params.cols);',
-        `out[gid] = select(${zero}, x[gid], ${op === 'tril' ? 'col - row <= DIAGONAL' : 'col - row >= DIAGONAL'});`,
-      ];
-      return generateKernel(out, { rows, cols }, ['x'], constDecl('DIAGONAL', 'i32', intAttr(op, attrs, 'diagonal', 0)), lines);
     },
     flops: () => 0, // a copy that zeroes a triangle: computes nothing
     grad: (ctx) => [ctx.needs(0) ? ctx.add(op, [ctx.grad], ctx.node.attrs) : null],

@@ -2,7 +2,7 @@
 // Dawn), opened once with the adapter's real limits, and watched so that no GPU error passes silently.
 
 import { KilnError } from '../../ir/errors.ts';
-import type { KernelLimits } from '../../ir/kernel.ts';
+import type { KernelLimits } from '../../ir/limits.ts';
 import { ErrorWatch } from './errors.ts';
 
 // SwiftShader's Vulkan driver, shipped with Chromium: the fallback when no hardware adapter exists.
@@ -24,7 +24,7 @@ const WANTED_LIMITS = [
 
 export interface KilnDevice {
   readonly device: GPUDevice;
-  /** The device's limits, and subgroupMinSize when it has the `subgroups` feature (what lowerings read, see ir/kernel.ts). */
+  /** The device's limits, and subgroupMinSize when it has the `subgroups` feature (what lowerings read, see ir/limits.ts). */
   readonly limits: GPUSupportedLimits & KernelLimits;
   /** The adapter in words, for messages and benchmarks. */
   readonly description: string;

@@ -12,7 +12,7 @@ import { kernelFromPlan } from '../../codegen/index.ts';
 import { Graph, type Node } from '../../ir/graph.ts';
 import { attentionBackward } from '../../ir/ops/attention.ts';
 import { flashAttentionBackward } from '../../ir/ops/attention_backward.ts';
-import { attentionBackwardKernel, attentionLseKernel } from '../../ir/ops/attention_backward.wgsl.ts';
+import { attentionBackwardKernel, attentionLseKernel } from '../../codegen/wgsl/attention_backward.ts';
 import { type BackwardMode, type BackwardTiling, backwardTiling, backwardTilingOf } from '../../ir/ops/attention_backward.tiling.ts';
 import { Executor, type KilnDevice, getDevice } from '../../runtime/webgpu/index.ts';
 import { backwardGraph, caseData } from '../attention-cases.ts';

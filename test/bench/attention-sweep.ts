@@ -7,9 +7,9 @@
 
 import { kernelFromPlan, lowerGraph } from '../../codegen/index.ts';
 import type { Node } from '../../ir/graph.ts';
-import type { KernelLimits, KernelPlan } from '../../ir/kernel.ts';
+import type { KernelLimits, KernelPlan } from '../../codegen/wgsl/plan.ts';
 import { attentionSpec } from '../../ir/ops/fused_attention.ts';
-import { flashAttentionKernel } from '../../ir/ops/fused_attention.wgsl.ts';
+import { flashAttentionKernel } from '../../codegen/wgsl/fused_attention.ts';
 import '../../ir/ops/index.ts';
 import { Executor, type KilnDevice, getDevice, readback, releaseDevice, upload } from '../../runtime/webgpu/index.ts';
 import { type VariantShape, variantKernel, variantName } from './attention-variants.ts';

@@ -1,5 +1,5 @@
 // Experimental layouts of the flash-attention forward, for test/bench/attention-sweep.ts to time beside
-// the kernel kiln uses (ir/ops/fused_attention.wgsl.ts). Causal or not, no mask, "post" scaling: the
+// the kernel kiln uses (codegen/wgsl/fused_attention.ts). Causal or not, no mask, "post" scaling: the
 // benchmark's cases. What differs from kiln's kernel:
 // - ROW_BLOCK query rows per invocation (register blocking): each k and v vec4 read from workgroup
 //   memory serves ROW_BLOCK rows, so the reads per multiply-add drop by that factor;
@@ -7,11 +7,11 @@
 //   that a 1-D workgroup's invocations fill subgroups in local-index order) instead of workgroup memory;
 // - `unroll`: the tile's loops (keys, rows, vec4s) written out by the generator instead of left to the driver.
 
-import type { KernelPlan, KernelRequest } from '../../ir/kernel.ts';
+import type { KernelPlan, KernelRequest } from '../../codegen/wgsl/plan.ts';
 import type { AttentionSpec } from '../../ir/ops/attention.ts';
 import { attentionDims } from '../../ir/ops/attention.ts';
-import { rowLoader } from '../../ir/ops/fused_attention.wgsl.ts';
-import { constDecl } from '../../ir/ops/wgsl.ts';
+import { rowLoader } from '../../codegen/wgsl/fused_attention.ts';
+import { constDecl } from '../../codegen/wgsl/helpers.ts';
 import { type TensorType, numel } from '../../ir/types.ts';
 
 export interface VariantShape {

@@ -7,9 +7,9 @@
 import { kernelFromPlan, lowerGraph } from '../../codegen/index.ts';
 import { Graph, type Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
-import type { KernelLimits, KernelPlan } from '../../ir/kernel.ts';
+import type { KernelLimits, KernelPlan } from '../../codegen/wgsl/plan.ts';
 import '../../ir/ops/index.ts';
-import { MATMUL_TILINGS, type MatmulTiling, matmulKernel } from '../../ir/ops/linalg.wgsl.ts';
+import { MATMUL_TILINGS, type MatmulTiling, matmulKernel } from '../../codegen/wgsl/linalg.ts';
 import { getOp } from '../../ir/registry.ts';
 import { numel } from '../../ir/types.ts';
 import { Executor, type KilnDevice, getDevice, readback, releaseDevice, upload } from '../../runtime/webgpu/index.ts';

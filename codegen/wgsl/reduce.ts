@@ -2,11 +2,12 @@
 // (or row) gets one workgroup; its invocations stride over the reduced elements and combine through
 // a workgroup tree reduction, accumulating in f32 (i32 for integer sum/amax).
 
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
-import { type DType, type TensorType, numel, stridesOf } from '../types.ts';
-import { dimAttr, intAttr, numAttr, splitAround } from './check.ts';
-import { reducedDims } from './reduce.ts';
-import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './wgsl.ts';
+import type { KernelPlan, KernelRequest } from './plan.ts';
+import { type DType, type TensorType, numel, stridesOf } from '../../ir/types.ts';
+import { dimAttr, intAttr, numAttr, splitAround } from '../../ir/ops/check.ts';
+import { reducedDims } from '../../ir/ops/reduce.ts';
+import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './helpers.ts';
+import type { Lowering } from './plan.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
 function groupFor(size: number): number {
@@ -343,3 +344,14 @@ export function crossEntropyKernel(req: KernelRequest): KernelPlan {
     workgroups: 1,
   };
 }
+
+export const reduceLowerings: Record<string, Lowering> = {
+  sum: reduceKernel('sum'),
+  mean: reduceKernel('mean'),
+  amax: reduceKernel('amax'),
+  softmax: softmaxKernel,
+  layer_norm: layerNormKernel,
+  layer_norm_backward: layerNormBackwardKernel,
+  cross_entropy: crossEntropyKernel,
+  cross_entropy_rows: crossEntropyRowsKernel,
+};

@@ -30,13 +30,17 @@
 // one-row-per-invocation shape; the loop over a tile's keys must stay small enough for the
 // driver to unroll (16 keys with 8 vec4 each did; 32 did not).
 
-import { KilnError } from '../errors.ts';
-import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
-import { type TensorType, numel } from '../types.ts';
-import { attentionDims, attentionOperands } from './attention.ts';
-import { dropoutDecls, seedLine } from './attention.wgsl.ts';
-import type { AttentionSpec } from './fused_attention.ts';
-import { F32_BITS_WGSL, F32_MAX, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './wgsl.ts';
+import { KilnError } from '../../ir/errors.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from './plan.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
+import { attentionDims, attentionOperands } from '../../ir/ops/attention.ts';
+import { dropoutDecls, seedLine } from './attention.ts';
+import type { AttentionSpec } from '../../ir/ops/fused_attention.ts';
+import { F32_BITS_WGSL, F32_MAX, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './helpers.ts';
+import { attentionScale } from '../../ir/ops/attention.ts';
+import { attentionSpec } from '../../ir/ops/fused_attention.ts';
+import { sdpaKernel } from './attention.ts';
+import type { Lowering } from './plan.ts';
 
 /** How the work is cut: see the file comment. */
 export interface FlashTiling {
@@ -367,3 +371,14 @@ function flashBody(t: FlashTiling, spec: AttentionSpec, mask: TensorType | undef
     '}',
   ];
 }
+
+export const fusedAttentionLowerings: Record<string, Lowering> = {
+  fused_attention: (req) => flashAttentionKernel(req, attentionSpec(req.attrs)),
+  // sdpa runs on the flash kernel (dropout included); with head dims too wide for it, on the simple one.
+  sdpa(req) {
+    const [q, k, v] = req.inputs as TensorType[];
+    const { d, dv } = attentionDims(q, k, v);
+    if (!flashTiling(d, dv, req.limits)) return sdpaKernel(req);
+    return flashAttentionKernel(req, { causal: req.attrs.isCausal === true, scale: attentionScale(req.attrs, d), scaling: 'post', emptyRows: 'zero' });
+  },
+};

@@ -7,7 +7,7 @@
 //   k     k, v rows               q, grad_out, lse, delta                dk += dS^T q
 //   v     k rows                  q, grad_out, lse                       dv += P^T grad_out
 //   kv    k, v rows               q, grad_out, lse, delta                dk and dv at once, written side by side
-// Layout as in the forward kernel (fused_attention.wgsl.ts, whose comments say what ran fast on the
+// Layout as in the forward kernel (fused_attention.ts, whose comments say what ran fast on the
 // H100): ROWS owned rows per workgroup, SLICES invocations per row each owning every SLICES-th vec4
 // of the head dims, the next tile loaded into registers while this one is worked through, the
 // slices' partial dot products added up through workgroup memory, scores in base 2 (log2(e) folded
@@ -22,15 +22,18 @@
 // from dropout's hash at the forward's index (b*L+i)*S+j; dP and the dV update take it.
 // Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, dropout, and the mask's dtype and rank.
 
-import { KilnError } from '../errors.ts';
-import { DEFAULT_KERNEL_LIMITS, type KernelPlan, type KernelRequest } from '../kernel.ts';
-import { type TensorType, numel } from '../types.ts';
-import { type AttentionSpec, attentionDims } from './attention.ts';
-import { type AttentionWrt, backwardOperands } from './attention_backward.ts';
-import { type BackwardMode, type BackwardTiling, ROLES, backwardTiling, stagedScalars } from './attention_backward.tiling.ts';
-import { dropoutDecls, seedLine } from './attention.wgsl.ts';
-import { type KernelDropout, kernelDropout, maskDecls, maskedScore, rowLoader } from './fused_attention.wgsl.ts';
-import { F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './wgsl.ts';
+import { KilnError } from '../../ir/errors.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelPlan, type KernelRequest } from './plan.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
+import { type AttentionSpec, attentionDims } from '../../ir/ops/attention.ts';
+import { type AttentionWrt, backwardOperands } from '../../ir/ops/attention_backward.ts';
+import { type BackwardMode, type BackwardTiling, ROLES, backwardTiling, stagedScalars } from '../../ir/ops/attention_backward.tiling.ts';
+import { dropoutDecls, seedLine } from './attention.ts';
+import { type KernelDropout, kernelDropout, maskDecls, maskedScore, rowLoader } from './fused_attention.ts';
+import { F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './helpers.ts';
+import { attentionSpec } from '../../ir/ops/fused_attention.ts';
+import { attentionWrt } from '../../ir/ops/attention_backward.ts';
+import type { Lowering } from './plan.ts';
 
 const LOG2E = Math.LOG2E;
 
@@ -331,3 +334,8 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     ...write,
   ];
 }
+
+export const attentionBackwardLowerings: Record<string, Lowering> = {
+  attention_lse: (req) => attentionLseKernel(req, attentionSpec(req.attrs)),
+  fused_attention_backward: (req) => attentionBackwardKernel(req, attentionSpec(req.attrs), attentionWrt(req.attrs)),
+};

@@ -2,9 +2,12 @@
 // slice_backward reads the gradient where the slice read, zero elsewhere; embedding_backward sums the
 // gradient rows whose index is its row, a workgroup per row (see its comment).
 
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
-import { type TensorType, numel, stridesOf } from '../types.ts';
-import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store } from './wgsl.ts';
+import type { KernelPlan, KernelRequest } from './plan.ts';
+import { type TensorType, numel, stridesOf } from '../../ir/types.ts';
+import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store } from './helpers.ts';
+import { dimAttr } from '../../ir/ops/check.ts';
+import { sliceBounds } from '../../ir/ops/shape.ts';
+import type { Lowering } from './plan.ts';
 
 export function sliceBackwardKernel(req: KernelRequest, dim: number, start: number, step: number): KernelPlan {
   const grad = req.inputs[0] as TensorType;
@@ -97,3 +100,17 @@ export function concatKernel(req: KernelRequest, dim: number, sizes: readonly nu
   });
   return generateKernel(req.out, params, names, '', lines);
 }
+
+export const backwardLowerings: Record<string, Lowering> = {
+  embedding_backward: (req) => embeddingBackwardKernel(req),
+  slice_backward(req) {
+    const dim = dimAttr('slice_backward', req.attrs, 'dim', req.out.shape.length);
+    const { start, step } = sliceBounds(req.attrs, req.out.shape[dim]);
+    return sliceBackwardKernel(req, dim, start, step);
+  },
+  concat(req) {
+    const dim = dimAttr('concat', req.attrs, 'dim', req.out.shape.length);
+    const sizes = (req.inputs as TensorType[]).map((t) => t.shape[dim]);
+    return concatKernel(req, dim, sizes);
+  },
+};

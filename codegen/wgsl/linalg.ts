@@ -8,10 +8,11 @@
 // dim whatever its transpose, so x @ W^T (nn.Linear) loads as fast as x @ W. Design, H100 timings and
 // what was tried: test/bench/MATMUL_NOTES.md.
 
-import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from '../kernel.ts';
-import { type TensorType, numel } from '../types.ts';
-import { type MatmulDims, matmulDims } from './linalg.ts';
-import { broadcastStrides, coordLines, generateKernel, indent, listParams, offsetExpr, reportBadIndex } from './wgsl.ts';
+import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from './plan.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
+import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
+import { broadcastStrides, coordLines, generateKernel, indent, listParams, offsetExpr, reportBadIndex } from './helpers.ts';
+import type { Lowering } from './plan.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
 export interface MatmulTiling {
@@ -274,3 +275,5 @@ export function embeddingKernel(req: KernelRequest): KernelPlan {
     'out[gid] = weight[row * params.c + gid % params.c];',
   ]);
 }
+
+export const linalgLowerings: Record<string, Lowering> = { matmul: matmulKernel, embedding: embeddingKernel };

@@ -1,12 +1,11 @@
 // WGSL text helpers shared by the op lowerings: literals, typed loads and stores, index arithmetic
-// from shapes in the `params` uniform, workgroup reductions, and the two generic kernels
-// (elementwise with broadcasting, strided copy). Pure string builders: nothing here touches a GPU.
+// from shapes in the `params` uniform, workgroup reductions, and the generic one-element-per-invocation
+// kernels (strided copy, generators; the elementwise one is in ./elementwise.ts). Pure string builders:
+// nothing here touches a GPU.
 
-import { KilnError } from '../errors.ts';
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
-import type { ScalarFn } from '../registry.ts';
-import { formatNumber } from '../text.ts';
-import { type DType, type Shape, type TensorType, numel, sameShape, stridesOf } from '../types.ts';
+import { KilnError } from '../../ir/errors.ts';
+import type { KernelPlan, KernelRequest } from './plan.ts';
+import { type DType, type Shape, type TensorType, numel, stridesOf } from '../../ir/types.ts';
 
 /** The largest finite f32: a `const` cannot hold an infinity, so constDecl clamps -Infinity to -F32_MAX (f32FromBits makes a real one). */
 export const F32_MAX = 3.4028234663852886e38;
@@ -47,6 +46,11 @@ export function f32FromBits(v: number): string {
   return `kiln_f32_bits(0x${bits.toString(16)}u)`;
 }
 
+/** The zero a buffer of this dtype stores. */
+export function zeroLiteral(dtype: DType): string {
+  return dtype === 'f32' ? '0.0' : dtype === 'i32' ? '0' : '0u';
+}
+
 export function constDecl(name: string, dtype: DType, v: number): string {
   const clamped = dtype === 'f32' && !Number.isNaN(v) && Math.abs(v) > F32_MAX;
   return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};${clamped ? ` // ${v}, clamped to the finite f32 range` : ''}`;
@@ -64,7 +68,7 @@ export function store(dtype: DType, value: string): string {
 
 /**
  * Reports the index `value` at flat `position` when it lies outside [0, size) and `when` holds (call it
- * once per index). `report_bad_index` is codegen's (ir/kernel.ts); a negative i32 is a huge u32, so one
+ * once per index). `report_bad_index` is codegen's (./plan.ts); a negative i32 is a huge u32, so one
  * compare tests both ends. The kernel must still clamp the index it reads with.
  */
 export function reportBadIndex(value: string, size: string, position: string, when?: string): string {
@@ -136,60 +140,8 @@ export function indent(lines: readonly string[], by = '  '): string {
   return lines.flatMap((l) => l.split('\n')).map((l) => by + l).join('\n');
 }
 
-const OPERAND_NAMES = ['a', 'b', 'c', 'd', 'e', 'f'];
-const ELEMENTWISE_GROUP = 256;
-
-/** The dtype of a scalar literal operand: the value dtype, or the tensors' dtype for ops giving bool. */
-function scalarDType(req: KernelRequest): DType {
-  if (req.out.dtype !== 'bool') return req.out.dtype;
-  const t = req.inputs.find((x): x is TensorType => typeof x !== 'number');
-  return t ? t.dtype : 'bool';
-}
-
-/**
- * An elementwise kernel with NumPy broadcasting: one invocation per output element. Operands of the
- * output's shape read at `gid`; broadcast ones through strides in params; scalars are named consts.
- */
-export function elementwiseKernel(req: KernelRequest, scalar: ScalarFn): KernelPlan {
-  const { out } = req;
-  const rank = out.shape.length;
-  const inputNames: string[] = [];
-  const consts: string[] = [];
-  const lines: string[] = [];
-  const params: Record<string, number> = { n: numel(out.shape) };
-  const strided: Record<string, number> = {};
-  const args = req.inputs.map((x, i) => {
-    const name = OPERAND_NAMES[i];
-    if (typeof x === 'number' && scalarDType(req) === 'f32' && !Number.isFinite(x)) {
-      // -inf stays -inf (masked_fill's usual fill): softmax of a row of it is NaN, as on the CPU.
-      if (!consts.includes(F32_BITS_WGSL)) consts.push(F32_BITS_WGSL);
-      lines.push(`let ${name} = ${f32FromBits(x)}; // ${formatNumber(x)}`);
-      return name;
-    }
-    if (typeof x === 'number') {
-      consts.push(constDecl(name, scalarDType(req), x));
-      return name;
-    }
-    inputNames.push(name);
-    if (sameShape(x.shape, out.shape)) return load(name, x.dtype, 'gid');
-    Object.assign(strided, listParams(`${name}_stride`, broadcastStrides(out.shape, x.shape)));
-    lines.push(`let ${name}_at = ${offsetExpr(rank, 'i', `${name}_stride`)};`);
-    return load(name, x.dtype, `${name}_at`);
-  });
-  if (lines.length > 0) {
-    Object.assign(params, listParams('shape', out.shape), strided);
-    lines.unshift(...coordLines('gid', rank, 'shape', 'i'));
-  }
-  lines.push(`out[gid] = ${store(out.dtype, scalar.wgsl(...args))};`);
-  return {
-    inputNames,
-    params,
-    decls: [...consts, scalar.decls ?? ''].filter(Boolean).join('\n'),
-    body: `  if (gid >= params.n) { return; }\n${indent(lines)}`,
-    workgroupSize: ELEMENTWISE_GROUP,
-    workgroups: groupsFor(numel(out.shape), ELEMENTWISE_GROUP),
-  };
-}
+/** Invocations a workgroup of the one-per-element kernels (elementwise, copies, generators) has. */
+export const ELEMENTWISE_GROUP = 256;
 
 /**
  * Copies input `x` into the output's layout: output element at coordinates i reads x at

@@ -1,10 +1,25 @@
 // WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts). Given the rng
 // operand, a kernel mixes its value into the site's seed once per invocation (kiln_mix_seed).
 
-import type { KernelPlan, KernelRequest } from '../kernel.ts';
-import { type TensorType, numel } from '../types.ts';
-import { DROPOUT_HASH_WGSL, DROPOUT_MIX_WGSL, attentionDims, attentionOperands, attentionScale } from './attention.ts';
-import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './wgsl.ts';
+import type { KernelPlan, KernelRequest } from './plan.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
+import { attentionDims, attentionOperands, attentionScale } from '../../ir/ops/attention.ts';
+import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './helpers.ts';
+import type { Lowering } from './plan.ts';
+
+/** The dropout hash in WGSL: ir/ops/attention.ts's dropoutUniform, bit for bit. */
+export const DROPOUT_HASH_WGSL = `fn kiln_uniform(seed: u32, index: u32) -> f32 {
+  let h = index * 747796405u + seed * 2891336453u + 2891336453u;
+  let word = ((h >> (((h >> 28u) + 4u) & 31u)) ^ h) * 277803737u;
+  return f32((word >> 22u) ^ word) / 4294967296.0;
+}`;
+
+/** The seed mixer in WGSL: ir/ops/attention.ts's mixDropoutSeed, bit for bit. */
+export const DROPOUT_MIX_WGSL = `fn kiln_mix_seed(seed: u32, rng: u32) -> u32 {
+  let state = (seed ^ (rng * 0x9e3779b9u)) * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}`;
 
 /** Dropout's constants: the seed, p, and 1 - p; the bits come from the hash shared with the CPU (and its seed mixer, with an rng). */
 export function dropoutDecls(p: number, seed: number, rng: boolean): string {
@@ -123,3 +138,5 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     workgroups: numel(batch) * l,
   };
 }
+
+export const attentionLowerings: Record<string, Lowering> = { dropout: dropoutKernel };

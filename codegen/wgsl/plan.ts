@@ -1,7 +1,6 @@
-// The contract between an op's WGSL lowering (in its registry entry) and codegen/, which wraps the
-// plan into a full WGSL module: header comment, `params` uniform struct, named storage bindings, `main`.
-// Lowerings are the `wgsl` field of each op entry; the longer ones live beside their family as
-// ir/ops/<family>.wgsl.ts, shared text helpers in ir/ops/wgsl.ts.
+// The contract between an op's WGSL lowering (codegen/wgsl/<family>.ts, found by op name in
+// codegen/wgsl/index.ts) and codegen/module.ts, which wraps the plan into a full WGSL module: header
+// comment, `params` uniform struct, named storage bindings, `main`. Shared text helpers: ./helpers.ts.
 //
 // What codegen provides around a plan, so a lowering only writes its own logic:
 // - `struct Params { <each key of plan.params>: u32, groups: u32 }` bound as `params` (binding 0);
@@ -12,12 +11,16 @@
 //   (local index) and `gid = wid * workgroupSize + lid`; it returns before the body when
 //   `wid >= workgroups`, a uniform branch, so bodies that use barriers stay valid.
 // - for ops whose entry has `indices` (ir/bounds.ts): `fn report_bad_index(position: u32, value: i32)`,
-//   which the body calls once for each index outside its range (ir/ops/wgsl.ts reportBadIndex) and
+//   which the body calls once for each index outside its range (./helpers.ts reportBadIndex) and
 //   which writes the run's error record (codegen/index-errors.ts), or does nothing with checks off.
 
-import type { Attrs } from './graph.ts';
-import type { OperandType } from './registry.ts';
-import type { TensorType } from './types.ts';
+import type { Attrs } from '../../ir/graph.ts';
+import type { KernelLimits } from '../../ir/limits.ts';
+import type { OperandType } from '../../ir/registry.ts';
+import type { TensorType } from '../../ir/types.ts';
+
+export type { KernelLimits } from '../../ir/limits.ts';
+export { DEFAULT_KERNEL_LIMITS } from '../../ir/limits.ts';
 
 export interface KernelRequest {
   /** Tensor types of the inputs, or the values of scalar literal operands. */
@@ -27,20 +30,6 @@ export interface KernelRequest {
   /** The device's limits, where a lowering sizes its tiles by them; absent means WebGPU's defaults. */
   readonly limits?: KernelLimits;
 }
-
-/** The device limits lowerings may size workgroups by (a GPUSupportedLimits has them all). */
-export interface KernelLimits {
-  readonly maxComputeWorkgroupStorageSize: number;
-  readonly maxComputeInvocationsPerWorkgroup: number;
-  /**
-   * Present when the device was opened with the `subgroups` feature: the fewest invocations a subgroup
-   * has. Lowerings may then shuffle values between adjacent local invocation indices, in groups up to this size.
-   */
-  readonly subgroupMinSize?: number;
-}
-
-/** What every WebGPU device offers: the limits a lowering assumes when its request names none. */
-export const DEFAULT_KERNEL_LIMITS: KernelLimits = { maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256 };
 
 export interface KernelPlan {
   /** Binding names of the tensor inputs in operand order (scalar operands have none); the output is `out`. */
@@ -57,3 +46,6 @@ export interface KernelPlan {
   /** Linear workgroup count; codegen spreads it over x and y when it exceeds 65535. */
   readonly workgroups: number;
 }
+
+/** An op's WGSL lowering: its plan for one node's operand types, attrs and output type. */
+export type Lowering = (req: KernelRequest) => KernelPlan;

@@ -1,0 +1,16 @@
+// The device limits kernels are sized by. Lowerings (codegen/wgsl) read them to pick tiles; the
+// gradient rule of attention asks, at WebGPU's defaults, whether its backward kernels fit at all.
+
+/** The device limits lowerings may size workgroups by (a GPUSupportedLimits has them all). */
+export interface KernelLimits {
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  /**
+   * Present when the device was opened with the `subgroups` feature: the fewest invocations a subgroup
+   * has. Lowerings may then shuffle values between adjacent local invocation indices, in groups up to this size.
+   */
+  readonly subgroupMinSize?: number;
+}
+
+/** What every WebGPU device offers: the limits a lowering assumes when its request names none. */
+export const DEFAULT_KERNEL_LIMITS: KernelLimits = { maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256 };
