@@ -1,92 +1,25 @@
 // The catalog of kiln's errors: for every code in ir/errors.ts, the way a user meets it and the exact
 // one-line message they read, naming their file and line where there is one. Other tests check the
 // many ways into each code; this file pins one message per code, and keeps docs/errors.md in step.
+// The codes met on a WebGPU device (E008 to E010): errors.gpu.test.ts.
 
-import { execFile } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
-import { type Kernel, lowerGraph } from '../codegen/index.ts';
+import { describe, expect, it } from 'vitest';
 import { loadModel } from '../compiler/cli/model.ts';
 import { readCheckpoint } from '../compiler/checkpoint.ts';
-import { F, compile, tensor } from '../index.ts';
-import { ERROR_CODES, type ErrorCode, KilnError } from '../ir/errors.ts';
-import { Graph } from '../ir/graph.ts';
+import { compile, tensor } from '../index.ts';
+import { ERROR_CODES } from '../ir/errors.ts';
 import { allOps } from '../ir/registry.ts';
 import { parseGraph } from '../ir/text.ts';
 import { verifyGraph } from '../ir/verify.ts';
-import { getDevice, pipelineFor, releaseDevice } from '../runtime/webgpu/index.ts';
 import { writeSafetensors } from '../runtime/safetensors.ts';
 import * as nanogpt from '../examples/nanogpt/model.ts';
-import { BadView, BranchOnValue, FloatMask, HugeOuter } from './fixtures/errors/models.ts';
+import { CATALOG, FIXTURE_EXPECTED, FIXTURE_WEIGHTS, NANOGPT, ROOT, TINY, caught, kiln, locOf } from './error-catalog.ts';
+import { BadView, BranchOnValue, FloatMask } from './fixtures/errors/models.ts';
 
-afterAll(releaseDevice);
-
-/** What the user did, per code: the test names. Typed by ErrorCode, so a new code needs a line here. */
-const CATALOG: Record<ErrorCode, string> = {
-  KILN_E001: 'a view to a shape of another size, traced by compile()',
-  KILN_E002: 'masked_fill with a float mask, traced by compile()',
-  KILN_E003: "a branch on a tensor's value in forward(), traced by compile()",
-  KILN_E004: 'IR text that names an op kiln does not have (a typo)',
-  KILN_E005: 'a PyTorch .pt zip given where a safetensors checkpoint belongs',
-  KILN_E006: 'a checkpoint of 2 layers loaded into a model configured with 1',
-  KILN_E007: 'kiln run on a machine where Vulkan finds neither a GPU nor SwiftShader',
-  KILN_E008: 'a compiled model run again after its device was destroyed',
-  KILN_E009: 'a forward whose intermediate tensor is larger than any GPU buffer',
-  KILN_E010: 'a kernel that stores into a read-only buffer (only a kiln bug makes one)',
-  KILN_E011: 'kiln run with nanoGPT configured with dropout 1',
-  KILN_E012: 'hand-edited IR text whose recorded type the op does not give',
-  KILN_E013: 'IR text with an unclosed shape',
-  KILN_E014: "kiln eval with an inputs file that has none of forward()'s inputs",
-  KILN_E015: 'kiln run --batch 0',
-  KILN_E016: 'kiln run on a model file with a syntax error',
-  KILN_E017: 'kiln eval with --out naming its own --weights file',
-  KILN_E019: 'kiln eval with --out in a folder that does not exist',
-  KILN_E020: "kiln run on nanoGPT configured with n_embd 15 and n_head 2 (the model's own Error)",
-};
-
-const ROOT = new URL('..', import.meta.url).pathname;
-const KILN = join(ROOT, 'bin/kiln.mjs');
-const NANOGPT = 'examples/nanogpt/model.ts';
-const TINY = '{"n_layer":1,"n_head":1,"n_embd":8,"block_size":8,"vocab_size":11}';
-const FIXTURE_WEIGHTS = 'test/fixtures/shared_b2_t24.weights.safetensors';
-const FIXTURE_EXPECTED = 'test/fixtures/shared_b2_t24.expected.safetensors';
 const dir = mkdtempSync(join(tmpdir(), 'kiln-errors-'));
-
-/** The KilnError a call throws or rejects with, checked to carry `code` and to be one line. */
-async function caught(code: ErrorCode, run: () => unknown): Promise<string> {
-  let error: unknown = null;
-  try {
-    await run();
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(KilnError);
-  const e = error as KilnError;
-  expect(e.code).toBe(code);
-  expect(e.message.split('\n')).toHaveLength(1);
-  return e.message;
-}
-
-/** Runs bin/kiln.mjs as a user would; returns its exit status and the lines kiln itself wrote to stderr. */
-async function kiln(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<{ code: number; errors: string[] }> {
-  const result = await promisify(execFile)('node', [KILN, ...args], { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, timeout: 120_000 }).then(
-    (r) => ({ code: 0, stderr: r.stderr }),
-    (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
-  );
-  // Dawn writes its own warnings to stderr from native code; kiln's lines are the coded ones.
-  return { code: result.code, errors: result.stderr.split('\n').filter((l) => /^(KILN_E|error)/.test(l)) };
-}
-
-/** `file:line:col` of the first line of a source file holding `text`, the column at `text`'s `at`-th character. */
-function locOf(file: string, text: string, at = 0): string {
-  const lines = readFileSync(join(ROOT, file), 'utf8').split('\n');
-  const line = lines.findIndex((l) => l.includes(text));
-  expect(line).toBeGreaterThanOrEqual(0);
-  return `${file}:${line + 1}:${lines[line].indexOf(text) + at + 1}`;
-}
 
 describe('the error catalog', () => {
   it('has one case per code in ir/errors.ts, and docs/errors.md one row per code with its meaning', () => {
@@ -142,45 +75,6 @@ describe('each code, met as a user meets it, gives one exact line', () => {
     expect(r.errors).toEqual([
       'KILN_E007 no WebGPU adapter found; for a software GPU: apt-get install chromium libvulkan1 (provides /usr/lib/chromium/vk_swiftshader_icd.json)',
     ]);
-  });
-
-  it(`KILN_E008 for ${CATALOG.KILN_E008}`, async () => {
-    const model = compile(new FloatMask(), { backend: 'webgpu' });
-    const [x, mask] = [tensor([1, 2]), F.eq(tensor([1, 0]), 0)];
-    await model(x, mask);
-    (await getDevice()).device.destroy();
-    const message = await caught('KILN_E008', async () => ((await model(x, mask)) as { data(): Promise<unknown> }).data());
-    expect(message).toBe('KILN_E008 the WebGPU device was lost (destroyed): device was destroyed; the next call opens a new device (compiled models move to it and upload their weights again)');
-    // As it says: the same compiled model runs again, on a new device.
-    const again = (await model(x, mask)) as { data(): Promise<Float32Array> };
-    expect([...(await again.data())]).toEqual([1, 0]);
-    await releaseDevice();
-  });
-
-  it(`KILN_E009 for ${CATALOG.KILN_E009}`, async () => {
-    const n = 2 ** 20;
-    const message = await caught('KILN_E009', () => compile(new HugeOuter(), { backend: 'webgpu' })(F.zeros([n, 1]), F.zeros([1, n])));
-    // The limit is the adapter's own (SwiftShader: maxBufferSize of 1.0 GiB).
-    expect(message.replace(/this GPU's \w+ of [\d.]+ [KMG]iB/, "this GPU's LIMIT")).toBe(
-      'KILN_E009 test/fixtures/errors/models.ts:30:16: %2 = matmul(%0, %1) {transposeA=false, transposeB=false} : f32[1048576,1048576] needs 4.0 TiB, more than this GPU\'s LIMIT; use a smaller batch or shorter sequence',
-    );
-  });
-
-  it(`KILN_E010 for ${CATALOG.KILN_E010}`, async () => {
-    const graph = new Graph();
-    const x = graph.add('input', [], { name: 'x', dtype: 'f32', shape: [4] });
-    graph.setOutputs([{ name: 'y', node: graph.add('exp', [x], {}, { file: 'model.ts', line: 7, col: 3 }) }]);
-    // Written by hand, so codegen's templates can change without moving the line WebGPU names (line 5).
-    const code = [
-      'struct Params { n: u32, groups: u32 }',
-      '@group(0) @binding(0) var<uniform> params: Params;',
-      '@group(0) @binding(1) var<storage, read> a: array<f32>;',
-      '@group(0) @binding(2) var<storage, read_write> out: array<f32>;',
-      '@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) { a[id.x] = exp(a[id.x]); }',
-    ].join('\n');
-    const broken: Kernel = { ...lowerGraph(graph).kernels[0], code, key: code };
-    const message = await caught('KILN_E010', async () => pipelineFor(await getDevice(), broken));
-    expect(message).toBe("KILN_E010 model.ts:7:3: compiling the kernel for %1 = exp(%0) : f32[4]: WebGPU rejected it: line 5: cannot store into a read-only type 'ref<storage, f32, read>'");
   });
 
   it(`KILN_E011 for ${CATALOG.KILN_E011}`, async () => {
