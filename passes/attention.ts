@@ -1,47 +1,46 @@
 // Attention fusion: every spelling of softmax(q k^T * scale + mask) v, with or without dropout on the
 // weights, becomes one fused_attention node (its kernels redraw dropout's bits, so nothing is stored).
-// The rules are data; the kernel picker proves constant masks causal at compile time, so nanoGPT's
-// manual attention, its sdpa_mask variant and sdpa(isCausal) all get the causal kernel.
+// Each spelling is model code traced into a pattern (compiler/attention-spellings.ts), one rule each;
+// the kernel picker proves constant masks causal at compile time, so nanoGPT's manual attention, its
+// sdpa_mask variant and sdpa(isCausal) all get the causal kernel.
 
-import type { Attrs, Graph, Node, Operand } from '../ir/graph.ts';
+import type { Attrs, Graph, Meta, Node, Operand } from '../ir/graph.ts';
 import { isNode } from '../ir/graph.ts';
-import { attentionDims, attentionOperands } from '../ir/ops/attention.ts';
+import { attentionDims } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
+import { ATTENTION_PATTERNS } from './attention-patterns.generated.ts';
 import { type CausalVerdict, type MaskKind, firstEmptyRow, proveCausal } from './causal.ts';
 import type { Decision, Pass, PassContext } from './manager.ts';
-import { type Builder, type Match, type Miss, type Rule, capture, matchRule, oneOf, op, rewriteGraph, scalar } from './pattern.ts';
+import { type Builder, type Match, type Pattern, type Rule, type RuleMiss, type RewriteEvent, rewriteGraph } from './pattern.ts';
+import { ANY, type PatternVocabulary, tracedPattern } from './traced-pattern.ts';
 
-const q = capture('q');
-const k = capture('k');
-const v = capture('v');
-const qkT = (a: ReturnType<typeof capture>, b: ReturnType<typeof capture>) =>
-  op('matmul', [a, b], { attrs: { transposeA: false, transposeB: true }, name: 'qk', what: 'q @ k^T' });
+/** How the traced spellings read (compiler/attention-spellings.ts writes them; a generated file holds them). */
+const VOCABULARY: PatternVocabulary = {
+  what: {
+    'matmul{transposeB=true}': 'q @ k^T',
+    'matmul{transposeB=false}': 'attention weights @ v',
+    softmax: 'softmax over the last dim',
+    dropout: 'dropout of the attention weights',
+    scale: 'the scale',
+    qScale: 'the scale of q',
+    kScale: 'the scale of k',
+    fill: 'the fill value',
+  },
+  attrs: {
+    softmax: { dim: (d, node) => d === -1 || d === node.type.shape.length - 1 },
+    // Canonicalization has removed every inactive dropout; p and the seed are read by the build.
+    dropout: { p: ANY, training: ANY, seed: ANY },
+    sdpa: { isCausal: ANY, scale: ANY, dropoutP: ANY, seed: ANY },
+  },
+};
 
-/** The scores, scaled in any of the places models put the scale. Most specific first. */
-const scores = oneOf(
-  op('mul', [qkT(q, k), scalar('scale', 'the scale')], { what: '(q @ k^T) * scale' }), // nanoGPT: (q @ k^T) * (1/sqrt(d))
-  qkT(op('mul', [q, scalar('qScale', 'the scale of q')]), op('mul', [k, scalar('kScale', 'the scale of k')])), // q and k by d^-1/4
-  qkT(op('mul', [q, scalar('qScale', 'the scale of q')]), k), // q pre-scaled
-  qkT(q, k), // no scale
-);
-
-/** The mask: masked_fill(scores, mask, -inf) (a `where` was canonicalized into this), an added mask, or none. */
-const maskedScores = oneOf(
-  op('masked_fill', [scores, capture('fillMask'), scalar('fillValue', 'the fill value')], { name: 'fill' }),
-  op('add', [scores, capture('addMask')], { name: 'addmask' }),
-  scores,
-);
-
-const lastDim = (d: unknown, node: Node) => d === -1 || d === node.type.shape.length - 1;
-const softmaxOfScores = op('softmax', [maskedScores], { attrs: { dim: lastDim }, name: 'softmax', what: 'softmax over the last dim' });
-
-/** The weights: the softmax, or dropout of it (active: canonicalization has removed every inactive dropout), with the graph's rng or without. */
-const weights = oneOf(
-  op('dropout', [softmaxOfScores, capture('dropRng')], { name: 'dropout', what: 'dropout of the attention weights' }),
-  op('dropout', [softmaxOfScores], { name: 'dropout', what: 'dropout of the attention weights' }),
-  softmaxOfScores,
-);
+/** Each spelling's pattern, in the generated file's order; traced once, on first use. */
+let patterns: { family: 'attention_chain' | 'sdpa'; spelling: string; pattern: Pattern }[] | undefined;
+function spellingPatterns() {
+  patterns ??= ATTENTION_PATTERNS.map((t) => ({ family: t.family, spelling: t.name, pattern: tracedPattern(t, VOCABULARY) }));
+  return patterns;
+}
 
 /** Dropout on the weights as fused_attention's attrs and trailing rng operand; none when p is 0. */
 interface FusedDropout {
@@ -53,13 +52,13 @@ interface FusedDropout {
 function dropoutOfChain(m: Match): FusedDropout | undefined {
   if (!m.has('dropout')) return undefined;
   const attrs = m.node('dropout').attrs;
-  return { p: attrs.p as number, seed: attrs.seed as number, rng: m.has('dropRng') ? m.operand('dropRng') : undefined };
+  return { p: attrs.p as number, seed: attrs.seed as number, rng: m.has('rng') ? m.operand('rng') : undefined };
 }
 
 function dropoutOfSdpa(m: Match): FusedDropout | undefined {
   const attrs = m.node('sdpa').attrs;
   if (!(typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0)) return undefined;
-  return { p: attrs.dropoutP, seed: attrs.seed as number, rng: attentionOperands(m.node('sdpa').inputs, (x) => (isNode(x) ? x.type.dtype : undefined)).rng };
+  return { p: attrs.dropoutP, seed: attrs.seed as number, rng: m.has('rng') ? m.operand('rng') : undefined };
 }
 
 function scaleOf(m: Match): { scale: number; userScaling: 'post' | 'pre_qk' } {
@@ -87,7 +86,9 @@ function maskFits(m: Match): true | string {
   if (mask === null) return true;
   if (!isNode(mask)) return `the mask is the number ${mask}, not a tensor`;
   try {
-    checkAttentionMask('the attention', mask.type, [...m.node('qk').type.shape]);
+    // The scores q @ k^T: q's dims with the keys last (shapesFit has checked the batch dims agree).
+    const [qn, kn] = [m.node('q'), m.node('k')];
+    checkAttentionMask('the attention', mask.type, [...qn.type.shape.slice(0, -1), kn.type.shape[kn.type.shape.length - 2]]);
   } catch (e) {
     if (e instanceof KilnError) return e.detail;
     throw e;
@@ -102,11 +103,12 @@ interface MaskPlan {
 }
 
 function maskOf(m: Match): MaskPlan {
-  if (m.has('fillMask')) return { mask: m.operand('fillMask'), kind: 'fill' };
-  if (m.has('addMask')) return { mask: m.operand('addMask'), kind: 'additive' };
-  // sdpa's lone fourth operand is the rng (i32) when it has dropout and no mask.
-  if (m.has('keepMask') && m.node('keepMask').type.dtype !== 'i32') return { mask: m.operand('keepMask'), kind: m.node('keepMask').type.dtype === 'bool' ? 'keep' : 'additive' };
-  return { mask: null, kind: null };
+  if (!m.has('mask')) return { mask: null, kind: null };
+  const mask = m.operand('mask');
+  if (m.has('masked_fill')) return { mask, kind: 'fill' };
+  if (m.has('add')) return { mask, kind: 'additive' };
+  // sdpa's mask: bool keeps where true, a float mask is added.
+  return { mask, kind: isNode(mask) && mask.type.dtype === 'bool' ? 'keep' : 'additive' };
 }
 
 /** The kernel picker: causal when the mask is proved causal (or declared), else a kernel that reads the mask. */
@@ -137,7 +139,7 @@ function pickKernel(m: Match, graph: Graph, declaredCausal: boolean): { causal: 
  */
 function chainRowAttrs(m: Match, pick: ReturnType<typeof pickKernel>): Attrs {
   if (pick.causal || pick.plan.mask === null) return {};
-  const fill = m.has('fillValue') ? m.scalar('fillValue') : -Infinity;
+  const fill = m.has('fill') ? m.scalar('fill') : -Infinity;
   return Number.isFinite(fill) ? { fill, emptyRows: 'nan' } : { emptyRows: 'nan' };
 }
 
@@ -152,78 +154,64 @@ function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: 
     ...(pick.emptyRow && rows.fill === undefined ? [`${pick.emptyRow}: ${rows.emptyRows === 'nan' ? 'NaN there, as the chain\'s softmax gives' : '0 there, as sdpa gives'}`] : []),
     ...(dropout ? [`dropout p=${dropout.p} on the weights, drawn in the kernel`] : []),
   ];
-  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}), kernel: pick.kernel, rule, reason: notes.join('; ') };
+  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}) };
+  const meta: Meta = { kernel: pick.kernel, rule, reason: notes.join('; ') };
   const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
   if (!pick.causal && pick.plan.mask !== null) {
     // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.
     inputs.push(pick.plan.kind === 'fill' ? b.add('logical_not', [pick.plan.mask]) : pick.plan.mask);
   }
   if (dropout?.rng !== undefined) inputs.push(dropout.rng);
-  return b.add('fused_attention', inputs, attrs);
+  return b.add('fused_attention', inputs, attrs, meta);
 }
 
+/** One rule per spelling: the chain's (named attention_chain in dumps and `kiln explain`) and sdpa's. */
 function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
-  return [
-    {
-      name: 'attention_chain',
-      description: 'dropout?(softmax(mask(q @ k^T * scale))) @ v, the manual attention of nanoGPT and GPT-2 ports',
-      pattern: op('matmul', [weights, v], { attrs: { transposeA: false, transposeB: false }, what: 'attention weights @ v' }),
-      where: (m) => {
-        if (m.has('fillValue') && !(m.scalar('fillValue') <= -1e30)) return `the masked_fill value is ${m.scalar('fillValue')}, not -inf`;
-        const fits = shapesFit(m);
-        return fits === true ? maskFits(m) : fits;
-      },
-      build: (m, b) => {
-        const { scale, userScaling } = scaleOf(m);
-        return buildFused(m, b, ctx, graph(), 'attention_chain', false, scale, userScaling, dropoutOfChain(m));
-      },
-    },
-    {
-      name: 'sdpa',
-      description: 'scaled_dot_product_attention, with isCausal or a mask, and dropout',
-      // The rng operand (i32, last) comes only with dropout; a lone fourth operand may be the mask or the rng.
-      pattern: oneOf(
-        op('sdpa', [q, k, v, capture('keepMask'), capture('rng')], { name: 'sdpa' }),
-        op('sdpa', [q, k, v, capture('keepMask')], { name: 'sdpa' }),
-        op('sdpa', [q, k, v], { name: 'sdpa' }),
-      ),
-      where: (m) => shapesFit(m),
-      build: (m, b) => {
-        const attrs = m.node('sdpa').attrs;
-        const d = m.node('q').type.shape[m.node('q').type.shape.length - 1];
-        const scale = typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
-        return buildFused(m, b, ctx, graph(), 'sdpa', attrs.isCausal === true, scale, 'post', dropoutOfSdpa(m));
-      },
-    },
-  ];
+  return spellingPatterns().map(({ family, spelling, pattern }): Rule =>
+    family === 'attention_chain'
+      ? {
+          name: 'attention_chain',
+          description: `the manual attention of nanoGPT and GPT-2 ports, spelled ${spelling}`,
+          anchor: 'softmax',
+          pattern,
+          where: (m) => {
+            if (m.has('fill') && !(m.scalar('fill') <= -1e30)) return `the masked_fill value is ${m.scalar('fill')}, not -inf`;
+            const fits = shapesFit(m);
+            return fits === true ? maskFits(m) : fits;
+          },
+          build: (m, b) => {
+            const { scale, userScaling } = scaleOf(m);
+            return buildFused(m, b, ctx, graph(), 'attention_chain', false, scale, userScaling, dropoutOfChain(m));
+          },
+        }
+      : {
+          name: 'sdpa',
+          description: `scaled_dot_product_attention, spelled ${spelling}`,
+          anchor: 'sdpa',
+          pattern,
+          where: (m) => shapesFit(m),
+          build: (m, b) => {
+            const attrs = m.node('sdpa').attrs;
+            const d = m.node('q').type.shape[m.node('q').type.shape.length - 1];
+            const scale = typeof attrs.scale === 'number' ? attrs.scale : 1 / Math.sqrt(d);
+            return buildFused(m, b, ctx, graph(), 'sdpa', attrs.isCausal === true, scale, 'post', dropoutOfSdpa(m));
+          },
+        },
+  );
 }
 
-/** Why each attention site (softmax or sdpa) was or was not fused: for `kiln explain`. */
-function explainSites(before: Graph, rules: readonly Rule[], fusedRoots: Map<Node, Node>): Decision[] {
+/** Why each attention site (softmax or sdpa) was or was not fused, from the rewrite's own record: for `kiln explain`. */
+function explainSites(before: Graph, events: readonly RewriteEvent[], misses: ReadonlyMap<Node, RuleMiss>): Decision[] {
   const users = before.users();
-  const ctxFor = { users, graph: before };
-  const decisions: Decision[] = [];
-  // A softmax's chain goes on through its users, and through a dropout of it to that dropout's users.
-  const next = (n: Node) => users.get(n) ?? [];
-  for (const site of before.nodes.filter((n) => n.op === 'softmax' || n.op === 'sdpa')) {
-    const candidates = site.op === 'sdpa' ? [site] : next(site).flatMap((u) => (u.op === 'dropout' ? [u, ...next(u)] : [u]));
-    const root = candidates.find((u) => fusedRoots.has(u));
-    const fused = root && fusedRoots.get(root);
-    if (fused) {
-      decisions.push({ pass: 'fuse_attention', site, applied: true, rule: String(fused.attrs.rule), kernel: String(fused.attrs.kernel), reason: String(fused.attrs.reason) });
-      continue;
-    }
-    let best: (Miss & { rule: string }) | null = null;
-    for (const candidate of candidates) {
-      for (const rule of rules) {
-        const r = matchRule(rule, candidate, ctxFor);
-        if ('miss' in r && (!best || r.miss.depth > best.depth)) best = { ...r.miss, rule: rule.name };
-      }
-    }
-    const reason = best?.reason ?? `the softmax result is not multiplied by v (it is used by ${candidates.map((c) => `%${c.id} = ${c.op}`).join(', ') || 'nothing'})`;
-    decisions.push({ pass: 'fuse_attention', site, applied: false, rule: best?.rule, reason });
-  }
-  return decisions;
+  return before.nodes
+    .filter((n) => n.op === 'softmax' || n.op === 'sdpa')
+    .map((site): Decision => {
+      const fused = events.find((e) => e.matched.includes(site) && isNode(e.replacement))?.replacement as Node | undefined;
+      if (fused) return { pass: 'fuse_attention', site, applied: true, rule: String(fused.meta?.rule), kernel: String(fused.meta?.kernel), reason: String(fused.meta?.reason) };
+      const miss = misses.get(site);
+      const used = (users.get(site) ?? []).map((u) => `%${u.id} = ${u.op}`).join(', ') || 'nothing';
+      return { pass: 'fuse_attention', site, applied: false, rule: miss?.rule, reason: miss?.reason ?? `the softmax result is not multiplied by v (it is used by ${used})` };
+    });
 }
 
 export const fuseAttention: Pass = {
@@ -233,10 +221,9 @@ export const fuseAttention: Pass = {
   run(graph, ctx) {
     let current = graph;
     const rules = attentionRules(ctx, () => current);
-    const { graph: out, events } = rewriteGraph(graph, rules, 2);
+    const { graph: out, events, misses } = rewriteGraph(graph, rules, 2);
     current = out;
-    const fusedRoots = new Map(events.filter((e) => isNode(e.replacement)).map((e) => [e.root, e.replacement as Node]));
-    ctx.decisions.push(...explainSites(graph, rules, fusedRoots));
+    ctx.decisions.push(...explainSites(graph, events, misses));
     return out;
   },
 };
