@@ -3,6 +3,7 @@
 // outputs keep buffers of their own. Dawn orders the dispatches of a pass by their buffer usage, so
 // a kernel writing a reused buffer runs after the last kernel that read it.
 
+import { bufferBytes } from '../ir/dtypes.ts';
 import type { Node } from '../ir/graph.ts';
 import { numel } from '../ir/types.ts';
 import type { Program } from './index.ts';
@@ -16,7 +17,7 @@ export interface BufferPlan {
   readonly largest: readonly Node[];
 }
 
-const bytesOf = (node: Node) => Math.max(4, numel(node.type.shape) * 4);
+const bytesOf = (node: Node) => bufferBytes(node.type.dtype, numel(node.type.shape));
 
 export function planBuffers(program: Program): BufferPlan {
   const { kernels, graph, storageOf } = program;

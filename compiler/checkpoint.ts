@@ -1,5 +1,6 @@
 // Checkpoints: a model's state dict to and from safetensors files, nanoGPT key names, config in metadata.
 
+import { DTYPE_INFO } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { type SafetensorsFile, type StTensorInput, parseSafetensors, readSafetensors, serializeSafetensors, toKilnTensor } from '../runtime/safetensors.ts';
@@ -71,7 +72,7 @@ export function loadCheckpointBytes(model: Module, bytes: Uint8Array, fileName: 
 export function stateDictTensors(model: Module): Map<string, StTensorInput> {
   const tensors = new Map<string, StTensorInput>();
   for (const [key, t] of model.stateDict()) {
-    const dtype = t.type.dtype === 'f32' ? 'F32' : t.type.dtype === 'i32' ? 'I32' : 'BOOL';
+    const dtype = DTYPE_INFO[t.type.dtype].safetensors;
     const data = t.data instanceof Float64Array ? Float32Array.from(t.data) : t.data;
     tensors.set(key, { dtype, shape: [...t.type.shape], data });
   }

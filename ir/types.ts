@@ -1,17 +1,13 @@
-// Tensor types: a dtype and a static shape. Every IR value has one.
+// Tensor types: a dtype (ir/dtypes.ts) and a static shape. Every IR value has one.
 
-export type DType = 'f32' | 'i32' | 'bool';
+import type { DType } from './dtypes.ts';
+
+export { DTYPES, isDType, type DType } from './dtypes.ts';
 export type Shape = readonly number[];
 
 export interface TensorType {
   readonly dtype: DType;
   readonly shape: Shape;
-}
-
-export const DTYPES: readonly DType[] = ['f32', 'i32', 'bool'];
-
-export function isDType(s: string): s is DType {
-  return (DTYPES as readonly string[]).includes(s);
 }
 
 export function tensorType(dtype: DType, shape: Shape): TensorType {

@@ -9,6 +9,7 @@
 //
 // Typed arrays use the host's byte order; like every WebGPU host we assume little-endian.
 
+import type { DType } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
 import { writeFileAtomic } from './files.ts';
 
@@ -291,7 +292,7 @@ export function toKilnTensor(
   t: StTensor,
   fileName: string,
   key: string,
-): { dtype: 'f32' | 'i32' | 'bool'; shape: number[]; data: Float32Array | Int32Array | Uint8Array } {
+): { dtype: DType; shape: number[]; data: Float32Array | Int32Array | Uint8Array } {
   const shape = [...t.shape];
   const k = JSON.stringify(key);
   const src = t.data;

@@ -4,7 +4,7 @@
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
 import { type TensorType, numel, stridesOf } from '../../ir/types.ts';
-import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store } from './helpers.ts';
+import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store, wgslLiteral } from './helpers.ts';
 import { dimAttr } from '../../ir/ops/check.ts';
 import { sliceBounds } from '../../ir/ops/shape.ts';
 import type { Lowering } from './plan.ts';
@@ -26,7 +26,7 @@ export function sliceBackwardKernel(req: KernelRequest, dim: number, start: numb
 }
 
 function zero(dtype: TensorType['dtype']): string {
-  return dtype === 'bool' ? 'false' : dtype === 'i32' ? '0' : '0.0';
+  return wgslLiteral(0, dtype);
 }
 
 const EMBED_GROUP = 256;

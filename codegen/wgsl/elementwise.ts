@@ -3,6 +3,7 @@
 // broadcasting. fused_elementwise and fused_reduce compose the same expressions over their chains.
 // Adding an elementwise op: its entry in ir/ops/elementwise.ts, and its line in SCALAR_WGSL.
 
+import { DTYPE_INFO } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import { type Expr, exprOf, reduceOpOf } from '../../ir/ops/fused_elementwise.ts';
 import { formatNumber } from '../../ir/text.ts';
@@ -106,7 +107,7 @@ export function elementwiseKernel(req: KernelRequest, scalar: ScalarWgsl): Kerne
   const strided: Record<string, number> = {};
   const args = req.inputs.map((x, i) => {
     const name = OPERAND_NAMES[i];
-    if (typeof x === 'number' && scalarDType(req) === 'f32' && !Number.isFinite(x)) {
+    if (typeof x === 'number' && DTYPE_INFO[scalarDType(req)].isFloat && !Number.isFinite(x)) {
       // -inf stays -inf (masked_fill's usual fill): softmax of a row of it is NaN, as on the CPU.
       if (!consts.includes(F32_BITS_WGSL)) consts.push(F32_BITS_WGSL);
       lines.push(`let ${name} = ${f32FromBits(x)}; // ${formatNumber(x)}`);

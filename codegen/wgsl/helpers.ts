@@ -3,36 +3,14 @@
 // kernels (strided copy, generators; the elementwise one is in ./elementwise.ts). Pure string builders:
 // nothing here touches a GPU.
 
-import { KilnError } from '../../ir/errors.ts';
+import { DTYPE_INFO } from '../../ir/dtypes.ts';
+import { valueType, wgslLiteral } from './dtypes.ts';
 import type { KernelPlan, KernelRequest } from './plan.ts';
 import { type DType, type Shape, type TensorType, numel, stridesOf } from '../../ir/types.ts';
 
-/** The largest finite f32: a `const` cannot hold an infinity, so constDecl clamps -Infinity to -F32_MAX (f32FromBits makes a real one). */
-export const F32_MAX = 3.4028234663852886e38;
-
-/** How a dtype is stored in a buffer: bool is a u32 holding 0 or 1. */
-export function storageType(dtype: DType): 'f32' | 'i32' | 'u32' {
-  return dtype === 'bool' ? 'u32' : dtype;
-}
-
-/** The WGSL type of a value of this dtype once loaded. */
-export function valueType(dtype: DType): 'f32' | 'i32' | 'bool' {
-  return dtype;
-}
-
-/** A WGSL literal of a dtype; infinities clamp to the finite f32 range (f32FromBits writes a real one). */
-export function wgslLiteral(v: number, dtype: DType): string {
-  if (Number.isNaN(v)) throw new KilnError('KILN_E011', 'a NaN constant cannot be lowered to WGSL');
-  if (dtype === 'bool') return v ? 'true' : 'false';
-  if (dtype === 'i32') {
-    const i = Math.trunc(v);
-    if (i < -2147483648 || i > 2147483647) throw new KilnError('KILN_E011', `the constant ${v} does not fit in i32`);
-    return i === -2147483648 ? '(-2147483647 - 1)' : `${i}`; // -2147483648 alone is out of range before the minus
-  }
-  const f = Math.min(Math.max(v, -F32_MAX), F32_MAX);
-  const s = String(f);
-  return /[.eE]/.test(s) ? s : `${s}.0`;
-}
+// The dtype table's WGSL column (./dtypes.ts), re-exported for the lowerings that import their helpers from here.
+export { F32_MAX } from '../../ir/dtypes.ts';
+export { load, storageType, store, valueType, wgslLiteral, zeroLiteral } from './dtypes.ts';
 
 /**
  * WGSL has no literal for an infinity or NaN, and a constant expression may not evaluate to one; a
@@ -46,24 +24,10 @@ export function f32FromBits(v: number): string {
   return `kiln_f32_bits(0x${bits.toString(16)}u)`;
 }
 
-/** The zero a buffer of this dtype stores. */
-export function zeroLiteral(dtype: DType): string {
-  return dtype === 'f32' ? '0.0' : dtype === 'i32' ? '0' : '0u';
-}
-
 export function constDecl(name: string, dtype: DType, v: number): string {
-  const clamped = dtype === 'f32' && !Number.isNaN(v) && Math.abs(v) > F32_MAX;
-  return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};${clamped ? ` // ${v}, clamped to the finite f32 range` : ''}`;
-}
-
-/** Reads element `index` of binding `name` as a value of `dtype`. */
-export function load(name: string, dtype: DType, index: string): string {
-  return dtype === 'bool' ? `(${name}[${index}] != 0u)` : `${name}[${index}]`;
-}
-
-/** Converts a value of `dtype` to what its buffer stores. */
-export function store(dtype: DType, value: string): string {
-  return dtype === 'bool' ? `select(0u, 1u, ${value})` : value;
+  const info = DTYPE_INFO[dtype];
+  const clamped = info.isFloat && !Number.isNaN(v) && Math.abs(v) > info.max;
+  return `const ${name}: ${valueType(dtype)} = ${wgslLiteral(v, dtype)};${clamped ? ` // ${v}, clamped to the finite ${dtype} range` : ''}`;
 }
 
 /**

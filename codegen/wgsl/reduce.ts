@@ -3,10 +3,11 @@
 // a workgroup tree reduction, accumulating in f32 (i32 for integer sum/amax).
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
+import { DTYPE_INFO } from '../../ir/dtypes.ts';
 import { type DType, type TensorType, numel, stridesOf } from '../../ir/types.ts';
 import { dimAttr, intAttr, numAttr, splitAround } from '../../ir/ops/check.ts';
 import { reducedDims } from '../../ir/ops/reduce.ts';
-import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './helpers.ts';
+import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, valueType, wgslLiteral, workgroupReduce } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
@@ -37,17 +38,18 @@ interface Dim {
 }
 
 interface Reduction {
-  acc: 'f32' | 'i32';
+  acc: DType;
   init: string;
   combine: (a: string, b: string) => string;
   finish: (total: string) => string;
 }
 
 function reduction(op: string, inDType: DType): Reduction {
-  const acc = op !== 'mean' && inDType === 'i32' ? 'i32' : 'f32';
-  if (op === 'amax') return { acc, init: acc === 'i32' ? wgslLiteral(-2147483648, 'i32') : wgslLiteral(-F32_MAX, 'f32'), combine: (a, b) => `max(${a}, ${b})`, finish: (t) => t };
+  // Integers sum and compare in their own type; a mean, and every float, in f32.
+  const acc: DType = op !== 'mean' && DTYPE_INFO[inDType].isInt ? inDType : 'f32';
+  if (op === 'amax') return { acc, init: wgslLiteral(DTYPE_INFO[acc].lowest, acc), combine: (a, b) => `max(${a}, ${b})`, finish: (t) => t };
   const finish = op === 'mean' ? (t: string) => `${t} / f32(params.count)` : (t: string) => t;
-  return { acc, init: acc === 'i32' ? '0' : '0.0', combine: (a, b) => `(${a} + ${b})`, finish };
+  return { acc, init: wgslLiteral(0, acc), combine: (a, b) => `(${a} + ${b})`, finish };
 }
 
 /**
@@ -91,7 +93,7 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
         'if (gid >= params.outputs) { return; }',
         ...coordLines('gid', kept.length, 'kept_shape', 'k'),
         `let base = ${offsetExpr(kept.length, 'k', 'kept_stride')};`,
-        `var acc: ${r.acc} = ${r.init};`,
+        `var acc: ${valueType(r.acc)} = ${r.init};`,
         'for (var e = 0u; e < params.count; e = e + 1u) {',
         indent(coordLines('e', red.length, 'red_shape', 'r')),
         `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
@@ -109,7 +111,7 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
     const body = [
       ...coordLines('wid', kept.length, 'kept_shape', 'k'),
       `let base = ${offsetExpr(kept.length, 'k', 'kept_stride')};`,
-      `var acc: ${r.acc} = ${r.init};`,
+      `var acc: ${valueType(r.acc)} = ${r.init};`,
       `for (var e = lid; e < params.count; e = e + ${group}u) {`,
       indent(coordLines('e', red.length, 'red_shape', 'r')),
       `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
@@ -121,7 +123,7 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
     return {
       inputNames,
       params,
-      decls: [operands?.decls, reduceDecl('partial', r.acc, group)].filter(Boolean).join('\n'),
+      decls: [operands?.decls, reduceDecl('partial', valueType(r.acc), group)].filter(Boolean).join('\n'),
       body: indent(body),
       workgroupSize: group,
       workgroups: numel(req.out.shape),
@@ -152,7 +154,7 @@ function columnReduce(r: Reduction, read: string, inputNames: string[], decls: s
     `let outer = wid / ${tiles}u;`,
     ...coordLines('outer', outerKept.length, 'kept_shape', 'k'),
     `let base = ${outerKept.length > 0 ? `${offsetExpr(outerKept.length, 'k', 'kept_stride')} + ` : ''}min(col, params.inner - 1u);`,
-    `var acc: ${r.acc} = ${r.init};`,
+    `var acc: ${valueType(r.acc)} = ${r.init};`,
     `for (var e = lane; e < params.count; e = e + ${COLUMN_LANES}u) {`,
     indent(coordLines('e', red.length, 'red_shape', 'r')),
     `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
@@ -169,7 +171,7 @@ function columnReduce(r: Reduction, read: string, inputNames: string[], decls: s
   return {
     inputNames,
     params: { ...params, inner: inner.size },
-    decls: [decls, `var<workgroup> lanes: array<${r.acc}, ${COLUMN_TILE * COLUMN_LANES}>;`].filter(Boolean).join('\n'),
+    decls: [decls, `var<workgroup> lanes: array<${valueType(r.acc)}, ${COLUMN_TILE * COLUMN_LANES}>;`].filter(Boolean).join('\n'),
     body: indent(body),
     workgroupSize: COLUMN_TILE * COLUMN_LANES,
     workgroups: Math.max(1, numel(outerKept.map((d) => d.size))) * tiles,

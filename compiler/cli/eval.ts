@@ -2,6 +2,7 @@
 //   kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors
 //     --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]
 
+import { DTYPE_INFO } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
@@ -104,7 +105,8 @@ function namedTensors(result: unknown): Map<string, Tensor> {
 /** f32 as F32, integers stay I32, bools BOOL; a 0-d tensor is written as [1], as PyTorch's fixtures store a loss. */
 function serialized(t: Tensor, data: HostData): { dtype: 'F32' | 'I32' | 'BOOL'; shape: number[]; data: ArrayBufferView } {
   const shape = t.shape.length === 0 ? [1] : [...t.shape];
-  if (t.dtype === 'i32') return { dtype: 'I32', shape, data: Int32Array.from(data) };
-  if (t.dtype === 'bool') return { dtype: 'BOOL', shape, data: Uint8Array.from(data) };
-  return { dtype: 'F32', shape, data: Float32Array.from(data) };
+  const info = DTYPE_INFO[t.dtype];
+  const out = info.hostArray(data.length, 'f32');
+  out.set(data);
+  return { dtype: info.safetensors, shape, data: out };
 }

@@ -3,6 +3,7 @@
 // table keyed by op name in codegen/wgsl/elementwise.ts, beside the one kernel that lowers them all.
 
 import { type GradContext, type GradRule, inputGrad } from '../autograd.ts';
+import { DTYPE_INFO } from '../dtypes.ts';
 import { KilnError } from '../errors.ts';
 import { allocData } from '../host.ts';
 import type { Node, Operand } from '../graph.ts';
@@ -205,9 +206,10 @@ registerOp({
     const x = inputs[0];
     if (typeof x === 'number') throw new Error('cast of a scalar');
     const result = allocData(out.dtype, numel(out.shape), precision);
+    const to = DTYPE_INFO[out.dtype];
     for (let i = 0; i < result.length; i++) {
       const v = x.data[i];
-      result[i] = out.dtype === 'bool' ? Number(v !== 0) : out.dtype === 'i32' ? Math.trunc(v) : v;
+      result[i] = to.isFloat ? v : to.isInt ? Math.trunc(v) : Number(v !== 0);
     }
     return result;
   },

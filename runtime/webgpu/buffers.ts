@@ -1,7 +1,9 @@
-// Moving tensors between host and GPU. Every dtype is 4 bytes an element on the GPU: f32, i32, and
-// bool as a u32 holding 0 or 1 (WGSL has no 1-byte storage type).
+// Moving tensors between host and GPU. A dtype's bytes and host array are the dtype table's
+// (ir/dtypes.ts), its WGSL storage type codegen's (codegen/wgsl/dtypes.ts: bool is a u32 holding 0 or 1).
 
 import { describeNode } from '../../codegen/index.ts';
+import { storageType } from '../../codegen/wgsl/dtypes.ts';
+import { DTYPE_INFO, bufferBytes } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
@@ -15,7 +17,7 @@ function storageUsage(): number {
 
 /** Bytes a tensor of this type occupies on the GPU, at least 4 (WebGPU bindings cannot be empty). */
 export function gpuBytes(type: TensorType): number {
-  return Math.max(4, numel(type.shape) * 4);
+  return bufferBytes(type.dtype, numel(type.shape));
 }
 
 export function formatBytes(n: number): string {
@@ -80,11 +82,14 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
   );
 }
 
-/** Host values as the 4-byte words the GPU stores (f64 narrowed to f32, bool widened to u32). */
-export function toGpuWords(t: HostTensor): Float32Array | Int32Array | Uint32Array {
-  if (t.type.dtype === 'bool') return Uint32Array.from(t.data as Uint8Array);
-  if (t.type.dtype === 'i32') return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
-  return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+/** The typed array of each WGSL storage type. */
+const STORAGE_ARRAYS = { f32: Float32Array, i32: Int32Array, u32: Uint32Array } as const;
+type GpuWords = Float32Array | Int32Array | Uint32Array;
+
+/** Host values as the words the GPU stores (f64 narrowed to f32, bool widened to u32). */
+export function toGpuWords(t: HostTensor): GpuWords {
+  const Words = STORAGE_ARRAYS[storageType(t.type.dtype)];
+  return t.data instanceof Words ? t.data : Words.from(t.data);
 }
 
 /** Writes a host tensor into a buffer (queued: it lands before the next submitted work). */
@@ -106,12 +111,13 @@ export function upload(kdev: KilnDevice, t: HostTensor, label = formatType(t.typ
   return count(buffer);
 }
 
-/** Copies a buffer back: f32 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array. Throws any GPU error pending first. */
+/** Copies a buffer back into the dtype's host array (f32 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array). Throws any GPU error pending first. */
 export async function readback(kdev: KilnDevice, buffer: GPUBuffer, type: TensorType): Promise<HostData> {
   await kdev.errors.check();
   const n = numel(type.shape);
-  if (n === 0) return type.dtype === 'f32' ? new Float32Array(0) : type.dtype === 'i32' ? new Int32Array(0) : new Uint8Array(0);
-  const size = n * 4;
+  const info = DTYPE_INFO[type.dtype];
+  if (n === 0) return info.hostArray(0, 'f32');
+  const size = n * info.bytes;
   const { device } = kdev;
   const staging = kdev.errors.scoped({ what: `reading back a ${formatType(type)} tensor` }, () => {
     const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
@@ -130,7 +136,9 @@ export async function readback(kdev: KilnDevice, buffer: GPUBuffer, type: Tensor
   staging.unmap();
   staging.destroy();
   await kdev.errors.check();
-  if (type.dtype === 'f32') return new Float32Array(words);
-  if (type.dtype === 'i32') return new Int32Array(words);
-  return Uint8Array.from(new Uint32Array(words), (w) => (w !== 0 ? 1 : 0));
+  const stored = new STORAGE_ARRAYS[storageType(type.dtype)](words);
+  const host = info.hostArray(n, 'f32');
+  if (host.constructor === stored.constructor) return stored as HostData;
+  for (let i = 0; i < n; i++) host[i] = info.isFloat || info.isInt ? stored[i] : Number(stored[i] !== 0); // bool: 0/1 bytes from its words
+  return host;
 }
