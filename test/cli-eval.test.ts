@@ -1,67 +1,16 @@
 // `kiln eval` is a contract outside checks call: run the real CLI as a user would, on the PyTorch fixture.
+// On the cpu here, with every refusal; on webgpu: cli-eval.gpu.test.ts.
 
-import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { readCheckpoint } from '../compiler/checkpoint.ts';
-import { FIXTURE_EXPECTED, FIXTURE_WEIGHTS, loadFixture, relError } from './helpers.ts';
+import { MODEL, dir, evalMatchesPyTorch, gradsMatchPyTorch, kiln } from './cli-eval-cases.ts';
+import { FIXTURE_EXPECTED, FIXTURE_WEIGHTS } from './helpers.ts';
 
-const run = promisify(execFile);
-const KILN = new URL('../bin/kiln.mjs', import.meta.url).pathname;
-const MODEL = new URL('../examples/nanogpt/model.ts', import.meta.url).pathname;
-const dir = mkdtempSync(join(tmpdir(), 'kiln-eval-'));
-
-async function kiln(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run('node', [KILN, ...args], { timeout: 300_000 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
-
-// Fixture tolerance: logits and loss within 1e-4 relative (shared/fixtures/README.md).
 describe('kiln eval', () => {
-  const cases: [string, string, string, string][] = [
-    ['cpu', 'compiled', '{"flash":false}', 'manual attention'],
-    ['cpu', 'eager', '{"flash":true}', 'sdpa'],
-    ['webgpu', 'compiled', '{"flash":false}', 'manual attention'],
-    ['webgpu', 'eager', '{"flash":true,"sdpa_mask":true}', 'sdpa with a mask'],
-  ];
-  for (const [device, mode, config, label] of cases) {
-    it(`writes logits and loss matching PyTorch on ${device}, ${mode}, ${label}`, async () => {
-      const out = join(dir, `${device}-${mode}.safetensors`);
-      const r = await kiln('eval', MODEL, '--weights', FIXTURE_WEIGHTS, '--inputs', FIXTURE_EXPECTED, '--out', out, '--outputs', 'logits,loss', '--device', device, '--mode', mode, '--config', config);
-      expect(r.stderr.split('\n').filter((l) => l.startsWith('KILN_E') || l.startsWith('error'))).toEqual([]);
-      expect(r.code).toBe(0);
-      const got = (await readCheckpoint(out)).tensors;
-      const { expected } = await loadFixture();
-      expect([...got.keys()]).toEqual(['logits', 'loss']);
-      expect(got.get('logits')!.type.shape).toEqual([2, 24, 96]);
-      expect(got.get('loss')!.type.shape).toEqual([1]);
-      expect(relError(got.get('logits')!.data, expected.get('logits')!.data)).toBeLessThan(1e-4);
-      expect(relError(got.get('loss')!.data, expected.get('loss')!.data)).toBeLessThan(1e-4);
-    });
-  }
-
-  for (const [device, mode] of [['cpu', 'compiled'], ['webgpu', 'compiled'], ['cpu', 'eager'], ['webgpu', 'eager']]) {
-    it(`writes grad.<param> for every parameter with --grads, matching PyTorch within 1e-3, ${mode} on ${device}`, async () => {
-      const out = join(dir, `grads-${device}-${mode}.safetensors`);
-      const r = await kiln('eval', MODEL, '--weights', FIXTURE_WEIGHTS, '--inputs', FIXTURE_EXPECTED, '--out', out, '--outputs', 'loss', '--device', device, '--mode', mode, '--config', '{"flash":false}', '--grads');
-      expect(r.stderr.split('\n').filter((l) => l.startsWith('KILN_E') || l.startsWith('error'))).toEqual([]);
-      expect(r.code).toBe(0);
-      const got = (await readCheckpoint(out)).tensors;
-      const { expected } = await loadFixture();
-      const names = [...expected.keys()].filter((k) => k.startsWith('grad.'));
-      expect([...got.keys()].filter((k) => k.startsWith('grad.')).sort()).toEqual(names.sort());
-      // Gradient tolerance of the fixtures' README: 1e-3 relative.
-      for (const k of names) expect(relError(got.get(k)!.data, expected.get(k)!.data), k).toBeLessThan(1e-3);
-    });
-  }
+  evalMatchesPyTorch('cpu', 'compiled', '{"flash":false}', 'manual attention');
+  evalMatchesPyTorch('cpu', 'eager', '{"flash":true}', 'sdpa');
+  gradsMatchPyTorch('cpu', 'compiled');
+  gradsMatchPyTorch('cpu', 'eager');
 
   const bad: [string, string[], RegExp][] = [
     ['a missing weights file', ['--weights', join(dir, 'nope.safetensors')], /^KILN_E005 .*nope\.safetensors/],

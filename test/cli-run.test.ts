@@ -1,35 +1,9 @@
 // `kiln run`, the README's main job: compile, summarize the IR per stage, run, print loss and time.
+// On the cpu here; on webgpu, and the two against each other: cli-run.gpu.test.ts.
 
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
-
-const run = promisify(execFile);
-const KILN = new URL('../bin/kiln.mjs', import.meta.url).pathname;
-const CONFIG = '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96}';
+import { describe } from 'vitest';
+import { runsNanoGPT } from './cli-run-cases.ts';
 
 describe('kiln run', () => {
-  for (const device of ['cpu', 'webgpu']) {
-    it(`compiles nanoGPT, prints each stage's IR summary, the loss and the time, on ${device}`, async () => {
-      const { stdout } = await run('node', [KILN, 'run', 'examples/nanogpt/model.ts', '--config', CONFIG, '--batch', '2', '--seq', '24', '--iters', '2', '--device', device], { timeout: 120_000 });
-      const lines = stdout.trim().split('\n');
-      expect(lines[0]).toMatch(/^model: examples\/nanogpt\/model\.ts {2}0\.03M parameters {2}input \[2,24\] {2}device /);
-      for (const stage of ['traced', 'canonical', 'fused', 'lowered']) expect(stdout).toMatch(new RegExp(`^ {2}${stage} +\\d+ nodes: `, 'm'));
-      expect(stdout).toMatch(/^ {2}fused +.*2 fused_attention/m);
-      expect(stdout).toMatch(/^compile: \d+ ms \(trace, passes, codegen\)$/m);
-      // Random tokens over 96 classes from a fresh seeded init: the loss sits near ln(96) = 4.56.
-      const loss = Number(/^loss: ([\d.]+)$/m.exec(stdout)?.[1]);
-      expect(Math.abs(loss - Math.log(96))).toBeLessThan(0.2);
-      expect(stdout).toMatch(/^forward: median [\d.]+ ms over 2 runs/m);
-    });
-  }
-
-  it('gives the same loss on cpu and webgpu (seeded init and inputs)', async () => {
-    const loss = async (device: string) => {
-      const { stdout } = await run('node', [KILN, 'run', 'examples/nanogpt/model.ts', '--config', CONFIG, '--iters', '1', '--device', device], { timeout: 120_000 });
-      return Number(/^loss: ([\d.]+)$/m.exec(stdout)?.[1]);
-    };
-    const [cpu, gpu] = await Promise.all([loss('cpu'), loss('webgpu')]);
-    expect(Math.abs(cpu - gpu)).toBeLessThanOrEqual(1e-4); // printed to 4 decimals
-  });
+  runsNanoGPT('cpu');
 });
