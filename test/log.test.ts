@@ -1,31 +1,12 @@
-// KILN_LOG: structured one-line events on stderr, off unless a channel is named.
+// KILN_LOG: structured one-line events on stderr, off unless a channel is named. The kernels channel,
+// written when the webgpu backend prepares a program: log.gpu.test.ts.
 
-import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { F, Module, type Tensor, compile, tensor } from '../index.ts';
 import { log, setLogChannels } from '../ir/log.ts';
-import { releaseDevice } from '../runtime/webgpu/index.ts';
+import { capturedStderr, softmaxModel } from './log-capture.ts';
 
-afterAll(releaseDevice);
-
-let lines: string[] = [];
-
-beforeEach(() => {
-  lines = [];
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    lines.push(...String(chunk).split('\n').filter(Boolean));
-    return true;
-  });
-});
-
-afterEach(() => {
-  vi.restoreAllMocks();
-  setLogChannels(undefined);
-});
-
-/** softmax(2x).sum(-1): a few nodes for the compile-time channels. */
-function softmaxModel(): Module & { forward: (x: Tensor) => Tensor } {
-  return Object.assign(new Module(), { forward: (x: Tensor) => F.softmax(x.mul(2), -1).sum(-1) });
-}
+const lines = capturedStderr();
 
 describe('KILN_LOG channels', () => {
   it('writes nothing when no channel is on', () => {
@@ -111,15 +92,4 @@ describe('compile() logs what it decides', () => {
     expect(lines[0]).toMatch(/^\[kiln:fusion\] fused %\d+ softmax at test\/log\.test\.ts:\d+:\d+ pass=fuse_attention rule=attention_chain kernel=flash reason="no mask: every key attended"$/);
   });
 
-  it('logs one kernels line per kernel when the webgpu backend prepares a program', async () => {
-    setLogChannels('kernels');
-    await compile(softmaxModel(), { backend: 'webgpu' }).lower(tensor([1, 2, 3, 4], [2, 2]));
-    // The grid is codegen's choice: the line's shape is what is pinned here.
-    const shapes = lines.map((l) => l.replace(/test\/log\.test\.ts:\d+:\d+/, 'LOC').replace(/workgroups=\d+x\d+x\d+/, 'workgroups=X'));
-    expect(shapes).toEqual([
-      '[kiln:kernels] %1 mul LOC workgroups=X reads=%0 pipeline=0',
-      '[kiln:kernels] %2 softmax LOC workgroups=X reads=%1 pipeline=1',
-      '[kiln:kernels] %3 sum LOC workgroups=X reads=%2 pipeline=2',
-    ]);
-  });
 });
