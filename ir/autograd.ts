@@ -5,8 +5,6 @@
 import { KilnError } from './errors.ts';
 import { type Attrs, Graph, type Node, type Operand, isNode } from './graph.ts';
 import { getOp } from './registry.ts';
-import { MAX_CONCAT_INPUTS } from './ops/backward.ts';
-import { sliceBounds } from './ops/shape.ts';
 import { type Shape, formatType, sameShape } from './types.ts';
 
 /** What a gradient rule sees: the forward node, the gradient of its output, and a builder for new nodes. */
@@ -30,50 +28,8 @@ export function unbroadcast(ctx: GradContext, grad: Node, shape: Shape): Node {
   if (sameShape(from, shape)) return grad;
   const lead = from.length - shape.length;
   const dims = from.map((_, i) => i).filter((i) => i < lead || (shape[i - lead] === 1 && from[i] !== 1));
-  const summed = dims.length === 0 ? grad : (sumLeadingRows(ctx, grad, dims) ?? ctx.add('sum', [grad], { dims, keepdim: false }));
+  const summed = dims.length === 0 ? grad : ctx.add('sum', [grad], { dims, keepdim: false });
   return sameShape(summed.type.shape, shape) ? summed : ctx.add('reshape', [summed], { shape: [...shape] });
-}
-
-/**
- * The gradients of slices that tile their input exactly (step 1, disjoint, covering the dim: q, k, v
- * split from one projection) as one concat of the slices' gradients, instead of a zero-padded tensor
- * per slice summed. Null when `parts` are not such slice_backward nodes. The slice_backward nodes are
- * left for dead-code elimination.
- */
-function tiledSlices(graph: Graph, parts: readonly Node[], node: Node): Node | null {
-  if (parts.length < 2 || parts.length > MAX_CONCAT_INPUTS || !parts.every((p) => p.op === 'slice_backward')) return null;
-  const rank = node.type.shape.length;
-  const dimOf = (p: Node) => ((p.attrs.dim as number) + rank) % rank;
-  const dim = dimOf(parts[0]);
-  const ranges = parts.map((p) => ({ grad: p.inputs[0] as Node, ...sliceBounds(p.attrs, node.type.shape[dim]), size: (p.inputs[0] as Node).type.shape[dim] }));
-  if (!parts.every((p) => dimOf(p) === dim) || !ranges.every((r) => r.step === 1)) return null;
-  ranges.sort((a, b) => a.start - b.start);
-  let at = 0;
-  for (const r of ranges) {
-    if (r.start !== at) return null;
-    at += r.size;
-  }
-  if (at !== node.type.shape[dim]) return null;
-  return graph.add('concat', ranges.map((r) => r.grad), { dim }, node.loc, node.scope);
-}
-
-/** Rows per block when a long sum over leading dims is done in two steps. */
-const ROW_BLOCK = 256;
-
-/**
- * A sum over the leading dims of a big gradient (a bias's: [B, T, C] -> [C]) in two steps, blocks of
- * ROW_BLOCK rows then the blocks, so the GPU gets (rows / ROW_BLOCK) x C outputs to spread the first
- * step over instead of C. Null when `dims` are not exactly the leading dims or there are few rows.
- */
-function sumLeadingRows(ctx: GradContext, grad: Node, dims: readonly number[]): Node | null {
-  const shape = grad.type.shape;
-  if (!dims.every((d, i) => d === i) || dims.length === shape.length) return null;
-  const rows = shape.slice(0, dims.length).reduce((a, b) => a * b, 1);
-  if (rows < 4 * ROW_BLOCK || rows % ROW_BLOCK !== 0) return null;
-  const rest = shape.slice(dims.length);
-  const blocks = ctx.add('reshape', [grad], { shape: [rows / ROW_BLOCK, ROW_BLOCK, ...rest] });
-  const partial = ctx.add('sum', [blocks], { dims: [1], keepdim: false });
-  return ctx.add('sum', [partial], { dims: [0], keepdim: false });
 }
 
 /** Input #k's gradient, made by `make` only when needed and summed back to the input's shape. */
@@ -114,7 +70,8 @@ export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): G
   const total = (node: Node): Node | undefined => {
     const parts = pending.get(node);
     if (!parts) return undefined;
-    const sum = tiledSlices(out, parts, node) ?? parts.reduce((acc, g) => out.add('add', [acc, g], {}, node.loc, node.scope));
+    // Slices tiling their input (q, k, v) meet as a concat: passes/gradient-rules.ts rewrites this sum.
+    const sum = parts.reduce((acc, g) => out.add('add', [acc, g], {}, node.loc, node.scope));
     pending.set(node, [sum]);
     return sum;
   };

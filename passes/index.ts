@@ -4,6 +4,7 @@ import { canonicalize } from './canonicalize.ts';
 import { crossEntropyRows } from './cross-entropy.ts';
 import { deadCodeElimination } from './dce.ts';
 import { elementwiseFusion } from './elementwise.ts';
+import { concatSliceGradients, twoStepRowSums } from './gradient-rules.ts';
 import { commonSubexpressions, constantFolding } from './fold.ts';
 import type { Pass } from './manager.ts';
 
@@ -11,10 +12,12 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   canonicalize, // canonical: one spelling per computation
   constantFolding,
   commonSubexpressions,
+  concatSliceGradients, // canonical: slice gradients tiling their input as one concat
   deadCodeElimination('canonical'),
   fuseAttention, // fused: attention chains -> fused_attention
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
   crossEntropyRows, // lowered: big losses row-parallel
+  twoStepRowSums, // lowered: long sums over leading dims in two steps
   elementwiseFusion, // lowered: elementwise chains as one kernel each
 ];
 

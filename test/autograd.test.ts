@@ -10,6 +10,8 @@ import { type HostTensor, hostTensor } from '../ir/host.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { splitKFactor } from '../ir/ops/linalg.ts';
+import { CONCAT_SLICE_GRADIENTS, TWO_STEP_ROW_SUM } from '../passes/gradient-rules.ts';
+import { rewriteGraph } from '../passes/pattern.ts';
 import { ATTENTION_VARIANTS, asNumbers, centralDifferences, fixtureModel, loadFixture, relError, rng } from './helpers.ts';
 
 // ---- per-op gradients against central finite differences, in f64 on the CPU interpreter ----
@@ -39,7 +41,8 @@ function gradError({ params, inputs = {}, build }: GradCase, seed = 1): number {
   const weighted = g.add('mul', [y, probe]);
   const loss = y.type.shape.length === 0 ? weighted : g.add('sum', [weighted], { dims: y.type.shape.map((_, i) => i) });
   g.setOutputs([{ name: 'loss', node: loss }]);
-  const withGrads = differentiate(g, loss, Object.values(paramNodes));
+  // With the rewrites kiln runs on backward graphs (the q/k/v concat, the two-step row sum), so their results are checked too.
+  const withGrads = rewriteGraph(differentiate(g, loss, Object.values(paramNodes)), [CONCAT_SLICE_GRADIENTS, TWO_STEP_ROW_SUM]).graph;
 
   const random = rng(seed);
   const values = new Map<string, HostTensor>(Object.entries(inputs));
@@ -189,15 +192,26 @@ describe('every gradient rule matches central finite differences in f64', () => 
     expect((grad.inputs[0] as Node).type.shape).toEqual([2, 5, 3]);
   });
 
-  it('the gradients of q, k and v split from one tensor meet as a concat, not a sum of zero-padded slices', () => {
+  it('the gradients of q, k and v split from one tensor meet as a concat (the concat_slice_gradients rule), not a sum of zero-padded slices', () => {
     const g = new Graph();
     const x = g.add('param', [], { name: 'x', dtype: 'f32', shape: [2, 9] });
     const parts = [0, 3, 6].map((start) => g.add('slice', [x], { dim: -1, start, end: start + 3, step: 1 }));
     const loss = g.add('sum', [g.add('mul', [g.add('mul', [parts[0], parts[1]]), parts[2]])], { dims: [0, 1] });
     g.setOutputs([{ name: 'loss', node: loss }]);
-    const grad = differentiate(g, loss, [x]).outputs.find((o) => o.name === 'grad.x')!.node;
+    const grad = rewriteGraph(differentiate(g, loss, [x]), [CONCAT_SLICE_GRADIENTS]).graph.outputs.find((o) => o.name === 'grad.x')!.node;
     expect(grad.op).toBe('concat');
     expect(grad.inputs).toHaveLength(3);
+  });
+
+  it('a bias gradient over 1024 rows sums blocks of 256 rows first, then the blocks (the two_step_row_sum rule)', () => {
+    const g = new Graph();
+    const x = g.add('input', [], { name: 'x', dtype: 'f32', shape: [4, 256, 3] });
+    const b = g.add('param', [], { name: 'b', dtype: 'f32', shape: [3] });
+    const loss = g.add('sum', [g.add('exp', [g.add('add', [x, b])])], { dims: [0, 1, 2] });
+    g.setOutputs([{ name: 'loss', node: loss }]);
+    const grad = rewriteGraph(differentiate(g, loss, [b]), [TWO_STEP_ROW_SUM]).graph.outputs.find((o) => o.name === 'grad.b')!.node;
+    const first = grad.inputs[0] as Node;
+    expect([grad.op, grad.attrs.dims, first.op, first.attrs.dims, (first.inputs[0] as Node).type.shape]).toEqual(['sum', [0], 'sum', [1], [4, 256, 3]]);
   });
 
   it('an op without a gradient rule is refused with its name', () => {
