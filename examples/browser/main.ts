@@ -199,7 +199,7 @@ async function generate(): Promise<void> {
   }
 }
 
-// ---- the test hook (test/browser.test.ts) ----
+// ---- the test hook (test/browser.gpu.test.ts) ----
 
 export interface KilnTestResult {
   compiled: number[];
