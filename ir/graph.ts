@@ -1,5 +1,7 @@
 // The IR: an SSA graph of nodes in topological order, in the spirit of torch.fx.
 // A node has an op, inputs (other nodes or scalar literals), attrs, a type and the user's source line.
+// Attrs are what the node computes; meta (torch.fx's Node.meta) is what a pass says about it (the rule
+// that fired, the kernel it picked, why): printed, but no part of CSE keys or graph equality (ir/equal.ts).
 
 import type { SourceLoc } from './errors.ts';
 import { KilnError } from './errors.ts';
@@ -9,6 +11,13 @@ import { getOp } from './registry.ts';
 
 export type AttrValue = number | boolean | string | readonly number[] | null;
 export type Attrs = Readonly<Record<string, AttrValue>>;
+
+/**
+ * What a pass recorded about a node, beside what it computes: the fusion `rule` that made it, the
+ * `kernel` it picked and the `reason` (`kiln explain`, `kiln dump`, KILN_LOG=fusion read them).
+ * Printed as `meta{...}` after the type; never read by an op's type rule, CPU reference or lowering.
+ */
+export type Meta = Readonly<Record<string, AttrValue>>;
 
 /** A node input: another node's value, or a scalar literal (`mul(%12, 0.25)`). */
 export type Operand = Node | number;
@@ -22,6 +31,8 @@ export interface Node {
   readonly loc?: SourceLoc;
   /** The module whose forward() made it, by state-dict prefix (`transformer.h.0.attn`); not in the text form. */
   readonly scope?: string;
+  /** Provenance and decisions, not semantics (see Meta); absent when a pass recorded nothing. */
+  readonly meta?: Meta;
 }
 
 export interface GraphOutput {
@@ -51,7 +62,7 @@ export class Graph {
   }
 
   /** Appends a node; its type is inferred by the op's registry entry. Shape errors carry `loc`. */
-  add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc, scope?: string): Node {
+  add(op: string, inputs: readonly Operand[], attrs: Attrs = {}, loc?: SourceLoc, scope?: string, meta?: Meta): Node {
     const def = getOp(op, loc);
     let type: TensorType;
     try {
@@ -59,7 +70,7 @@ export class Graph {
     } catch (e) {
       throw e instanceof KilnError ? e.at(loc) : e;
     }
-    return this.push({ id: this.nextId++, op, inputs: [...inputs], attrs: { ...attrs }, type, loc, ...(scope ? { scope } : {}) });
+    return this.push({ id: this.nextId++, op, inputs: [...inputs], attrs: { ...attrs }, type, loc, ...(scope ? { scope } : {}), ...(meta ? { meta: { ...meta } } : {}) });
   }
 
   /** Appends a node whose id and type are already known (the parser uses this; the verifier checks it). */

@@ -3,10 +3,11 @@
 //
 //   %12 = matmul(%10, %11) {transposeB=true} : f32[2,4,24,24]  # model.ts:58:15  att = q @ k.transpose(-2, -1)
 //   %13 = mul(%12, 0.25) : f32[2,4,24,24]  # model.ts:58:15
+//   %18 = fused_attention(%7, %8, %9) {causal=true, scale=0.25} : f32[2,4,24,16] meta{kernel="flash_causal", rule="sdpa", reason="isCausal=true"}
 //   output logits=%40, loss=%52
 
 import { KilnError, type SourceLoc, formatLoc } from './errors.ts';
-import { type AttrValue, type Attrs, Graph, type Node, type Operand, isNode } from './graph.ts';
+import { type AttrValue, type Attrs, Graph, type Meta, type Node, type Operand, isNode } from './graph.ts';
 import { getOp } from './registry.ts';
 import { type DType, type TensorType, formatType, isDType } from './types.ts';
 
@@ -44,10 +45,16 @@ function printedAttrs(node: Node): [string, AttrValue][] {
   return Object.entries(node.attrs).filter(([k]) => !hide.includes(k));
 }
 
+function formatGroup(entries: [string, AttrValue][]): string {
+  return `{${entries.map(([k, v]) => `${k}=${formatAttr(v)}`).join(', ')}}`;
+}
+
 export function printNode(node: Node): string {
   const attrs = printedAttrs(node);
-  const attrText = attrs.length ? ` {${attrs.map(([k, v]) => `${k}=${formatAttr(v)}`).join(', ')}}` : '';
-  const line = `%${node.id} = ${node.op}(${node.inputs.map(formatOperand).join(', ')})${attrText} : ${formatType(node.type)}`;
+  const attrText = attrs.length ? ` ${formatGroup(attrs)}` : '';
+  const meta = Object.entries(node.meta ?? {});
+  const metaText = meta.length ? ` meta${formatGroup(meta)}` : '';
+  const line = `%${node.id} = ${node.op}(${node.inputs.map(formatOperand).join(', ')})${attrText} : ${formatType(node.type)}${metaText}`;
   if (!node.loc) return line;
   return `${line}  # ${formatLoc(node.loc)}${node.loc.text ? '  ' + node.loc.text : ''}`;
 }
@@ -104,6 +111,19 @@ class Cursor {
       return items;
     }
     return this.number();
+  }
+  /** `{key=value, ...}`, as attrs and meta are written. */
+  group(): Record<string, AttrValue> {
+    const entries: Record<string, AttrValue> = {};
+    this.eat('{');
+    while (!this.peek('}')) {
+      if (Object.keys(entries).length) this.eat(',');
+      const key = this.match(/[A-Za-z_]\w*/, 'an attribute name');
+      this.eat('=');
+      entries[key] = this.attrValue();
+    }
+    this.eat('}');
+    return entries;
   }
 }
 
@@ -178,19 +198,14 @@ export function parseGraph(text: string): Graph {
       inputs.push(c.peek('%') ? ref() : c.number());
     }
     c.eat(')');
-    const attrs: Record<string, AttrValue> = {};
-    if (c.peek('{')) {
-      c.eat('{');
-      while (!c.peek('}')) {
-        if (Object.keys(attrs).length) c.eat(',');
-        const key = c.match(/[A-Za-z_]\w*/, 'an attribute name');
-        c.eat('=');
-        attrs[key] = c.attrValue();
-      }
-      c.eat('}');
-    }
+    const attrs = c.peek('{') ? c.group() : {};
     c.eat(':');
     const type = parseType(c);
+    let meta: Meta | undefined;
+    if (c.peek('meta')) {
+      c.eat('meta');
+      meta = c.group();
+    }
     if (c.text.slice(c.pos).trim() !== '') c.fail('the end of the line');
     const loc = hash >= 0 ? parseLoc(raw.slice(hash + 4)) : undefined;
     let def;
@@ -201,7 +216,7 @@ export function parseGraph(text: string): Graph {
       throw e instanceof KilnError ? new KilnError(e.code, `IR text line ${i + 1}: ${e.detail}`, e.loc) : e;
     }
     const fullAttrs: Attrs = def.typeInAttrs ? { ...attrs, dtype: type.dtype, shape: [...type.shape] } : attrs;
-    const node = graph.addRaw({ id, op, inputs, attrs: fullAttrs, type, ...(loc ? { loc } : {}) });
+    const node = graph.addRaw({ id, op, inputs, attrs: fullAttrs, type, ...(loc ? { loc } : {}), ...(meta ? { meta } : {}) });
     byId.set(id, node);
   });
   if (!sawOutput) throw new KilnError('KILN_E013', 'IR text has no output line');

@@ -4,7 +4,7 @@
 // the kernel picker proves constant masks causal at compile time, so nanoGPT's manual attention, its
 // sdpa_mask variant and sdpa(isCausal) all get the causal kernel.
 
-import type { Attrs, Graph, Node, Operand } from '../ir/graph.ts';
+import type { Attrs, Graph, Meta, Node, Operand } from '../ir/graph.ts';
 import { isNode } from '../ir/graph.ts';
 import { attentionDims } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
@@ -154,14 +154,15 @@ function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: 
     ...(pick.emptyRow && rows.fill === undefined ? [`${pick.emptyRow}: ${rows.emptyRows === 'nan' ? 'NaN there, as the chain\'s softmax gives' : '0 there, as sdpa gives'}`] : []),
     ...(dropout ? [`dropout p=${dropout.p} on the weights, drawn in the kernel`] : []),
   ];
-  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}), kernel: pick.kernel, rule, reason: notes.join('; ') };
+  const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}) };
+  const meta: Meta = { kernel: pick.kernel, rule, reason: notes.join('; ') };
   const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
   if (!pick.causal && pick.plan.mask !== null) {
     // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.
     inputs.push(pick.plan.kind === 'fill' ? b.add('logical_not', [pick.plan.mask]) : pick.plan.mask);
   }
   if (dropout?.rng !== undefined) inputs.push(dropout.rng);
-  return b.add('fused_attention', inputs, attrs);
+  return b.add('fused_attention', inputs, attrs, meta);
 }
 
 /** One rule per spelling: the chain's (named attention_chain in dumps and `kiln explain`) and sdpa's. */
@@ -206,7 +207,7 @@ function explainSites(before: Graph, events: readonly RewriteEvent[], misses: Re
     .filter((n) => n.op === 'softmax' || n.op === 'sdpa')
     .map((site): Decision => {
       const fused = events.find((e) => e.matched.includes(site) && isNode(e.replacement))?.replacement as Node | undefined;
-      if (fused) return { pass: 'fuse_attention', site, applied: true, rule: String(fused.attrs.rule), kernel: String(fused.attrs.kernel), reason: String(fused.attrs.reason) };
+      if (fused) return { pass: 'fuse_attention', site, applied: true, rule: String(fused.meta?.rule), kernel: String(fused.meta?.kernel), reason: String(fused.meta?.reason) };
       const miss = misses.get(site);
       const used = (users.get(site) ?? []).map((u) => `%${u.id} = ${u.op}`).join(', ') || 'nothing';
       return { pass: 'fuse_attention', site, applied: false, rule: miss?.rule, reason: miss?.reason ?? `the softmax result is not multiplied by v (it is used by ${used})` };

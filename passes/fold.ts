@@ -2,10 +2,10 @@
 // Registered buffers (nanoGPT's causal `bias`) are compile-time constants, so `bias[:, :, :T, :T] == 0`
 // folds to one constant mask that the attention fusion can then prove causal.
 
+import { computeKey } from '../ir/equal.ts';
 import { type Graph, type Node, isNode, rebuildGraph } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
-import { formatAttr } from '../ir/text.ts';
 import { numel } from '../ir/types.ts';
 import type { Pass, PassContext } from './manager.ts';
 
@@ -50,12 +50,11 @@ export function foldConstants(graph: Graph, ctx: PassContext): Graph {
   );
 }
 
-/** Nodes with the same op, operands and attrs compute the same value: keep the first. */
+/** Nodes with the same op, operands and attrs compute the same value (meta aside): keep the first. */
 export function eliminateCommonSubexpressions(graph: Graph): Graph {
   const seen = new Map<string, Node>();
   return rebuildGraph(graph, (node, { mapped, keep }) => {
-    const inputs = node.inputs.map(mapped);
-    const key = `${node.op}(${inputs.map((x) => (isNode(x) ? `%${x.id}` : formatAttr(x))).join(',')}){${Object.entries(node.attrs).map(([k, v]) => `${k}=${formatAttr(v)}`).join(',')}}`;
+    const key = computeKey(node, undefined, node.inputs.map(mapped));
     const twin = seen.get(key);
     if (twin) return twin;
     const kept = keep(node);

@@ -8,7 +8,7 @@
 //     build: (m, b) => b.add('mul', [m.operand('x'), 1 / m.scalar('c')]),
 //   };
 
-import { type AttrValue, type Attrs, type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
+import { type AttrValue, type Attrs, type Graph, type Meta, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
 
 /** An attribute constraint: an exact value, or a predicate over the node's attrs and type. */
@@ -197,7 +197,8 @@ export function matchRule(rule: Rule, root: Node, ctx: RewriteContext): { match:
 
 /** Adds nodes to the graph being rebuilt; operands are nodes of the old graph, remapped. */
 export interface Builder {
-  add(op: string, inputs: readonly Operand[], attrs?: Attrs): Node;
+  /** `meta`: what the rule records about the node (ir/graph.ts Meta), apart from its attrs. */
+  add(op: string, inputs: readonly Operand[], attrs?: Attrs, meta?: Meta): Node;
 }
 
 export interface RewriteEvent {
@@ -251,7 +252,7 @@ export function rewriteGraph(graph: Graph, rules: readonly Rule[], maxSweeps = 1
     g = rebuildGraph(g, (node, { out, mapped }) => {
       const hit = chosen.get(node);
       if (!hit) return undefined;
-      const builder: Builder = { add: (op, inputs, attrs = {}) => out.add(op, inputs.map(mapped), attrs, node.loc, node.scope) };
+      const builder: Builder = { add: (op, inputs, attrs = {}, meta) => out.add(op, inputs.map(mapped), attrs, node.loc, node.scope, meta) };
       const replacement = mapped(hit.rule.build(hit.match, builder, ctx));
       events.push({ rule: hit.rule.name, root: node, matched: hit.match.nodes, replacement });
       return replacement;

@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Compilation, F, Module, Tensor, compile, manualSeed, nn, printGraph, randn, random, tensor } from '../index.ts';
 import createModel, { type GPT, type GPTConfig } from '../examples/nanogpt/model.ts';
+import { graphStructure } from '../ir/equal.ts';
 import { Graph, type Node, isNode } from '../ir/graph.ts';
 import { formatAttr, formatNumber } from '../ir/text.ts';
 import type { Decision } from '../passes/index.ts';
@@ -77,20 +78,6 @@ function tokens(b: number, t: number, vocab = 11): Tensor {
   return tensor(Array.from({ length: b * t }, () => Math.floor(random() * vocab)), [b, t], 'i32');
 }
 
-/**
- * A graph as structure only: each node's op, operands by position, attrs and type; ids, source
- * locations and the fusion's `rule`/`reason` (which name the spelling it came from) are left out.
- */
-function structure(graph: Graph): string[] {
-  const position = new Map(graph.nodes.map((n, i) => [n, i]));
-  const operand = (x: Node | number) => (isNode(x) ? `#${position.get(x)}` : formatNumber(x));
-  const lines = graph.nodes.map((n) => {
-    const attrs = Object.entries(n.attrs).filter(([k]) => k !== 'rule' && k !== 'reason');
-    return `${n.op}(${n.inputs.map(operand).join(', ')}) {${attrs.map(([k, v]) => `${k}=${formatAttr(v)}`).join(', ')}} : ${n.type.dtype}[${n.type.shape.join(',')}]`;
-  });
-  return [...lines, `output ${graph.outputs.map((o) => `${o.name}=#${position.get(o.node)}`).join(', ')}`];
-}
-
 describe('nanoGPT: manual attention, sdpa with a mask and sdpa isCausal give one fused IR', () => {
   manualSeed(3);
   const [idx, targets] = [tokens(2, 6), tokens(2, 6)];
@@ -105,7 +92,10 @@ describe('nanoGPT: manual attention, sdpa with a mask and sdpa isCausal give one
       const c = compiled.get(label)!;
       const attention = fusedStage(c).nodesOf('fused_attention');
       expect(attention).toHaveLength(SMALL.n_layer!);
-      for (const n of attention) expect(n.attrs).toMatchObject({ causal: true, scale: headScale, scaling: 'post', kernel: 'flash_causal' });
+      for (const n of attention) {
+        expect(n.attrs).toMatchObject({ causal: true, scale: headScale, scaling: 'post' });
+        expect(n.meta).toMatchObject({ kernel: 'flash_causal' });
+      }
       expect(fusedStage(c).nodesOf('softmax')).toHaveLength(0);
       expect(fusedStage(c).nodesOf('sdpa')).toHaveLength(0);
       expect(attentionDecisions(c).map((d) => d.applied)).toEqual(Array(SMALL.n_layer!).fill(true));
@@ -116,8 +106,8 @@ describe('nanoGPT: manual attention, sdpa with a mask and sdpa isCausal give one
     });
   }
 
-  it('the three fused graphs are structurally identical (ids, locations, rule and reason aside)', () => {
-    const [manual, masked, causal] = NANOGPT_VARIANTS.map(([label]) => structure(fusedStage(compiled.get(label)!)));
+  it('the three fused graphs are structurally identical (ids, locations and meta aside)', () => {
+    const [manual, masked, causal] = NANOGPT_VARIANTS.map(([label]) => graphStructure(fusedStage(compiled.get(label)!)));
     expect(manual.filter((line) => line.startsWith('fused_attention('))).toHaveLength(SMALL.n_layer!);
     expect(masked).toEqual(manual);
     expect(causal).toEqual(manual);
@@ -220,7 +210,8 @@ function expectCausalFusion(c: Compilation, scale: number, scaling: 'post' | 'pr
   const fused = fusedStage(c);
   const attention = fused.nodesOf('fused_attention');
   expect(attention).toHaveLength(1);
-  expect(attention[0].attrs).toMatchObject({ causal: true, scaling, kernel: 'flash_causal' });
+  expect(attention[0].attrs).toMatchObject({ causal: true, scaling });
+  expect(attention[0].meta).toMatchObject({ kernel: 'flash_causal' });
   expect(attention[0].attrs.scale).toBeCloseTo(scale, 12);
   expect(attention[0].inputs).toHaveLength(3);
   for (const op of ['softmax', 'sdpa', 'masked_fill', 'matmul']) expect(fused.nodesOf(op)).toHaveLength(0);
@@ -237,7 +228,8 @@ function expectNotCausal(c: Compilation, why: RegExp, outcome: 'fused with the m
     expect(decision.applied).toBe(false);
   } else {
     expect(attention).toHaveLength(1);
-    expect(attention[0].attrs).toMatchObject({ causal: false, kernel: 'flash_masked' });
+    expect(attention[0].attrs).toMatchObject({ causal: false });
+    expect(attention[0].meta).toMatchObject({ kernel: 'flash_masked' });
     expect(attention[0].inputs).toHaveLength(4);
     expect(decision.applied).toBe(true);
   }

@@ -39,8 +39,8 @@ export async function eagerLogits(model: GPT, idx: Tensor): Promise<Float32Array
 }
 
 /** The attention kernels the compiled model's last compilation chose, in order. */
-export function kernels(forward: { stage(name: 'fused'): { nodesOf(op: string): { meta?: unknown; attrs: Record<string, unknown> }[] } | undefined }): string[] {
-  return (forward.stage('fused')?.nodesOf('fused_attention') ?? []).map((n) => String(n.attrs.kernel));
+export function kernels(forward: { stage(name: 'fused'): { nodesOf(op: string): { meta?: Record<string, unknown> }[] } | undefined }): string[] {
+  return (forward.stage('fused')?.nodesOf('fused_attention') ?? []).map((n) => String(n.meta?.kernel));
 }
 
 export function guardCases(backend: BackendName): void {
@@ -160,7 +160,7 @@ export function guardCases(backend: BackendName): void {
       await step(idx, targets);
       model.transformer.h.at(0).attn.bias.host!.data[1 * 8 + 5] = 1;
       await step(idx, targets);
-      expect(step.last!.forward.graph.nodesOf('fused_attention').map((n) => String(n.attrs.kernel))).toEqual(['flash_masked', 'flash_causal']);
+      expect(step.last!.forward.graph.nodesOf('fused_attention').map((n) => String(n.meta?.kernel))).toEqual(['flash_masked', 'flash_causal']);
       // The loss the step reports is the forward on the state as it is before the step.
       await step.sync();
       const fresh = createModel(SMALL).train();

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { Graph, KilnError, type Node, type SourceLoc, compile, fromHost, interpret, parseGraph, printGraph, traceModule, verifyGraph } from '../index.ts';
 import createModel, { type GPTConfig } from '../examples/nanogpt/model.ts';
 import type { AttrValue, Attrs, Operand } from '../ir/graph.ts';
+import { sameGraph } from '../ir/equal.ts';
 import { isNode } from '../ir/graph.ts';
+import { eliminateCommonSubexpressions } from '../passes/fold.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { broadcastShapes, numel } from '../ir/types.ts';
 import { loadFixture } from './helpers.ts';
@@ -224,6 +226,37 @@ describe('attribute values of every kind round-trip', () => {
     const parsed = parseGraph(text);
     expect(parsed.outputs.map((o) => [o.name, o.node.id])).toEqual([['0', 1], ['1', 0]]);
     expect(printGraph(parsed)).toBe(text);
+  });
+});
+
+// ---- meta ----
+
+describe('meta prints after the type and parses back, apart from the attributes', () => {
+  const text = [
+    '%0 = input() {name="q"} : f32[1,4,2]',
+    '%1 = fused_attention(%0, %0, %0) {causal=true, scale=0.5, scaling="post"} : f32[1,4,2] meta{kernel="flash_causal", rule="sdpa", reason="mask %3 proved lower-triangular over [4,4]; p=0.5"}  # m.ts:9:3  y = sdpa(q, q, q)',
+    'output y=%1',
+    '',
+  ].join('\n');
+
+  it('keeps meta and attrs each in their own group, and the text byte for byte', () => {
+    const node = parseGraph(text).nodes[1];
+    expect(node.attrs).toEqual({ causal: true, scale: 0.5, scaling: 'post' });
+    expect(node.meta).toEqual({ kernel: 'flash_causal', rule: 'sdpa', reason: 'mask %3 proved lower-triangular over [4,4]; p=0.5' });
+    expect(node.loc).toEqual({ file: 'm.ts', line: 9, col: 3, text: 'y = sdpa(q, q, q)' });
+    expect(printGraph(parseGraph(text))).toBe(text);
+  });
+
+  it('leaves meta out of graph equality: graphs that differ only in meta and ids are the same graph', () => {
+    const other = text.replace('rule="sdpa"', 'rule="attention_chain"').replace(/%1/g, '%7').replace('  # m.ts:9:3  y = sdpa(q, q, q)', '');
+    expect(sameGraph(parseGraph(text), parseGraph(other))).toBe(true);
+    expect(sameGraph(parseGraph(text), parseGraph(text.replace('scale=0.5', 'scale=0.25')))).toBe(false);
+  });
+
+  it('merges nodes that differ only in meta when eliminating common subexpressions', () => {
+    const twins = text.replace('output y=%1', '%2 = fused_attention(%0, %0, %0) {causal=true, scale=0.5, scaling="post"} : f32[1,4,2] meta{kernel="flash_causal", rule="attention_chain"}\n%3 = add(%1, %2) : f32[1,4,2]\noutput y=%3');
+    const merged = eliminateCommonSubexpressions(parseGraph(twins));
+    expect(merged.nodesOf('fused_attention').map((n) => n.id)).toEqual([1]);
   });
 });
 

@@ -23,6 +23,8 @@ export interface JsonNode {
   loc: string | null;
   /** The module path whose forward() made the node (`transformer.h.0.attn`), or null. */
   module: string | null;
+  /** What a pass recorded (rule, kernel, reason), apart from attrs; only on nodes that have some. */
+  meta?: Record<string, JsonNumber | boolean | string | JsonNumber[] | null>;
 }
 
 export interface JsonStage {
@@ -57,6 +59,7 @@ export function stageToJson(stage: string, graph: Graph): JsonStage {
       type: { dtype: n.type.dtype, shape: [...n.type.shape] },
       loc: n.loc ? formatLoc(n.loc) : null,
       module: n.scope ?? null,
+      ...(n.meta ? { meta: Object.fromEntries(Object.entries(n.meta).map(([k, v]) => [k, jsonAttr(v)])) } : {}),
     }),
   );
   return { stage, nodes, outputs: graph.outputs.map((o) => ({ name: o.name, node: ref(o.node) })) };
@@ -79,9 +82,9 @@ export function formatJson(stages: readonly JsonStage[], asArray: boolean): stri
 const FUSED_FILL = '#ffd27f';
 const LEAF_FILL = '#eef2f7';
 
-/** A node a fusion rule made: it carries the rule's name (and the kernel it lowers to). */
+/** A node a fusion rule made: its meta carries the rule's name (and the kernel it lowers to). */
 export function isFused(node: Node): boolean {
-  return typeof node.attrs.rule === 'string';
+  return typeof node.meta?.rule === 'string';
 }
 
 /** Leaves and constants: nodes with no node inputs whose type lives in their attrs (params, buffers, full, ...). */
@@ -107,7 +110,7 @@ function nodeLabel(node: Node): string {
   const call = hasScalar ? `(${node.inputs.map((x) => (isNode(x) ? ref(x) : formatNumber(x))).join(', ')})` : '';
   const lines = [`${ref(node)} ${node.op}${call}`];
   if (isLeaf(node) && typeof node.attrs.name === 'string') lines.push(node.attrs.name);
-  if (isFused(node)) lines.push(`fused: ${String(node.attrs.kernel ?? node.op)} (rule ${String(node.attrs.rule)})`);
+  if (isFused(node)) lines.push(`fused: ${String(node.meta?.kernel ?? node.op)} (rule ${String(node.meta?.rule)})`);
   lines.push(formatType(node.type));
   return lines.join('\n');
 }
