@@ -34,6 +34,12 @@ export interface OpDef {
    * on every call; eager calls keep a `seed` attr drawn per call and no `rng` operand.
    */
   readonly random?: (attrs: Attrs) => boolean;
+  /**
+   * The operands by name, in order, as MLIR's ODS declares them (`['q', 'k', 'v', 'mask?', 'rng?']`); a
+   * trailing `?` marks an optional one. The verifier checks a node's operand count against it
+   * (ir/operands.ts). Absent: the op's type rule alone says what it takes.
+   */
+  readonly operands?: readonly string[];
   /** Operands may be swapped (the pattern matcher tries both orders). */
   readonly commutative?: boolean;
   /** Elementwise ops give their scalar function; the generic machinery builds the CPU reference from it. */

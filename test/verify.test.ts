@@ -88,6 +88,11 @@ describe('the verifier rejects malformed graphs with KILN_E012', () => {
     expectRejected(g, 'add cannot broadcast f32[2,3] and f32[4]');
   });
 
+  it('rejects a node with more operands than its op declares, naming them', () => {
+    const g = parseGraph('%0 = input() {name="q"} : f32[2,4,3]\n%1 = attention_lse(%0, %0, %0, %0) {causal=false, scale=1} : f32[2,4,2]\noutput y=%1\n');
+    expectRejected(g, 'attention_lse takes q, k, mask? (2 to 3 operands), got 4');
+  });
+
   it('rejects an unknown op with KILN_E004', () => {
     const { g, x } = withInput();
     const y = g.addRaw({ id: 1, op: 'frobnicate', inputs: [x], attrs: {}, type: f32(2, 3), loc: { file: 'model.ts', line: 3, col: 1 } });

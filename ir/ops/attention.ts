@@ -56,6 +56,7 @@ export function rngOperand(op: string, inputs: readonly OperandType[], i: number
 // is dropped when dropoutUniform(seed', i) < p, seed' the effective seed (effectiveDropoutSeed).
 registerOp({
   name: 'dropout',
+  operands: ['x', 'rng?'],
   alias: (attrs) => !dropoutActive(attrs),
   random: dropoutActive,
   infer(inputs, attrs) {
@@ -215,6 +216,7 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
 // effective seed; the rng operand (i32[], the graph's `rng` leaf) is told from the mask by its dtype.
 registerOp({
   name: 'sdpa',
+  operands: ['q', 'k', 'v', 'mask?', 'rng?'],
   flops: (inputs, attrs) => attentionFlops(inputs, attrs.isCausal === true),
   random: (attrs) => typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0,
   infer(inputs, attrs) {

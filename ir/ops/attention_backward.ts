@@ -158,6 +158,7 @@ function checkMask(op: string, spec: AttentionSpec, mask: TensorType | undefined
 
 registerOp({
   name: 'attention_lse',
+  operands: ['q', 'k', 'mask?'],
   flops: (inputs, attrs) => lseFlops(inputs, attrs.causal === true),
   infer(inputs, attrs) {
     arity('attention_lse', inputs, 2, 3);
@@ -176,6 +177,7 @@ registerOp({
 
 registerOp({
   name: 'fused_attention_backward',
+  operands: ['q', 'k', 'v', 'mask?', 'grad_out', 'lse', 'delta', 'rng?'],
   flops: (inputs, attrs) => backwardFlops(inputs, attrs.causal === true, attentionWrt(attrs)),
   infer(inputs, attrs) {
     const op = 'fused_attention_backward';

@@ -49,6 +49,7 @@ export function attentionDropoutP(op: string, attrs: Attrs): number {
 
 registerOp({
   name: 'fused_attention',
+  operands: ['q', 'k', 'v', 'mask?', 'rng?'],
   flops: (inputs, attrs) => attentionFlops(inputs, attrs.causal === true),
   random: (attrs) => typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0,
   infer(inputs, attrs) {
