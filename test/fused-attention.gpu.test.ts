@@ -5,6 +5,7 @@
 // accumulates in f64 and rounds once, an error no f32 kernel can come within 2x of.
 // Rows whose every score is -inf are checked apart: the unfused softmax gives NaN there, and the
 // fused kernel NaN (emptyRows "nan", the chain's answer) or zeros ("zero", sdpa's), exactly.
+// The flash tiling's own limits, which need no GPU: flash-tiling.test.ts.
 
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -235,7 +236,8 @@ function buildCase(c: CaseSpec): Attention {
   return { ...a, mask };
 }
 
-const caseSpec: fc.Arbitrary<CaseSpec> = fc.record({
+/** Random cases with one kind of mask (ignored where causal). */
+const caseSpec = (maskKind: MaskKind): fc.Arbitrary<CaseSpec> => fc.record({
   b: fc.integer({ min: 1, max: 4 }),
   h: fc.integer({ min: 1, max: 4 }),
   l: fc.integer({ min: 1, max: 80 }),
@@ -244,7 +246,7 @@ const caseSpec: fc.Arbitrary<CaseSpec> = fc.record({
   d: fc.constantFrom(...HEAD_DIMS),
   causal: fc.boolean(),
   scaling: fc.constantFrom<'post' | 'pre_qk'>('post', 'pre_qk'),
-  maskKind: fc.constantFrom<MaskKind>('none', 'bool', 'additive'),
+  maskKind: fc.constant(maskKind),
   maskDims: fc.tuple(fc.boolean(), fc.boolean(), fc.boolean(), fc.boolean()),
   maskRank: fc.integer({ min: 1, max: 4 }),
   blankRow: fc.boolean(),
@@ -254,12 +256,16 @@ const caseSpec: fc.Arbitrary<CaseSpec> = fc.record({
   .filter((c) => c.b * c.h * c.l * c.s * c.d <= 2_000_000);
 
 describe('fused_attention on the GPU', () => {
-  it('stays within 2x of the unfused chain\'s error against f64, across shapes, masks and scalings', async () => {
-    await fc.assert(fc.asyncProperty(caseSpec, async (c) => {
-      const a = buildCase(c);
-      expectWithinTwiceUnfused(a, await runBoth(a), describeCase(a));
-    }), { numRuns: 30, seed: 20261124 });
-  });
+  // 30 random cases, 10 per mask kind. Their time goes to compiling each case's kernels on SwiftShader
+  // (a second or so, whatever the shape), so each test stays a small part of the timeout on a busy machine.
+  for (const [n, [maskKind, what]] of ([['none', 'no mask'], ['bool', 'a bool mask'], ['additive', 'an additive mask']] as const).entries()) {
+    it(`stays within 2x of the unfused chain's error against f64, across shapes and scalings, with ${what}`, async () => {
+      await fc.assert(fc.asyncProperty(caseSpec(maskKind), async (c) => {
+        const a = buildCase(c);
+        expectWithinTwiceUnfused(a, await runBoth(a), describeCase(a));
+      }), { numRuns: 10, seed: 20261124 + n });
+    });
+  }
 
   it('covers every listed head dim, causal and not, with L != S', async () => {
     for (const [n, d] of HEAD_DIMS.entries()) {
@@ -367,25 +373,5 @@ describe('fused_attention on the GPU', () => {
     // The unfused chain would take minutes on SwiftShader here: each output is an average of 3 v values.
     const { fused, ref } = await runBoth(a, false);
     for (let e = 0; e < ref.length; e++) expect(Math.abs(fused[e] - ref[e])).toBeLessThan(1e-6);
-  });
-});
-
-describe('flash tiling', () => {
-  it('fits WebGPU\'s default 16 KiB of workgroup memory for head dims up to 256', () => {
-    for (let d = 1; d <= 256; d++) {
-      const t = flashTiling(d, d)!;
-      expect(t.workgroupBytes).toBeLessThanOrEqual(16384);
-      expect(t.workgroupSize).toBeLessThanOrEqual(256);
-      expect(t.slices * t.qVec4 * 4).toBeGreaterThanOrEqual(d);
-    }
-  });
-
-  it('keeps shapes out of the text: one pipeline for every L, S and batch of a head dim', () => {
-    const kernel = (b: number, l: number, s: number) => {
-      const g = new Graph();
-      const t = (n: number) => g.add('input', [], { name: `x${g.nodes.length}`, dtype: 'f32', shape: [b, 4, n, 64] });
-      return lowerNode(g.add('fused_attention', [t(l), t(s), t(s)], { causal: true, scale: 0.125, scaling: 'post' }))!;
-    };
-    expect(kernel(1, 7, 7).key).toBe(kernel(12, 1024, 1024).key);
   });
 });
