@@ -7,25 +7,24 @@
 // that grow like sqrt(k) * T for random signs: about u * T * K / 2 in all, at most 4.5 sigma of it over
 // the outputs. For K <= 1024 that is under 2e-5 * sqrt(K) * T by a factor of 5 or more (at K = 257, 30x),
 // while any indexing or staging error moves an output by O(T): the bound separates the two.
+// Which tiling kiln chooses, and the kernel text, need no GPU: matmul-tiling.test.ts.
 
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { kernelFromPlan, lowerGraph } from '../codegen/index.ts';
-import { Graph, type Node } from '../ir/graph.ts';
+import { kernelFromPlan } from '../codegen/index.ts';
+import type { Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
-import type { KernelLimits, KernelPlan } from '../codegen/wgsl/plan.ts';
+import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import '../ir/ops/index.ts';
 import { matmulDims } from '../ir/ops/linalg.ts';
-import { MATMUL_TILINGS, type MatmulTiling, chooseMatmulTiling, matmulKernel, matmulWorkgroupBytes } from '../codegen/wgsl/linalg.ts';
+import { MATMUL_TILINGS, type MatmulTiling, chooseMatmulTiling, matmulWorkgroupBytes } from '../codegen/wgsl/linalg.ts';
 import { getOp } from '../ir/registry.ts';
 import { numel } from '../ir/types.ts';
 import { getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
 import { rng } from './helpers.ts';
+import { H100_LIMITS, matmulGraph, planOf } from './matmul-cases.ts';
 
 afterAll(releaseDevice);
-
-/** What the H100 reports through Dawn (SwiftShader: 32 KiB, 256 invocations). */
-const H100_LIMITS: KernelLimits = { maxComputeWorkgroupStorageSize: 49152, maxComputeInvocationsPerWorkgroup: 1024 };
 
 interface Problem {
   node: Node;
@@ -38,27 +37,11 @@ function randomMatrix(shape: number[], seed: number): HostTensor {
   return { type: { dtype: 'f32', shape }, data: Float32Array.from({ length: numel(shape) }, () => r() * 4 - 2) };
 }
 
-/** A graph of a @ b (output `c`) on input leaves of these shapes. */
-function matmulGraph(aShape: number[], bShape: number[], ta: boolean, tb: boolean): { graph: Graph; node: Node } {
-  const graph = new Graph();
-  const x = graph.add('input', [], { name: 'a', dtype: 'f32', shape: aShape });
-  const w = graph.add('input', [], { name: 'b', dtype: 'f32', shape: bShape });
-  const node = graph.add('matmul', [x, w], { transposeA: ta, transposeB: tb });
-  graph.setOutputs([{ name: 'c', node }]);
-  return { graph, node };
-}
-
 /** a @ b with random operands: a of batch shape aBatch, b of bBatch (broadcast against each other), transposed as asked. */
 function problem(m: number, k: number, n: number, aBatch: number[], bBatch: number[], ta: boolean, tb: boolean, seed: number): Problem {
   const aShape = [...aBatch, ...(ta ? [k, m] : [m, k])];
   const bShape = [...bBatch, ...(tb ? [n, k] : [k, n])];
   return { node: matmulGraph(aShape, bShape, ta, tb).node, a: randomMatrix(aShape, seed), b: randomMatrix(bShape, seed + 1) };
-}
-
-/** The plan for a matmul node, in one tiling or else kiln's choice for `limits`. */
-function planOf(node: Node, tiling?: MatmulTiling, limits?: KernelLimits): KernelPlan {
-  const [a, b] = node.inputs as Node[];
-  return matmulKernel({ inputs: [a.type, b.type], attrs: node.attrs, out: node.type, limits }, tiling);
 }
 
 /** The kernel run on an output poisoned with NaN. */
@@ -150,46 +133,4 @@ describe('the tiled matmul kernel', () => {
     await expectMatches('kiln\'s choice, H100 limits', problem(1, 257, 1, [2], [2], true, true, 4), undefined, H100_LIMITS);
   });
 
-  it('is the kernel lowerGraph emits for the device limits it is given', () => {
-    const { graph, node } = matmulGraph([4096, 4096], [4096, 4096], false, true);
-    expect(planOf(node, undefined, H100_LIMITS)).toMatchObject({ workgroupSize: 256, workgroups: 32 * 32 });
-    // WebGPU's default 16 KiB of workgroup memory is under the 16.5 KiB of 128x128 tiles: 128x64 ones.
-    expect(planOf(node)).toMatchObject({ workgroupSize: 128, workgroups: 32 * 64 });
-    expect(lowerGraph(graph, H100_LIMITS).kernels[0].code).toContain('a 128x128 output tile');
-    expect(lowerGraph(graph).kernels[0].code).toContain('a 128x64 output tile');
-  });
-});
-
-describe('choosing a matmul tiling', () => {
-  const { large, largeK8, medium, small: smallTiles } = MATMUL_TILINGS;
-  const dims = (m: number, k: number, n: number, batch: number[] = []) => ({ batch, m, k, n });
-  const SWIFTSHADER: KernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 256 };
-
-  it('takes 128x128 tiles for long K where their grid fills the GPU as well as 128x64 tiles would', () => {
-    expect(chooseMatmulTiling(dims(4096, 4096, 4096), H100_LIMITS)).toBe(large);
-    expect(chooseMatmulTiling(dims(2048, 2048, 2048), H100_LIMITS)).toBe(large); // 256 workgroups: one round of 264
-    expect(chooseMatmulTiling(dims(4001, 4005, 4003), H100_LIMITS)).toBe(largeK8); // K steps of 16 lost 14% on a ragged K
-    expect(chooseMatmulTiling(dims(4096, 4096, 4096), SWIFTSHADER)).toBe(largeK8); // 33 KiB do not fit in 32
-  });
-
-  it('takes 128x64 tiles for GPT-2\'s products, grids that would leave 128x128 rounds half empty, and default limits', () => {
-    expect(chooseMatmulTiling(dims(1024, 768, 3072, [12]), H100_LIMITS)).toBe(medium); // MLP up: K too short
-    expect(chooseMatmulTiling(dims(1024, 3072, 768, [12]), H100_LIMITS)).toBe(medium); // MLP down: 576 workgroups, 2.2 rounds of 264
-    expect(chooseMatmulTiling(dims(1024, 1024, 64, [144]), H100_LIMITS)).toBe(medium); // attention's p @ v
-    expect(chooseMatmulTiling(dims(1024, 1024, 1024), H100_LIMITS)).toBe(medium);
-    expect(chooseMatmulTiling(dims(4096, 4096, 4096))).toBe(medium);
-  });
-
-  it('takes 64x64 tiles where a 128-row or 64-column tile would be mostly padding', () => {
-    expect(chooseMatmulTiling(dims(1, 4096, 4096), H100_LIMITS)).toBe(smallTiles);
-    expect(chooseMatmulTiling(dims(4096, 4096, 16), H100_LIMITS)).toBe(smallTiles);
-    expect(chooseMatmulTiling(dims(24, 16, 24, [2, 4]))).toBe(smallTiles);
-  });
-
-  it('keeps the generated text of the H100\'s two main kernels reviewed as snapshots', async () => {
-    const mlp = matmulGraph([12, 1024, 768], [3072, 768], false, true).graph; // GPT-2's MLP: x @ W^T
-    await expect(lowerGraph(mlp, H100_LIMITS).kernels[0].code).toMatchFileSnapshot('./__snapshots__/wgsl/matmul-gpt2-mlp-h100.wgsl');
-    const square = matmulGraph([4096, 4096], [4096, 4096], false, false).graph;
-    await expect(lowerGraph(square, H100_LIMITS).kernels[0].code).toMatchFileSnapshot('./__snapshots__/wgsl/matmul-4096-h100.wgsl');
-  });
 });
