@@ -5,6 +5,7 @@
 import { KilnError, type SourceLoc } from '../ir/errors.ts';
 import { type Attrs, Graph, type GraphOutput, type Node, type Operand } from '../ir/graph.ts';
 import { RNG_TYPE } from '../ir/ops/leaf.ts';
+import { namedOperands, operandsByName } from '../ir/operands.ts';
 import { getOp } from '../ir/registry.ts';
 import { verifyGraph } from '../ir/verify.ts';
 import { type Arg, type TraceHook, setTracer } from './frontend/dispatch.ts';
@@ -88,12 +89,14 @@ class Recorder implements TraceHook {
   readonly scopes: string[] = [];
 
   record(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined): Tensor {
-    const operands = inputs.map((x) => this.operand(x, loc));
-    if (getOp(op, loc).random?.(attrs)) {
+    let operands = inputs.map((x) => this.operand(x, loc));
+    const def = getOp(op, loc);
+    if (def.random?.(attrs)) {
       // The site's bits are seed (its number in this trace) mixed with the call's rng value: the
       // trace itself draws nothing, so a cached trace and a fresh one follow manualSeed alike.
-      operands.push(this.rngLeaf());
-      attrs = { ...attrs, seed: this.randomSites++ };
+      // The rng is the op's operand named `rng` (ir/operands.ts), whatever optional operands come before it.
+      const named = namedOperands(def, { ...operandsByName(def, operands, attrs), rng: this.rngLeaf() }, attrs);
+      [operands, attrs] = [named.inputs, { ...named.attrs, seed: this.randomSites++ }];
     }
     const node = this.graph.add(op, operands, attrs, loc, this.scopes.at(-1));
     this.own.add(node);

@@ -3,7 +3,7 @@
 
 import { KilnError } from './errors.ts';
 import { type Graph, type Node, isNode } from './graph.ts';
-import { checkOperandCount } from './operands.ts';
+import { checkOperands } from './operands.ts';
 import { getOp } from './registry.ts';
 import { printNode } from './text.ts';
 import { formatType, sameType } from './types.ts';
@@ -23,7 +23,7 @@ export function verifyGraph(graph: Graph, after = 'trace'): void {
       if (isNode(x) && !defined.has(x)) bad(node, `input %${x.id} is not defined before its use`);
       if (!isNode(x) && typeof x !== 'number') bad(node, 'an input is neither a value nor a number');
     }
-    const count = checkOperandCount(def, node.inputs.length);
+    const count = checkOperands(def, node.inputs.length, node.attrs);
     if (count !== true) bad(node, count);
     let inferred;
     try {

@@ -429,7 +429,7 @@ output output=%7
 %1 = input() {name="k"} : f32[1,2,4,8]
 %2 = input() {name="v"} : f32[1,2,4,8]
 %4 = rng() {name="rng"} : i32[]
-%5 = sdpa(%0, %1, %2, %4) {isCausal=false, scale=null, dropoutP=0.1, seed=0} : f32[1,2,4,8]
+%5 = sdpa(%0, %1, %2, %4) {isCausal=false, scale=null, dropoutP=0.1, optional="rng", seed=0} : f32[1,2,4,8]
 output output=%5
 `,
   },

@@ -9,6 +9,8 @@ import { isNode } from '../ir/graph.ts';
 import { attentionDims } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
+import { namedOperands, operandsByName } from '../ir/operands.ts';
+import { getOp } from '../ir/registry.ts';
 import { ATTENTION_PATTERNS } from './attention-patterns.generated.ts';
 import { type CausalVerdict, type MaskKind, firstEmptyRow, proveCausal } from './causal.ts';
 import type { Decision, Pass, PassContext } from './manager.ts';
@@ -31,7 +33,8 @@ const VOCABULARY: PatternVocabulary = {
     softmax: { dim: (d, node) => d === -1 || d === node.type.shape.length - 1 },
     // Canonicalization has removed every inactive dropout; p and the seed are read by the build.
     dropout: { p: ANY, training: ANY, seed: ANY },
-    sdpa: { isCausal: ANY, scale: ANY, dropoutP: ANY, seed: ANY },
+    // Which optional operands a node has is checked by name (operandsAgree), not by this attr's spelling.
+    sdpa: { isCausal: ANY, scale: ANY, dropoutP: ANY, seed: ANY, optional: ANY },
   },
 };
 
@@ -59,6 +62,16 @@ function dropoutOfSdpa(m: Match): FusedDropout | undefined {
   const attrs = m.node('sdpa').attrs;
   if (!(typeof attrs.dropoutP === 'number' && attrs.dropoutP > 0)) return undefined;
   return { p: attrs.dropoutP, seed: attrs.seed as number, rng: m.has('rng') ? m.operand('rng') : undefined };
+}
+
+/** The spelling's mask and rng are the sdpa node's operands of those names (ir/operands.ts): a spelling without a mask does not take an rng for one. */
+function operandsAgree(m: Match): true | string {
+  const sdpa = m.node('sdpa');
+  const named = operandsByName(getOp('sdpa'), sdpa.inputs, sdpa.attrs);
+  for (const name of ['mask', 'rng']) {
+    if ((m.has(name) ? m.operand(name) : undefined) !== named[name]) return named[name] === undefined ? `sdpa has no ${name} operand` : `sdpa's ${name} operand is not this spelling's`;
+  }
+  return true;
 }
 
 function scaleOf(m: Match): { scale: number; userScaling: 'post' | 'pre_qk' } {
@@ -156,13 +169,10 @@ function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: 
   ];
   const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}) };
   const meta: Meta = { kernel: pick.kernel, rule, reason: notes.join('; ') };
-  const inputs: Operand[] = [m.operand('q'), m.operand('k'), m.operand('v')];
-  if (!pick.causal && pick.plan.mask !== null) {
-    // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.
-    inputs.push(pick.plan.kind === 'fill' ? b.add('logical_not', [pick.plan.mask]) : pick.plan.mask);
-  }
-  if (dropout?.rng !== undefined) inputs.push(dropout.rng);
-  return b.add('fused_attention', inputs, attrs, meta);
+  // The kernel reads a keep-mask (true = attend) or an additive one; a fill-mask is inverted once.
+  const mask = pick.causal || pick.plan.mask === null ? undefined : pick.plan.kind === 'fill' ? b.add('logical_not', [pick.plan.mask]) : pick.plan.mask;
+  const named = namedOperands<Operand>(getOp('fused_attention'), { q: m.operand('q'), k: m.operand('k'), v: m.operand('v'), mask, rng: dropout?.rng }, attrs);
+  return b.add('fused_attention', named.inputs, named.attrs, meta);
 }
 
 /** One rule per spelling: the chain's (named attention_chain in dumps and `kiln explain`) and sdpa's. */
@@ -189,7 +199,10 @@ function attentionRules(ctx: PassContext, graph: () => Graph): Rule[] {
           description: `scaled_dot_product_attention, spelled ${spelling}`,
           anchor: 'sdpa',
           pattern,
-          where: (m) => shapesFit(m),
+          where: (m) => {
+            const agree = operandsAgree(m);
+            return agree === true ? shapesFit(m) : agree;
+          },
           build: (m, b) => {
             const attrs = m.node('sdpa').attrs;
             const d = m.node('q').type.shape[m.node('q').type.shape.length - 1];

@@ -119,7 +119,7 @@ function finiteDifferenceError(data: CaseData, grads: Map<string, HostTensor>): 
   if (data.mask) values.set('mask', data.mask);
   if (data.dropout) values.set('rng', data.dropout.rng);
   const inputs = [...values].map(([name, t]) => g.add('input', [], { name, dtype: t.type.dtype, shape: [...t.type.shape] }));
-  g.setOutputs([{ name: 'out', node: g.add('fused_attention', inputs, { ...data.spec, ...data.dropout?.attrs }) }]);
+  g.setOutputs([{ name: 'out', node: g.add('fused_attention', inputs, { ...data.spec, ...data.dropout?.attrs, ...(data.dropout && !data.mask ? { optional: 'rng' } : {}) }) }]);
   const loss = () => {
     const out = interpret(g, (n) => values.get(String(n.attrs.name))!, 'f64').get('out')!.data;
     return asNumbers(out).reduce((acc, x, e) => acc + x * data.dout.data[e], 0);

@@ -86,7 +86,8 @@ export function backwardGraph(data: CaseData, backward: (ctx: GradContext, spec:
   const mask = data.mask ? [input('mask', data.mask)] : [];
   const rng = data.dropout ? [input('rng', data.dropout.rng)] : [];
   const dout = input('dout', data.dout);
-  const node = g.add('fused_attention', [q, k, v, ...mask, ...rng], { ...data.spec, ...data.dropout?.attrs });
+  // An rng without a mask before it: the node names its optional operands (ir/operands.ts).
+  const node = g.add('fused_attention', [q, k, v, ...mask, ...rng], { ...data.spec, ...data.dropout?.attrs, ...(rng.length && !mask.length ? { optional: 'rng' } : {}) });
   const ctx: GradContext = { node, grad: dout, add: (op: string, inputs: readonly Operand[], attrs: Attrs = {}) => g.add(op, inputs, attrs), needs: (i) => i < 3 };
   const [dq, dk, dv] = backward(ctx, data.spec) as Node[];
   g.setOutputs([{ name: 'dq', node: dq }, { name: 'dk', node: dk }, { name: 'dv', node: dv }]);

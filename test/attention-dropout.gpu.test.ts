@@ -46,7 +46,7 @@ function graphOf(c: Case, values: Map<string, HostTensor>, fused: boolean): Grap
   const scale = 1 / Math.sqrt(c.d);
   let out: Node;
   if (fused) {
-    out = g.add('fused_attention', [q, k, v, r], { causal: c.causal, scale, scaling: 'post', dropoutP: DROPOUT.p, seed: DROPOUT.seed });
+    out = g.add('fused_attention', [q, k, v, r], { causal: c.causal, scale, scaling: 'post', dropoutP: DROPOUT.p, seed: DROPOUT.seed, optional: 'rng' });
   } else {
     let scores = g.add('mul', [g.add('matmul', [q, k], { transposeA: false, transposeB: true }), scale]);
     if (c.causal) scores = g.add('masked_fill', [scores, input('fill'), -Infinity]);

@@ -202,7 +202,8 @@ describe('gradients through random ops use the forward mask', () => {
     it(`${label} with dropout: gradients of q, k, v match finite differences with the rng value fixed`, () => {
       const { g, loss, params } = lossGraph({ q: [2, 3, 4], k: [2, 5, 4], v: [2, 5, 3] }, (op, p, rng) => {
         const mask = withMask ? [op('gt', [op('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [5] }), 1])] : [];
-        return op('sdpa', [p.q, p.k, p.v, ...mask, rng], { isCausal: causal, scale: null, dropoutP: 0.3, seed: 8 });
+        // Without a mask the rng follows v directly: the node names it (ir/operands.ts).
+        return op('sdpa', [p.q, p.k, p.v, ...mask, rng], { isCausal: causal, scale: null, dropoutP: 0.3, seed: 8, ...(withMask ? {} : { optional: 'rng' }) });
       });
       expect(gradError(g, loss, params, feeds(g, 777))).toBeLessThan(1e-6);
     });
@@ -213,7 +214,7 @@ describe('gradients through random ops use the forward mask', () => {
     const leaf = (name: string, shape: Shape) => g.add('param', [], { name, dtype: 'f32', shape });
     const [q, k, v] = [leaf('q', [2, 3, 6, 4]), leaf('k', [2, 3, 7, 4]), leaf('v', [2, 3, 7, 5])];
     const rng = g.add('rng', [], { name: 'rng', dtype: 'i32', shape: [] });
-    const fused = g.add('sdpa', [q, k, v, rng], { isCausal: false, scale: 0.3, dropoutP: 0.25, seed: 4 });
+    const fused = g.add('sdpa', [q, k, v, rng], { isCausal: false, scale: 0.3, dropoutP: 0.25, seed: 4, optional: 'rng' });
     const scores = g.add('mul', [g.add('matmul', [q, k], { transposeA: false, transposeB: true }), 0.3]);
     const dropped = g.add('dropout', [g.add('softmax', [scores], { dim: -1 }), rng], { p: 0.25, training: true, seed: 4 });
     const chain = g.add('matmul', [dropped, v], { transposeA: false, transposeB: false });
@@ -252,19 +253,23 @@ describe('type rules for the rng operand', () => {
   const sdpa = (inputs: Node[], attrs: Attrs = {}) => () => g.add('sdpa', [x, x, x, ...inputs], { isCausal: false, scale: null, dropoutP: 0.1, seed: 1, ...attrs });
   const fails = (f: () => unknown, message: RegExp) => expect(f).toThrow(message);
 
+  const withRng = { optional: 'rng' }; // the rng without a mask before it: the node names its optional operands
+
   it('accepts sdpa(q, k, v, rng) and sdpa(q, k, v, mask, rng) with dropout', () => {
-    expect(sdpa([rng])().type.shape).toEqual([2, 3, 4]);
+    expect(sdpa([rng], withRng)().type.shape).toEqual([2, 3, 4]);
     expect(sdpa([mask, rng])().type.shape).toEqual([2, 3, 4]);
   });
 
-  it('refuses an rng without dropout, an rng of another type, and two masks', () => {
-    fails(sdpa([rng], { dropoutP: 0 }), /sdpa takes an rng operand only while its dropout is active/);
+  it('refuses an rng without dropout, an rng of another type, a mask of another type, and operands the optional attr does not name', () => {
+    fails(sdpa([rng], { dropoutP: 0, ...withRng }), /sdpa takes an rng operand only while its dropout is active/);
     fails(() => g.add('dropout', [x, rng], { p: 0.1, training: false }), /dropout takes an rng operand only while its dropout is active/);
     fails(() => g.add('dropout', [x, x], { p: 0.1, training: true, seed: 1 }), /dropout's rng operand must be i32\[\], got f32\[2,3,4\]/);
     fails(sdpa([wide]), /sdpa expects bool or f32, got i32\[3,3\]/);
-    fails(sdpa([mask, mask]), /its 5th operand is not i32/);
+    fails(sdpa([mask, mask]), /sdpa's rng operand must be i32\[\], got bool\[3,3\]/);
     fails(sdpa([rng, rng]), /sdpa expects bool or f32, got i32\[\]/);
-    expect(sdpa([scalar])().inputs).toHaveLength(4); // any i32[] value may serve as the rng
+    fails(sdpa([rng]), /sdpa expects bool or f32, got i32\[\]/); // unnamed, a fourth operand is the mask
+    fails(sdpa([rng], { optional: 'mask,rng' }), /sdpa takes q, k, v, mask\?, rng\? \(3 to 5 operands\), got 4 with optional="mask,rng"/);
+    expect(sdpa([scalar], withRng)().inputs).toHaveLength(4); // any i32[] value may serve as the rng
   });
 
   it('refuses an rng leaf that is not i32[]', () => {

@@ -48,7 +48,7 @@ const GROUP = 64;
  */
 export function sdpaKernel(req: KernelRequest): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
-  const { mask, rng } = attentionOperands(req.inputs as TensorType[], (x) => x.dtype);
+  const { mask, rng } = attentionOperands('sdpa', req.inputs as TensorType[], req.attrs);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const causal = req.attrs.isCausal === true;
   const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;

@@ -45,7 +45,7 @@ export function attentionLseKernel(req: KernelRequest, spec: AttentionSpec, tili
 
 /** fused_attention_backward(q, k, v, mask?, grad_out, lse, delta) {wrt}: the kernel. */
 export function attentionBackwardKernel(req: KernelRequest, spec: AttentionSpec, wrt: AttentionWrt, tiling?: BackwardTiling): KernelPlan {
-  const { q, k, v, mask } = backwardOperands(req.inputs as TensorType[], (x) => x.dtype);
+  const { q, k, v, mask } = backwardOperands(req.inputs as TensorType[], req.attrs);
   return backwardKernel(wrt, { q, k, v, mask }, req, spec, tiling);
 }
 
@@ -69,7 +69,7 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
     params.mask_stream_stride = r.own === 'query' ? colStride : rowStride;
   }
   const maskName = mask ? ['mask'] : [];
-  const dropout = mode === 'lse' ? null : kernelDropout(req);
+  const dropout = mode === 'lse' ? null : kernelDropout(req, 'fused_attention_backward');
   const inputNames = mode === 'lse' ? ['q', 'k', ...maskName] : ['q', 'k', 'v', ...maskName, 'grad_out', 'lse', 'delta', ...(dropout?.rng ? ['rng'] : [])];
   return {
     inputNames,

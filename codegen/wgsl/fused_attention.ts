@@ -34,6 +34,8 @@ import { KilnError } from '../../ir/errors.ts';
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from './plan.ts';
 import { type TensorType, numel } from '../../ir/types.ts';
 import { attentionDims, attentionOperands } from '../../ir/ops/attention.ts';
+import { operandsByName } from '../../ir/operands.ts';
+import { getOp } from '../../ir/registry.ts';
 import { dropoutDecls, seedLine } from './attention.ts';
 import type { AttentionSpec } from '../../ir/ops/fused_attention.ts';
 import { F32_BITS_WGSL, F32_MAX, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './helpers.ts';
@@ -103,18 +105,18 @@ export interface KernelDropout {
   readonly rng: boolean;
 }
 
-/** The dropout a request's attrs and operands ask for; null without. */
-export function kernelDropout(req: KernelRequest): KernelDropout | null {
+/** The dropout a request's attrs and its `rng` operand (of fused_attention or its backward, `op`) ask for; null without. */
+export function kernelDropout(req: KernelRequest, op: 'fused_attention' | 'fused_attention_backward' = 'fused_attention'): KernelDropout | null {
   const p = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
   if (p <= 0) return null;
-  const { rng } = attentionOperands(req.inputs as TensorType[], (x) => x.dtype);
+  const { rng } = operandsByName(getOp(op), req.inputs, req.attrs);
   return { p, seed: req.attrs.seed as number, rng: rng !== undefined };
 }
 
 /** The flash kernel for q, k, v (and an optional bool or additive f32 mask, and the rng) in req.inputs; `tiling` overrides the choice (tests, benchmarks). */
 export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, tiling?: FlashTiling): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
-  const mask = attentionOperands(req.inputs as TensorType[], (x) => x.dtype).mask;
+  const mask = attentionOperands('fused_attention', req.inputs, req.attrs).mask as TensorType | undefined;
   const dropout = kernelDropout(req);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;

@@ -7,7 +7,8 @@ import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import { type Attrs, type Node, type Operand, isNode } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
-import { type CpuOperand, type OperandType, registerOp } from '../registry.ts';
+import { operandsByName } from '../operands.ts';
+import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { RNG_TYPE } from './leaf.ts';
@@ -113,19 +114,12 @@ export function attentionFlops(inputs: readonly OperandType[], causal: boolean):
   return (2 * numel(batch) * l * s * (d + dv)) / (causal ? 2 : 1);
 }
 
-/**
- * sdpa's operands past q, k, v, told apart by dtype: an optional mask (bool or f32), then an optional
- * rng (i32, always last). `dtypeOf` reads an operand's dtype (undefined for a scalar).
- */
-export function attentionOperands<T>(inputs: readonly T[], dtypeOf: (x: T) => string | undefined): { mask?: T; rng?: T } {
-  const extras = inputs.slice(3);
-  const rng = extras.length > 0 && dtypeOf(extras[extras.length - 1]) === 'i32' ? extras.pop() : undefined;
-  return { mask: extras[0], rng };
+/** The optional operands of an sdpa or fused_attention node (`q, k, v, mask?, rng?`), by name (ir/operands.ts). */
+export function attentionOperands<T>(op: 'sdpa' | 'fused_attention', inputs: readonly T[], attrs: Attrs): { mask?: T; rng?: T } {
+  const { mask, rng } = operandsByName(getOp(op), inputs, attrs);
+  return { mask, rng };
 }
 
-export const typeDType = (x: OperandType) => (typeof x === 'number' ? undefined : x.dtype);
-export const hostDType = (x: CpuOperand) => (typeof x === 'number' ? undefined : x.type.dtype);
-export const nodeDType = (x: Operand) => (isNode(x) ? x.type.dtype : undefined);
 
 /** The scale an sdpa node applies: its `scale` attr, or 1/sqrt(D) when null. */
 export function attentionScale(attrs: Attrs, d: number): number {
@@ -230,10 +224,7 @@ registerOp({
     if (dropoutP > 0) intAttr('sdpa', attrs, 'seed');
     if (attrs.scale !== null && attrs.scale !== undefined) numAttr('sdpa', attrs, 'scale');
     for (let i = 3; i < inputs.length; i++) tensorArg('sdpa', inputs, i);
-    const { mask: maskOperand, rng } = attentionOperands(inputs, typeDType);
-    if (inputs.length === 5 && !rng) throw new KilnError('KILN_E011', 'sdpa takes one mask (bool or f32) and then the rng (i32[]); its 5th operand is not i32');
-    // An i32 operand that is no rng (not 0-d) is a mask of the wrong dtype: say so, as for any mask.
-    if (rng && (rng as TensorType).shape.length > 0) expectDType('sdpa', rng as TensorType, 'bool', 'f32');
+    const { mask: maskOperand, rng } = attentionOperands('sdpa', inputs, attrs);
     if (rng) rngOperand('sdpa', inputs, inputs.length - 1, dropoutP > 0);
     if (maskOperand) {
       const mask = maskOperand as TensorType;
@@ -247,7 +238,7 @@ registerOp({
   },
   cpu(inputs, attrs, _out, precision) {
     const [q, k, v] = inputs;
-    const { mask, rng } = attentionOperands(inputs, hostDType);
+    const { mask, rng } = attentionOperands('sdpa', inputs, attrs);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
     const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post', emptyRows: 'zero' };
     const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
@@ -274,7 +265,7 @@ export interface AttentionDropout {
 export function attentionDropout(node: Node): AttentionDropout | undefined {
   const p = numAttr(node.op, node.attrs, 'dropoutP', 0);
   if (p === 0) return undefined;
-  const { rng } = attentionOperands(node.inputs, nodeDType);
+  const { rng } = attentionOperands(node.op as 'sdpa' | 'fused_attention', node.inputs, node.attrs);
   return { attrs: { p, training: true, seed: node.attrs.seed as number }, rng: rng ? [rng as Node] : [] };
 }
 
@@ -287,7 +278,7 @@ export function attentionDropout(node: Node): AttentionDropout | undefined {
  */
 export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout?: AttentionDropout): (Node | null)[] {
   const [q, k, v] = ctx.node.inputs as Node[];
-  const mask = attentionOperands(ctx.node.inputs, nodeDType).mask as Node | undefined;
+  const mask = attentionOperands(ctx.node.op as 'sdpa' | 'fused_attention', ctx.node.inputs, ctx.node.attrs).mask as Node | undefined;
   const g = ctx.grad;
   const add = (op: string, inputs: (Node | number)[], attrs: Attrs = {}) => ctx.add(op, inputs, attrs);
   const matmul = (a: Node, b: Node, transposeA: boolean, transposeB: boolean) => add('matmul', [a, b], { transposeA, transposeB });

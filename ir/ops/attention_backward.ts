@@ -26,9 +26,10 @@ import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import { type Attrs, type Node, isNode } from '../graph.ts';
 import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
-import { type OperandType, registerOp } from '../registry.ts';
+import { namedOperands, operandsByName } from '../operands.ts';
+import { type OperandType, getOp, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
+import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, attentionOperands, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
 import { flashBackwardFits } from './attention_backward.tiling.ts';
 import { arity, expectDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
@@ -43,16 +44,12 @@ export function attentionWrt(attrs: Attrs): AttentionWrt {
   return wrt;
 }
 
-/** The tensor operands of a fused_attention_backward node, by role (the mask is the optional fourth, the rng the optional last: i32). */
-export function backwardOperands<T>(all: readonly T[], dtypeOf: (x: T) => string | undefined): { q: T; k: T; v: T; mask?: T; gradOut: T; lse: T; delta: T; rng?: T } {
-  const rng = all.length > 6 && dtypeOf(all[all.length - 1]) === 'i32' ? all[all.length - 1] : undefined;
-  const inputs = rng === undefined ? all : all.slice(0, -1);
-  const [q, k, v] = inputs;
-  const [gradOut, lse, delta] = inputs.slice(-3);
-  return { q, k, v, mask: inputs.length === 7 ? inputs[3] : undefined, gradOut, lse, delta, rng };
+/** The operands of a fused_attention_backward node by name (`q, k, v, mask?, grad_out, lse, delta, rng?`; ir/operands.ts). */
+export function backwardOperands<T>(all: readonly T[], attrs: Attrs): { q: T; k: T; v: T; mask?: T; gradOut: T; lse: T; delta: T; rng?: T } {
+  const { q, k, v, mask, grad_out, lse, delta, rng } = operandsByName(getOp('fused_attention_backward'), all, attrs);
+  return { q: q!, k: k!, v: v!, mask, gradOut: grad_out!, lse: lse!, delta: delta!, rng };
 }
 
-const tensorDType = (x: TensorType | HostTensor) => ('dtype' in x ? x.dtype : x.type.dtype);
 
 /** A score in base 2, in the interpreter's precision: the backward subtracts M from it, so both must round alike. */
 function base2Score(precision: Precision): (x: number) => number {
@@ -80,9 +77,9 @@ function lseReference(q: HostTensor, k: HostTensor, mask: HostTensor | undefined
 }
 
 /** The gradient `wrt` q, k or v (or k and v side by side), computed directly from P = exp(score - lse) row by row; `dropout` drops weight (b, i, j) as the forward did. */
-function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: AttentionWrt, precision: Precision, dropout?: { p: number; seed: number }): HostData {
+function backwardReference(inputs: HostTensor[], attrs: Attrs, spec: AttentionSpec, wrt: AttentionWrt, precision: Precision, dropout?: { p: number; seed: number }): HostData {
   if (wrt === 'kv') {
-    const [dk, dv] = [backwardReference(inputs, spec, 'k', precision, dropout), backwardReference(inputs, spec, 'v', precision, dropout)];
+    const [dk, dv] = [backwardReference(inputs, attrs, spec, 'k', precision, dropout), backwardReference(inputs, attrs, spec, 'v', precision, dropout)];
     const [d, w] = [inputs[1].type.shape.at(-1)!, inputs[2].type.shape.at(-1)!];
     const result = allocData('f32', dk.length + dv.length, precision);
     for (let row = 0; row < dk.length / d; row++) {
@@ -91,7 +88,7 @@ function backwardReference(inputs: HostTensor[], spec: AttentionSpec, wrt: Atten
     }
     return result;
   }
-  const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs, tensorDType);
+  const { q, k, v, mask, gradOut, lse, delta } = backwardOperands(inputs, attrs);
   const { batch, l, s, d, dv } = attentionDims(q.type, k.type, v.type);
   // Z: 0 where dropout dropped the weight, 1/(1-p) where it kept it
   const keep = (b: number, i: number, j: number) => (!dropout ? 1 : dropoutUniform(dropout.seed, (b * l + i) * s + j) < dropout.p ? 0 : 1 / (1 - dropout.p));
@@ -139,7 +136,7 @@ function lseFlops(inputs: readonly OperandType[], causal: boolean): number {
 }
 
 function backwardFlops(inputs: readonly OperandType[], causal: boolean, wrt: AttentionWrt): number {
-  const { q, k, v } = backwardOperands(inputs as TensorType[], tensorDType);
+  const [q, k, v] = inputs as TensorType[]; // always the first three
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const perPair = { q: 2 * d + dv, k: 2 * d + dv, v: d + dv, kv: 2 * (d + dv) }[wrt];
   return (2 * numel(batch) * l * s * perPair) / (causal ? 2 : 1);
@@ -182,7 +179,7 @@ registerOp({
   infer(inputs, attrs) {
     const op = 'fused_attention_backward';
     arity(op, inputs, 6, 8);
-    const { q, k, v, mask, gradOut, lse, delta, rng } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)), tensorDType);
+    const { q, k, v, mask, gradOut, lse, delta, rng } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)), attrs);
     const dropoutP = attentionDropoutP(op, attrs);
     if (rng) rngOperand(op, inputs, inputs.length - 1, dropoutP > 0);
     for (const t of [q, k, v]) expectDType(op, t, 'f32');
@@ -198,8 +195,8 @@ registerOp({
   cpu(inputs, attrs, _out, precision) {
     if (inputs.some((x) => typeof x === 'number')) throw new Error('fused_attention_backward of a scalar');
     const p = attentionDropoutP('fused_attention_backward', attrs);
-    const { rng } = backwardOperands(inputs as HostTensor[], tensorDType);
-    return backwardReference(inputs as HostTensor[], attentionSpec(attrs), attentionWrt(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
+    const { rng } = backwardOperands(inputs as HostTensor[], attrs);
+    return backwardReference(inputs as HostTensor[], attrs, attentionSpec(attrs), attentionWrt(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
 });
 
@@ -211,8 +208,7 @@ registerOp({
  */
 export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (Node | null)[] {
   const [q, k, v] = ctx.node.inputs as Node[];
-  // The mask is the fourth operand, bool or f32 (sdpa may end with an i32 rng operand, unused without dropout).
-  const mask = ctx.node.inputs.slice(3).find((x): x is Node => isNode(x) && x.type.dtype !== 'i32');
+  const mask = attentionOperands(ctx.node.op as 'sdpa' | 'fused_attention', ctx.node.inputs, ctx.node.attrs).mask as Node | undefined;
   const dropout: AttentionDropout | undefined = attentionDropout(ctx.node);
   const { d, dv } = attentionDims(q.type, k.type, v.type);
   if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec, dropout);
@@ -221,15 +217,15 @@ export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (
   const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling, ...rows };
   // The backward kernels redraw the forward's dropout bits: the same p, seed and rng.
   const dropAttrs: Attrs = dropout ? { dropoutP: dropout.attrs.p, seed: dropout.attrs.seed } : {};
-  let operands: Node[] | undefined;
+  let operands: { inputs: Node[]; attrs: Attrs } | undefined;
   const backward = (wrt: AttentionWrt) => {
-    operands ??= [
-      q, k, v, ...(mask ? [mask] : []), ctx.grad,
-      ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
-      ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
-      ...(dropout?.rng ?? []),
-    ];
-    return ctx.add('fused_attention_backward', operands, { ...attrs, ...dropAttrs, wrt });
+    operands ??= namedOperands(getOp('fused_attention_backward'), {
+      q, k, v, mask, grad_out: ctx.grad,
+      lse: ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
+      delta: ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
+      rng: dropout?.rng[0],
+    }, { ...attrs, ...dropAttrs });
+    return ctx.add('fused_attention_backward', operands.inputs, { ...operands.attrs, wrt });
   };
   // dk and dv from one kernel when both are asked for (P and dS computed once), sliced apart.
   let kv: Node | undefined;

@@ -15,7 +15,7 @@ import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, effectiveDropoutSeed, hostDType, rngOperand, typeDType } from './attention.ts';
+import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, effectiveDropoutSeed, rngOperand } from './attention.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
@@ -60,9 +60,8 @@ registerOp({
     const spec = attentionSpec(attrs);
     const dropoutP = attentionDropoutP('fused_attention', attrs);
     for (let i = 3; i < inputs.length; i++) tensorArg('fused_attention', inputs, i);
-    const { mask, rng } = attentionOperands(inputs, typeDType);
+    const { mask, rng } = attentionOperands('fused_attention', inputs, attrs);
     if (rng) rngOperand('fused_attention', inputs, inputs.length - 1, dropoutP > 0);
-    if (inputs.length === 5 && !rng) throw new KilnError('KILN_E011', 'fused_attention takes one mask and then the rng (i32[]); its 5th operand is not i32');
     if (mask) {
       if (spec.causal) throw new KilnError('KILN_E011', 'a causal fused_attention reads no mask');
       checkAttentionMask('fused_attention', mask as TensorType, [...dims.batch, dims.l, dims.s]);
@@ -71,7 +70,7 @@ registerOp({
   },
   cpu(inputs, attrs, _out, precision) {
     const [q, k, v] = inputs;
-    const { mask, rng } = attentionOperands(inputs, hostDType);
+    const { mask, rng } = attentionOperands('fused_attention', inputs, attrs);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('fused_attention of a scalar');
     const p = attentionDropoutP('fused_attention', attrs);
     return attentionReference(q, k, v, mask, attentionSpec(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
