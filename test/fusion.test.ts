@@ -6,8 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { type Compilation, F, Module, Tensor, compile, manualSeed, nn, printGraph, randn, random, tensor } from '../index.ts';
 import createModel, { type GPT, type GPTConfig } from '../examples/nanogpt/model.ts';
 import { graphStructure } from '../ir/equal.ts';
-import { Graph, type Node, isNode } from '../ir/graph.ts';
-import { formatAttr, formatNumber } from '../ir/text.ts';
+import { Graph, type Node } from '../ir/graph.ts';
 import type { Decision } from '../passes/index.ts';
 import { relError } from './helpers.ts';
 

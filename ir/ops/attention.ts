@@ -5,7 +5,7 @@
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
-import { type Attrs, type Node, type Operand, isNode } from '../graph.ts';
+import type { Attrs, Node } from '../graph.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { operandsByName } from '../operands.ts';
 import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';

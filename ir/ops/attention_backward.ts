@@ -24,7 +24,7 @@
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
-import { type Attrs, type Node, isNode } from '../graph.ts';
+import type { Attrs, Node } from '../graph.ts';
 import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
 import { namedOperands, operandsByName } from '../operands.ts';
 import { type OperandType, getOp, registerOp } from '../registry.ts';
