@@ -4,7 +4,6 @@
 
 import type { SourceLoc } from '../../ir/errors.ts';
 import type { Attrs } from '../../ir/graph.ts';
-import type { Arg } from './dispatch.ts';
 import type { Tensor } from './tensor.ts';
 
 /** How an eager tensor was made from tensors that require grad (torch's grad_fn). */
@@ -13,7 +12,7 @@ export interface TapeRecord {
   readonly attrs: Attrs;
   readonly loc?: SourceLoc;
   /** The op's operands; null once a backward() freed this graph. */
-  inputs: readonly Arg[] | null;
+  inputs: readonly (Tensor | number)[] | null;
 }
 
 /** Open noGrad() calls; ops record only while there are none. */
@@ -43,7 +42,7 @@ export function noGrad<T>(fn: () => T): T {
 }
 
 /** Hangs `out`'s record on it when grad mode is on and an input requires grad; else does nothing. */
-export function recordOp(op: string, inputs: readonly Arg[], attrs: Attrs, loc: SourceLoc | undefined, out: Tensor): void {
+export function recordOp(op: string, inputs: readonly (Tensor | number)[], attrs: Attrs, loc: SourceLoc | undefined, out: Tensor): void {
   if (noGradDepth > 0 || out.dtype !== 'f32') return;
   if (!inputs.some((x) => typeof x !== 'number' && x.requiresGrad)) return;
   out.gradFn = { op, attrs, loc, inputs };
