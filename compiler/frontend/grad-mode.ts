@@ -2,6 +2,7 @@
 // record (op, attrs, input tensors) on its result, `grad_fn` style; tape.ts's backward() reads them.
 // noGrad() turns it off. The records belong to the tensors, so a graph nobody can reach is garbage.
 
+import { dtypeInfo } from '../../ir/dtypes.ts';
 import type { SourceLoc } from '../../ir/errors.ts';
 import type { Attrs } from '../../ir/graph.ts';
 import type { Tensor } from './tensor.ts';
@@ -43,7 +44,7 @@ export function noGrad<T>(fn: () => T): T {
 
 /** Hangs `out`'s record on it when grad mode is on and an input requires grad; else does nothing. */
 export function recordOp(op: string, inputs: readonly (Tensor | number)[], attrs: Attrs, loc: SourceLoc | undefined, out: Tensor): void {
-  if (noGradDepth > 0 || out.dtype !== 'f32') return;
+  if (noGradDepth > 0 || !dtypeInfo(out.dtype).isFloat) return;
   if (!inputs.some((x) => typeof x !== 'number' && x.requiresGrad)) return;
   out.gradFn = { op, attrs, loc, inputs };
 }

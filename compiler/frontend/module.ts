@@ -1,6 +1,7 @@
 // Module and Parameter, as torch.nn: submodules and parameters are found by walking a module's own
 // fields in order, so `this.wte = new Embedding(...)` registers it under the key `wte`, like __setattr__.
 
+import { dtypeInfo } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { formatType, sameShape } from '../../ir/types.ts';
@@ -10,7 +11,7 @@ import { Tensor } from './tensor.ts';
 export class Parameter extends Tensor {
   constructor(host: HostTensor) {
     super(host.type, { host });
-    if (host.type.dtype === 'f32') this.requiresGrad = true;
+    if (dtypeInfo(host.type.dtype).isFloat) this.requiresGrad = true;
   }
 
   /** Replaces the values (loading a checkpoint, a host optimizer step): a write, so device copies are dropped and uploaded again on use. */

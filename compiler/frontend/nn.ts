@@ -1,5 +1,6 @@
 // torch.nn layers nanoGPT uses, with PyTorch's default initialization.
 
+import { dtypeInfo } from '../../ir/dtypes.ts';
 import { type DType, type Shape, numel } from '../../ir/types.ts';
 import * as F from './functional.ts';
 import { Module, Parameter } from './module.ts';
@@ -8,7 +9,7 @@ import type { Tensor } from './tensor.ts';
 
 /** A parameter filled by `init(i)` for each element. */
 export function parameter(shape: Shape, init: (i: number) => number, dtype: DType = 'f32'): Parameter {
-  const data = dtype === 'f32' ? new Float32Array(numel(shape)) : new Int32Array(numel(shape));
+  const data = dtypeInfo(dtype).hostArray(numel(shape), 'f32');
   for (let i = 0; i < data.length; i++) data[i] = init(i);
   return new Parameter({ type: { dtype, shape: [...shape] }, data });
 }

@@ -1,6 +1,7 @@
 // Tensor: the user-facing value. While tracing it stands for an IR node; in eager mode it holds data
 // on the host and/or a device. Methods mirror torch.Tensor with TypeScript naming.
 
+import { dtypeInfo } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
@@ -130,7 +131,7 @@ export class Tensor {
   }
   set requiresGrad(on: boolean) {
     if (this.gradFn) throw new KilnError('KILN_E011', 'requiresGrad can only be changed on a leaf tensor; use detach() to cut this one from its graph', callerLoc());
-    if (on && this.dtype !== 'f32') throw new KilnError('KILN_E011', `only f32 tensors can require grad, this one is ${formatType(this.type)}`, callerLoc());
+    if (on && !dtypeInfo(this.dtype).isFloat) throw new KilnError('KILN_E011', `only float tensors can require grad, this one is ${formatType(this.type)}`, callerLoc());
     this.leafRequiresGrad = on;
   }
 
