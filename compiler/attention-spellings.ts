@@ -8,8 +8,9 @@
 // A `where(keep, scores, -inf)` needs no spelling: canonicalization turns it into masked_fill.
 
 import { CANONICAL_RULES } from '../passes/canonicalize.ts';
+import { eliminateDeadCode } from '../passes/dce.ts';
 import { rewriteGraph } from '../passes/pattern.ts';
-import { type Graph, type Node, isNode, rebuildGraph } from '../ir/graph.ts';
+import { type Graph, isNode, rebuildGraph } from '../ir/graph.ts';
 import { printGraph } from '../ir/text.ts';
 import type { DType } from '../ir/types.ts';
 import { tensor } from './frontend/create.ts';
@@ -97,22 +98,10 @@ export function traceSpelling(spelling: Spelling): { text: string; scalars: Part
   }
   const args = [zeros([1, 2, 4, 8], 'f32'), zeros([1, 2, 4, 8], 'f32'), zeros([1, 2, 4, 8], 'f32'), zeros([4, 4], spelling.maskDtype)];
   const traced = traceModule(new Spelled(), args).graph;
-  const graph = withoutLocations(reachableOnly(rewriteGraph(traced, CANONICAL_RULES).graph));
+  const graph = withoutLocations(eliminateDeadCode(rewriteGraph(traced, CANONICAL_RULES).graph));
   const literals = new Set(graph.nodes.flatMap((n) => n.inputs.filter((x) => !isNode(x))));
   const scalars = Object.fromEntries(Object.entries(SCALARS).filter(([, value]) => literals.has(value)));
   return { text: printGraph(graph), scalars };
-}
-
-function reachableOnly(graph: Graph): Graph {
-  const live = new Set<Node>();
-  const stack = graph.outputs.map((o) => o.node);
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (live.has(n)) continue;
-    live.add(n);
-    for (const x of n.inputs) if (isNode(x)) stack.push(x);
-  }
-  return rebuildGraph(graph, (node) => (live.has(node) ? undefined : null));
 }
 
 function withoutLocations(graph: Graph): Graph {
