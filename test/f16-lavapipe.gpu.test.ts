@@ -34,7 +34,7 @@ if (!lavapipe && process.env.KILN_REQUIRE_LAVAPIPE) throw new Error(`KILN_REQUIR
 afterAll(() => lavapipe?.device.destroy());
 
 /** Runs `o[i] = expr` over three f16 inputs a, b, c and returns o's bit patterns. */
-async function run(device: GPUDevice, expr: string, inputs: Uint16Array[]): Promise<Uint16Array> {
+async function run(device: GPUDevice, expr: string, inputs: Uint16Array<ArrayBuffer>[]): Promise<Uint16Array> {
   const code = `enable f16;
 @group(0) @binding(0) var<storage, read> a: array<f16>;
 @group(0) @binding(1) var<storage, read> b: array<f16>;
