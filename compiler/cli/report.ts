@@ -3,9 +3,8 @@
 // naming the first line of the user's code on the stack, never one of kiln's own files. Used by `kiln`
 // and by the nanoGPT scripts (train.ts, sample.ts). KILN_DEBUG=1 prints the stack trace after the line.
 
-import { dirname, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { KilnError } from '../../ir/errors.ts';
+import { userFrame } from '../frontend/loc.ts';
 
 /** What to check, by errno code; codes not listed get the system's own words only. */
 const FILE_HINTS: Record<string, string> = {
@@ -54,7 +53,8 @@ export function asKilnError(e: unknown): KilnError {
   const file = fileError(e);
   if (file instanceof KilnError) return file;
   const err = e instanceof Error ? e : new Error(String(e));
-  const where = userFrame(err.stack);
+  const frame = userFrame(err.stack);
+  const where = frame && `${frame.file}:${frame.line}`;
   const kind = err.name && err.name !== 'Error' ? `${err.name}: ` : '';
   return new KilnError('KILN_E020', `${where ? `${where}: ` : ''}${kind}${err.message.split('\n')[0]}`);
 }
@@ -68,29 +68,4 @@ export function errorLine(e: unknown): string {
 export function reportError(e: unknown): void {
   console.error(errorLine(e));
   if (process.env.KILN_DEBUG === '1' && e instanceof Error && e.stack) console.error(e.stack);
-}
-
-/** kiln's own folders: a frame there is kiln's, not the user's. examples/ and test/ are kiln's users. */
-const KILN_FILES = ['compiler/', 'ir/', 'passes/', 'codegen/', 'runtime/', 'bin/', 'index.ts'];
-
-/** kiln's root: this file is compiler/cli/report.ts, or bundled into node_modules/.cache/kiln/ (bin/bundle.mjs). */
-function kilnRoot(): string {
-  const here = fileURLToPath(import.meta.url);
-  const cache = here.lastIndexOf('/node_modules/.cache/');
-  return cache >= 0 ? here.slice(0, cache) : resolve(dirname(here), '../..');
-}
-
-/** `file:line` of the first stack frame in the user's code, relative to the working folder. */
-function userFrame(stack: string | undefined): string | undefined {
-  const root = kilnRoot();
-  for (const line of (stack ?? '').split('\n').slice(1)) {
-    const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):\d+\)?$/.exec(line.trim());
-    if (!m || m[1].startsWith('node:') || m[1].includes('node_modules')) continue;
-    const file = m[1].replace(/^file:\/\//, '');
-    const inKiln = relative(root, file);
-    if (!inKiln.startsWith('..') && KILN_FILES.some((k) => inKiln.startsWith(k))) continue;
-    const shown = file.startsWith(`${process.cwd()}/`) ? file.slice(process.cwd().length + 1) : file;
-    return `${shown}:${m[2]}`;
-  }
-  return undefined;
 }

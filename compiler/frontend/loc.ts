@@ -5,7 +5,7 @@
 import type { SourceLoc } from '../../ir/errors.ts';
 
 const FRAME = /\(?((?:file:\/\/)?[^()\s]+?):(\d+):(\d+)\)?\s*$/;
-const INTERNAL = ['compiler', 'ir', 'passes', 'codegen', 'runtime'];
+const INTERNAL = ['compiler', 'ir', 'passes', 'codegen', 'runtime', 'bin'];
 
 let kilnRoot: string | null | undefined;
 
@@ -36,9 +36,14 @@ function isKilnFrame(file: string, root: string | null): boolean {
 
 /** Where the user's code called into kiln, or undefined when no user frame is on the stack. */
 export function callerLoc(): SourceLoc | undefined {
-  const all = frames(new Error().stack);
-  if (kilnRoot === undefined) kilnRoot = all.length ? rootOf(all[0].file) : null;
-  const user = all.find((f) => !isKilnFrame(f.file, kilnRoot ?? null));
+  return userFrame(new Error().stack);
+}
+
+/** The first frame of `stack` in the user's code (outside kiln's own folders and Node's), with its source line. */
+export function userFrame(stack: string | undefined): SourceLoc | undefined {
+  // kiln's root, from this file's own frame (the first of a stack made here).
+  if (kilnRoot === undefined) kilnRoot = rootOf(frames(new Error().stack)[0]?.file ?? '');
+  const user = frames(stack).find((f) => !isKilnFrame(f.file, kilnRoot ?? null));
   if (!user) return undefined;
   const text = sourceLine(user.file, user.line);
   return { file: displayPath(user.file), line: user.line, col: user.col, ...(text ? { text } : {}) };
