@@ -1,6 +1,7 @@
 // Checkpoints: a model's state dict to and from safetensors files, nanoGPT key names, config in metadata.
 
 import { DTYPE_INFO } from '../ir/dtypes.ts';
+import { sameType } from '../ir/types.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { type SafetensorsFile, type StTensorInput, parseSafetensors, readSafetensors, serializeSafetensors, toKilnTensor } from '../runtime/safetensors.ts';
@@ -58,7 +59,7 @@ export function modelState(model: Module, tensors: ReadonlyMap<string, HostTenso
 }
 
 function sameValues(a: HostTensor, b: HostTensor): boolean {
-  if (a.type.dtype !== b.type.dtype || a.type.shape.join() !== b.type.shape.join()) return false;
+  if (!sameType(a.type, b.type)) return false;
   return a.data.every((x, i) => x === b.data[i] || (Number.isNaN(x) && Number.isNaN(b.data[i])));
 }
 

@@ -10,7 +10,7 @@ import type { Runner } from './backend.ts';
 import { type BackendName, loadBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import type { Tensor } from './frontend/tensor.ts';
-import { BufferReader, GuardedCache, guardKey, guardedValue } from './guards.ts';
+import { BufferReader, GuardedCache, guardKey } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import { type Trace, forwardArgNames, rebuildOutputs, traceModule } from './tracer.ts';
 
@@ -56,11 +56,6 @@ export type CompiledModel<M> = Forward<M> & {
   lower(...args: Parameters<Forward<M>>): Promise<Compilation>;
   stage(name: Stage): Graph | undefined;
 };
-
-/** The guarded values of forward()'s arguments: dtype and shape of each tensor, the value of every other argument. */
-export function signatureOf(args: readonly unknown[]): string {
-  return args.map(guardedValue).join(', ');
-}
 
 /** One fusion line per decision a pass recorded: what it fused or declined, where, and why. */
 function logDecisions(result: PassResult): void {

@@ -27,7 +27,7 @@ import type { Runner } from './backend.ts';
 import { type BackendName, loadBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
-import { BufferReader, GuardedCache, guardKey } from './guards.ts';
+import { BufferReader, GuardedCache, guardKey, hostCopy } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import type { AdamW } from './optim.ts';
 import { type Trace, forwardArgNames, traceModule } from './tracer.ts';
@@ -163,11 +163,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
 
   async function sync(): Promise<void> {
     const tensors = [...params.map(([, p]) => p as Tensor), ...moments.values()];
-    await Promise.all(
-      tensors.map(async (t) => {
-        if (!t.readHost()) t.cacheCopy({ host: { type: t.type, data: await t.data() } });
-      }),
-    );
+    await Promise.all(tensors.map(hostCopy));
   }
 
   const step = Object.assign(call, { lower, sync });

@@ -91,12 +91,6 @@ export class Tensor {
     else this.#host = undefined;
   }
 
-  /** New values on a device (a training step's write-back into this tensor): the host copy is dropped. */
-  setDevice(value: DeviceValue): void {
-    this.#device = value;
-    this.markWritten('device');
-  }
-
   get dtype(): DType {
     return this.type.dtype;
   }
@@ -173,8 +167,10 @@ export class Tensor {
   /** The values, flat and row-major. */
   async data(): Promise<HostData> {
     this.refuseWhileTraced('data()');
-    // The host's own array is handed out: a write into it must reach the device copy and compiled models.
-    if (this.#host) return this.host!.data;
+    if (this.#host) {
+      this.markWritten('host'); // its own array is handed out: a write into it must reach the device copy and compiled models
+      return this.#host.data;
+    }
     if (this.#device) return this.#device.read();
     throw new Error('tensor has no data');
   }
