@@ -41,6 +41,12 @@ export function tempName(name: string): string {
   return `.${name}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`;
 }
 
+/** The file a path to one of writeFileAtomic's temporaries stands for (`dir/.NAME.PID.RANDOM.tmp` -> `dir/NAME`); undefined for any other path. */
+export function tempTarget(path: string): string | undefined {
+  const temp = /^(.*\/)?\.(.+)\.\d+\.[a-z0-9]+\.tmp$/.exec(path);
+  return temp ? `${temp[1] ?? ''}${temp[2]}` : undefined;
+}
+
 /** Whether `file` is one of writeFileAtomic's temporaries for the file named `name`. */
 export function isTempOf(file: string, name: string): boolean {
   return file.startsWith(`.${name}.`) && file.endsWith('.tmp');

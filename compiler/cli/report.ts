@@ -4,6 +4,7 @@
 // and by the nanoGPT scripts (train.ts, sample.ts). KILN_DEBUG=1 prints the stack trace after the line.
 
 import { KilnError } from '../../ir/errors.ts';
+import { tempTarget } from '../../runtime/files.ts';
 import { userFrame } from '../frontend/loc.ts';
 
 /** What to check, by errno code; codes not listed get the system's own words only. */
@@ -38,13 +39,9 @@ export function fileError(e: unknown, path?: string, flag?: string): unknown {
   return new KilnError('KILN_E019', `${subject}cannot ${e.syscall}: ${what} (${e.code})${hint ? `; ${hint}` : ''}`);
 }
 
-/**
- * writeFileAtomic (runtime/files.ts) writes `.NAME.PID.RANDOM.tmp` beside NAME and renames it over NAME;
- * an error on the temporary names the user's file instead.
- */
+/** The user's path: an error on writeFileAtomic's temporary names the file it was replacing. */
 function userPath(path: string | undefined): string | undefined {
-  const temp = path && /^(.*\/)?\.(.+)\.\d+\.[a-z0-9]+\.tmp$/.exec(path);
-  return temp ? `${temp[1] ?? ''}${temp[2]}` : path;
+  return (path && tempTarget(path)) || path;
 }
 
 /** Any error as a KilnError: kiln's own unchanged, file system errors KILN_E019, the rest KILN_E020. */
