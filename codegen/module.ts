@@ -4,6 +4,7 @@
 import type { Node } from '../ir/graph.ts';
 import type { DType } from '../ir/types.ts';
 import { printNode } from '../ir/text.ts';
+import { ENABLE_F16, usesF16 } from './wgsl/dtypes.ts';
 import { storageType } from './wgsl/helpers.ts';
 import type { KernelPlan } from './wgsl/plan.ts';
 import { indexErrorDecls } from './index-errors.ts';
@@ -40,6 +41,14 @@ export function paramNames(plan: KernelPlan, reports: IndexReports = 'none'): st
 }
 
 export function moduleText(node: Node, plan: KernelPlan, inputs: readonly StorageInput[], reports: IndexReports = 'none'): string {
+  const text = moduleBody(node, plan, inputs, reports);
+  // f16 storage (or f16 values a lowering declares) needs the extension enabled before any declaration.
+  if (!usesF16(text) || plan.directives?.includes(ENABLE_F16)) return text;
+  const header = text.indexOf('\n') + 1;
+  return text.slice(0, header) + ENABLE_F16 + '\n' + text.slice(header);
+}
+
+function moduleBody(node: Node, plan: KernelPlan, inputs: readonly StorageInput[], reports: IndexReports): string {
   const bindings = inputs.map((x, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${x.name}: array<${storageType(x.dtype)}>;`);
   bindings.push(`@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<${storageType(node.type.dtype)}>;`);
   if (reports !== 'none') bindings.push(indexErrorDecls(reports === 'checked' ? inputs.length + 2 : null));

@@ -1,7 +1,7 @@
 // The cpu backend: compiled graphs and eager ops on the reference interpreter, in f32, on host tensors.
 
 import { KilnError } from '../ir/errors.ts';
-import type { HostTensor } from '../ir/host.ts';
+import { type HostTensor, roundOutput } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
 import { formatType } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
@@ -41,7 +41,7 @@ export const cpuBackend: ExecutionBackend = {
     run(node, inputs) {
       const args = node.inputs.map((x) => (typeof x === 'number' ? x : hostValue(inputs[eagerInputIndex(x)], `input of ${node.op}`)));
       try {
-        return new Tensor(node.type, { host: { type: node.type, data: getOp(node.op).cpu(args, node.attrs, node.type, 'f32') } });
+        return new Tensor(node.type, { host: { type: node.type, data: roundOutput(node.type.dtype, getOp(node.op).cpu(args, node.attrs, node.type, 'f32'), 'f32') } });
       } catch (e) {
         throw e instanceof KilnError ? e.at(node.loc) : e; // a bad value (an index out of range) names the op's line
       }

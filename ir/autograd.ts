@@ -5,7 +5,8 @@
 import { KilnError } from './errors.ts';
 import { type Attrs, Graph, type Node, type Operand, isNode } from './graph.ts';
 import { getOp } from './registry.ts';
-import { type Shape, formatType, sameShape } from './types.ts';
+import { DTYPE_INFO } from './dtypes.ts';
+import { type Shape, formatType, sameShape, sameType } from './types.ts';
 
 /** What a gradient rule sees: the forward node, the gradient of its output, and a builder for new nodes. */
 export interface GradContext {
@@ -41,12 +42,12 @@ export function inputGrad(ctx: GradContext, k: number, make: () => Node): Node |
 /** Stretches `value` (whose shape broadcasts to `shape`) to exactly `shape`, by adding zeros. */
 export function broadcastTo(ctx: GradContext, value: Node, shape: Shape): Node {
   if (sameShape(value.type.shape, shape)) return value;
-  return ctx.add('add', [value, ctx.add('full', [], { value: 0, dtype: 'f32', shape: [...shape] })]);
+  return ctx.add('add', [value, ctx.add('full', [], { value: 0, dtype: value.type.dtype, shape: [...shape] })]);
 }
 
 /** The gradient of a tensor operand, null for scalar literals and non-float tensors. */
 export function differentiable(x: Operand): x is Node {
-  return isNode(x) && x.type.dtype === 'f32';
+  return isNode(x) && DTYPE_INFO[x.type.dtype].isFloat;
 }
 
 /**
@@ -55,7 +56,7 @@ export function differentiable(x: Operand): x is Node {
  * Gradients reaching a node from several users are summed, so tied weights get their total gradient.
  */
 export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): Graph {
-  if (loss.type.dtype !== 'f32') throw new KilnError('KILN_E011', `differentiate needs a float loss, got ${formatType(loss.type)}`, loss.loc);
+  if (!DTYPE_INFO[loss.type.dtype].isFloat) throw new KilnError('KILN_E011', `differentiate needs a float loss, got ${formatType(loss.type)}`, loss.loc);
   const out = new Graph(graph.nextFreeId());
   for (const node of graph.nodes) out.addRaw(node);
   out.constants = new Map(graph.constants);
@@ -66,7 +67,7 @@ export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): G
     if (node.inputs.some((x) => isNode(x) && dependsOnWrt.has(x))) dependsOnWrt.add(node);
   }
 
-  const pending = new Map<Node, Node[]>([[loss, [out.add('full', [], { value: 1, dtype: 'f32', shape: [...loss.type.shape] }, loss.loc)]]]);
+  const pending = new Map<Node, Node[]>([[loss, [out.add('full', [], { value: 1, dtype: loss.type.dtype, shape: [...loss.type.shape] }, loss.loc)]]]);
   const total = (node: Node): Node | undefined => {
     const parts = pending.get(node);
     if (!parts) return undefined;
@@ -95,7 +96,7 @@ export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): G
     node.inputs.forEach((x, k) => {
       const g = grads[k];
       if (g === null || g === undefined || !ctx.needs(k) || !isNode(x)) return;
-      if (!isNode(g) || !sameShape(g.type.shape, x.type.shape)) {
+      if (!isNode(g) || !sameType(g.type, x.type)) {
         const got = isNode(g) ? formatType(g.type) : `the scalar ${g}`;
         throw new Error(`autograd: ${node.op}'s gradient rule gave ${got} for input #${k} of type ${formatType(x.type)}`);
       }
@@ -105,7 +106,7 @@ export function differentiate(graph: Graph, loss: Node, wrt: readonly Node[]): G
 
   const grads = wrt.map((leaf) => ({
     name: `grad.${String(leaf.attrs.name)}`,
-    node: total(leaf) ?? out.add('full', [], { value: 0, dtype: 'f32', shape: [...leaf.type.shape] }, leaf.loc),
+    node: total(leaf) ?? out.add('full', [], { value: 0, dtype: leaf.type.dtype, shape: [...leaf.type.shape] }, leaf.loc),
   }));
   out.setOutputs([...graph.outputs, ...grads]);
   return out;

@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   KILN_E017: 'output would overwrite an input',
   KILN_E019: 'file system error',
   KILN_E020: 'error kiln did not raise itself',
+  KILN_E021: 'device has no shader-f16',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -4,7 +4,7 @@
 
 import { computeKey } from '../ir/equal.ts';
 import { type Graph, type Node, isNode, rebuildGraph } from '../ir/graph.ts';
-import type { HostTensor } from '../ir/host.ts';
+import { type HostTensor, roundOutput } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
 import { numel } from '../ir/types.ts';
 import type { Pass, PassContext } from './manager.ts';
@@ -24,7 +24,7 @@ export function constantValues(graph: Graph, bufferValue: PassContext['bufferVal
     else if (!def.leaf && numel(node.type.shape) <= MAX_FOLDED_ELEMENTS) {
       const args = node.inputs.map((x) => (isNode(x) ? valueOf(x) : x));
       if (args.every((a) => a !== undefined)) {
-        value = { type: node.type, data: def.cpu(args as (HostTensor | number)[], node.attrs, node.type, 'f32') };
+        value = { type: node.type, data: roundOutput(node.type.dtype, def.cpu(args as (HostTensor | number)[], node.attrs, node.type, 'f32'), 'f32') };
       }
     }
     known.set(node, value ?? null);

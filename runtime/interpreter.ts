@@ -3,7 +3,7 @@
 
 import { KilnError, formatLoc } from '../ir/errors.ts';
 import { type Graph, type Node, isNode } from '../ir/graph.ts';
-import { type HostTensor, type Precision, withPrecision } from '../ir/host.ts';
+import { type HostTensor, type Precision, roundOutput, withPrecision } from '../ir/host.ts';
 import { getOp } from '../ir/registry.ts';
 import { formatType, sameType } from '../ir/types.ts';
 
@@ -24,7 +24,7 @@ export function interpret(graph: Graph, feed: LeafFeed, precision: Precision = '
     }
     const args = node.inputs.map((x) => (isNode(x) ? values.get(x)! : x));
     try {
-      values.set(node, { type: node.type, data: def.cpu(args, node.attrs, node.type, precision) });
+      values.set(node, { type: node.type, data: roundOutput(node.type.dtype, def.cpu(args, node.attrs, node.type, precision), precision) });
     } catch (e) {
       if (e instanceof KilnError) throw e.at(node.loc);
       const where = node.loc ? ` at ${formatLoc(node.loc)}` : '';

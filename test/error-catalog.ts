@@ -30,6 +30,7 @@ export const CATALOG: Record<ErrorCode, string> = {
   KILN_E017: 'kiln eval with --out naming its own --weights file',
   KILN_E019: 'kiln eval with --out in a folder that does not exist',
   KILN_E020: "kiln run on nanoGPT configured with n_embd 15 and n_head 2 (the model's own Error)",
+  KILN_E021: 'a model made f16 with .half(), run on SwiftShader (no shader-f16)',
 };
 
 export const ROOT = new URL('..', import.meta.url).pathname;

@@ -292,7 +292,7 @@ describe('bad IR text is refused with KILN_E013 naming the line', () => {
   const ok = '%0 = input() {name="x"} : f32[2]';
   const cases: [string, string, number, string][] = [
     ['a missing "="', `${ok}\n%1 exp(%0) : f32[2]\noutput y=%1`, 2, 'expected "="'],
-    ['an unknown dtype', `${ok}\n%1 = exp(%0) : f16[2]\noutput y=%1`, 2, 'dtype'],
+    ['an unknown dtype', `${ok}\n%1 = exp(%0) : bf16[2]\noutput y=%1`, 2, 'dtype'],
     ['a value used before it is defined', `${ok}\n%1 = add(%0, %2) : f32[2]\noutput y=%1`, 2, '%2 is not'],
     ['an id defined twice', `${ok}\n%1 = exp(%0) : f32[2]\n%1 = neg(%0) : f32[2]\noutput y=%1`, 3, 'defined twice'],
     ['text after the type', `${ok}\n%1 = exp(%0) : f32[2] extra\noutput y=%1`, 2, 'the end of the line'],

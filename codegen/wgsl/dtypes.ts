@@ -6,9 +6,14 @@ import { DTYPE_INFO, type DType } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 
 export interface WgslDType {
-  /** The element type of its storage buffers (bool: a u32 holding 0 or 1). */
-  readonly storage: 'f32' | 'i32' | 'u32';
-  /** The WGSL type of a value once loaded. */
+  /** The element type of its storage buffers (bool: a u32 holding 0 or 1; f16 needs `enable f16;`, see needsF16). */
+  readonly storage: 'f32' | 'f16' | 'i32' | 'u32';
+  /**
+   * The WGSL type of a value once loaded. f16 values are f32 in registers (what torch's Inductor does,
+   * `upcast_to_fp32`): products of f16s are exact in f32, sums and statistics accumulate in f32, and a
+   * store rounds once, to nearest even. For +, -, *, / and sqrt that is the correctly rounded f16 result
+   * (f32 has more than 2 * 11 + 2 significant bits, so rounding twice cannot differ).
+   */
   readonly value: 'f32' | 'i32' | 'bool';
   /** A stored element (an expression of the storage type) as a value. */
   readonly load: (stored: string) => string;
@@ -20,11 +25,11 @@ export interface WgslDType {
   readonly literal: (v: number) => string;
 }
 
+const floatLiteral = (v: number) => (/[.eE]/.test(String(v)) ? String(v) : `${v}.0`);
+
 export const WGSL_DTYPES: Readonly<Record<DType, WgslDType>> = {
-  f32: {
-    storage: 'f32', value: 'f32', load: (x) => x, store: (x) => x, zero: '0.0',
-    literal: (v) => (/[.eE]/.test(String(v)) ? String(v) : `${v}.0`),
-  },
+  f32: { storage: 'f32', value: 'f32', load: (x) => x, store: (x) => x, zero: '0.0', literal: floatLiteral },
+  f16: { storage: 'f16', value: 'f32', load: (x) => `f32(${x})`, store: (x) => `f16(${x})`, zero: '0.0h', literal: floatLiteral },
   i32: {
     storage: 'i32', value: 'i32', load: (x) => x, store: (x) => x, zero: '0',
     literal: (v) => (v === DTYPE_INFO.i32.min ? `(${v + 1} - 1)` : `${v}`), // -2147483648 alone is out of range before the minus
@@ -70,4 +75,12 @@ export function load(name: string, dtype: DType, index: string): string {
 /** Converts a value of `dtype` to what its buffer stores. */
 export function store(dtype: DType, value: string): string {
   return WGSL_DTYPES[dtype].store(value);
+}
+
+/** The directive a module with f16 storage (or f16 values anywhere) needs first. */
+export const ENABLE_F16 = 'enable f16;';
+
+/** Whether WGSL text uses the f16 type, so needs ENABLE_F16 (and a device with `shader-f16`). */
+export function usesF16(text: string): boolean {
+  return /\bf16\b|\d\.?\d*h\b/.test(text);
 }

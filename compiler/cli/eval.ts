@@ -102,11 +102,11 @@ function namedTensors(result: unknown): Map<string, Tensor> {
   return new Map();
 }
 
-/** f32 as F32, integers stay I32, bools BOOL; a 0-d tensor is written as [1], as PyTorch's fixtures store a loss. */
+/** Floats as F32 (f16 values are exact in it), integers stay I32, bools BOOL; a 0-d tensor is written as [1], as PyTorch's fixtures store a loss. */
 function serialized(t: Tensor, data: HostData): { dtype: 'F32' | 'I32' | 'BOOL'; shape: number[]; data: ArrayBufferView } {
   const shape = t.shape.length === 0 ? [1] : [...t.shape];
   const info = DTYPE_INFO[t.dtype];
   const out = info.hostArray(data.length, 'f32');
   out.set(data);
-  return { dtype: info.safetensors, shape, data: out };
+  return { dtype: info.safetensors === 'F16' ? 'F32' : info.safetensors, shape, data: out };
 }

@@ -1,7 +1,7 @@
 // Module and Parameter, as torch.nn: submodules and parameters are found by walking a module's own
 // fields in order, so `this.wte = new Embedding(...)` registers it under the key `wte`, like __setattr__.
 
-import { dtypeInfo } from '../../ir/dtypes.ts';
+import { type DType, FLOAT_DTYPES, dtypeInfo } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { formatType, sameShape } from '../../ir/types.ts';
@@ -93,6 +93,28 @@ export class Module {
 
   eval(): this {
     return this.train(false);
+  }
+
+  /**
+   * Converts every float parameter and buffer to `dtype` in place (torch's module.to(dtype)): for pure
+   * f16 inference, `model.half()`. Bool and integer buffers (the causal mask) stay as they are. Compiled
+   * functions see the new types at their next call and compile again for them.
+   */
+  to(dtype: DType): this {
+    if (!dtypeInfo(dtype).isFloat) throw new KilnError('KILN_E011', `Module.to takes a float dtype (${FLOAT_DTYPES.join(', ')}), got ${dtype}`);
+    for (const [name, p] of this.namedParameters()) p.convertInPlace(dtype, name);
+    for (const [name, b] of this.namedBuffers()) b.convertInPlace(dtype, name);
+    return this;
+  }
+
+  /** torch's module.half(): float parameters and buffers to f16. */
+  half(): this {
+    return this.to('f16');
+  }
+
+  /** torch's module.float(): float parameters and buffers to f32. */
+  float(): this {
+    return this.to('f32');
   }
 
   /** Parameters (tied ones under their first name) and persistent buffers, by nanoGPT's key names. */

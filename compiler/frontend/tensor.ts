@@ -4,7 +4,7 @@
 import { dtypeInfo } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
-import type { HostData, HostTensor } from '../../ir/host.ts';
+import { type HostData, type HostTensor, roundOutput } from '../../ir/host.ts';
 import { type DType, type Shape, type TensorType, formatType, numel } from '../../ir/types.ts';
 import { reportToTracer } from './dispatch.ts';
 import * as F from './functional.ts';
@@ -25,7 +25,7 @@ export interface TensorSource {
 }
 
 export class Tensor {
-  readonly type: TensorType;
+  #type: TensorType;
   /** Set while tracing: the IR value this tensor stands for. */
   readonly node?: Node;
   // Two copies of one value: whichever is written becomes the truth and the other is dropped.
@@ -39,7 +39,7 @@ export class Tensor {
   private leafRequiresGrad = false;
 
   constructor(type: TensorType, source: TensorSource) {
-    this.type = type;
+    this.#type = type;
     this.node = source.node;
     this.#host = source.host;
     this.#device = source.device;
@@ -50,6 +50,24 @@ export class Tensor {
    * in-place update by kiln (an optimizer step, a checkpoint load), or handing its host storage out
    * through `host` or `data()`. Compiled models compare it before each call to notice changed state.
    */
+  get type(): TensorType {
+    return this.#type;
+  }
+
+  /**
+   * Converts the values to another float dtype in place (what Module.to and half() do to parameters and
+   * buffers, as torch's do to `param.data`): a write. The values must be on the host.
+   */
+  convertInPlace(dtype: DType, name = 'tensor'): void {
+    if (dtype === this.dtype || !dtypeInfo(this.dtype).isFloat) return;
+    const host = this.#host;
+    if (!host) throw new KilnError('KILN_E011', `${name} has its values only on the GPU; read them back first (await trainStep.sync(), or await tensor.data()) before converting it to ${dtype}`, callerLoc());
+    const data = dtypeInfo(dtype).hostArray(host.data.length, 'f32');
+    data.set(host.data);
+    this.#type = { dtype, shape: [...this.shape] };
+    this.host = { type: this.#type, data: roundOutput(dtype, data, 'f32') };
+  }
+
   get version(): number {
     return this.#version;
   }
@@ -212,6 +230,14 @@ export class Tensor {
   }
   to(dtype: DType): Tensor {
     return dtype === this.dtype ? this : F.cast(this, dtype);
+  }
+  /** torch's half(): this tensor as f16. */
+  half(): Tensor {
+    return this.to('f16');
+  }
+  /** torch's float(): this tensor as f32. */
+  float(): Tensor {
+    return this.to('f32');
   }
   matmul(other: Tensor): Tensor {
     return F.matmul(this, other);

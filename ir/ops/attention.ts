@@ -10,7 +10,7 @@ import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { operandsByName } from '../operands.ts';
 import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
-import { arity, boolAttr, broadcastIndex, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, floatDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { RNG_TYPE } from './leaf.ts';
 import { softmaxBackward } from './reduce.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
@@ -68,8 +68,7 @@ registerOp({
     boolAttr('dropout', attrs, 'training');
     if (dropoutActive(attrs)) intAttr('dropout', attrs, 'seed');
     if (inputs.length === 2) rngOperand('dropout', inputs, 1, dropoutActive(attrs));
-    expectDType('dropout', x, 'f32');
-    return { dtype: 'f32', shape: [...x.shape] };
+    return { dtype: floatDType('dropout', x), shape: [...x.shape] };
   },
   cpu(inputs, attrs, out, precision) {
     const [x, rng] = inputs;
@@ -216,7 +215,7 @@ registerOp({
   infer(inputs, attrs) {
     arity('sdpa', inputs, 3, 5);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('sdpa', inputs, i));
-    for (const t of [q, k, v]) expectDType('sdpa', t, 'f32');
+    const dtype = floatDType('sdpa', q, k, v);
     const dims = attentionDims(q, k, v);
     const causal = boolAttr('sdpa', attrs, 'isCausal', false);
     const dropoutP = numAttr('sdpa', attrs, 'dropoutP', 0);
@@ -234,7 +233,7 @@ registerOp({
       const b = broadcastShapes(full, mask.shape);
       if (!b || !sameShape(b, full)) throw new KilnError('KILN_E001', `sdpa mask ${formatType(mask)} does not broadcast to the scores [${full.join(',')}]`);
     }
-    return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
+    return { dtype, shape: [...dims.batch, dims.l, dims.dv] };
   },
   cpu(inputs, attrs, _out, precision) {
     const [q, k, v] = inputs;

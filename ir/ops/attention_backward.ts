@@ -28,10 +28,10 @@ import type { Attrs, Node } from '../graph.ts';
 import { type HostData, type HostTensor, type Precision, allocData } from '../host.ts';
 import { namedOperands, operandsByName } from '../operands.ts';
 import { type OperandType, getOp, registerOp } from '../registry.ts';
-import { type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
+import { type DType, type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
 import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, attentionOperands, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
 import { flashBackwardFits } from './attention_backward.tiling.ts';
-import { arity, expectDType, tensorArg } from './check.ts';
+import { arity, expectDType, floatDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
 
 /** Which input a fused_attention_backward node gives the gradient of; "kv": k's and v's, concatenated along the last dim. */
@@ -142,9 +142,9 @@ function backwardFlops(inputs: readonly OperandType[], causal: boolean, wrt: Att
   return (2 * numel(batch) * l * s * perPair) / (causal ? 2 : 1);
 }
 
-function expectShape(op: string, what: string, t: TensorType, shape: Shape): void {
-  expectDType(op, t, 'f32');
-  if (!sameShape(t.shape, shape)) throw new KilnError('KILN_E001', `${op} ${what} ${formatType(t)} should be f32[${shape.join(',')}]`);
+function expectShape(op: string, what: string, t: TensorType, shape: Shape, dtype: DType = 'f32'): void {
+  expectDType(op, t, dtype);
+  if (!sameShape(t.shape, shape)) throw new KilnError('KILN_E001', `${op} ${what} ${formatType(t)} should be ${dtype}[${shape.join(',')}]`);
 }
 
 function checkMask(op: string, spec: AttentionSpec, mask: TensorType | undefined, scores: number[]): void {
@@ -161,7 +161,7 @@ registerOp({
     arity('attention_lse', inputs, 2, 3);
     const [q, k] = [0, 1].map((i) => tensorArg('attention_lse', inputs, i));
     const { batch, l, s } = attentionDims(q, k, k);
-    for (const t of [q, k]) expectDType('attention_lse', t, 'f32');
+    floatDType('attention_lse', q, k); // the statistics are f32 whatever q and k are
     checkMask('attention_lse', attentionSpec(attrs), inputs.length === 3 ? tensorArg('attention_lse', inputs, 2) : undefined, [...batch, l, s]);
     return { dtype: 'f32', shape: [...batch, l, 2] };
   },
@@ -182,15 +182,15 @@ registerOp({
     const { q, k, v, mask, gradOut, lse, delta, rng } = backwardOperands(inputs.map((_, i) => tensorArg(op, inputs, i)), attrs);
     const dropoutP = attentionDropoutP(op, attrs);
     if (rng) rngOperand(op, inputs, inputs.length - 1, dropoutP > 0);
-    for (const t of [q, k, v]) expectDType(op, t, 'f32');
+    const dtype = floatDType(op, q, k, v);
     const { batch, l, s, dv } = attentionDims(q, k, v);
     checkMask(op, attentionSpec(attrs), mask, [...batch, l, s]);
-    expectShape(op, 'grad_out', gradOut, [...batch, l, dv]);
+    expectShape(op, 'grad_out', gradOut, [...batch, l, dv], dtype);
     expectShape(op, 'lse', lse, [...batch, l, 2]);
     expectShape(op, 'delta', delta, [...batch, l]);
     const wrt = attentionWrt(attrs);
-    if (wrt === 'kv') return { dtype: 'f32', shape: [...batch, s, k.shape.at(-1)! + dv] };
-    return { dtype: 'f32', shape: [...{ q, k, v }[wrt].shape] };
+    if (wrt === 'kv') return { dtype, shape: [...batch, s, k.shape.at(-1)! + dv] };
+    return { dtype, shape: [...{ q, k, v }[wrt].shape] };
   },
   cpu(inputs, attrs, _out, precision) {
     if (inputs.some((x) => typeof x === 'number')) throw new Error('fused_attention_backward of a scalar');

@@ -5,7 +5,7 @@ import { KilnError } from '../errors.ts';
 import { type HostTensor, allocData } from '../host.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, formatType, numel, sameShape, stridesOf } from '../types.ts';
-import { arity, dimAttr, expectDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
+import { arity, dimAttr, expectDType, floatDType, intAttr, intListAttr, tensorArg, tensorData } from './check.ts';
 import { embeddingIndices } from './linalg.ts';
 import { sliceBounds } from './shape.ts';
 
@@ -16,20 +16,20 @@ registerOp({
     arity('embedding_backward', inputs, 2);
     const grad = tensorArg('embedding_backward', inputs, 0);
     const idx = tensorArg('embedding_backward', inputs, 1);
-    expectDType('embedding_backward', grad, 'f32');
+    const dtype = floatDType('embedding_backward', grad);
     expectDType('embedding_backward', idx, 'i32');
     const num = intAttr('embedding_backward', attrs, 'num');
     if (!sameShape(grad.shape.slice(0, -1), idx.shape)) {
       throw new KilnError('KILN_E001', `embedding_backward grad ${formatType(grad)} does not match indices ${formatType(idx)}`);
     }
-    return { dtype: 'f32', shape: [num, grad.shape[grad.shape.length - 1]] };
+    return { dtype, shape: [num, grad.shape[grad.shape.length - 1]] };
   },
   cpu(inputs, _attrs, out, precision) {
     const grad = tensorData(inputs[0]);
     const idx = tensorData(inputs[1]);
     const [rows, c] = out.shape;
     checkIndices(idx, embeddingIndices(rows, (inputs[1] as HostTensor).type));
-    const result = allocData('f32', numel(out.shape), precision);
+    const result = allocData(out.dtype, numel(out.shape), precision);
     for (let i = 0; i < idx.length; i++) {
       const r = idx[i];
       for (let j = 0; j < c; j++) result[r * c + j] += grad[i * c + j];

@@ -1,10 +1,11 @@
 // Shared checks and index helpers for op type rules and CPU references.
 
+import { DTYPE_INFO, FLOAT_DTYPES } from '../dtypes.ts';
 import { KilnError } from '../errors.ts';
 import type { Attrs, AttrValue } from '../graph.ts';
 import type { HostData } from '../host.ts';
 import type { CpuOperand, OperandType } from '../registry.ts';
-import { type Shape, type TensorType, formatType, normalizeDim, stridesOf } from '../types.ts';
+import { type DType, type Shape, type TensorType, formatType, normalizeDim, stridesOf } from '../types.ts';
 
 export function tensorArg(op: string, inputs: readonly OperandType[], i: number): TensorType {
   const t = inputs[i];
@@ -61,6 +62,19 @@ export function expectDType(op: string, t: TensorType, ...allowed: TensorType['d
   if (!allowed.includes(t.dtype)) {
     throw new KilnError('KILN_E002', `${op} expects ${allowed.join(' or ')}, got ${formatType(t)}`);
   }
+}
+
+/**
+ * The one float dtype of an op's float operands (f32 or f16): each must be a float, all the same. The op
+ * computes in it (accumulating in f32) and, unless its rule says otherwise, returns it.
+ */
+export function floatDType(op: string, ...ts: TensorType[]): DType {
+  const first = ts[0].dtype;
+  for (const t of ts) {
+    if (!DTYPE_INFO[t.dtype].isFloat) throw new KilnError('KILN_E002', `${op} expects ${FLOAT_DTYPES.join(' or ')}, got ${formatType(t)}`);
+    if (t.dtype !== first) throw new KilnError('KILN_E002', `${op} operands have different dtypes ${ts.map((x) => x.dtype).join(' and ')}; cast one with .to()`);
+  }
+  return first;
 }
 
 export function tensorData(x: CpuOperand): HostData {

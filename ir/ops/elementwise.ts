@@ -3,7 +3,7 @@
 // table keyed by op name in codegen/wgsl/elementwise.ts, beside the one kernel that lowers them all.
 
 import { type GradContext, type GradRule, inputGrad } from '../autograd.ts';
-import { DTYPE_INFO } from '../dtypes.ts';
+import { DTYPES, DTYPE_INFO, FLOAT_DTYPES } from '../dtypes.ts';
 import { KilnError } from '../errors.ts';
 import { allocData } from '../host.ts';
 import type { Node, Operand } from '../graph.ts';
@@ -15,9 +15,9 @@ import { erf, gelu } from './math.ts';
 /** How the output dtype follows from the operands (scalar literals take their tensor's dtype). */
 type DTypeRule = (op: string, inputs: readonly OperandType[]) => DType;
 
-const sameNumeric: DTypeRule = (op, inputs) => allSame(op, tensorDTypes(inputs), ['f32', 'i32']);
-const sameFloat: DTypeRule = (op, inputs) => allSame(op, tensorDTypes(inputs), ['f32']);
-const sameAnyToBool: DTypeRule = (op, inputs) => (allSame(op, tensorDTypes(inputs), ['f32', 'i32', 'bool']), 'bool');
+const sameNumeric: DTypeRule = (op, inputs) => allSame(op, tensorDTypes(inputs), [...FLOAT_DTYPES, 'i32']);
+const sameFloat: DTypeRule = (op, inputs) => allSame(op, tensorDTypes(inputs), FLOAT_DTYPES);
+const sameAnyToBool: DTypeRule = (op, inputs) => (allSame(op, tensorDTypes(inputs), DTYPES), 'bool');
 const boolOnly: DTypeRule = (op, inputs) => allSame(op, tensorDTypes(inputs), ['bool']);
 
 /** where(cond, a, b) and masked_fill(x, mask, value): operand `cond` is bool, the values share a dtype. */
@@ -30,7 +30,7 @@ function selectRule(condIndex: number): DTypeRule {
     }
     const values = inputs.filter((_, i) => i !== condIndex);
     const dtypes = tensorDTypes(values);
-    return dtypes.length === 0 ? 'f32' : allSame(op, dtypes, ['f32', 'i32', 'bool']);
+    return dtypes.length === 0 ? 'f32' : allSame(op, dtypes, DTYPES);
   };
 }
 
@@ -38,7 +38,7 @@ function tensorDTypes(inputs: readonly OperandType[]): DType[] {
   return inputs.filter((x): x is TensorType => typeof x !== 'number').map((t) => t.dtype);
 }
 
-function allSame(op: string, dtypes: DType[], allowed: DType[]): DType {
+function allSame(op: string, dtypes: DType[], allowed: readonly DType[]): DType {
   const first = dtypes[0];
   for (const d of dtypes) {
     if (d !== first) throw new KilnError('KILN_E002', `${op} operands have different dtypes ${dtypes.join(' and ')}; cast one with .to()`);
@@ -153,7 +153,7 @@ unaryFloat('sqrt', Math.sqrt, gradOf((c, g) => op(c, 'div', op(c, 'mul', g, 0.5)
 // d rsqrt(a) = -1/2 a^(-3/2) = -1/2 out^3
 unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), gradOf((c, g) => op(c, 'mul', op(c, 'mul', g, -0.5), op(c, 'mul', c.node, op(c, 'mul', c.node, c.node)))));
 unaryFloat('tanh', Math.tanh, gradOf((c, g) => op(c, 'mul', g, op(c, 'sub', 1, op(c, 'mul', c.node, c.node)))));
-unaryFloat('relu', (a) => Math.max(a, 0), gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: 'f32' }))));
+unaryFloat('relu', (a) => Math.max(a, 0), gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: c.node.type.dtype }))));
 // FLOPs estimated from the WGSL erf (codegen/wgsl/elementwise.ts): about 15 operations for the polynomial and exp, 5 more for gelu around it.
 // d erf(a) = 2/sqrt(pi) exp(-a^2); d gelu(a) = Phi(a) + a phi(a), the exact (erf) GELU's derivative.
 unaryFloat('erf', erf, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), 15);
@@ -213,6 +213,11 @@ registerOp({
     }
     return result;
   },
-  grad: (ctx) => [ctx.needs(0) ? ctx.grad : null], // only f32 -> f32 reaches here: integer and bool operands take no gradient
+  // Between floats (autocast's f32 <-> f16) the gradient is cast back to the operand's dtype; integer and bool operands take none.
+  grad: (ctx) => {
+    const x = ctx.node.inputs[0];
+    if (!ctx.needs(0) || typeof x === 'number') return [null];
+    return [x.type.dtype === ctx.grad.type.dtype ? ctx.grad : ctx.add('cast', [ctx.grad], { dtype: x.type.dtype })];
+  },
 });
 

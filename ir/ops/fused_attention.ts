@@ -19,7 +19,8 @@ import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, a
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
-import { arity, boolAttr, expectDType, intAttr, numAttr, tensorArg } from './check.ts';
+import { arity, boolAttr, expectDType, floatDType, intAttr, numAttr, tensorArg } from './check.ts';
+import { FLOAT_DTYPES } from '../dtypes.ts';
 
 export function attentionSpec(attrs: Attrs): AttentionSpec {
   const scaling = attrs.scaling ?? 'post';
@@ -32,9 +33,9 @@ export function attentionSpec(attrs: Attrs): AttentionSpec {
   return { causal: boolAttr('fused_attention', attrs, 'causal'), scale, scaling, fill, emptyRows };
 }
 
-/** Checks a mask against the scores' shape [..., L, S]: bool keeps where true, f32 is added. */
+/** Checks a mask against the scores' shape [..., L, S]: bool keeps where true, a float one (f32, or q's dtype) is added. */
 export function checkAttentionMask(op: string, mask: TensorType, scores: number[]): void {
-  expectDType(op, mask, 'bool', 'f32');
+  expectDType(op, mask, 'bool', ...FLOAT_DTYPES);
   const b = broadcastShapes(scores, mask.shape);
   if (!b || !sameShape(b, scores)) throw new KilnError('KILN_E001', `${op} mask ${formatType(mask)} does not broadcast to the scores [${scores.join(',')}]`);
 }
@@ -55,7 +56,7 @@ registerOp({
   infer(inputs, attrs) {
     arity('fused_attention', inputs, 3, 5);
     const [q, k, v] = [0, 1, 2].map((i) => tensorArg('fused_attention', inputs, i));
-    for (const t of [q, k, v]) expectDType('fused_attention', t, 'f32');
+    const dtype = floatDType('fused_attention', q, k, v);
     const dims = attentionDims(q, k, v);
     const spec = attentionSpec(attrs);
     const dropoutP = attentionDropoutP('fused_attention', attrs);
@@ -66,7 +67,7 @@ registerOp({
       if (spec.causal) throw new KilnError('KILN_E011', 'a causal fused_attention reads no mask');
       checkAttentionMask('fused_attention', mask as TensorType, [...dims.batch, dims.l, dims.s]);
     }
-    return { dtype: 'f32', shape: [...dims.batch, dims.l, dims.dv] };
+    return { dtype, shape: [...dims.batch, dims.l, dims.dv] };
   },
   cpu(inputs, attrs, _out, precision) {
     const [q, k, v] = inputs;

@@ -7,7 +7,7 @@ import type { Node } from '../graph.ts';
 import { type HostTensor, allocData } from '../host.ts';
 import { type OperandType, registerOp } from '../registry.ts';
 import { type Shape, type TensorType, broadcastShapes, formatType, numel } from '../types.ts';
-import { arity, boolAttr, broadcastIndex, expectDType, tensorArg, tensorData } from './check.ts';
+import { arity, boolAttr, broadcastIndex, expectDType, floatDType, tensorArg, tensorData } from './check.ts';
 
 export interface MatmulDims {
   batch: number[];
@@ -40,10 +40,9 @@ registerOp({
     arity('matmul', inputs, 2);
     const a = tensorArg('matmul', inputs, 0);
     const b = tensorArg('matmul', inputs, 1);
-    expectDType('matmul', a, 'f32');
-    expectDType('matmul', b, 'f32');
+    const dtype = floatDType('matmul', a, b); // f16 operands accumulate in f32, round once at the store
     const { batch, m, n } = matmulDims(a, b, boolAttr('matmul', attrs, 'transposeA', false), boolAttr('matmul', attrs, 'transposeB', false));
-    return { dtype: 'f32', shape: [...batch, m, n] };
+    return { dtype, shape: [...batch, m, n] };
   },
   cpu(inputs, attrs, out, precision) {
     const [a, b] = inputs;
@@ -150,10 +149,10 @@ registerOp({
     arity('embedding', inputs, 2);
     const w = tensorArg('embedding', inputs, 0);
     const idx = tensorArg('embedding', inputs, 1);
-    expectDType('embedding', w, 'f32');
+    const dtype = floatDType('embedding', w);
     expectDType('embedding', idx, 'i32');
     if (w.shape.length !== 2) throw new KilnError('KILN_E001', `embedding weight must be [num, dim], got ${formatType(w)}`);
-    return { dtype: 'f32', shape: [...idx.shape, w.shape[1]] };
+    return { dtype, shape: [...idx.shape, w.shape[1]] };
   },
   cpu(inputs, _attrs, out, precision) {
     const w = inputs[0];

@@ -7,7 +7,8 @@ import type { Attrs, Node } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
 import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../types.ts';
-import { arity, boolAttr, dimAttr, expectDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
+import { arity, boolAttr, dimAttr, expectDType, floatDType, intAttr, numAttr, splitAround, tensorArg } from './check.ts';
+import { FLOAT_DTYPES } from '../dtypes.ts';
 
 function tensorIn(inputs: readonly CpuOperand[], i: number): { type: TensorType; data: HostData } {
   const x = inputs[i];
@@ -31,11 +32,11 @@ function reduceOp(name: string, init: number, combine: (acc: number, x: number) 
     infer(inputs, attrs) {
       arity(name, inputs, 1);
       const x = tensorArg(name, inputs, 0);
-      expectDType(name, x, 'f32', 'i32');
+      expectDType(name, x, ...FLOAT_DTYPES, 'i32');
       const dims = reducedDims(name, attrs, x.shape.length);
       const keep = boolAttr(name, attrs, 'keepdim', false);
       const shape = keep ? x.shape.map((d, i) => (dims.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !dims.includes(i));
-      return { dtype: name === 'mean' ? 'f32' : x.dtype, shape };
+      return { dtype: name === 'mean' && x.dtype === 'i32' ? 'f32' : x.dtype, shape }; // f16 sums accumulate in f32
     },
     cpu(inputs, attrs, out, precision) {
       const x = tensorIn(inputs, 0);
@@ -85,15 +86,15 @@ registerOp({
   infer(inputs, attrs) {
     arity('softmax', inputs, 1);
     const x = tensorArg('softmax', inputs, 0);
-    expectDType('softmax', x, 'f32');
+    const dtype = floatDType('softmax', x);
     dimAttr('softmax', attrs, 'dim', x.shape.length);
-    return { dtype: 'f32', shape: [...x.shape] };
+    return { dtype, shape: [...x.shape] };
   },
   cpu(inputs, attrs, out, precision) {
     const x = tensorIn(inputs, 0);
     const dim = dimAttr('softmax', attrs, 'dim', x.type.shape.length);
     const { outer, size, inner } = splitAround(x.type.shape, dim);
-    const result = allocData('f32', numel(out.shape), precision);
+    const result = allocData(out.dtype, numel(out.shape), precision);
     for (let o = 0; o < outer; o++) {
       for (let j = 0; j < inner; j++) {
         const at = (k: number) => o * size * inner + k * inner + j;
@@ -117,15 +118,15 @@ registerOp({
   infer(inputs, attrs) {
     arity('layer_norm', inputs, 2, 3);
     const x = tensorArg('layer_norm', inputs, 0);
-    expectDType('layer_norm', x, 'f32');
+    const dtype = floatDType('layer_norm', x);
     numAttr('layer_norm', attrs, 'eps');
     const c = x.shape[x.shape.length - 1];
     for (let i = 1; i < inputs.length; i++) {
       const p = tensorArg('layer_norm', inputs, i);
-      expectDType('layer_norm', p, 'f32');
-      if (!sameShape(p.shape, [c])) throw new KilnError('KILN_E001', `layer_norm ${i === 1 ? 'weight' : 'bias'} is ${formatType(p)}, expected f32[${c}] for input ${formatType(x)}`);
+      floatDType('layer_norm', x, p);
+      if (!sameShape(p.shape, [c])) throw new KilnError('KILN_E001', `layer_norm ${i === 1 ? 'weight' : 'bias'} is ${formatType(p)}, expected ${dtype}[${c}] for input ${formatType(x)}`);
     }
-    return { dtype: 'f32', shape: [...x.shape] };
+    return { dtype, shape: [...x.shape] };
   },
   cpu(inputs, attrs, out, precision) {
     const x = tensorIn(inputs, 0);
@@ -158,13 +159,13 @@ registerOp({
   infer(inputs, attrs) {
     arity('layer_norm_backward', inputs, 3);
     const [x, w, g] = [0, 1, 2].map((i) => tensorArg('layer_norm_backward', inputs, i));
-    for (const t of [x, w, g]) expectDType('layer_norm_backward', t, 'f32');
+    const dtype = floatDType('layer_norm_backward', x, w, g);
     numAttr('layer_norm_backward', attrs, 'eps');
     const c = x.shape[x.shape.length - 1];
     if (!sameShape(w.shape, [c]) || !sameShape(g.shape, x.shape)) {
-      throw new KilnError('KILN_E001', `layer_norm_backward needs weight f32[${c}] and a gradient of ${formatType(x)}, got ${formatType(w)} and ${formatType(g)}`);
+      throw new KilnError('KILN_E001', `layer_norm_backward needs weight ${dtype}[${c}] and a gradient of ${formatType(x)}, got ${formatType(w)} and ${formatType(g)}`);
     }
-    return { dtype: 'f32', shape: [...x.shape] };
+    return { dtype, shape: [...x.shape] };
   },
   cpu(inputs, attrs, out, precision) {
     const [x, w, g] = [0, 1, 2].map((i) => tensorIn(inputs, i).data);
@@ -217,7 +218,7 @@ registerOp({
     arity('cross_entropy', inputs, 2);
     const logits = tensorArg('cross_entropy', inputs, 0);
     const targets = tensorArg('cross_entropy', inputs, 1);
-    expectDType('cross_entropy', logits, 'f32');
+    if (logits.dtype !== 'f32') throw new KilnError('KILN_E002', `cross_entropy computes the loss in f32 and takes f32 logits, got ${formatType(logits)}; cast them with .float() (autocast does)`);
     expectDType('cross_entropy', targets, 'i32');
     intAttr('cross_entropy', attrs, 'ignoreIndex', -100);
     if (logits.shape.length !== 2 || targets.shape.length !== 1 || logits.shape[0] !== targets.shape[0]) {
@@ -290,7 +291,7 @@ function layerNormGrad(ctx: GradContext): (Node | null)[] {
   const [x, weight] = ctx.node.inputs as Node[];
   const eps = ctx.node.attrs.eps as number;
   const g = ctx.grad;
-  const xhat = () => ctx.add('layer_norm', [x, ctx.add('full', [], { value: 1, dtype: 'f32', shape: [...weight.type.shape] })], { eps });
+  const xhat = () => ctx.add('layer_norm', [x, ctx.add('full', [], { value: 1, dtype: x.type.dtype, shape: [...weight.type.shape] })], { eps });
   return [
     inputGrad(ctx, 0, () => ctx.add('layer_norm_backward', [x, weight, g], { eps })),
     inputGrad(ctx, 1, () => ctx.add('mul', [g, xhat()])),

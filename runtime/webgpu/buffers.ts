@@ -5,6 +5,7 @@ import { describeNode } from '../../codegen/index.ts';
 import { storageType } from '../../codegen/wgsl/dtypes.ts';
 import { DTYPE_INFO, bufferBytes } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
+import { f16Bits, f16Value } from '../../ir/f16.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostData, HostTensor } from '../../ir/host.ts';
 import { type TensorType, formatType, numel } from '../../ir/types.ts';
@@ -82,13 +83,21 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
   );
 }
 
-/** The typed array of each WGSL storage type. */
-const STORAGE_ARRAYS = { f32: Float32Array, i32: Int32Array, u32: Uint32Array } as const;
-type GpuWords = Float32Array | Int32Array | Uint32Array;
+/** The typed array of each WGSL storage type (f16: its bit patterns, as Node 20 has no Float16Array). */
+const STORAGE_ARRAYS = { f32: Float32Array, f16: Uint16Array, i32: Int32Array, u32: Uint32Array } as const;
+type GpuWords = Float32Array | Uint16Array | Int32Array | Uint32Array;
 
-/** Host values as the words the GPU stores (f64 narrowed to f32, bool widened to u32). */
+/**
+ * Host values as the GPU stores them (f64 narrowed to f32, bool widened to u32, f16 rounded to its bit
+ * patterns). f16 data is padded to whole 4-byte words, as WebGPU writes them.
+ */
 export function toGpuWords(t: HostTensor): GpuWords {
-  const Words = STORAGE_ARRAYS[storageType(t.type.dtype)];
+  if (t.type.dtype === 'f16') {
+    const bits = new Uint16Array(t.data.length + (t.data.length % 2));
+    for (let i = 0; i < t.data.length; i++) bits[i] = f16Bits(t.data[i]);
+    return bits;
+  }
+  const Words = STORAGE_ARRAYS[storageType(t.type.dtype)] as typeof Float32Array | typeof Int32Array | typeof Uint32Array;
   return t.data instanceof Words ? t.data : Words.from(t.data);
 }
 
@@ -111,13 +120,13 @@ export function upload(kdev: KilnDevice, t: HostTensor, label = formatType(t.typ
   return count(buffer);
 }
 
-/** Copies a buffer back into the dtype's host array (f32 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array). Throws any GPU error pending first. */
+/** Copies a buffer back into the dtype's host array (f32 and f16 -> Float32Array, i32 -> Int32Array, bool -> Uint8Array). Throws any GPU error pending first. */
 export async function readback(kdev: KilnDevice, buffer: GPUBuffer, type: TensorType): Promise<HostData> {
   await kdev.errors.check();
   const n = numel(type.shape);
   const info = DTYPE_INFO[type.dtype];
   if (n === 0) return info.hostArray(0, 'f32');
-  const size = n * info.bytes;
+  const size = bufferBytes(type.dtype, n);
   const { device } = kdev;
   const staging = kdev.errors.scoped({ what: `reading back a ${formatType(type)} tensor` }, () => {
     const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
@@ -136,9 +145,10 @@ export async function readback(kdev: KilnDevice, buffer: GPUBuffer, type: Tensor
   staging.unmap();
   staging.destroy();
   await kdev.errors.check();
-  const stored = new STORAGE_ARRAYS[storageType(type.dtype)](words);
+  const stored = new STORAGE_ARRAYS[storageType(type.dtype)](words, 0, n);
   const host = info.hostArray(n, 'f32');
   if (host.constructor === stored.constructor) return stored as HostData;
-  for (let i = 0; i < n; i++) host[i] = info.isFloat || info.isInt ? stored[i] : Number(stored[i] !== 0); // bool: 0/1 bytes from its words
+  const decode = type.dtype === 'f16' ? f16Value : info.isFloat || info.isInt ? Number : (w: number) => Number(w !== 0); // bool: 0/1 bytes from its words
+  for (let i = 0; i < n; i++) host[i] = decode(stored[i]);
   return host;
 }

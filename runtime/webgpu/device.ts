@@ -29,12 +29,17 @@ export interface KilnDevice {
   /** The adapter in words, for messages and benchmarks. */
   readonly description: string;
   readonly errors: ErrorWatch;
+  /** Whether the device was opened with `shader-f16`: kernels with f16 storage need it (runtime/webgpu/pipelines.ts says so when missing). */
+  readonly f16: boolean;
 }
 
 type CreateGpu = (options: string[]) => GPU;
 // Dawn rounds timestamps (to ~33 µs) against timing attacks; kiln profile wants them exact. Browsers keep theirs.
-const DAWN_OPTIONS = ['disable-dawn-features=timestamp_quantization'];
+// On NVIDIA's Vulkan driver Dawn offers shader-f16 only with this toggle (Chrome enables it the same way).
+const DAWN_OPTIONS = ['disable-dawn-features=timestamp_quantization', 'enable-dawn-features=vulkan_enable_f16_on_nvidia'];
 let nodeCreate: CreateGpu | null = null;
+// Every Dawn instance made stays referenced until exit: Dawn can crash at exit on lavapipe when one was collected.
+const instances: GPU[] = [];
 let gpu: GPU | null = null;
 let current: Promise<KilnDevice> | null = null;
 /** The device `current` resolved to: a lost device is replaced only while it is still this one. */
@@ -55,7 +60,13 @@ export async function getGpu(): Promise<GPU> {
   const webgpu = await import('webgpu');
   Object.assign(globalThis, webgpu.globals);
   nodeCreate = webgpu.create;
-  return (gpu = nodeCreate(DAWN_OPTIONS));
+  return (gpu = newInstance());
+}
+
+function newInstance(): GPU {
+  const instance = nodeCreate!(DAWN_OPTIONS);
+  instances.push(instance);
+  return instance;
 }
 
 async function findAdapter(): Promise<GPUAdapter> {
@@ -63,7 +74,7 @@ async function findAdapter(): Promise<GPUAdapter> {
   if (!adapter && nodeCreate && !process.env.VK_ICD_FILENAMES) {
     // No hardware Vulkan: Dawn reads VK_ICD_FILENAMES when an instance is created, so a new one sees SwiftShader.
     process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-    gpu = nodeCreate(DAWN_OPTIONS);
+    gpu = newInstance();
     adapter = await gpu.requestAdapter();
   }
   if (!adapter) {
@@ -82,6 +93,9 @@ async function openDevice(): Promise<KilnDevice> {
   // Subgroup operations, for lowerings that ask for them (KernelLimits.subgroupMinSize says they may).
   const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && (adapter.info?.subgroupMinSize ?? 0) >= 4;
   if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  // f16 storage and arithmetic, for f16 tensors (autocast, model.half()); without it they fail with KILN_E021.
+  const f16 = adapter.features.has('shader-f16');
+  if (f16) requiredFeatures.push('shader-f16');
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'kiln' });
   const info = adapter.info;
   const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
@@ -92,7 +106,7 @@ async function openDevice(): Promise<KilnDevice> {
     if (device === currentDevice) [current, currentDevice] = [null, null];
     errors.fatal(new KilnError('KILN_E008', `the WebGPU device was lost (${lost.reason}): ${lost.message}; the next call opens a new device (compiled models move to it and upload their weights again)`));
   });
-  return { device, limits: deviceLimits(device.limits, subgroups ? adapter.info.subgroupMinSize : undefined), description, errors };
+  return { device, limits: deviceLimits(device.limits, subgroups ? adapter.info.subgroupMinSize : undefined), description, errors, f16 };
 }
 
 /** The device's limits as a plain object (GPUSupportedLimits keeps them as getters), with the subgroup size added. */

@@ -2,6 +2,8 @@
 // any shapes, since shapes live in the params uniform) share one pipeline.
 
 import { type Kernel, describeNode } from '../../codegen/index.ts';
+import { ENABLE_F16 } from '../../codegen/wgsl/dtypes.ts';
+import { KilnError } from '../../ir/errors.ts';
 import type { KilnDevice } from './device.ts';
 
 export interface GpuPipeline {
@@ -35,6 +37,7 @@ function layoutEntries(kernel: Kernel): GPUBindGroupLayoutEntry[] {
  * KilnError E010 naming the node and the user's source line, with the compiler's messages.
  */
 export function pipelineFor(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
+  requireFeatures(kdev, kernel);
   const { pending, made } = cachesOf(kdev.device);
   const hit = pending.get(kernel.key);
   if (hit) return hit;
@@ -49,6 +52,7 @@ export function pipelineFor(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeli
  * naming the node, at the next check or readback.
  */
 export function pipelineForSync(kdev: KilnDevice, kernel: Kernel): GpuPipeline {
+  requireFeatures(kdev, kernel);
   const { pending, made } = cachesOf(kdev.device);
   const hit = made.get(kernel.key);
   if (hit) return hit;
@@ -62,6 +66,12 @@ export function pipelineForSync(kdev: KilnDevice, kernel: Kernel): GpuPipeline {
   made.set(kernel.key, pipeline);
   pending.set(kernel.key, Promise.resolve(pipeline));
   return pipeline;
+}
+
+/** An f16 kernel on a device without shader-f16: KILN_E021 naming the node's line, before WebGPU sees it (no silent f32 fallback). */
+function requireFeatures(kdev: KilnDevice, kernel: Kernel): void {
+  if (kdev.f16 || !kernel.code.includes(ENABLE_F16)) return;
+  throw new KilnError('KILN_E021', `${describeNode(kernel.node)} computes in f16, but this WebGPU device (${kdev.description}) has no shader-f16; run in f32 (--dtype float32, no autocast, no .half()) or on a GPU that offers shader-f16`, kernel.node.loc);
 }
 
 async function compile(kdev: KilnDevice, kernel: Kernel): Promise<GpuPipeline> {
