@@ -1,5 +1,6 @@
 // The default pipeline, in stage order. A pass is added here once, by name.
 import { fuseAttention } from './attention.ts';
+import { autocast } from './autocast.ts';
 import { canonicalize } from './canonicalize.ts';
 import { crossEntropyRows } from './cross-entropy.ts';
 import { deadCodeElimination } from './dce.ts';
@@ -16,9 +17,11 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   deadCodeElimination('canonical'),
   fuseAttention, // fused: attention chains -> fused_attention
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
+  autocast, // fused: with { autocast: 'f16' }, casts so matmul and attention run in f16, norms and losses in f32
   crossEntropyRows, // lowered: big losses row-parallel
   twoStepRowSums, // lowered: long sums over leading dims in two steps
   elementwiseFusion, // lowered: elementwise chains as one kernel each
 ];
 
+export { AUTOCAST_F16_OPS, AUTOCAST_F32_OPS, autocastGraph, autocastPlan, type AutocastDType, type AutocastRule } from './autocast.ts';
 export { checkPassOptions, runPasses, STAGES, type Decision, type Pass, type PassContext, type PassOptions, type PassResult, type Stage } from './manager.ts';

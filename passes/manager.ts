@@ -36,6 +36,8 @@ export interface PassContext {
   readonly bufferValue: (name: string) => HostTensor | undefined;
   /** How fused attention scales: after q k^T ("post"), or q and k each by sqrt(scale) first ("pre_qk"). */
   readonly attentionScaling: 'post' | 'pre_qk';
+  /** Autocast (passes/autocast.ts): the dtype matmul and attention run in; absent, every op runs in its operands' dtype. */
+  readonly autocast?: 'f16';
   /** Passes append their decisions here. */
   readonly decisions: Decision[];
 }
@@ -45,6 +47,7 @@ export interface PassOptions {
   readonly passes?: Readonly<Record<string, boolean>>;
   readonly bufferValue?: (name: string) => HostTensor | undefined;
   readonly attentionScaling?: 'post' | 'pre_qk';
+  readonly autocast?: 'f16';
 }
 
 export interface PassResult {
@@ -71,6 +74,7 @@ export function runPasses(traced: Graph, pipeline: readonly Pass[], options: Pas
   const ctx: PassContext = {
     bufferValue: options.bufferValue ?? (() => undefined),
     attentionScaling: options.attentionScaling ?? 'post',
+    ...(options.autocast ? { autocast: options.autocast } : {}),
     decisions: [],
   };
   let graph = traced;
