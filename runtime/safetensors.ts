@@ -8,9 +8,12 @@
 // at a multiple of its item size. Every problem is a one-line KilnError KILN_E005.
 //
 // Typed arrays use the host's byte order; like every WebGPU host we assume little-endian.
+// toKilnTensor and fromKilnTensor convert to and from kiln's dtypes: float tensors read as f32 or f16
+// (F16/BF16 decoded, rounding to f16 through ir/f16.ts) and written as F32 or F16 bit patterns.
 
-import type { DType } from '../ir/dtypes.ts';
+import { DTYPE_INFO, type DType, type HostArray } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
+import { f16Bits, f16Value } from '../ir/f16.ts';
 import { writeFileAtomic } from './files.ts';
 
 export type StDType =
@@ -274,17 +277,55 @@ export async function writeSafetensors(
   await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }
 
-function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+/**
+ * What float tensors become on reading. 'f32' (the default): every float tensor as f32 (F16 and BF16
+ * exactly, F64 rounded). 'f16', for a model that runs in f16: every float tensor as f16 (F16 exactly,
+ * BF16, F32 and F64 rounded once to nearest even). 'as-stored': F16 as f16, the rest as f32 (kiln has
+ * no bf16 or f64 dtype; BF16 is exact in f32).
+ */
+export type LoadFloats = 'f32' | 'f16' | 'as-stored';
+
+/** What float tensors are written as: 'as-held' (the default) each in its own dtype (f16 as F16, f32 as F32), or all as F32 or all as F16. */
+export type SaveFloats = 'as-held' | 'f32' | 'f16';
+
+/** Where a float's value lies beyond the target dtype's range, a finite value that the conversion would make inf. */
+function overflow(what: string, value: number, index: number, dtype: DType): string {
+  return `${what} holds ${value} at flat index ${index}, beyond ${dtype}'s range (largest finite ${DTYPE_INFO[dtype].max}), so it would become inf`;
+}
+
+/** The elements of a float tensor as numbers: F16 and BF16 decoded from their bit patterns (both exact), F32 and F64 as they are. */
+function floatValues(t: StTensor): ArrayLike<number> {
+  switch (t.dtype) {
+    case 'F16': return Float32Array.from(t.data as Uint16Array, f16Value);
+    case 'BF16': {
+      const h = t.data as Uint16Array;
+      const bits = new Uint32Array(h.length);
+      for (let i = 0; i < h.length; i++) bits[i] = h[i] << 16; // bf16 is the top half of an f32
+      return new Float32Array(bits.buffer);
+    }
+    default: return t.data as Float32Array | Float64Array;
+  }
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/**
+ * `x` rounded once to f16 (nearest, ties to even), as bits. f16Bits rounds an f32; a double that is no
+ * f32 goes to f32 rounding to odd first (truncate, then set the last bit), which leaves an f16 tie a tie
+ * only if it is one: f32 keeps 13 bits more than f16, more than the 2 this needs.
+ */
+function f16BitsOfDouble(x: number): number {
+  f32Scratch[0] = x; // to nearest
+  if (f32Scratch[0] === x || !Number.isFinite(f32Scratch[0])) return f16Bits(x);
+  if (Math.abs(f32Scratch[0]) > Math.abs(x)) u32Scratch[0] -= 1; // one step toward zero: the truncation
+  u32Scratch[0] |= 1;
+  return f16Bits(f32Scratch[0]);
 }
 
 /**
- * Convert to kiln's host dtypes: F32/F64/F16/BF16 -> Float32Array ('f32');
+ * Convert to kiln's host dtypes: F32/F64/F16/BF16 -> Float32Array, as f32 or f16 per `floats` (see
+ * LoadFloats; a finite value that would become inf in f16 is refused with KILN_E006 naming the tensor);
  * I32/I64/I16/I8/U8/U16/U32/U64 -> Int32Array ('i32', error if a value does not fit);
  * BOOL -> Uint8Array ('bool', error if a byte is not 0 or 1).
  */
@@ -292,25 +333,25 @@ export function toKilnTensor(
   t: StTensor,
   fileName: string,
   key: string,
+  opts: { floats?: LoadFloats } = {},
 ): { dtype: DType; shape: number[]; data: Float32Array | Int32Array | Uint8Array } {
   const shape = [...t.shape];
   const k = JSON.stringify(key);
   const src = t.data;
   switch (t.dtype) {
-    case 'F32': case 'F64':
-      return { dtype: 'f32', shape, data: Float32Array.from(src as Float32Array | Float64Array) };
-    case 'F16': {
-      const h = src as Uint16Array;
-      const out = new Float32Array(h.length);
-      for (let i = 0; i < h.length; i++) out[i] = f16ToF32(h[i]);
-      return { dtype: 'f32', shape, data: out };
-    }
-    case 'BF16': {
-      const h = src as Uint16Array;
-      const out = new Float32Array(h.length);
-      const bits = new Uint32Array(out.buffer);
-      for (let i = 0; i < h.length; i++) bits[i] = h[i] << 16;
-      return { dtype: 'f32', shape, data: out };
+    case 'F32': case 'F64': case 'F16': case 'BF16': {
+      const floats = opts.floats ?? 'f32';
+      const values = floatValues(t);
+      if (floats === 'f32' || (floats === 'as-stored' && t.dtype !== 'F16')) return { dtype: 'f32', shape, data: Float32Array.from(values) };
+      if (t.dtype === 'F16') return { dtype: 'f16', shape, data: values as Float32Array };
+      const out = new Float32Array(values.length);
+      for (let i = 0; i < values.length; i++) {
+        out[i] = f16Value(f16BitsOfDouble(values[i]));
+        if (!Number.isFinite(out[i]) && Number.isFinite(values[i])) {
+          throw new KilnError('KILN_E006', `${fileName}: ${overflow(`tensor ${k} of ${t.dtype}`, values[i], i, 'f16')}; load it into a model that runs in f32`);
+        }
+      }
+      return { dtype: 'f16', shape, data: out };
     }
     case 'I32': case 'I16': case 'I8': case 'U8': case 'U16':
       return { dtype: 'i32', shape, data: Int32Array.from(src as Int32Array) };
@@ -332,4 +373,30 @@ export function toKilnTensor(
       return { dtype: 'bool', shape, data: Uint8Array.from(b) };
     }
   }
+}
+
+/**
+ * A kiln host tensor as safetensors input, toKilnTensor's inverse: i32 as I32, bool as BOOL, floats per
+ * `floats` (SaveFloats). F32 holds f16 values exactly; F16 holds each value's 2-byte bit pattern, rounded
+ * to nearest even where the value is no f16 (an f32 saved as F16). A finite value beyond f16's range is
+ * refused with KILN_E011 naming the tensor, not written as inf.
+ */
+export function fromKilnTensor(
+  t: { dtype: DType; shape: readonly number[]; data: HostArray },
+  key: string,
+  floats: SaveFloats = 'as-held',
+): StTensorInput {
+  const info = DTYPE_INFO[t.dtype];
+  const shape = [...t.shape];
+  if (!info.isFloat) return { dtype: info.safetensors, shape, data: t.data };
+  const dtype = floats === 'as-held' ? t.dtype : floats;
+  if (dtype === 'f32') return { dtype: 'F32', shape, data: t.data instanceof Float32Array ? t.data : Float32Array.from(t.data) };
+  const bits = new Uint16Array(t.data.length);
+  for (let i = 0; i < bits.length; i++) {
+    bits[i] = f16BitsOfDouble(t.data[i]);
+    if ((bits[i] & 0x7fff) === 0x7c00 && Number.isFinite(t.data[i])) {
+      throw new KilnError('KILN_E011', `saving as F16: ${overflow(`tensor ${JSON.stringify(key)}`, t.data[i], i, 'f16')}; save it as F32`);
+    }
+  }
+  return { dtype: 'F16', shape, data: bits };
 }

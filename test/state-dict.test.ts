@@ -103,6 +103,8 @@ describe('a bad state dict is refused with a one-line KILN_E006 naming the key, 
     ['an extra key', (s) => s.set('transformer.h.2.ln_1.weight', s.get('transformer.h.1.ln_1.weight')!), ['unexpected key "transformer.h.2.ln_1.weight"']],
     ['a misshaped key', (s) => s.set(last, { type: { dtype: 'f32', shape: [31] }, data: new Float32Array(31) }), [`key "${last}" is f32[31], the model expects f32[32]`]],
     ['a key of the wrong dtype', (s) => s.set(last, { type: { dtype: 'i32', shape: [32] }, data: new Int32Array(32) }), [`key "${last}" is i32[32], the model expects f32[32]`]],
+    // A float key loads into a float parameter of another dtype converted (test/f16-checkpoint.test.ts), but its shape must still fit.
+    ['a misshaped key of the other float dtype', (s) => s.set(last, { type: { dtype: 'f16', shape: [31] }, data: new Float32Array(31) }), [`key "${last}" is f16[31], the model expects f32[32]`]],
   ];
   for (const [what, spoil, fragments] of cases) {
     it(`refuses ${what}`, () => {

@@ -3,7 +3,7 @@
 
 import { type DType, FLOAT_DTYPES, dtypeInfo } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
-import type { HostTensor } from '../../ir/host.ts';
+import { type HostTensor, roundOutput } from '../../ir/host.ts';
 import { formatType, sameShape } from '../../ir/types.ts';
 import { Tensor } from './tensor.ts';
 
@@ -127,7 +127,10 @@ export class Module {
 
   /**
    * Loads parameters by key. Every parameter must be present (a tied weight under any of its names),
-   * no unknown keys, shapes and dtypes must match; buffers are optional (they are derived constants).
+   * no unknown keys, shapes must match; buffers are optional (they are derived constants). A float
+   * tensor loads into a float parameter of another dtype converted to it, as torch's load_state_dict
+   * copies into the parameter's dtype (f16 into f32 exactly, f32 into f16 rounded to nearest even; a
+   * finite value beyond f16's range is refused, not loaded as inf); other dtypes must match.
    * Checks everything before changing anything: a bad state dict loads nothing.
    */
   loadStateDict(state: ReadonlyMap<string, HostTensor>, source = 'state dict'): void {
@@ -138,24 +141,29 @@ export class Module {
       if (!byName.has(key) && !bufferNames.has(key)) throw bad(`unexpected key "${key}" (the model has no such parameter); is the config right?`);
     }
     const updates: [Tensor, HostTensor][] = [];
-    const check = (key: string, value: HostTensor, t: Tensor) => {
-      if (value.type.dtype !== t.dtype || !sameShape(value.type.shape, t.shape)) {
+    const check = (key: string, value: HostTensor, t: Tensor): HostTensor => {
+      const floats = dtypeInfo(value.type.dtype).isFloat && dtypeInfo(t.dtype).isFloat;
+      if ((value.type.dtype !== t.dtype && !floats) || !sameShape(value.type.shape, t.shape)) {
         throw bad(`key "${key}" is ${formatType(value.type)}, the model expects ${formatType(t.type)}; is the config right?`);
       }
+      if (value.type.dtype === t.dtype) return value;
+      const data = dtypeInfo(t.dtype).hostArray(value.data.length, 'f32');
+      data.set(value.data);
+      roundOutput(t.dtype, data, 'f32');
+      const i = data.findIndex((x, j) => !Number.isFinite(x) && Number.isFinite(value.data[j]));
+      if (i >= 0) throw bad(`key "${key}" holds ${value.data[i]} at flat index ${i}, beyond ${t.dtype}'s range (largest finite ${dtypeInfo(t.dtype).max}), so loaded into the model's ${formatType(t.type)} it would be inf`);
+      return { type: { dtype: t.dtype, shape: [...t.shape] }, data };
     };
     for (const [name, p] of this.namedParameters()) {
       const names = [...byName].filter(([, q]) => q === p).map(([n]) => n);
       const key = names.find((n) => state.has(n));
       if (!key) throw bad(`missing key "${name}"${names.length > 1 ? ` (or its tied names ${names.slice(1).join(', ')})` : ''}`);
-      const value = state.get(key)!;
-      check(key, value, p);
-      updates.push([p, value]);
+      updates.push([p, check(key, state.get(key)!, p)]);
     }
     // Buffers are derived constants: a checkpoint may leave them out, but what it has must fit.
     for (const [name, b] of this.namedBuffers()) {
       const value = state.get(name);
-      if (value) check(name, value, b);
-      if (value) updates.push([b, value]);
+      if (value) updates.push([b, check(name, value, b)]);
     }
     for (const [t, value] of updates) {
       t.host = value;

@@ -2,12 +2,14 @@
 // absent), AdamW's moments (optim.*), and in __metadata__ the model config, iter_num, best_val_loss,
 // optim.step and the characters to decode with (nanoGPT's meta.pkl). Each field is checked where it is
 // read, so a bad file is one KILN_E005 line naming the file and the field, not a NaN iteration that never ends.
+// Its weights are F32 always: they are the master weights training resumes from, f32 under autocast as
+// torch.amp keeps them. An inference checkpoint (weights, config and characters) can be saved in F16.
 
 import { KilnError, type HostTensor } from '../../index.ts';
 import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { configProblem } from '../../compiler/model-config.ts';
 import { type AdamW, OPTIM_STEP_KEY } from '../../compiler/optim.ts';
-import { readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
+import { type LoadFloats, type SaveFloats, readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
 import type { CharDataset } from './data.ts';
 import { type GPT, type GPTConfig, defaultConfig } from './model.ts';
 
@@ -19,9 +21,9 @@ export interface TrainingCheckpoint {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-/** kiln's state dict + optimizer state, with config and progress in the metadata. */
+/** kiln's state dict + optimizer state, with config and progress in the metadata; every float tensor F32, whatever dtype the model holds. */
 export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
-  const tensors = stateDictTensors(model);
+  const tensors = stateDictTensors(model, { floats: 'f32' });
   const optim = optimizer.stateTensors();
   for (const [key, t] of optim.tensors) tensors.set(key, t);
   return serializeSafetensors(tensors, {
@@ -33,14 +35,27 @@ export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset,
   });
 }
 
-/** Reads a checkpoint and its model config (which must be there: resuming and sampling rebuild the model from it). */
-export async function readTrainingCheckpoint(path: string): Promise<TrainingCheckpoint> {
+/**
+ * The weights for sampling, without optimizer state or progress: floats as the model holds them, or all
+ * as `floats` says ('f16' halves the file of an f32 model, rounding each weight once). sample.ts reads it
+ * as it reads a training checkpoint; train.ts cannot resume from it.
+ */
+export function inferenceCheckpointBytes(model: GPT, data: CharDataset, floats: SaveFloats = 'as-held'): Uint8Array {
+  return serializeSafetensors(stateDictTensors(model, { floats }), { config: JSON.stringify(model.config), chars: JSON.stringify(data.chars) });
+}
+
+/**
+ * Reads a checkpoint and its model config (which must be there: resuming and sampling rebuild the model
+ * from it). Floats read as f32 (what resuming needs: AdamW's moments are f32) unless `floats` says
+ * otherwise: 'f16' for sampling with a model that runs in f16.
+ */
+export async function readTrainingCheckpoint(path: string, opts: { floats?: LoadFloats } = {}): Promise<TrainingCheckpoint> {
   const file = await readSafetensors(path);
   if (file.metadata.config === undefined) throw bad(path, '__metadata__.config is missing; train.ts writes the model config there');
   const config = configOf(file, path);
   const problem = configProblem(config, defaultConfig);
   if (problem) throw bad(path, `__metadata__.config ${problem}`);
-  return { path, config: config as Partial<GPTConfig>, tensors: hostTensors(file, path), metadata: file.metadata };
+  return { path, config: config as Partial<GPTConfig>, tensors: hostTensors(file, path, opts), metadata: file.metadata };
 }
 
 /** Where the run stopped: the iteration to continue from, and the best validation loss so far. */
