@@ -5,6 +5,7 @@
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { HostTensor } from '../ir/host.ts';
+import { type AutocastDType, autocastGraph } from '../passes/autocast.ts';
 import { type BackendName, loadBackend } from './backends.ts';
 import type { Module } from './frontend/module.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
@@ -17,7 +18,7 @@ import { traceModule } from './tracer.ts';
 export async function gradients(
   model: Module & { forward: (...args: never[]) => unknown },
   forwardArgs: readonly unknown[],
-  options: { backend?: BackendName } = {},
+  options: { backend?: BackendName; autocast?: AutocastDType } = {},
 ): Promise<Map<string, HostTensor>> {
   return (await lossAndGradients(model, forwardArgs, options)).grads;
 }
@@ -26,10 +27,11 @@ export async function gradients(
 export async function lossAndGradients(
   model: Module & { forward: (...args: never[]) => unknown },
   forwardArgs: readonly unknown[],
-  options: { backend?: BackendName } = {},
+  options: { backend?: BackendName; autocast?: AutocastDType } = {},
 ): Promise<{ loss: number; grads: Map<string, HostTensor> }> {
   const trace = traceModule(model, forwardArgs);
-  const { graph } = trace;
+  // With autocast, the forward's casts are differentiated too: each gradient is cast back to its value's dtype.
+  const graph = options.autocast ? autocastGraph(trace.graph, options.autocast) : trace.graph;
   const lossOutput = graph.outputs.find((o) => o.name === 'loss') ?? (graph.outputs.length === 1 ? graph.outputs[0] : undefined);
   if (!lossOutput) {
     throw new KilnError('KILN_E011', `gradients() needs forward() to return a "loss" tensor (or a single tensor); it returned ${graph.outputs.map((o) => o.name).join(', ')}`);

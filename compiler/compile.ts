@@ -5,9 +5,10 @@
 import { formatLoc } from '../ir/errors.ts';
 import type { Graph } from '../ir/graph.ts';
 import { log } from '../ir/log.ts';
-import { DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
+import { type AutocastDType, DEFAULT_PIPELINE, type Pass, type PassResult, checkPassOptions, runPasses, type Stage } from '../passes/index.ts';
 import type { Runner } from './backend.ts';
 import { type BackendName, loadBackend } from './backends.ts';
+import { autocastState, checkAutocastDType } from './frontend/autocast.ts';
 import type { Module } from './frontend/module.ts';
 import type { Tensor } from './frontend/tensor.ts';
 import { BufferReader, GuardedCache, guardKey } from './guards.ts';
@@ -28,6 +29,12 @@ export interface CompileOptions {
    * KILN_E011 before any result is returned, as on the cpu. false skips the check (and its cost).
    */
   checkBounds?: boolean;
+  /**
+   * Mixed precision as torch.autocast (passes/autocast.ts): 'f16' runs matmul and attention in f16,
+   * layer_norm, softmax, losses and sums in f32. Unset: a call inside `autocast('f16', fn)` autocasts
+   * and one outside does not (each state its own compilation); false: never.
+   */
+  autocast?: AutocastDType | false;
 }
 
 type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -39,6 +46,8 @@ export interface Compilation {
   readonly trace: Trace;
   readonly passes: PassResult;
   readonly run: Runner;
+  /** The autocast dtype it was compiled with, if any. */
+  readonly autocast: AutocastDType | undefined;
 }
 
 export interface CompileStats {
@@ -60,6 +69,7 @@ export type CompiledModel<M> = Forward<M> & {
 /** One fusion line per decision a pass recorded: what it fused or declined, where, and why. */
 function logDecisions(result: PassResult): void {
   for (const d of result.decisions) {
+    if (d.pass === 'autocast') continue; // not a fusion: kiln explain lists them
     const where = d.site.loc ? ` at ${formatLoc(d.site.loc)}` : '';
     log('fusion', `${d.applied ? 'fused' : 'declined'} %${d.site.id} ${d.site.op}${where}`, { pass: d.pass, rule: d.rule, kernel: d.kernel, reason: d.reason });
   }
@@ -68,8 +78,10 @@ function logDecisions(result: PassResult): void {
 export function compile<M extends ForwardModule>(model: M, options: CompileOptions = {}): CompiledModel<M> {
   const backendName = options.backend ?? 'webgpu';
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
-  checkPassOptions(pipeline, options); // at compile(), where the options came in, not at the first call
-  const cache = new GuardedCache<Compilation>();
+  checkPassOptions(pipeline, { passes: options.passes }); // at compile(), where the options came in, not at the first call
+  if (options.autocast !== undefined && options.autocast !== false) checkAutocastDType(options.autocast, 'compile() option autocast');
+  // One cache per autocast state: the state at the call is part of the guard, as torch.compile guards on it.
+  const caches = new Map<AutocastDType | undefined, GuardedCache<Compilation>>();
   const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
   let last: Compilation | undefined;
   const argNames = forwardArgNames(model.forward);
@@ -81,8 +93,10 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
 
   /** The compilation for these arguments and the model's state as it is now: a cached one whose guards hold, or a new trace. */
   async function lowerFor(args: readonly unknown[], state: ReadonlyMap<string, Tensor>): Promise<Compilation> {
+    const autocast = options.autocast === false ? undefined : (options.autocast ?? autocastState());
+    const cache = caches.get(autocast) ?? caches.set(autocast, new GuardedCache<Compilation>()).get(autocast)!;
     const key = guardKey(model, state, args, argNames);
-    const shown = `forward(${key.args.map((g, i) => `${key.argNames[i]}: ${g}`).join(', ')})`;
+    const shown = `forward(${key.args.map((g, i) => `${key.argNames[i]}: ${g}`).join(', ')})${autocast ? ` under autocast ${autocast}` : ''}`;
     const found = await cache.find(key, state);
     log('guards', `check ${shown} -> ${'hit' in found ? 'hit' : 'miss'}`, { cached: cache.size });
     if ('hit' in found) {
@@ -97,11 +111,11 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     stats.traces++;
     if (stats.traces > 1) stats.recompiles++;
     log('graph', `traced ${shown}: ${trace.graph.nodes.length} nodes`, { outputs: trace.graph.outputs.length });
-    const passes = runPasses(trace.graph, pipeline, { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value });
+    const passes = runPasses(trace.graph, pipeline, { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value, autocast });
     logDecisions(passes);
     const backend = await loadBackend(backendName);
     const run = await backend.prepare(passes.graph, { checkBounds: options.checkBounds });
-    const compilation = { signature: key.args.join(', '), trace, passes, run };
+    const compilation = { signature: key.args.join(', '), trace, passes, run, autocast };
     cache.add(key, compilation, buffers);
     return (last = compilation);
   }

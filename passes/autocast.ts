@@ -65,7 +65,7 @@ export function autocastPlan(op: string, operands: readonly OperandType[], attrs
 function ruleReason(rule: AutocastRule, op: string, dtype: DType): string {
   if (rule === 'f16') return `${op} is on autocast's f16 list`;
   if (rule === 'f32') return `${op} is on autocast's f32 list`;
-  return `${op}'s float operands have different dtypes, so it runs in the widest, ${dtype}`;
+  return `${op} of mixed float dtypes runs in the widest, ${dtype} (type promotion)`;
 }
 
 /**

@@ -9,7 +9,7 @@ import { type ParsedArgs, stringFlag, usageError } from './args.ts';
 import { diffGraphs, formatJson, graphToDot, stageToJson } from './graph-formats.ts';
 import type { Command } from './main.ts';
 import { fileError } from './report.ts';
-import { MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
 
 const FORMATS = ['text', 'json', 'dot', 'svg'] as const;
 type Format = (typeof FORMATS)[number];
@@ -23,12 +23,13 @@ export const dumpCommand: Command = {
   spec: {
     name: 'dump',
     summary: 'compile a model without running it and print its IR at a stage, as text, JSON, dot or SVG, or diff two stages',
-    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON] [--batch B] [--seq T] [--train]',
+    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON] [--batch B] [--seq T] [--train] [--dtype float16|float32]',
     example: `kiln dump examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --format svg --out fused.svg`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       TRAIN_FLAG,
+      DTYPE_FLAG,
       { name: 'stage', kind: 'string', choices: [...STAGES, 'all'], default: 'fused', help: 'the pass stage to show; all: every stage in order (text and json only)' },
       { name: 'format', kind: 'string', choices: FORMATS, default: 'text', help: `text: the IR text form; dot: Graphviz clustered by module; svg: that dot drawn; ${JSON_HELP}` },
       { name: 'diff', kind: 'string', values: 2, help: 'STAGE_A STAGE_B: the nodes stage B removed, added and changed relative to stage A, as text (--stage is ignored)' },

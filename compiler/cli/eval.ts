@@ -1,6 +1,6 @@
 // kiln eval: a contract outside checks call; keep its flags and behaviour exactly.
 //   kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors
-//     --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON]
+//     --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON] [--grads] [--dtype float16|float32]
 
 import { DTYPE_INFO } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
@@ -10,6 +10,7 @@ import { gradients, gradsOf } from '../autograd.ts';
 import { hostTensors } from '../checkpoint.ts';
 import { compile } from '../compile.ts';
 import { useBackend } from '../eager.ts';
+import { autocast } from '../frontend/autocast.ts';
 import type { BackendName } from '../backends.ts';
 import type { Module } from '../frontend/module.ts';
 import { noGrad } from '../frontend/grad-mode.ts';
@@ -18,13 +19,13 @@ import { forwardArgNames } from '../tracer.ts';
 import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
 import { fileError } from './report.ts';
-import { loadModel } from './model.ts';
+import { DTYPE_FLAG, autocastFlag, loadModel } from './model.ts';
 
 export const evalCommand: Command = {
   spec: {
     name: 'eval',
     summary: 'run a model on inputs from a safetensors file and write the named outputs',
-    usage: 'kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON] [--grads]',
+    usage: 'kiln eval MODEL.ts --weights W.safetensors --inputs I.safetensors --out O.safetensors --outputs logits,loss [--device webgpu|cpu] [--mode eager|compiled] [--config JSON] [--grads] [--dtype float16|float32]',
     example: `kiln eval examples/nanogpt/model.ts --weights w.safetensors --inputs in.safetensors --out out.safetensors --outputs logits,loss --config '{"flash":false}'`,
     positionals: ['MODEL.ts'],
     flags: [
@@ -36,11 +37,13 @@ export const evalCommand: Command = {
       { name: 'mode', kind: 'string', choices: ['eager', 'compiled'], default: 'compiled', help: 'op by op, or compile() first' },
       { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
       { name: 'grads', kind: 'boolean', help: "also write grad.<param name> for every parameter: the gradient of forward()'s loss, on --device (compiled: autograd on the traced graph; eager: loss.backward())" },
+      DTYPE_FLAG,
     ],
   },
 
   async run(args, mod) {
     const file = args.positionals[0];
+    const dtype = autocastFlag('eval', args);
     const { model } = await loadModel('eval', mod, file, stringFlag(args, 'weights'), stringFlag(args, 'config'));
     const inputsPath = stringFlag(args, 'inputs')!;
     const inputs = hostTensors(await readSafetensors(inputsPath), inputsPath);
@@ -58,10 +61,11 @@ export const evalCommand: Command = {
     if (eager) {
       await useBackend(device);
       // Eager --grads differentiates the tape this forward records (loss.backward()); else nothing is recorded.
-      const forward = () => (model.forward as (...a: unknown[]) => unknown)(...forwardArgs);
+      // --dtype float16: the forward inside autocast('f16', ...), as torch.autocast wraps it; backward() after it, outside.
+      const forward = () => autocast(dtype ?? false, () => (model.forward as (...a: unknown[]) => unknown)(...forwardArgs));
       result = withGrads ? forward() : noGrad(forward);
     } else {
-      result = await (compile(model, { backend: device }) as unknown as (...a: unknown[]) => Promise<unknown>)(...forwardArgs);
+      result = await (compile(model, { backend: device, autocast: dtype ?? false }) as unknown as (...a: unknown[]) => Promise<unknown>)(...forwardArgs);
     }
 
     const wanted = stringFlag(args, 'outputs')!.split(',').map((s) => s.trim()).filter(Boolean);
@@ -73,7 +77,7 @@ export const evalCommand: Command = {
       out.set(name, serialized(t, await t.data()));
     }
     if (withGrads) {
-      const grads = eager ? await eagerGradients(model, returned) : await gradients(model, forwardArgs, { backend: device });
+      const grads = eager ? await eagerGradients(model, returned) : await gradients(model, forwardArgs, { backend: device, autocast: dtype });
       for (const [name, g] of grads) out.set(`grad.${name}`, serialized(new Tensor(g.type, { host: g }), g.data));
     }
     const outPath = stringFlag(args, 'out')!;

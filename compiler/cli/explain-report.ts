@@ -1,7 +1,8 @@
-// What `kiln explain` says about each attention site, as data and as text. Browser-safe: it reads no
-// files (compiler/cli/source.ts does that, with ts-morph, for the CLI).
+// What `kiln explain` says about each attention site and about mixed precision, as data and as text.
+// Browser-safe: it reads no files (compiler/cli/source.ts does that, with ts-morph, for the CLI).
 
 import { formatLoc } from '../../ir/errors.ts';
+import type { Graph } from '../../ir/graph.ts';
 import type { Decision } from '../../passes/index.ts';
 import type { SourceContext } from './source.ts';
 
@@ -58,4 +59,67 @@ export function summary(sites: readonly SiteReport[]): string {
   const causal = fused.filter((s) => s.kernel === 'flash_causal').length;
   const noun = sites.length === 1 ? 'site' : 'sites';
   return `${sites.length} attention ${noun}: ${fused.length} fused (${causal} causal), ${sites.length - fused.length} not fused`;
+}
+
+/** One op autocast placed (`kiln explain --json`'s mixedPrecision.ops): the dtype it runs in, why, and the casts made for it. */
+export interface AutocastSiteReport {
+  /** f16 or f32: autocast's list the op is on; promote: mixed float operands run in the widest. */
+  readonly rule: string;
+  readonly op: string;
+  /** The node's id in the `fused` stage (`kiln dump --stage fused`). */
+  readonly node: number;
+  readonly dtype: string;
+  readonly reason: string;
+  readonly loc: string | null;
+  readonly module: string | null;
+  /** The user's source line, trimmed, when it could be read. */
+  readonly source: string | null;
+}
+
+/** What `kiln explain` says about mixed precision: which nodes compute in f16, and each op autocast placed. */
+export interface MixedPrecisionReport {
+  readonly autocast: string;
+  /** Nodes with an f16 result, by op (casts and leaves not counted), in the `fused` stage. */
+  readonly f16Nodes: Readonly<Record<string, number>>;
+  /** Cast nodes autocast inserted. */
+  readonly casts: number;
+  readonly ops: readonly AutocastSiteReport[];
+}
+
+/** The mixed-precision report of a graph after the passes (the `fused` stage) and autocast's decisions. */
+export function mixedPrecisionReport(autocast: string, graph: Graph, decisions: readonly Decision[]): MixedPrecisionReport {
+  const f16Nodes: Record<string, number> = {};
+  let casts = 0;
+  for (const n of graph.nodes) {
+    if (n.op === 'cast' && n.meta?.rule === 'autocast') casts++;
+    else if (n.type.dtype === 'f16' && n.inputs.length > 0 && n.op !== 'cast') f16Nodes[n.op] = (f16Nodes[n.op] ?? 0) + 1;
+  }
+  const ops = decisions
+    .filter((d) => d.pass === 'autocast')
+    .map((d) => ({
+      rule: d.rule ?? '',
+      op: d.site.op,
+      node: d.site.id,
+      dtype: d.site.type.dtype,
+      reason: d.reason,
+      loc: d.site.loc ? formatLoc(d.site.loc) : null,
+      module: d.site.scope ?? null,
+      source: d.site.loc?.text ?? null,
+    }));
+  return { autocast, f16Nodes, casts, ops };
+}
+
+/**
+ * `Mixed precision (autocast f16): 9 nodes compute in f16 (matmul x5, ...), 17 casts`, then one line
+ * per op autocast placed, with its source line.
+ */
+export function formatMixedPrecision(r: MixedPrecisionReport): string {
+  const counts = Object.entries(r.f16Nodes).sort((a, b) => b[1] - a[1]);
+  const total = counts.reduce((n, [, c]) => n + c, 0);
+  const lines = [`Mixed precision (autocast ${r.autocast}): ${total} nodes compute in f16 (${counts.map(([op, c]) => `${op} x${c}`).join(', ') || 'none'}), ${r.casts} casts inserted`];
+  for (const o of r.ops) {
+    lines.push(`  ${o.dtype.padEnd(3)}  %${o.node} ${o.op}  ${o.module ?? '(top level)'}  ${o.loc ?? '(no source line)'}  ${o.reason}`);
+    if (o.source) lines.push(`         ${o.source}`);
+  }
+  return lines.join('\n');
 }

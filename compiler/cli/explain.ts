@@ -1,36 +1,67 @@
 // kiln explain: for each attention site (each softmax or sdpa of the graph attention fusion saw), whether
 // it was fused, by which rule, onto which kernel and why, or the first constraint that failed, with the
-// user's source line and the lines around it.
+// user's source line and the lines around it. With --dtype float16, which nodes compute in f16 and
+// where autocast put its casts; and whether the device can run f16 at all.
 
+import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
-import { MODEL_FLAGS, modelSession } from './model.ts';
-import { formatSite, siteReport, summary } from './explain-report.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, modelSession } from './model.ts';
+import { type MixedPrecisionReport, formatMixedPrecision, formatSite, mixedPrecisionReport, siteReport, summary } from './explain-report.ts';
 import { sourceContext } from './source.ts';
+
+/** What the device does with f16 (`kiln explain --json`'s device). */
+interface DeviceReport {
+  readonly backend: 'cpu' | 'webgpu';
+  readonly description: string;
+  /** Whether f16 kernels can run (webgpu: the device has shader-f16). */
+  readonly f16: boolean;
+  readonly note: string;
+}
 
 export const explainCommand: Command = {
   spec: {
     name: 'explain',
-    summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line',
-    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--json]',
-    example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8`,
+    summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line; with --dtype float16, where autocast runs what',
+    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--json]',
+    example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --dtype float16`,
     positionals: ['MODEL.ts'],
-    flags: [...MODEL_FLAGS, { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m} instead of text' }],
+    flags: [
+      ...MODEL_FLAGS,
+      DTYPE_FLAG,
+      { name: 'device', kind: 'string', choices: ['cpu', 'webgpu'], default: 'cpu', help: "cpu: the passes' decisions only, no GPU opened; webgpu: also open the adapter and say whether it has shader-f16" },
+      { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}} instead of text' },
+    ],
   },
 
   async run(args, mod) {
-    // The cpu backend: explaining needs the passes' decisions, not a GPU.
+    // Compiled for the cpu backend: explaining needs the passes' decisions, not a GPU.
     const session = await modelSession('explain', args, mod, { backend: 'cpu' });
-    const decisions = session.compilation.passes.decisions.filter((d) => d.pass === 'fuse_attention');
+    const { passes, autocast } = session.compilation;
+    const decisions = passes.decisions.filter((d) => d.pass === 'fuse_attention');
     const contexts = await Promise.all(decisions.map((d) => (d.site.loc ? sourceContext(d.site.loc) : null)));
     const sites = decisions.map((d, i) => siteReport(d, contexts[i]));
+    const mixed: MixedPrecisionReport | null = autocast ? mixedPrecisionReport(autocast, passes.stages.get('fused')!, passes.decisions) : null;
+    const device = await deviceReport(stringFlag(args, 'device') === 'webgpu');
     if (args.flags.get('json')) {
-      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length }, null, 2));
+      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device }, null, 2));
       return;
     }
     for (const [i, site] of sites.entries()) console.log(formatSite(site, contexts[i]) + '\n');
     console.log(summary(sites));
+    if (mixed) console.log('\n' + formatMixedPrecision(mixed));
+    if (mixed || device.backend === 'webgpu') console.log(`\nDevice: ${device.description}: ${device.note}`);
   },
 };
 
+/** The device's f16 support: the cpu reference always emulates it; a WebGPU device needs shader-f16. */
+async function deviceReport(webgpu: boolean): Promise<DeviceReport> {
+  if (!webgpu) {
+    return { backend: 'cpu', description: 'cpu reference', f16: true, note: 'emulates f16: every f16 result is rounded to nearest even, as a GPU stores it (--device webgpu asks the adapter)' };
+  }
+  const { getDevice } = await import('../../runtime/webgpu/index.ts');
+  const kdev = await getDevice();
+  const note = kdev.f16 ? 'has shader-f16: f16 kernels run' : 'has no shader-f16: f16 kernels fail with KILN_E021; use --dtype float32 here';
+  return { backend: 'webgpu', description: kdev.description, f16: kdev.f16, note };
+}
 
 export { formatSite, siteReport, summary, type SiteReport } from './explain-report.ts';

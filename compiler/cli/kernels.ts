@@ -5,13 +5,12 @@ import { type Kernel, lowerGraph } from '../../codegen/index.ts';
 import { formatLoc } from '../../ir/errors.ts';
 import { isNode } from '../../ir/graph.ts';
 import { opFlops } from '../../ir/registry.ts';
-import { numel } from '../../ir/types.ts';
+import { DTYPE_INFO } from '../../ir/dtypes.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
 import type { Command } from './main.ts';
-import { MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
 import { getDevice } from '../../runtime/webgpu/index.ts';
 
-/** Every element is 4 bytes on the GPU: f32, i32, and bool stored as u32. */
-const BYTES_PER_ELEMENT = 4;
 
 /** One kernel as `kiln kernels --json` reports it. */
 export interface KernelReport {
@@ -36,12 +35,13 @@ export const kernelsCommand: Command = {
   spec: {
     name: 'kernels',
     summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
-    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--train] [--wgsl] [--no-fusion] [--json] [--adapter]',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--train] [--dtype float16|float32] [--wgsl] [--no-fusion] [--json] [--adapter]',
     example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       TRAIN_FLAG,
+      DTYPE_FLAG,
       { name: 'wgsl', kind: 'boolean', help: "print each kernel's WGSL after its line" },
       { name: 'no-fusion', kind: 'boolean', help: 'switch off attention fusion (the fuse_attention pass), to compare' },
       { name: 'json', kind: 'boolean', help: 'print {"kernels": [...], "totals": {...}} instead of text' },
@@ -64,14 +64,14 @@ export const kernelsCommand: Command = {
       return;
     }
     console.log(formatKernels(kernels));
-    console.log(`${totals.kernels} kernels: ${grouped(totals.flops)} FLOPs, ${grouped(totals.bytes)} bytes moved (inputs read once, outputs written once, ${BYTES_PER_ELEMENT} bytes per element)`);
+    console.log(`${totals.kernels} kernels: ${grouped(totals.flops)} FLOPs, ${grouped(totals.bytes)} bytes moved (inputs read once, outputs written once, at each dtype's size: f16 2 bytes, f32, i32 and bool 4)`);
   },
 };
 
 export function kernelReport(k: Kernel, index: number, withWgsl = false): KernelReport {
   const { node } = k;
   const operands = node.inputs.map((x) => (isNode(x) ? x.type : x));
-  const elements = k.inputs.reduce((n, x) => n + numel(x.type.shape), numel(node.type.shape));
+  const bytes = k.inputs.reduce((n, x) => n + tensorBytes(x.type), tensorBytes(node.type));
   return {
     index,
     node: node.id,
@@ -81,9 +81,14 @@ export function kernelReport(k: Kernel, index: number, withWgsl = false): Kernel
     source: node.loc?.text ?? null,
     workgroups: k.workgroups,
     flops: opFlops(node.op, operands, node.attrs, node.type),
-    bytes: elements * BYTES_PER_ELEMENT,
+    bytes,
     ...(withWgsl ? { wgsl: k.code } : {}),
   };
+}
+
+/** Bytes a tensor takes on the GPU: its elements at its dtype's size (f16 2; f32, i32 and bool, stored as u32, 4). */
+function tensorBytes(type: TensorType): number {
+  return numel(type.shape) * DTYPE_INFO[type.dtype].bytes;
 }
 
 /** A table, one row per kernel; a kernel's WGSL (with --wgsl) follows its row. */

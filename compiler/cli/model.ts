@@ -12,6 +12,7 @@ import { configProblem, defaultConfigOf } from '../model-config.ts';
 import { forwardArgNames } from '../tracer.ts';
 import { AdamW } from '../optim.ts';
 import { compileTrainStep } from '../train-step.ts';
+import type { AutocastDType } from '../../passes/index.ts';
 import { type FlagSpec, type ParsedArgs, stringFlag, usageError } from './args.ts';
 
 export type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -77,6 +78,23 @@ export const MODEL_FLAGS: readonly FlagSpec[] = [
   { name: 'seq', kind: 'string', help: "sequence length T of the example input (default: 24, or the config's block_size if smaller)" },
 ];
 
+/** `--dtype float16|float32`, nanoGPT's flag: float16 is autocast f16 (passes/autocast.ts). */
+export const DTYPE_FLAG: FlagSpec = {
+  name: 'dtype',
+  kind: 'string',
+  default: 'float32',
+  help: 'float16: autocast as torch.autocast (matmul and attention in f16; layer_norm, softmax and the loss in f32; a WebGPU device needs shader-f16); float32: all in f32',
+};
+
+/** The autocast dtype `--dtype` asks for (undefined: float32); bfloat16 and typos are usage errors. */
+export function autocastFlag(command: string, args: ParsedArgs): AutocastDType | undefined {
+  const dtype = stringFlag(args, 'dtype');
+  if (dtype === undefined || dtype === 'float32') return undefined;
+  if (dtype === 'float16') return 'f16';
+  if (dtype === 'bfloat16') throw usageError(command, '--dtype bfloat16: kiln has no bf16 compute on WebGPU yet (WGSL has no bf16 type); use --dtype float16 or float32');
+  throw usageError(command, `--dtype must be float16 or float32, got "${dtype}"`);
+}
+
 export function positiveInt(command: string, args: ParsedArgs, name: string): number {
   const v = Number(stringFlag(args, name));
   if (!Number.isInteger(v) || v < 1) throw usageError(command, `--${name} must be a positive integer, got ${stringFlag(args, name)}`);
@@ -102,6 +120,8 @@ export const TRAIN_FLAG: FlagSpec = {
 /** Loads the model, makes example token inputs, and compiles them (tracing, passes, codegen) without running; with --train, the training step. */
 export async function modelSession(command: string, args: ParsedArgs, mod: unknown, options: CompileOptions = {}): Promise<ModelSession> {
   const B = positiveInt(command, args, 'batch');
+  const autocast = autocastFlag(command, args);
+  if (autocast) options = { ...options, autocast };
   manualSeed(1337);
   const loaded = await loadModel(command, mod, args.positionals[0], stringFlag(args, 'weights'), stringFlag(args, 'config'));
   // The model's own config (nanoGPT keeps it on `config`) knows block_size when --config does not say.
@@ -134,10 +154,10 @@ function randomTokens(command: string, B: number, T: number, vocab: number): Ten
 /** The training step's compilation shown as a forward's: its forward's stages up to fused, then the whole step as lowered. */
 async function trainingCompilation(model: ForwardModule, inputs: Tensor[], options: CompileOptions): Promise<Compilation> {
   model.train();
-  const step = compileTrainStep(model, new AdamW(model), { backend: options.backend, passes: options.passes, attentionScaling: options.attentionScaling, gradClip: 1 });
+  const step = compileTrainStep(model, new AdamW(model), { backend: options.backend, passes: options.passes, attentionScaling: options.attentionScaling, gradClip: 1, ...(options.autocast ? { autocast: options.autocast } : {}) });
   const c = await step.lower(...(inputs as never[]));
   const stages = new Map(c.forward.stages);
   stages.set('lowered', c.step.graph);
   const passes = { graph: c.step.graph, stages, ran: [...c.forward.ran, ...c.step.ran], decisions: c.forward.decisions };
-  return { signature: c.signature, trace: c.trace, passes, run: c.run };
+  return { signature: c.signature, trace: c.trace, passes, run: c.run, autocast: options.autocast || undefined };
 }

@@ -7,19 +7,20 @@ import type { BackendName } from '../backends.ts';
 import { STAGES } from '../../passes/index.ts';
 import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
-import { MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
 
 export const runCommand: Command = {
   spec: {
     name: 'run',
     summary: 'compile a model, summarize its IR, run it on random tokens and print loss and time',
-    usage: 'kiln run MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--iters N] [--device webgpu|cpu]',
+    usage: 'kiln run MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--iters N] [--device webgpu|cpu] [--dtype float16|float32]',
     example: `kiln run examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96}' --batch 2 --seq 24`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       { name: 'iters', kind: 'string', default: '3', help: 'timed forwards after one warm-up' },
       { name: 'device', kind: 'string', choices: ['webgpu', 'cpu'], default: 'webgpu', help: 'where to run' },
+      DTYPE_FLAG,
     ],
   },
 
@@ -30,7 +31,8 @@ export const runCommand: Command = {
     const { compiled, compilation: c, args: inputs } = session;
     const params = session.model.parameters().reduce((n, p) => n + numel(p.shape), 0);
     const [B, T] = inputs[0]?.shape ?? [];
-    console.log(`model: ${args.positionals[0]}  ${(params / 1e6).toFixed(2)}M parameters  input [${B},${T}]  device ${device}`);
+    const dtype = c.autocast ? `  autocast ${c.autocast}` : '';
+    console.log(`model: ${args.positionals[0]}  ${(params / 1e6).toFixed(2)}M parameters  input [${B},${T}]  device ${device}${dtype}`);
     for (const stage of STAGES) {
       const g = c.passes.stages.get(stage);
       if (g) console.log(`  ${stage.padEnd(10)} ${summarize(g)}`);

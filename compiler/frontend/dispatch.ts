@@ -5,6 +5,7 @@ import { KilnError, type SourceLoc } from '../../ir/errors.ts';
 import { type Attrs, Graph, type Node } from '../../ir/graph.ts';
 import { getOp } from '../../ir/registry.ts';
 import '../../ir/ops/index.ts';
+import { autocastOperands } from './autocast.ts';
 import { recordOp } from './grad-mode.ts';
 import { callerLoc } from './loc.ts';
 import type { Tensor } from './tensor.ts';
@@ -61,8 +62,14 @@ export function apply(op: string, inputs: readonly Arg[], attrs: Attrs = {}): Te
       throw new KilnError('KILN_E011', `a traced tensor (%${x.node.id}) escaped its trace; do not keep tensors from forward() between calls`, loc);
     }
   }
-  const out = runEager(op, inputs, attrs, loc);
-  recordOp(op, inputs, attrs, loc, out);
+  // Inside autocast('f16', fn), operands are cast first, by the lists the compile-time pass uses.
+  const operands = autocastOperands(op, inputs, attrs, loc, (x, dtype, at) => {
+    const cast = runEager('cast', [x], { dtype }, at);
+    recordOp('cast', [x], { dtype }, at, cast);
+    return cast;
+  });
+  const out = runEager(op, operands, attrs, loc);
+  recordOp(op, operands, attrs, loc, out);
   return out;
 }
 
