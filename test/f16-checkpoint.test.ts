@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AdamW, KilnError, manualSeed } from '../index.ts';
+import { AdamW, KilnError, autocast, gradsOf, manualSeed, noGrad } from '../index.ts';
 import { loadCheckpointBytes, readCheckpoint, saveCheckpointBytes } from '../compiler/checkpoint.ts';
 import { charsOf, checkpointBytes, inferenceCheckpointBytes, readTrainingCheckpoint } from '../examples/nanogpt/checkpoint.ts';
 import { charDataset } from '../examples/nanogpt/data.ts';
@@ -386,6 +386,27 @@ describe('nanoGPT training checkpoints keep F32 master weights', () => {
     expect(tensorDTypes(bytes)).toEqual(new Set(['F32']));
     const file = parseSafetensors(bytes, 'ckpt');
     for (const [key, t] of model.stateDict()) expectSameValues(file.tensors.get(key)!.data as Float32Array, t.data);
+  });
+
+  it('writes the f32 master weights as F32, unrounded, after a training step under autocast', async () => {
+    manualSeed(5);
+    const model = createModel({ ...TINY, vocab_size: data.vocabSize, dropout: 0 });
+    const optimizer = new AdamW(model, { lr: 1e-2 });
+    const { x, y } = data.getBatch('train', 2, 8);
+    const f32Loss = await noGrad(() => model.forward(x, y).loss!).data();
+    const { loss } = autocast('f16', () => model.forward(x, y));
+    expect(await loss!.data()).not.toEqual(f32Loss); // the matmuls did run in f16
+    loss!.backward();
+    optimizer.step(await gradsOf(model));
+    expect(new Set(model.parameters().map((p) => p.dtype))).toEqual(new Set(['f32']));
+    const bytes = checkpointBytes(model, optimizer, data, 1, 3);
+    expect(tensorDTypes(bytes)).toEqual(new Set(['F32']));
+    const file = parseSafetensors(bytes, 'ckpt');
+    const weights = model.stateDict();
+    for (const [key, t] of weights) expectSameValues(file.tensors.get(key)!.data as Float32Array, t.data);
+    // Not f16 values: a checkpoint rounded to f16 anywhere on the way would fail this.
+    const wte = file.tensors.get('transformer.wte.weight')!.data as Float32Array;
+    expect(wte.filter((v) => v !== f16Of(nearestF16(v))).length).toBeGreaterThan(wte.length / 2);
   });
 
   it('saves an inference checkpoint in F16 that sample.ts reads, as f16 or f32', async () => {
