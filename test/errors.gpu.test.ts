@@ -1,13 +1,17 @@
 // The catalog's codes met on a WebGPU device (see errors.test.ts for the rest): a lost device, a
-// tensor larger than any GPU buffer, a kernel WebGPU rejects.
+// tensor larger than any GPU buffer, a kernel WebGPU rejects, f16 on a device without shader-f16 (this
+// file runs on SwiftShader, which has none).
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Kernel, lowerGraph } from '../codegen/index.ts';
 import { F, compile, tensor } from '../index.ts';
 import { Graph } from '../ir/graph.ts';
 import { getDevice, pipelineFor, releaseDevice } from '../runtime/webgpu/index.ts';
-import { CATALOG, caught } from './error-catalog.ts';
-import { FloatMask, HugeOuter } from './fixtures/errors/models.ts';
+import { CATALOG, NANOGPT, TINY, caught, kiln, locOf } from './error-catalog.ts';
+import { FloatMask, HalfLinear, HugeOuter } from './fixtures/errors/models.ts';
+
+/** Where Debian's chromium package puts SwiftShader, the device this file's tests assume. */
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
 afterAll(releaseDevice);
 
@@ -49,5 +53,23 @@ describe('each code met on a WebGPU device gives one exact line', () => {
     const broken: Kernel = { ...lowerGraph(graph).kernels[0], code, key: code };
     const message = await caught('KILN_E010', async () => pipelineFor(await getDevice(), broken));
     expect(message).toBe("KILN_E010 model.ts:7:3: compiling the kernel for %1 = exp(%0) : f32[4]: WebGPU rejected it: line 5: cannot store into a read-only type 'ref<storage, f32, read>'");
+  });
+
+  it(`KILN_E021 for ${CATALOG.KILN_E021}`, async () => {
+    const kdev = await getDevice();
+    expect(kdev.f16, `this test needs a device without shader-f16 (SwiftShader); got ${kdev.description}`).toBe(false);
+    const x = tensor([1, 2, 3, 4, 5, 6, 7, 8], [2, 4]).half();
+    const message = await caught('KILN_E021', () => compile(new HalfLinear().half(), { backend: 'webgpu' })(x));
+    expect(message.replace(/\(google swiftshader[^)]*\)/, '(SwiftShader)')).toBe(
+      `KILN_E021 ${locOf('test/fixtures/errors/models.ts', 'this.proj.forward(x)', 'this.proj.'.length)}: %2 = matmul(%0, %1) {transposeA=false, transposeB=true} : f16[2,2] computes in f16, but this WebGPU device (SwiftShader) has no shader-f16; run in f32 (--dtype float32, no autocast, no .half()) or on a GPU that offers shader-f16`,
+    );
+  });
+
+  it('KILN_E021 from kiln run --dtype float16 on SwiftShader is one line naming the model line of the first f16 kernel', async () => {
+    const r = await kiln(['run', NANOGPT, '--config', TINY, '--batch', '1', '--seq', '4', '--dtype', 'float16'], { env: { VK_ICD_FILENAMES: SWIFTSHADER_ICD } });
+    expect(r.code).toBe(1);
+    expect(r.errors).toHaveLength(1);
+    // The first f16 kernel is autocast's cast of ln_1's output for c_attn's matmul: the line of c_attn.
+    expect(r.errors[0]).toMatch(new RegExp(`^KILN_E021 ${locOf(NANOGPT, 'this.c_attn.forward(x)', 'this.c_attn.'.length)}: %\\d+ = cast\\(%\\d+\\) \\{dtype="f16"\\} : f16\\[1,4,8\\] meta\\{rule="autocast"\\} computes in f16, but this WebGPU device \\(.*SwiftShader.*\\) has no shader-f16; run in f32`));
   });
 });
