@@ -143,6 +143,24 @@ describe('kiln dump on nanoGPT', () => {
   }
 });
 
+describe('kiln dump --dtype float16', () => {
+  it('shows the casts autocast inserted and the matmuls and fused attention in f16', async () => {
+    const text = await dump(false, '--dtype', 'float16');
+    // ln_1's output cast to f16 for c_attn, on c_attn's line, marked as autocast's.
+    expect(text).toMatch(/^%\d+ = cast\(%11\) \{dtype="f16"\} : f16\[2,8,32\] meta\{rule="autocast"\}  # examples\/nanogpt\/model\.ts:78:33 {2}let \[q, k, v\] = this\.c_attn\.forward\(x\)/m);
+    expect(text).toMatch(/^%13 = matmul\(%\d+, %\d+\) \{transposeA=false, transposeB=true\} : f16\[2,8,96\]/m);
+    expect(text).toMatch(/^%\d+ = fused_attention\(%\d+, %\d+, %\d+\) \{causal=true, scale=0\.25, scaling="pre_qk"\} : f16\[2,2,8,16\]/m);
+    expect(text).toMatch(/^%\d+ = cross_entropy\(%\d+, %\d+\) \{ignoreIndex=-1\} : f32\[\]/m);
+    expect(await dump(false)).not.toMatch(/= cast\(/);
+  });
+
+  it('refuses --dtype bfloat16 with one line saying kiln has no bf16 compute', async () => {
+    const e = await usageErrorOf('--dtype', 'bfloat16');
+    expect(e.message).toBe('KILN_E015 kiln dump: --dtype bfloat16: kiln has no bf16 compute on WebGPU yet (WGSL has no bf16 type); use --dtype float16 or float32; see kiln dump --help');
+    expect((await usageErrorOf('--dtype', 'half')).message).toMatch(/^KILN_E015 kiln dump: --dtype must be float16 or float32, got "half"/);
+  });
+});
+
 describe('graph formats', () => {
   const before = parseGraph(
     ['%0 = input() {name="x"} : f32[4]', '%1 = mul(%0, 2) : f32[4]', '%2 = exp(%1) : f32[4]', '%3 = neg(%2) : f32[4]', 'output y=%3'].join('\n'),

@@ -51,6 +51,39 @@ describe('kiln explain on nanoGPT', () => {
   });
 });
 
+describe('kiln explain --dtype float16', () => {
+  interface MixedReport extends Report {
+    mixedPrecision: { autocast: string; f16Nodes: Record<string, number>; casts: number; ops: { rule: string; op: string; dtype: string; reason: string; loc: string; module: string; source: string }[] };
+    device: { backend: string; f16: boolean; note: string };
+  }
+
+  it('prints the golden report for manual attention with a mixed-precision section, text and json', async () => {
+    await expect(await nanogpt(false, '--dtype', 'float16')).toMatchFileSnapshot('./__snapshots__/cli/explain.nanogpt-manual-f16.txt');
+    await expect(await nanogpt(false, '--dtype', 'float16', '--json')).toMatchFileSnapshot('./__snapshots__/cli/explain.nanogpt-manual-f16.json');
+  });
+
+  it('says which nodes compute in f16 and where autocast put each cast, with the source line', async () => {
+    const r = JSON.parse(await nanogpt(false, '--dtype', 'float16', '--json')) as MixedReport;
+    const m = r.mixedPrecision;
+    expect(m.autocast).toBe('f16');
+    expect([m.f16Nodes.matmul, m.f16Nodes.fused_attention]).toEqual([9, 2]);
+    expect(m.f16Nodes.layer_norm).toBeUndefined();
+    const ce = m.ops.find((o) => o.op === 'cross_entropy')!;
+    expect([ce.rule, ce.dtype, ce.source]).toEqual(['f32', 'f32', "loss = F.crossEntropy(logits.view(-1, logits.size(-1)), targets.view(-1), { ignoreIndex: -1 });"]);
+    expect(ce.reason).toMatch(/^cross_entropy is on autocast's f32 list: cast to f32 %\d+ -> %\d+$/);
+    const attn = m.ops.filter((o) => o.op === 'fused_attention');
+    expect(attn.map((o) => [o.rule, o.dtype, o.module])).toEqual([['f16', 'f16', 'transformer.h.0.attn'], ['f16', 'f16', 'transformer.h.1.attn']]);
+    expect(attn[0].reason).toMatch(/q and k scaled by d\^-1\/4 each before q k\^T \(pre_qk\)/);
+    expect(m.casts).toBe(m.ops.reduce((n, o) => n + (o.reason.match(/ -> %/g) ?? []).length, 0)); // every cast is named once
+    expect(r.device).toMatchObject({ backend: 'cpu', f16: true });
+  });
+
+  it('has no mixed-precision section without --dtype float16', async () => {
+    expect(await nanogpt(false)).not.toMatch(/Mixed precision/);
+    expect((JSON.parse(await nanogpt(false, '--json')) as MixedReport).mixedPrecision).toBeNull();
+  });
+});
+
 describe('kiln explain on the near-miss model', () => {
   it('prints the golden report, text and json', async () => {
     await expect(await nearMiss()).toMatchFileSnapshot('./__snapshots__/cli/explain.near-miss.txt');

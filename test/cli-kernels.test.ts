@@ -1,5 +1,6 @@
 // `kiln kernels`: the golden kernel list of nanoGPT (manual attention, fused), and the numbers in it:
-// FLOPs of a matmul are 2*B*M*N*K, bytes are inputs read plus the output written, 4 bytes an element.
+// FLOPs of a matmul are 2*B*M*N*K, bytes are inputs read plus the output written, at each dtype's size
+// (4 bytes an element for f32, i32 and bool; 2 for f16, under --dtype float16).
 
 import { describe, expect, it } from 'vitest';
 import { type KernelReport, kernelsCommand } from '../compiler/cli/kernels.ts';
@@ -45,6 +46,14 @@ describe('kiln kernels on nanoGPT', () => {
     expect(at(l, 'add', /tok_emb\.add\(pos_emb\)/).bytes).toBe(4 * (B * T * C + T * C + B * T * C));
     // gelu(x @ W^T + b), fused: reads [B,T,4C] and the bias [4C], writes [B,T,4C]
     expect(at(l, 'fused_elementwise', /gelu/).bytes).toBe(4 * (B * T * 4 * C * 2 + 4 * C));
+  });
+
+  it('counts f16 tensors at 2 bytes an element with --dtype float16: the matmuls read and write f16', async () => {
+    const l = await listing('--dtype', 'float16');
+    expect(at(l, 'matmul', /c_attn/).bytes).toBe(2 * (B * T * C + 3 * C * C + B * T * 3 * C));
+    expect(at(l, 'matmul', /lm_head/).bytes).toBe(2 * (B * T * C + V * C + B * T * V));
+    expect(at(l, 'add', /tok_emb\.add\(pos_emb\)/).bytes).toBe(4 * (B * T * C + T * C + B * T * C)); // the residual stream stays f32
+    expect(at(l, 'matmul', /c_attn/).flops).toBe(2 * B * T * (3 * C) * C);
   });
 
   it('totals the FLOPs and bytes of every kernel', async () => {
