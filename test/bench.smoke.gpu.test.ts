@@ -1,6 +1,8 @@
 // The benchmark at smoke sizes, in-process on whatever adapter there is (SwiftShader in CI): every suite
-// runs, kiln's variants all get a time, each peer either ran (and agreed with kiln) or says why not,
+// runs, kiln's f32 variants all get a time, each has an f16 counterpart that ran or (no shader-f16 on
+// SwiftShader) says it was skipped and why, each peer either ran (and agreed with kiln) or says why not,
 // and the JSON it writes turns into BENCHMARKS.md and its chart. The times themselves mean nothing here.
+// test/bench-f16.smoke.gpu.test.ts runs the f16 variants on lavapipe.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BenchReport, main } from './bench/bench.ts';
 import { writeReport } from './bench/report.ts';
+import { NO_SHADER_F16, dtypeOf } from './bench/results.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
 const json = join(dir, 'bench.json');
@@ -25,9 +28,9 @@ describe('npm run bench -- --suite all --smoke', () => {
     expect(report.adapter).not.toBe('');
   });
 
-  it("gives every kiln variant of every case a positive median and a spread around it", () => {
+  it("gives every kiln f32 variant of every case a positive median and a spread around it", () => {
     for (const c of report.results) {
-      const kiln = c.variants.filter((v) => !v.peer);
+      const kiln = c.variants.filter((v) => !v.peer && v.dtype === 'f32');
       expect(kiln.length, c.name).toBeGreaterThan(0);
       for (const v of kiln) {
         expect(v.failed, `${c.name}: ${v.name}`).toBeUndefined();
@@ -38,17 +41,35 @@ describe('npm run bench -- --suite all --smoke', () => {
     }
   });
 
+  it('names every variant with its dtype, and gives each kiln f32 variant an f16 one that ran or, without shader-f16, says it was skipped and why', () => {
+    for (const c of report.results) {
+      for (const v of c.variants) expect(v.name.endsWith(` ${dtypeOf(v)}`), `${c.name}: ${v.name}`).toBe(true);
+      const kiln = c.variants.filter((v) => !v.peer);
+      for (const f32 of kiln.filter((v) => v.dtype === 'f32')) {
+        const f16 = kiln.filter((v) => v.dtype === 'f16' && v.f32Variant === f32.name);
+        expect(f16.length, `${c.name}: ${f32.name}`).toBeGreaterThan(0);
+        for (const v of f16) {
+          expect(v.failed, `${c.name}: ${v.name}`).toBeUndefined();
+          // SwiftShader has no shader-f16: listed, not dropped, and not failed
+          if (report.f16) expect(v.timing, `${c.name}: ${v.name}`).toBeDefined();
+          else expect([v.skipped, v.timing], `${c.name}: ${v.name}`).toEqual([NO_SHADER_F16, undefined]);
+        }
+      }
+    }
+  });
+
   it('reports peak GPU bytes for kiln fused and unfused attention, the unfused chain holding more', () => {
     const attention = report.results.find((c) => c.suite === 'attention')!;
     const peak = (name: string) => attention.variants.find((v) => v.name === name)!.peakBytes!;
-    expect(peak('kiln fused')).toBeGreaterThan(0);
-    expect(peak('kiln unfused')).toBeGreaterThan(peak('kiln fused'));
+    expect(peak('kiln fused f32')).toBeGreaterThan(0);
+    expect(peak('kiln fused masked f32')).toBeGreaterThan(0);
+    expect(peak('kiln unfused f32')).toBeGreaterThan(peak('kiln fused f32'));
   });
 
   it('runs each peer or says in one line why it could not, and a peer that ran agrees with kiln', () => {
     const peers = report.results.flatMap((c) => c.variants.filter((v) => v.peer));
     expect(peers.map((v) => v.name)).toEqual(
-      expect.arrayContaining(['onnxruntime-web MultiHeadAttention (unidirectional)', 'tfjs-webgpu manual chain', 'jax-js dotProductAttention (jit, causal)', 'tfjs-webgpu matMul']),
+      expect.arrayContaining(['onnxruntime-web MultiHeadAttention (unidirectional) f32', 'tfjs-webgpu manual chain f32', 'jax-js dotProductAttention (jit, causal) f32', 'tfjs-webgpu matMul f32']),
     );
     for (const v of peers) {
       if (v.failed !== undefined) expect(v.failed).not.toMatch(/\n/);
@@ -65,6 +86,7 @@ describe('npm run bench -- --suite all --smoke', () => {
     expect(markdown).toContain(report.adapter);
     expect(markdown).toContain('![median time per variant](bench/chart.svg)');
     for (const c of report.results) expect(markdown).toContain(`### ${c.name}`);
+    if (!report.f16) expect(markdown).toContain(`skipped: ${NO_SHADER_F16}`);
     const chart = readFileSync(out.chart, 'utf8');
     expect(chart).toMatch(/^<svg /);
     expect(chart.match(/<rect /g)!.length).toBeGreaterThanOrEqual(report.results.flatMap((c) => c.variants.filter((v) => v.timing)).length);

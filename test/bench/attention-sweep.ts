@@ -68,7 +68,7 @@ async function main(): Promise<void> {
   console.log(`adapter: ${kdev.description}; subgroupMinSize ${kdev.limits.subgroupMinSize ?? 'none'}`);
   const rows: string[] = [];
   for (const [b, h, t, d] of cases) {
-    const graph = attentionGraph(b, h, t, d, true);
+    const graph = attentionGraph(b, h, t, d, 'fused');
     const node = graph.outputs[0].node;
     const hosts = inputsOf(graph);
     const feeds = new Map(graph.nodes.filter((n) => n.op === 'input').map((n) => [n, upload(kdev, hosts.get(String(n.attrs.name))!)]));

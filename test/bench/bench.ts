@@ -1,41 +1,94 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers]`.
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers] [--dtype f32,f16]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
-// then the peers (onnxruntime-web, tfjs-webgpu, jax-js) on the same adapter, each checked against
-// kiln's output. It prints each median with its spread and its ratio to kiln's, and kiln's peak GPU
-// bytes; `--json OUT` keeps every number with the date and the adapter (report.ts makes BENCHMARKS.md).
+// each kind in f32 and in f16 (f16 inputs, or autocast for the models), then the peers (onnxruntime-web,
+// tfjs-webgpu, jax-js, in f32) on the same adapter, each checked against kiln's output. It prints each
+// median with its spread, its ratio to kiln's first variant and an f16 variant's ratio to its f32
+// counterpart, and kiln's peak GPU bytes; `--json OUT` keeps every number with the date and the adapter
+// (report.ts makes BENCHMARKS.md, PyTorch's records of the same GPU call merged in). On a device without
+// shader-f16 the f16 variants are listed as skipped, saying why.
 
-import { compile } from '../../compiler/compile.ts';
+import { type CompileOptions, compile } from '../../compiler/compile.ts';
 import { tensor } from '../../compiler/frontend/create.ts';
+import type { Tensor } from '../../compiler/frontend/tensor.ts';
 import { AdamW } from '../../compiler/optim.ts';
-import { type StepResult, compileTrainStep } from '../../compiler/train-step.ts';
+import { type StepResult, type TrainStepOptions, compileTrainStep } from '../../compiler/train-step.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
-import { Graph } from '../../ir/graph.ts';
+import type { Graph } from '../../ir/graph.ts';
 import { numel } from '../../ir/types.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
 import { type KilnDevice, getDevice, releaseDevice } from '../../runtime/webgpu/index.ts';
-import { attentionGraph, graphOutput, inputsOf, matmulGraph, timeGraph, withPeakBytes } from './kiln-cases.ts';
+import {
+  ATTENTION_KINDS, type AttentionKind, type BackwardRule, attentionBackwardGraph, attentionGraph, graphOutput, inputsOf, matmulGraph, minTraffic, optimized,
+  productGraph, runVariant, timeGraph, withPeakBytes,
+} from './kiln-cases.ts';
 import { measure, measureInterleaved, setMeasureDefaults } from './measure.ts';
 import { jaxAttention } from './peers/jax.ts';
 import { ortAttention } from './peers/ort.ts';
 import { type AttentionShape, type PeerVariant, sharePeersKilnGpu, timePeer, unsharePeersKilnGpu } from './peers/peer.ts';
 import { tfjsAttention, tfjsMatmul } from './peers/tfjs.ts';
-import { type BenchReport, type CaseResult, type VariantResult, flagValue, formatCase, formatRate, oneLine } from './results.ts';
+import {
+  BENCH_DTYPES, type BenchDtype, type BenchReport, type CaseResult, type VariantResult, flagValue, formatBandwidth, formatCase, formatRate, oneLine,
+} from './results.ts';
 
 export type { BenchReport, CaseResult, VariantResult } from './results.ts';
 
-type Suite = (kdev: KilnDevice, smoke: boolean) => Promise<CaseResult[]>;
+interface SuiteOptions {
+  readonly smoke: boolean;
+  /** The dtypes kiln's variants run in (`--dtype`, default f32 and f16). */
+  readonly dtypes: readonly BenchDtype[];
+}
+type Suite = (kdev: KilnDevice, opts: SuiteOptions) => Promise<CaseResult[]>;
 
 const ATTENTION_PEERS: PeerVariant<AttentionShape>[] = [ortAttention, tfjsAttention, jaxAttention];
 const MATMUL_PEERS: PeerVariant<number>[] = [tfjsMatmul];
 const ALL_PEERS = [...ATTENTION_PEERS, ...MATMUL_PEERS];
+
+/** f16's unit roundoff 2^-11: the largest relative error of rounding a value to f16. */
+const U16 = 2 ** -11;
+
+/** What an f16 model variant says where compile()/compileTrainStep() made no f16 node of `autocast: 'f16'` (the option is not in this build). */
+export const AUTOCAST_UNAVAILABLE = "not available: autocast: 'f16' made no f16 node (no autocast in this build)";
 
 /** The float inputs of a kiln graph by name, as the peers take them. */
 function floatInputs(graph: Graph): Map<string, Float32Array> {
   return new Map([...inputsOf(graph)].filter(([, t]) => t.type.dtype === 'f32').map(([name, t]) => [name, t.data as Float32Array]));
 }
 
-const attention = (peers: boolean): Suite => async (kdev, smoke) => {
+function maxAbs(x: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]));
+  return m;
+}
+
+/** max |got - ref| (NaN and inf count as infinite), over `scale`: the normwise difference of an f16 output from its f32 counterpart's. */
+function relativeDiff(got: ArrayLike<number>, ref: ArrayLike<number>, scale: number): number {
+  if (got.length !== ref.length) return Infinity;
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    const diff = Math.abs(got[i] - ref[i]);
+    if (!(diff <= worst)) worst = Number.isFinite(diff) ? diff : Infinity; // NaN counts as the worst
+  }
+  return worst / (scale || 1);
+}
+
+/**
+ * The check of an f16 output against the same kind's f32 output (same inputs, same process): `max |diff| vs f32 r of what`,
+ * `WRONG: ...` past `tolerance` (relative to the same scale) when there is one.
+ */
+function checkF16(got: ArrayLike<number>, ref: ArrayLike<number>, scale: number, what: string, tolerance?: number): string {
+  const r = relativeDiff(got, ref, scale);
+  const text = `max |diff| vs f32 ${r.toExponential(1)} of ${what}${tolerance === undefined ? '' : ` (tolerance ${tolerance.toExponential(1)})`}`;
+  return tolerance === undefined ? (Number.isFinite(r) ? text : `WRONG: ${text}`) : r <= tolerance ? text : `WRONG: ${text}`;
+}
+
+/** Outputs larger than this (elements) are not read back for the f16 check (GPT-2's q @ k^T would be 1.2 GB of host arrays). */
+const CHECK_LIMIT = 2 ** 26;
+
+const ATTENTION_NAMES: Record<AttentionKind, string> = { fused: 'kiln fused', masked: 'kiln fused masked', unfused: 'kiln unfused' };
+const BACKWARD_NAMES: Record<BackwardRule, string> = { flash: 'kiln flash backward', composed: 'kiln composed backward' };
+
+const attention = (peers: boolean): Suite => async (kdev, { smoke, dtypes }) => {
   // Smoke keeps T < 32: onnxruntime-web's flash kernel is wrong there on SwiftShader's 4-wide subgroups.
   // GPT-2 124M's attention, shakespeare-char's, and a D = 128 head (LLaMA-style) at GPT-2's length.
   const shapes = smoke ? [[1, 2, 16, 8]] : [[12, 12, 1024, 64], [64, 6, 256, 64], [12, 12, 1024, 128]];
@@ -43,12 +96,33 @@ const attention = (peers: boolean): Suite => async (kdev, smoke) => {
   for (const [b, h, t, d] of shapes) {
     const usefulFlops = 2 * b * h * t * t * d; // q@k^T and p@v over the causal half
     const variants: VariantResult[] = [];
-    for (const fused of [true, false]) {
-      const r = await timeGraph(kdev, attentionGraph(b, h, t, d, fused));
-      variants.push({ name: fused ? 'kiln fused' : 'kiln unfused', timing: r.timing, rate: formatRate(usefulFlops, r.timing.medianMs), kernels: r.kernels, peakBytes: r.peakBytes });
+    const f32Out = new Map<AttentionKind, Float32Array>();
+    for (const dtype of dtypes) {
+      for (const kind of ATTENTION_KINDS) {
+        const name = `${ATTENTION_NAMES[kind]} ${dtype}`;
+        const graph = attentionGraph(b, h, t, d, kind, dtype);
+        variants.push(await runVariant(kdev, name, dtype, async () => {
+          const r = await timeGraph(kdev, graph, { output: true });
+          const rate = formatRate(usefulFlops, r.timing.medianMs);
+          const bandwidth = formatBandwidth(minTraffic(graph), r.timing.medianMs);
+          if (dtype === 'f32') f32Out.set(kind, r.output!);
+          const ref = f32Out.get(kind);
+          let check: string | undefined;
+          if (dtype === 'f16' && ref) {
+            // y = sum_j p_j v_j with sum_j p_j = 1. f16 rounds q and k (scaled by sqrt(scale), "pre_qk") or the
+            // scores q k^T and their scaling (the unfused chain): each score moves by at most 3u S, S = D max|q|
+            // max|k| scale the largest |score|; a softmax weight then moves by at most twice that, relatively
+            // (6u S), and so y by 6u S max|v|; storing p and y in f16 adds u max|v| each: (6S + 2) u max|v|.
+            const hosts = inputsOf(graph);
+            const [mq, mk, mv] = ['q', 'k', 'v'].map((x) => maxAbs(hosts.get(x)!.data));
+            check = checkF16(r.output!, ref, mv, 'max |v|', (6 * d * mq * mk / Math.sqrt(d) + 2) * U16);
+          }
+          return { timing: r.timing, rate, bandwidth, kernels: r.kernels, peakBytes: r.peakBytes, ...(check ? { check } : {}) };
+        }, `${ATTENTION_NAMES[kind]} f32`));
+      }
     }
     if (peers) {
-      const graph = attentionGraph(b, h, t, d, true);
+      const graph = attentionGraph(b, h, t, d, 'fused');
       const [inputs, reference] = [floatInputs(graph), await graphOutput(kdev, graph)];
       for (const peer of ATTENTION_PEERS) {
         const v = await timePeer(peer, { b, h, t, d }, inputs, reference, { smoke });
@@ -56,70 +130,138 @@ const attention = (peers: boolean): Suite => async (kdev, smoke) => {
       }
     }
     out.push({ suite: 'attention', name: `causal attention B${b} H${h} T${t} D${d}`, variants });
+    out.push(await attentionBackward(kdev, b, h, t, d, dtypes));
   }
   return out;
 };
 
-const matmul: Suite = async (kdev, smoke) => {
+/**
+ * Causal attention's forward and backward (dq, dk, dv from the output's gradient), through kiln's passes
+ * as a compiled training step's would be: the flash backward kernels against the composed chain, each in
+ * f32 and f16. The forward is included (the backward reads its output). test/bench/attention-backward.ts
+ * times the same graphs from the command line, kernel by kernel with --sweep.
+ */
+async function attentionBackward(kdev: KilnDevice, b: number, h: number, t: number, d: number, dtypes: readonly BenchDtype[]): Promise<CaseResult> {
+  // Useful FLOPs: the forward's two products and the backward's four (dV = P^T dO, dP = dO V^T, dQ = dS K,
+  // dK = dS^T Q), each 2 B H T T D over the causal half.
+  const usefulFlops = 6 * b * h * t * t * d;
+  const variants: VariantResult[] = [];
+  const f32Out = new Map<BackwardRule, Float32Array>();
+  for (const dtype of dtypes) {
+    for (const rule of ['flash', 'composed'] as const) {
+      variants.push(await runVariant(kdev, `${BACKWARD_NAMES[rule]} ${dtype}`, dtype, async () => {
+        const graph = optimized(attentionBackwardGraph(b, h, t, d, rule, dtype));
+        const big = b * h * t * d > CHECK_LIMIT;
+        const r = await timeGraph(kdev, graph, { output: !big });
+        if (dtype === 'f32' && r.output) f32Out.set(rule, r.output);
+        const ref = f32Out.get(rule);
+        // dq's difference from f32's, reported without a verdict: the composed chain's dS = P (dP - delta)
+        // cancels, so no bound follows from f16's u alone. A NaN or inf still reads WRONG.
+        const check = dtype === 'f16' && ref && r.output ? checkF16(r.output, ref, maxAbs(ref), 'max |dq|') : undefined;
+        return { timing: r.timing, rate: formatRate(usefulFlops, r.timing.medianMs), kernels: r.kernels, peakBytes: r.peakBytes, ...(check ? { check } : {}) };
+      }, `${BACKWARD_NAMES[rule]} f32`));
+    }
+  }
+  return { suite: 'attention', name: `causal attention backward B${b} H${h} T${t} D${d} (forward included)`, variants };
+}
+
+const matmul: Suite = async (kdev, { smoke, dtypes }) => {
   // [name, a's shape, b's shape, b transposed]: square products, then the shapes GPT-2 (B12 T1024) multiplies.
   const cases: [string, number[], number[], boolean][] = smoke
-    ? [['matmul 64^3 f32', [64, 64], [64, 64], false], ['x @ W^T [2,24,64] x [48,64]', [2, 24, 64], [48, 64], true]]
+    ? [['matmul 64^3', [64, 64], [64, 64], false], ['x @ W^T [2,24,64] x [48,64]', [2, 24, 64], [48, 64], true]]
     : [
-        ['matmul 4096^3 f32', [4096, 4096], [4096, 4096], false],
-        ['x @ W^T 4096^3 f32 (nn.Linear)', [4096, 4096], [4096, 4096], true],
+        ['matmul 4096^3', [4096, 4096], [4096, 4096], false],
+        ['x @ W^T 4096^3 (nn.Linear)', [4096, 4096], [4096, 4096], true],
         ['GPT-2 MLP x @ W^T [12,1024,768] x [3072,768]', [12, 1024, 768], [3072, 768], true],
         ['GPT-2 MLP x @ W^T [12,1024,3072] x [768,3072]', [12, 1024, 3072], [768, 3072], true],
         ['GPT-2 attention q @ k^T [144,1024,64] x [144,1024,64]', [144, 1024, 64], [144, 1024, 64], true],
       ];
   const out: CaseResult[] = [];
   for (const [name, aShape, bShape, transposeB] of cases) {
-    const g = new Graph();
-    const a = g.add('input', [], { name: 'a', dtype: 'f32', shape: aShape });
-    const b = g.add('input', [], { name: 'b', dtype: 'f32', shape: bShape });
-    const c = g.add('matmul', [a, b], { transposeA: false, transposeB });
-    g.setOutputs([{ name: 'c', node: c }]);
-    const r = await timeGraph(kdev, g);
-    const flops = 2 * numel(c.type.shape) * aShape[aShape.length - 1];
-    out.push({ suite: 'matmul', name, variants: [{ name: 'kiln', timing: r.timing, rate: formatRate(flops, r.timing.medianMs), peakBytes: r.peakBytes }] });
+    const variants: VariantResult[] = [];
+    let f32Out: Float32Array | undefined;
+    for (const dtype of dtypes) {
+      const g = productGraph(aShape, bShape, transposeB, dtype);
+      const c = g.outputs[0].node;
+      const flops = 2 * numel(c.type.shape) * aShape[aShape.length - 1];
+      variants.push(await runVariant(kdev, `kiln ${dtype}`, dtype, async () => {
+        const r = await timeGraph(kdev, g, { output: numel(c.type.shape) <= CHECK_LIMIT });
+        if (dtype === 'f32') f32Out = r.output;
+        // Same f16 inputs; both accumulate in f32, f16 rounds once when it stores: u max|c|, and u more for
+        // the two kernels' different f32 summation orders (about sqrt(K) 2^-24 of the terms' size, far below u).
+        const check = dtype === 'f16' && f32Out && r.output ? checkF16(r.output, f32Out, maxAbs(f32Out), 'max |c|', 2 * U16) : undefined;
+        return {
+          timing: r.timing, rate: formatRate(flops, r.timing.medianMs), bandwidth: formatBandwidth(minTraffic(g), r.timing.medianMs), peakBytes: r.peakBytes,
+          ...(check ? { check } : {}),
+        };
+      }, 'kiln f32'));
+    }
+    out.push({ suite: 'matmul', name, variants });
   }
   return out;
 };
 
-const nanogpt: Suite = async (kdev, smoke) => {
+/** Whether a compiled graph computes anything in f16: how an autocast variant tells that the option did something. */
+function hasF16(graph: Graph | undefined): boolean {
+  return graph?.nodes.some((n) => n.type.dtype === 'f16') ?? false;
+}
+
+type CompileWithAutocast = CompileOptions & { autocast?: 'f16' };
+type TrainWithAutocast = TrainStepOptions & { autocast?: 'f16' };
+
+/** How an f16 model variant makes its model f16: torch.autocast's mixed precision, or model.half() (pure f16 inference). */
+type F16Mode = 'autocast' | 'half';
+
+const nanogpt: Suite = async (kdev, { smoke, dtypes }) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
     ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 1, 8]]
     : [
         ['GPT-2 124M', {}, 12, 1024],
         ['shakespeare-char', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65 }, 64, 256],
       ];
+  const kinds = [['compiled manual, fused', false, true], ['compiled sdpa, fused', true, true], ['compiled manual, unfused', false, false]] as const;
+  // f32, then each kind under autocast f16, then the manual model made f16 by model.half().
+  const runs: [string, (typeof kinds)[number], BenchDtype, F16Mode?][] = [
+    ...(dtypes.includes('f32') ? kinds.map((k) => [`${k[0]} f32`, k, 'f32'] as [string, (typeof kinds)[number], BenchDtype]) : []),
+    ...(dtypes.includes('f16')
+      ? [...kinds.map((k) => [`${k[0]}, autocast f16`, k, 'f16', 'autocast'] as [string, (typeof kinds)[number], BenchDtype, F16Mode]),
+        [`${kinds[0][0]}, model.half() f16`, kinds[0], 'f16', 'half'] as [string, (typeof kinds)[number], BenchDtype, F16Mode]]
+      : []),
+  ];
   const out: CaseResult[] = [];
   for (const [label, config, B, T] of configs) {
     const variants: VariantResult[] = [];
-    for (const [name, flash, fused] of [['compiled manual, fused', false, true], ['compiled sdpa, fused', true, true], ['compiled manual, unfused', false, false]] as const) {
-      manualSeed(1);
-      const model = createModel({ ...config, flash, dropout: 0 }).eval();
-      const vocab = model.config.vocab_size;
-      const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
-      // Peak bytes: the weights (uploaded on the first call) and the executor's buffers for every intermediate.
-      const { timing, peakBytes } = await withPeakBytes(async () => {
-        const forward = compile(model, { backend: 'webgpu', passes: { fuse_attention: fused } });
-        // Inference forward (no targets): logits for the last position only, as nanoGPT's generate; with targets,
-        // GPT-2's [12,1024,50304] logits are 2.3 GiB, past WebGPU's 2 GiB binding limit.
-        return { timing: await measure(() => forward(idx), () => kdev.device.queue.onSubmittedWorkDone()) };
-      });
-      variants.push({ name, timing, peakBytes });
+    const f32Logits = new Map<string, ArrayLike<number>>();
+    for (const [name, [kind, flash, fused], dtype, mode] of runs) {
+      variants.push(await runVariant(kdev, name, dtype, async () => {
+        manualSeed(1);
+        const model = createModel({ ...config, flash, dropout: 0 }).eval();
+        if (mode === 'half') model.half();
+        const vocab = model.config.vocab_size;
+        const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
+        const options: CompileWithAutocast = { backend: 'webgpu', passes: { fuse_attention: fused }, ...(mode === 'autocast' ? { autocast: 'f16' as const } : {}) };
+        // Peak bytes: the weights (uploaded on the first call) and the executor's buffers for every intermediate.
+        const forward = compile(model, options);
+        const { timing, peakBytes, logits } = await withPeakBytes(async () => {
+          // Inference forward (no targets): logits for the last position only, as nanoGPT's generate; with targets,
+          // GPT-2's [12,1024,50304] logits are 2.3 GiB, past WebGPU's 2 GiB binding limit.
+          const first = await forward(idx);
+          if (mode === 'autocast' && !hasF16(forward.last?.passes.graph)) return { logits: undefined, timing: undefined };
+          return { logits: await (first.logits as Tensor).data(), timing: await measure(() => forward(idx), () => kdev.device.queue.onSubmittedWorkDone()) };
+        });
+        if (!timing) return { skipped: AUTOCAST_UNAVAILABLE };
+        if (dtype === 'f32') f32Logits.set(kind, logits!);
+        const ref = f32Logits.get(kind);
+        // The logits' difference from f32's, reported without a verdict (the issue's autocast tests hold the bound against f64).
+        const check = dtype === 'f16' && ref ? checkF16(logits!, ref, maxAbs(ref), 'max |logit|') : undefined;
+        return { timing, peakBytes, ...(check ? { check } : {}) };
+      }, `${kind} f32`));
     }
     out.push({ suite: 'nanogpt', name: `nanoGPT ${label} forward B${B} T${T}`, variants });
   }
   return out;
 };
 
-/**
- * Time per training batch: forward, backward, clipping and AdamW as one compiled step
- * (compiler/train-step.ts), the parameters staying on the GPU. Dropout 0, and shakespeare-char also with its config's
- * 0.2 (a fresh mask each step, as training draws them). GPT-2 runs at
- * B8: at B12 its [12,1024,50304] logits (and their gradient) are 2.3 GiB, past WebGPU's 2 GiB binding limit.
- */
 /** One more step, its loss read: a finite number, so the timed steps trained. Returns `peakBytes` for chaining. */
 async function finiteLoss(step: () => Promise<StepResult>, peakBytes: number): Promise<number> {
   const loss = await (await step()).loss.item();
@@ -127,10 +269,17 @@ async function finiteLoss(step: () => Promise<StepResult>, peakBytes: number): P
   return peakBytes;
 }
 
-/** `--train-small`: the train suite without GPT-2 (its four compilations take most of the suite's time). */
+/** `--train-small`: the train suite without GPT-2 (its compilations take most of the suite's time). */
 let skipGpt2 = false;
 
-const train: Suite = async (kdev, smoke) => {
+/**
+ * Time per training batch: forward, backward, clipping and AdamW as one compiled step
+ * (compiler/train-step.ts), the parameters staying on the GPU; f16 variants under autocast with dynamic
+ * loss scaling, f32 master weights (compileTrainStep's `autocast: 'f16'`). Dropout 0, and shakespeare-char
+ * also with its config's 0.2 (a fresh mask each step, as training draws them). GPT-2 runs at B8: at B12 its
+ * [12,1024,50304] logits (and their gradient) are 2.3 GiB, past WebGPU's 2 GiB binding limit.
+ */
+const train: Suite = async (kdev, { smoke, dtypes }) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
     ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16, vocab_size: 11 }, 2, 8]]
     : [
@@ -145,57 +294,72 @@ const train: Suite = async (kdev, smoke) => {
     // GPT-2's variants do not fit the GPU together: they run one after another. The smaller ones are
     // built first and timed in interleaved rounds, so drift of the machine falls on all alike.
     const together = label !== 'GPT-2 124M';
-    const built: { name: string; step: () => Promise<StepResult>; peakBytes: number }[] = [];
+    const built: { name: string; step: () => Promise<StepResult>; peakBytes: number; head: VariantResult }[] = [];
     const variants: VariantResult[] = [];
-    for (const [name, flash, fused] of kinds) {
-      try {
-        manualSeed(1);
-        const model = createModel({ dropout: 0, ...config, flash });
-        const vocab = model.config.vocab_size;
-        const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
-        const targets = tensor(Array.from({ length: B * T }, (_, i) => (i * 104729 + 3) % vocab), [B, T], 'i32');
-        const optimizer = new AdamW(model, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0.1 });
-        const compiled = compileTrainStep(model, optimizer, { backend: 'webgpu', gradClip: 1, passes: { fuse_attention: fused } });
-        const step = () => compiled(idx, targets);
-        const { peakBytes } = await withPeakBytes(async () => ({ warm: await (await step()).loss.item() }));
-        if (together) {
-          built.push({ name: `train step ${name}`, step, peakBytes });
-          continue;
-        }
-        const timing = await measure(step, () => kdev.device.queue.onSubmittedWorkDone(), { minBatches: smoke ? 3 : 5 });
-        variants.push({ name: `train step ${name}`, timing, peakBytes: await finiteLoss(step, peakBytes) });
-      } catch (e) {
-        variants.push({ name: `train step ${name}`, failed: oneLine(e) });
+    const firstLoss = new Map<string, number>();
+    for (const dtype of dtypes) {
+      for (const [kind, flash, fused] of kinds) {
+        const name = `train step ${kind} ${dtype}`;
+        const f32Name = `train step ${kind} f32`;
+        let step: (() => Promise<StepResult>) | undefined;
+        let warm = { loss: NaN, peakBytes: 0 };
+        const v = await runVariant(kdev, name, dtype, async () => {
+          manualSeed(1);
+          const model = createModel({ dropout: 0, ...config, flash });
+          const vocab = model.config.vocab_size;
+          const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
+          const targets = tensor(Array.from({ length: B * T }, (_, i) => (i * 104729 + 3) % vocab), [B, T], 'i32');
+          const optimizer = new AdamW(model, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0.1 });
+          const options: TrainWithAutocast = { backend: 'webgpu', gradClip: 1, passes: { fuse_attention: fused }, ...(dtype === 'f16' ? { autocast: 'f16' as const } : {}) };
+          const compiled = compileTrainStep(model, optimizer, options);
+          const s = () => compiled(idx, targets);
+          const { peakBytes, loss } = await withPeakBytes(async () => ({ loss: await (await s()).loss.item() }));
+          if (dtype === 'f16' && !hasF16(compiled.last?.step.graph)) return { skipped: AUTOCAST_UNAVAILABLE };
+          if (dtype === 'f32') firstLoss.set(kind, loss);
+          const ref = firstLoss.get(kind);
+          // The first step's loss (same initial weights and batch) against f32's, reported without a verdict.
+          const check = dtype === 'f16' && ref !== undefined ? checkF16([loss], [ref], Math.abs(ref), 'the first loss') : undefined;
+          warm = { loss, peakBytes };
+          step = s;
+          if (together) return { peakBytes, ...(check ? { check } : {}) }; // timed below, with the others
+          const timing = await measure(s, () => kdev.device.queue.onSubmittedWorkDone(), { minBatches: smoke ? 3 : 5 });
+          return { timing, peakBytes: await finiteLoss(s, peakBytes), ...(check ? { check } : {}) };
+        }, f32Name);
+        if (together && step && !v.failed && !v.skipped) built.push({ name, step, peakBytes: warm.peakBytes, head: v });
+        else variants.push(v);
       }
     }
     if (built.length > 0) {
-      const timings = await measureInterleaved(built.map((b) => b.step), () => kdev.device.queue.onSubmittedWorkDone(), { minBatches: smoke ? 3 : 7, budgetMs: smoke ? 40 : 8000 });
+      const timings = await measureInterleaved(built.map((b) => b.step), () => kdev.device.queue.onSubmittedWorkDone(), { minBatches: smoke ? 3 : 7, budgetMs: smoke ? 40 : 2000 * built.length });
       for (const [i, b] of built.entries()) {
         try {
-          variants.push({ name: b.name, timing: timings[i], peakBytes: await finiteLoss(b.step, b.peakBytes) });
+          variants.push({ ...b.head, timing: timings[i], peakBytes: await finiteLoss(b.step, b.peakBytes) });
         } catch (e) {
-          variants.push({ name: b.name, failed: oneLine(e) });
+          variants.push({ ...b.head, failed: oneLine(e) });
         }
       }
     }
+    // kiln's order (f32 kinds, then f16), whichever were timed together.
+    const order = dtypes.flatMap((dtype) => kinds.map(([kind]) => `train step ${kind} ${dtype}`));
+    variants.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
     out.push({ suite: 'train', name: `nanoGPT ${label} training step B${B} T${T}`, variants });
   }
   return out;
 };
 
 /**
- * The matmul suite times kiln's variants; tfjs's matMul joins each of its cases (named `matmul N^3 ...`),
- * fed the same inputs as kiln's matmul graph and checked against its output.
+ * The matmul suite times kiln's variants; tfjs's matMul (f32) joins each of its cases (named `matmul N^3`),
+ * fed the same inputs as kiln's f32 matmul graph and checked against its output.
  */
-const withMatmulPeers = (suite: Suite): Suite => async (kdev, smoke) => {
-  const cases = await suite(kdev, smoke);
+const withMatmulPeers = (suite: Suite): Suite => async (kdev, opts) => {
+  const cases = await suite(kdev, opts);
   for (const c of cases) {
     const n = Number(/^matmul (\d+)\^3/.exec(c.name)?.[1]);
     if (!n) continue;
     const graph = matmulGraph(n, n, n);
     const [inputs, reference] = [floatInputs(graph), await graphOutput(kdev, graph)];
     for (const peer of MATMUL_PEERS) {
-      const v = await timePeer(peer, n, inputs, reference, { smoke });
+      const v = await timePeer(peer, n, inputs, reference, { smoke: opts.smoke });
       c.variants.push(v.timing ? { ...v, rate: formatRate(2 * n ** 3, v.timing.medianMs) } : v);
     }
   }
@@ -212,6 +376,8 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const smoke = argv.includes('--smoke');
   const peers = !argv.includes('--no-peers');
   skipGpt2 = argv.includes('--train-small');
+  const dtypes = (flagValue(argv, 'dtype') ?? BENCH_DTYPES.join(',')).split(',') as BenchDtype[];
+  for (const d of dtypes) if (!BENCH_DTYPES.includes(d)) throw new Error(`unknown dtype ${d}; dtypes: ${BENCH_DTYPES.join(', ')}`);
   const available = suites(peers);
   const names = suite === 'all' ? Object.keys(available) : suite.split(',');
   for (const n of names) if (!available[n]) throw new Error(`unknown suite ${n}; suites: ${Object.keys(available).join(', ')}, all`);
@@ -221,11 +387,11 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const results: CaseResult[] = [];
   try {
     if (peers) await sharePeersKilnGpu();
-    console.log(`adapter: ${kdev.description}${smoke ? '  (smoke sizes: the times say nothing about speed)' : ''}`);
+    console.log(`adapter: ${kdev.description}${kdev.f16 ? '' : ' (no shader-f16: f16 variants skipped)'}${smoke ? '  (smoke sizes: the times say nothing about speed)' : ''}`);
     for (const n of names) {
       let cases: CaseResult[];
       try {
-        cases = await available[n](kdev, smoke);
+        cases = await available[n](kdev, { smoke, dtypes });
       } catch (e) {
         // A suite that dies (a kiln error, a lost device) still leaves the others' numbers and the JSON.
         cases = [{ suite: n, name: `${n} suite`, variants: [{ name: 'kiln', failed: oneLine(e) }] }];
@@ -241,7 +407,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
     await releaseDevice();
   }
   const versions = [...new Set(ALL_PEERS.map((p) => p.version()).filter((v): v is string => v !== undefined))];
-  const report: BenchReport = { date: new Date().toISOString(), adapter: kdev.description, smoke, node: process.version, peers: versions, results };
+  const report: BenchReport = { date: new Date().toISOString(), adapter: kdev.description, f16: kdev.f16, smoke, node: process.version, peers: versions, results };
   const json = flagValue(argv, 'json');
   if (json) {
     await writeFileAtomic(json, JSON.stringify(report, null, 2) + '\n');

@@ -113,7 +113,10 @@ export function compareWithKiln(out: Float32Array, reference: Float32Array): str
   return worst <= TOLERANCE ? text : `WRONG: ${text}`;
 }
 
-/** Times one peer variant on one case; whatever goes wrong becomes `failed: <one line>`. */
+/**
+ * Times one peer variant on one case; whatever goes wrong becomes `failed: <one line>`. The peers run in
+ * f32 (kiln's f32 inputs and output), so their rows are named and marked f32.
+ */
 export async function timePeer<Shape>(
   peer: PeerVariant<Shape>,
   shape: Shape,
@@ -126,9 +129,9 @@ export async function timePeer<Shape>(
     const ready = (prepared = await peer.prepare(shape, inputs, settings));
     const check = compareWithKiln(await ready.read(), reference);
     const timing = await measure(() => ready.run(), () => ready.done());
-    return { name: peer.name, peer: true, timing, check };
+    return { name: `${peer.name} f32`, peer: true, dtype: 'f32', timing, check };
   } catch (e) {
-    return { name: peer.name, peer: true, failed: oneLine(e) };
+    return { name: `${peer.name} f32`, peer: true, dtype: 'f32', failed: oneLine(e) };
   } finally {
     try {
       await prepared?.dispose();
