@@ -6,6 +6,7 @@
 #   ort-wasm-simd-threaded.asyncify.mjs   the glue that ort.webgpu.mjs imports
 #   ort-wasm-simd-threaded.asyncify.wasm  brotli-compressed as .wasm.br (27 MiB -> 5 MiB, to stay under the
 #                                          64 MiB carry limit); the peer decompresses it in memory
+#   torch_cases.py                         PyTorch on kiln's cases that the shared torch_anchor.py lacks (f16 too)
 # Then on the device: bash .device/run.sh .device/bench.mjs --suite all --json $OUT/bench.json
 # or train: bash .device/run.sh .device/train.mjs --data examples/nanogpt/data/tinyshakespeare.txt --out_dir $OUT/run
 set -euo pipefail
@@ -13,6 +14,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 shared=${KILN_SHARED:-$root/../shared}
 cd "$root"
 bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts test/bench/train-profile.ts
+cp test/bench/torch_cases.py .device/   # beside torch_anchor.py and nanogpt_model.py, which it imports
 
 src=node_modules/onnxruntime-web/dist
 dist=.device/node_modules/onnxruntime-web/dist
