@@ -3,7 +3,7 @@
 import './lavapipe.ts';
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { compile, interpret, tensor, useBackend } from '../index.ts';
+import { autocast, compile, interpret, noGrad, tensor, useBackend } from '../index.ts';
 import type { Tensor } from '../index.ts';
 import { leafFeeder, stateTensors } from '../compiler/leaves.ts';
 import { roundF16 } from '../ir/f16.ts';
@@ -68,4 +68,22 @@ describe.skipIf(!HAS_LAVAPIPE)('nanoGPT under autocast f16 on lavapipe', async (
       expect(lossF64).toBeLessThanOrEqual(TOL_F64);
     });
   }
+
+  it("eager autocast('f16', forward) on lavapipe: the manual chain op by op, within 35 u of the f64 reference", async () => {
+    const model = await fixtureModel({ flash: false });
+    const plain = await compile(model, { backend: 'cpu' }).lower(idx, targets);
+    const leaf = leafFeeder(plain.passes.graph, stateTensors(model), plain.trace.argNames, [idx, targets]);
+    const ref = interpret(plain.passes.graph, (n) => leaf(n).readHost()!, 'f64');
+    await useBackend('webgpu');
+    try {
+      const { logits } = noGrad(() => autocast('f16', () => model.forward(idx, targets)));
+      expect(logits.dtype).toBe('f16');
+      // Eager runs the unfused chain (no attention fusion): the 35 roundings of the unfused case above.
+      const err = relError(await logits.data(), ref.get('logits')!.data);
+      console.log(`eager: logits vs f64 ${err.toExponential(2)} (tol ${(35 * U).toExponential(2)})`);
+      expect(err).toBeLessThanOrEqual(35 * U);
+    } finally {
+      await useBackend('cpu');
+    }
+  });
 });
