@@ -11,7 +11,8 @@
 // kernel). The front end's eager autocast (compiler/frontend/autocast.ts) asks the same lists.
 
 import { DTYPE_INFO, type DType } from '../ir/dtypes.ts';
-import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
+import { KilnError } from '../ir/errors.ts';
+import { type Attrs, type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
 import { type OperandType, getOp } from '../ir/registry.ts';
 import type { Decision, Pass } from './manager.ts';
 
@@ -41,17 +42,18 @@ export interface AutocastPlan {
 const isFloat = (t: OperandType): t is Exclude<OperandType, number> => typeof t !== 'number' && DTYPE_INFO[t.dtype].isFloat;
 
 /** Whether the op's type rule takes these operands as they are (attention takes an f32 mask beside f16 q, k, v). */
-function takes(op: string, operands: readonly OperandType[], attrs: Node['attrs']): boolean {
+function takes(op: string, operands: readonly OperandType[], attrs: Attrs): boolean {
   try {
     getOp(op).infer(operands, attrs);
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if (e instanceof KilnError) return false;
+    throw e;
   }
 }
 
 /** What autocast to `dtype` does to one op with these operand types: the same answer for the graph pass and eager mode. */
-export function autocastPlan(op: string, operands: readonly OperandType[], attrs: Node['attrs'], dtype: AutocastDType): AutocastPlan {
+export function autocastPlan(op: string, operands: readonly OperandType[], attrs: Attrs, dtype: AutocastDType): AutocastPlan {
   const f16Count = AUTOCAST_F16_OPS[op];
   if (f16Count !== undefined) return { rule: 'f16', targets: operands.map((t, i) => (i < f16Count && isFloat(t) ? dtype : undefined)) };
   if (AUTOCAST_F32_OPS.has(op)) return { rule: 'f32', targets: operands.map((t) => (isFloat(t) ? 'f32' : undefined)) };
@@ -111,7 +113,7 @@ export function autocastGraph(graph: Graph, dtype: AutocastDType, decisions?: De
  * PyTorch's flash kernels do): the scores then stay within f16's range where the unscaled q k^T
  * would overflow 65504. A negative scale (no square root) stays "post".
  */
-function overflowSafe(attrs: Node['attrs']): Node['attrs'] {
+function overflowSafe(attrs: Attrs): Attrs {
   if (attrs.scaling === 'pre_qk' || typeof attrs.scale !== 'number' || attrs.scale < 0) return attrs;
   return { ...attrs, scaling: 'pre_qk' };
 }

@@ -7,6 +7,7 @@
 // compiles with autocast (compile.ts reads autocastState() at each call: part of its guard).
 
 import { KilnError, type SourceLoc } from '../../ir/errors.ts';
+import type { DType } from '../../ir/dtypes.ts';
 import type { Attrs } from '../../ir/graph.ts';
 import { type AutocastDType, autocastPlan } from '../../passes/autocast.ts';
 import type { Tensor } from './tensor.ts';
@@ -16,7 +17,7 @@ let active: AutocastDType | null = null;
 /** Open regions, enabled or not: the cast cache lives until the outermost one ends. */
 let depth = 0;
 /** Casts of weights (leaves that require grad) made in the open region, by tensor and dtype, with the version they were made at. */
-const leafCasts = new Map<Tensor, Map<string, { version: number; cast: Tensor }>>();
+const leafCasts = new Map<Tensor, Map<DType, { version: number; cast: Tensor }>>();
 
 /** The autocast dtype eager ops and compiled calls use now (undefined outside autocast). */
 export function autocastState(): AutocastDType | undefined {
@@ -58,7 +59,7 @@ export function autocast<T>(dtype: AutocastDType | false, fn: () => T): T {
 }
 
 /** How dispatch runs one cast: eagerly, recorded for backward() like any op. */
-export type RunCast = (x: Tensor, dtype: string, loc: SourceLoc | undefined) => Tensor;
+export type RunCast = (x: Tensor, dtype: DType, loc: SourceLoc | undefined) => Tensor;
 
 /** An eager op's operands as autocast wants them: cast where its lists say (none outside a region). */
 export function autocastOperands<A extends Tensor | number>(op: string, inputs: readonly A[], attrs: Attrs, loc: SourceLoc | undefined, runCast: RunCast): (A | Tensor)[] {
