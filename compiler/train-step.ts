@@ -1,24 +1,33 @@
 // A compiled training step: forward, backward, gradient clipping and AdamW as one graph, run as one
 // submission. What torch.compile gives a training loop, for kiln:
 //
-//   traced forward --passes (canonical, fused)--> fused forward (attention chains -> fused_attention)
-//     --differentiate--> + backward (each op's grad rule; fused_attention's is the flash backward)
-//     --+ optimizer--> + global-norm clip + AdamW update of every parameter and moment
-//     --passes (all but attention fusion)--> lowered (elementwise chains fused) --> one Runner
+//   traced forward --passes (canonical, fused; autocast last)--> fused forward (attention chains ->
+//     fused_attention; with autocast 'f16', casts so matmul and attention run in f16)
+//     --differentiate--> + backward (each op's grad rule; fused_attention's is the flash backward; a cast's
+//     gradient casts back, so the f32 parameters get f32 gradients from an f16 backward)
+//     --+ optimizer--> + loss scaling, global-norm clip, AdamW update of every parameter and moment
+//     --passes (all but attention fusion and autocast)--> lowered (elementwise chains fused) --> one Runner
 //
-// The parameters and the optimizer's moments are leaves the step reads and outputs it writes back
-// into the same tensors (RunOptions.writeBack): on the GPU they stay on the GPU from step to step,
-// and only the loss comes back when asked for. Hyperparameters that change per step (the learning
-// rate through the step size and decay, the bias corrections) are inputs too, so one compilation
-// serves the whole run. `sync()` brings parameters and moments back to the host (checkpoints).
+// The parameters, the optimizer's moments and step count and the GradScaler's state are leaves the step
+// reads and outputs it writes back into the same tensors (RunOptions.writeBack): on the GPU they stay
+// on the GPU from step to step, and only the loss comes back when asked for. Hyperparameters that change
+// per step (the learning rate, through lr and the decay) are inputs too, so one compilation serves the
+// whole run. `sync()` brings the state back to the host (checkpoints).
 //
-// The update is PyTorch's AdamW (torch/optim/adamw.py) in f32, as optimizer.step() computes it on the host:
+// The update is PyTorch's AdamW (torch/optim/adamw.py) in f32, as optimizer.step() computes it on the
+// host, with the step count t on the device as torch's fused AdamW keeps it:
 //   p <- p * (1 - lr wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
 //   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// With a GradScaler (torch.amp.GradScaler, torch/amp/grad_scaler.py), as scaler.scale(loss).backward(),
+// scaler.unscale_(optimizer), clip_grad_norm_, scaler.step(optimizer), scaler.update() do it:
+//   the backward starts from loss * scale; the norm is the unscaled gradients' (the scaled norm / scale)
+//   and AdamW takes g * clip_coef / scale; a non-finite gradient (found_inf) leaves the parameters,
+//   moments and step count as they were, and the scale goes down by backoff_factor; growth_interval good
+//   steps in a row multiply it by growth_factor (ir/ops/optim.ts amp_update_scale).
 
 import { differentiate } from '../ir/autograd.ts';
 import { KilnError } from '../ir/errors.ts';
-import type { Graph, GraphOutput, Node } from '../ir/graph.ts';
+import { type Graph, type GraphOutput, type Node, rebuildGraph } from '../ir/graph.ts';
 import { log } from '../ir/log.ts';
 import { ADAMW_HYPERS } from '../ir/ops/optim.ts';
 import { formatType } from '../ir/types.ts';
@@ -29,7 +38,8 @@ import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
 import { BufferReader, GuardedCache, guardKey, hostCopy } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
-import type { AdamW } from './optim.ts';
+import { checkAutocastDType } from './frontend/autocast.ts';
+import { type AdamW, GradScaler } from './optim.ts';
 import { type Trace, forwardArgNames, traceModule } from './tracer.ts';
 
 export interface TrainStepOptions {
@@ -43,14 +53,29 @@ export interface TrainStepOptions {
   gradClip?: number;
   /** As compile()'s: token ids and targets checked on the GPU too (default true). */
   checkBounds?: boolean;
+  /**
+   * Mixed precision, as torch.autocast (passes/autocast.ts): 'f16' runs matmul and attention in f16 in
+   * the forward and so in the backward; the parameters (master weights), their gradients and AdamW's
+   * state stay f32.
+   */
+  autocast?: 'f16';
+  /**
+   * Dynamic loss scaling (GradScaler, torch.amp.GradScaler). With autocast 'f16' a default GradScaler()
+   * unless given, or `false` for none; without autocast none unless given (it works in f32 too).
+   */
+  scaler?: GradScaler | false;
 }
 
 /** What one step gives back: device tensors, read only when asked (`await loss.item()`). */
 export interface StepResult {
-  /** The loss before the update. */
+  /** The loss before the update (not scaled). */
   readonly loss: Tensor;
-  /** The gradients' global L2 norm before clipping. */
+  /** The gradients' global L2 norm before clipping (of the unscaled gradients). */
   readonly gradNorm: Tensor;
+  /** With a scaler: 1 when a gradient was inf or NaN and the step skipped the update, else 0 (f32[]). */
+  readonly skipped?: Tensor;
+  /** With a scaler: the loss scale after this step's update, which the next step uses (f32[]). */
+  readonly scale?: Tensor;
 }
 
 /** One compilation of the step, for one input signature. */
@@ -70,45 +95,61 @@ export type TrainStep<M extends ForwardModule> = ((...args: Parameters<M['forwar
   /** Compiles for these arguments without running. */
   lower(...args: Parameters<M['forward']>): Promise<TrainingCompilation>;
   readonly last: TrainingCompilation | undefined;
-  /** Copies parameters and optimizer moments back to the host (before stateDict(), checkpoints, optimizer.step()). */
+  /** Copies parameters, optimizer state and the scaler's state back to the host (before stateDict(), checkpoints, optimizer.step()). */
   sync(): Promise<void>;
+  /** The loss scaler the step updates, if any. */
+  readonly scaler: GradScaler | undefined;
 };
 
 const OUTPUT_LOSS = 'loss';
 const OUTPUT_NORM = 'grad_norm';
+const OUTPUT_SKIPPED = 'skipped';
+const OUTPUT_SCALE = 'scale';
 /** The output holding [p', m', v'] of one parameter. */
 const nextState = (name: string) => `next.${name}`;
 const momentInput = (name: string, which: 'exp_avg' | 'exp_avg_sq') => `optim.${name}.${which}`;
-/** A parameter group's f32[3] of this step: step size, 1 / sqrt(1 - b2^t), decay (ADAMW_HYPERS). */
+/** A parameter group's f32[2] of this step: lr, decay (ADAMW_HYPERS). */
 const hypersInput = (group: number) => `optim.hypers.${group}`;
+/** AdamW's step count (f32[]) and the output of the next, written back into it. */
+const STEP_INPUT = 'optim.step';
+const STEP_OUTPUT = 'optim.next_step';
+/** GradScaler's scale and growth tracker (f32[] each), and the output stacking their next values. */
+const SCALE_INPUT = 'amp.scale';
+const TRACKER_INPUT = 'amp.growth_tracker';
+const SCALER_OUTPUT = 'amp.next_state';
 /** Operands of one fused elementwise kernel (passes/elementwise.ts fuses up to 6). */
 const FUSED_SUM_OPERANDS = 6;
 
 /**
  * Compiles `model`'s training step with `optimizer` (an AdamW over the same model). Each call takes
  * forward()'s arguments (forward must return a 0-d `loss`, or only it), takes one AdamW step at
- * `optimizer.lr`, and returns the loss and the gradient norm as device tensors.
+ * `optimizer.lr`, and returns the loss and the gradient norm as device tensors (with a scaler, also
+ * whether the step was skipped and the scale).
  */
 export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: AdamW, options: TrainStepOptions = {}): TrainStep<M> {
   const pipeline = options.pipeline ?? DEFAULT_PIPELINE;
   checkPassOptions(pipeline, options);
   const gradClip = options.gradClip ?? 0;
   if (!(gradClip >= 0)) throw new KilnError('KILN_E011', `compileTrainStep: gradClip must be >= 0, got ${gradClip}`);
+  const autocast = options.autocast === undefined ? undefined : checkAutocastDType(options.autocast, 'compileTrainStep() option autocast');
+  // torch pairs autocast to f16 with a GradScaler: without one, gradients below f16's smallest value flush to zero.
+  const scaler = options.scaler === false ? undefined : (options.scaler ?? (autocast === 'f16' ? new GradScaler() : undefined));
   const params = optimizer.groups.flatMap((g) => g.params);
   const cache = new GuardedCache<TrainingCompilation>();
   let last: TrainingCompilation | undefined;
   const argNames = forwardArgNames(model.forward);
 
-  // Optimizer moments are fed and written back by leaf name; hyperparameters are fresh tensors per step.
-  const moments = new Map<string, Tensor>();
-  for (const [name] of params) {
-    const s = optimizer.stateOf(name);
-    moments.set(momentInput(name, 'exp_avg'), s.expAvg).set(momentInput(name, 'exp_avg_sq'), s.expAvgSq);
-  }
-  const writeBack = new Map<string, readonly Tensor[]>();
+  // Optimizer and scaler state is fed and written back by leaf name; hyperparameters are fresh tensors per step.
+  const fedState = new Map<string, Tensor>([[STEP_INPUT, optimizer.steps]]);
+  const writeBack = new Map<string, Tensor | readonly Tensor[]>([[STEP_OUTPUT, optimizer.steps]]);
   for (const [name, p] of params) {
     const s = optimizer.stateOf(name);
+    fedState.set(momentInput(name, 'exp_avg'), s.expAvg).set(momentInput(name, 'exp_avg_sq'), s.expAvgSq);
     writeBack.set(nextState(name), [p, s.expAvg, s.expAvgSq]);
+  }
+  if (scaler) {
+    fedState.set(SCALE_INPUT, scaler.scale).set(TRACKER_INPUT, scaler.growthTracker);
+    writeBack.set(SCALER_OUTPUT, [scaler.scale, scaler.growthTracker]);
   }
 
   async function lower(...args: unknown[]): Promise<TrainingCompilation> {
@@ -135,8 +176,9 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const buffers = await BufferReader.of(state, model);
     const trace = traceModule(model, args);
     const passOptions = { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value };
-    const forward = runPasses(trace.graph, pipeline.filter((p) => p.stage !== 'lowered'), passOptions);
-    const withStep = appendOptimizer(forward.graph, optimizer, gradClip);
+    // Autocast runs last in the fused stage, after attention fusion, so the backward differentiates its casts.
+    const forward = runPasses(trace.graph, pipeline.filter((p) => p.stage !== 'lowered'), { ...passOptions, autocast });
+    const withStep = appendOptimizer(forward.graph, optimizer, { gradClip, scaler });
     const step = runPasses(withStep, pipeline, { ...passOptions, passes: { ...options.passes, fuse_attention: false } });
     const signature = key.args.join(', ');
     log('graph', `training step: ${trace.graph.nodes.length} traced nodes -> ${step.graph.nodes.length} in the step`, { signature });
@@ -149,33 +191,32 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
   async function call(...args: unknown[]): Promise<StepResult> {
     const state = currentState();
     const c = await lowerFor(args, state);
-    const hypers = hyperparameters(optimizer, optimizer.stepCount + 1);
+    const hypers = hyperparameters(optimizer);
     const base = leafFeeder(c.step.graph, state, c.trace.argNames, args);
     const leaf = (node: Node): Tensor => {
       const name = String(node.attrs.name);
       if (node.op !== 'input') return base(node);
-      return moments.get(name) ?? hypers.get(name) ?? base(node);
+      return fedState.get(name) ?? hypers.get(name) ?? base(node);
     };
     const outputs = await c.run(leaf, { writeBack });
-    optimizer.stepCount++; // counted once the step is queued: a step that failed to run did not happen
-    return { loss: outputs.get(OUTPUT_LOSS)!, gradNorm: outputs.get(OUTPUT_NORM)! };
+    const result = { loss: outputs.get(OUTPUT_LOSS)!, gradNorm: outputs.get(OUTPUT_NORM)! };
+    return scaler ? { ...result, skipped: outputs.get(OUTPUT_SKIPPED)!, scale: outputs.get(OUTPUT_SCALE)! } : result;
   }
 
   async function sync(): Promise<void> {
-    const tensors = [...params.map(([, p]) => p as Tensor), ...moments.values()];
+    const tensors = [...params.map(([, p]) => p as Tensor), ...fedState.values()];
     await Promise.all(tensors.map(hostCopy));
   }
 
-  const step = Object.assign(call, { lower, sync });
+  const step = Object.assign(call, { lower, sync, scaler });
   Object.defineProperty(step, 'last', { get: () => last });
   return step as unknown as TrainStep<M>;
 }
 
-/** Step t's hyperparameter inputs (t counts from 1), one f32[3] per parameter group. */
-function hyperparameters(optimizer: AdamW, t: number): Map<string, Tensor> {
-  const [beta1, beta2] = optimizer.betas;
+/** This step's hyperparameter inputs, one f32[2] per parameter group: lr, decay (the bias corrections come from the step count on the device). */
+function hyperparameters(optimizer: AdamW): Map<string, Tensor> {
   const type = { dtype: 'f32' as const, shape: [ADAMW_HYPERS.length] };
-  const values = (weightDecay: number) => Float32Array.of(optimizer.lr / (1 - beta1 ** t), 1 / Math.sqrt(1 - beta2 ** t), 1 - optimizer.lr * weightDecay);
+  const values = (weightDecay: number) => Float32Array.of(optimizer.lr, 1 - optimizer.lr * weightDecay);
   return new Map(optimizer.groups.map((g, i) => [hypersInput(i), new Tensor(type, { host: { type, data: values(g.weightDecay) } })]));
 }
 
@@ -191,23 +232,37 @@ function lossOutput(graph: Graph): GraphOutput {
   return found;
 }
 
+/** What appendOptimizer adds besides AdamW: clip_grad_norm_'s max norm (0: none) and a loss scaler. */
+export interface StepOptions {
+  readonly gradClip: number;
+  readonly scaler?: GradScaler;
+}
+
 /**
- * The forward graph with its backward, the global-norm clip and the AdamW update appended. Outputs:
- * `loss`, `grad_norm`, and `next.<param>`: f32[3, ...] stacking the parameter's and its moments' new values.
+ * The forward graph with its backward, the global-norm clip and the AdamW update appended (and with a
+ * scaler, loss scaling). Outputs: `loss`, `grad_norm`, `next.<param>`: f32[3, ...] stacking the
+ * parameter's and its moments' new values, `optim.next_step`; with a scaler `amp.next_state` (the
+ * scale and growth tracker), `skipped` and `scale`.
  */
-export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: number): Graph {
+export function appendOptimizer(forward: Graph, optimizer: AdamW, { gradClip, scaler }: StepOptions): Graph {
   const loss = lossOutput(forward);
-  const byName = new Map(forward.nodesOf('param').map((n) => [String(n.attrs.name), n]));
+  const withLeaves = rebuildGraph(forward, () => undefined); // a copy: the forward's own graph stays as its passes left it
+  const leafInput = (g: Graph, name: string, shape: readonly number[]) => g.add('input', [], { name, dtype: 'f32', shape: [...shape] }, undefined, 'optim');
+  const byName = new Map(withLeaves.nodesOf('param').map((n) => [String(n.attrs.name), n]));
   const groups = optimizer.groups.map((g) => g.params.map(([name, p]) => {
     // A parameter forward() never read still decays: give it a leaf (its gradient is zeros).
-    const leaf = byName.get(name) ?? forward.add('param', [], { name, dtype: p.dtype, shape: [...p.shape] });
+    const leaf = byName.get(name) ?? withLeaves.add('param', [], { name, dtype: p.dtype, shape: [...p.shape] });
     return { name, leaf };
   }));
   const leaves = groups.flat();
-  const graph = differentiate(forward, loss.node, leaves.map((l) => l.leaf));
+  // scaler.scale(loss).backward(): the backward starts from loss * scale, so every gradient comes out scaled.
+  const scale = scaler ? leafInput(withLeaves, SCALE_INPUT, []) : null;
+  const seed = scale ? withLeaves.add('mul', [loss.node, scale], {}, loss.node.loc, 'optim') : loss.node;
+  const graph = differentiate(withLeaves, seed, leaves.map((l) => l.leaf));
   const gradOf = new Map(graph.outputs.filter((o) => o.name.startsWith('grad.')).map((o) => [o.name.slice('grad.'.length), o.node]));
   const add = (op: string, inputs: (Node | number)[], attrs = {}) => graph.add(op, inputs, attrs, undefined, 'optim');
-  const input = (name: string, shape: readonly number[]) => graph.add('input', [], { name, dtype: 'f32', shape: [...shape] }, undefined, 'optim');
+  const input = (name: string, shape: readonly number[]) => leafInput(graph, name, shape);
+  const scalar = (value: number) => add('full', [], { value, dtype: 'f32', shape: [] });
 
   // clip_grad_norm_: the L2 norm of all gradients together. Each tensor is summed a row at a time
   // first (one workgroup per row), then its row sums: a reduction over a whole big weight in one
@@ -227,22 +282,44 @@ export function appendOptimizer(forward: Graph, optimizer: AdamW, gradClip: numb
     for (let i = 0; i < xs.length; i += FUSED_SUM_OPERANDS) groups.push(xs.slice(i, i + FUSED_SUM_OPERANDS).reduce((a, b) => add('add', [a, b])));
     return sumAll(groups);
   };
-  const norm = add('sqrt', [sumAll(squares)]);
+  const sumOfSquares = sumAll(squares);
+  // scaler.unscale_(): torch divides each gradient by the scale and then takes the norm; the scaled norm
+  // divided by the scale is the same (exactly, for a power-of-two scale) without a pass over every gradient.
+  const invScale = scale ? add('div', [1, scale]) : null;
+  const norm = invScale ? add('mul', [add('sqrt', [sumOfSquares]), invScale]) : add('sqrt', [sumOfSquares]);
   // torch: clip_coef = max_norm / (total_norm + 1e-6), applied when below 1 (clamped to 1).
   const clipCoef = gradClip > 0 ? add('minimum', [add('div', [gradClip, add('add', [norm, 1e-6])]), 1]) : null;
+  // What AdamW multiplies each (scaled) gradient by: the clip coefficient over the scale.
+  const gradScale = invScale && clipCoef ? add('mul', [clipCoef, invScale]) : (invScale ?? clipCoef ?? scalar(1));
+  // found_inf: a gradient that is inf or NaN makes the sum of squares so. torch checks each gradient; this
+  // also counts finite gradients whose squares sum past f32's range (a scaled norm above 1.8e19, which
+  // f16 gradients of at most 65504 each do not reach) and needs no second pass over them.
+  const found = scaler ? add('found_inf', [sumOfSquares]) : scalar(0);
+  // The step count this update makes: one more, unless it is skipped (torch's fused AdamW: step += 1 - found_inf).
+  const nextStep = add('add', [input(STEP_INPUT, []), scaler ? add('sub', [1, found]) : 1]);
+  // [t, grad_scale, skip] in one tensor: one binding of every adamw_update kernel (ir/ops/optim.ts).
+  const scalars = add('concat', [nextStep, gradScale, found].map((x) => add('reshape', [x], { shape: [1] })), { dim: 0 });
 
-  const [beta1, beta2] = optimizer.betas;
   const outputs: GraphOutput[] = [
     { name: OUTPUT_LOSS, node: loss.node },
     { name: OUTPUT_NORM, node: norm },
+    { name: STEP_OUTPUT, node: nextStep },
   ];
+  if (scaler && scale) {
+    // scaler.update(): [scale', growth_tracker'], written back; the new scale also comes back on its own.
+    const { growthFactor, backoffFactor, growthInterval } = scaler;
+    const next = add('amp_update_scale', [scale, input(TRACKER_INPUT, []), found], { growth_factor: growthFactor, backoff_factor: backoffFactor, growth_interval: growthInterval });
+    const nextScale = add('reshape', [add('slice', [next], { dim: 0, start: 0, end: 1, step: 1 })], { shape: [] });
+    outputs.push({ name: SCALER_OUTPUT, node: next }, { name: OUTPUT_SKIPPED, node: found }, { name: OUTPUT_SCALE, node: nextScale });
+  }
+  const [beta1, beta2] = optimizer.betas;
   optimizer.groups.forEach((_, gi) => {
     const hypers = input(hypersInput(gi), [ADAMW_HYPERS.length]);
     for (const { name, leaf } of groups[gi]) {
       const m = input(momentInput(name, 'exp_avg'), leaf.type.shape);
       const v = input(momentInput(name, 'exp_avg_sq'), leaf.type.shape);
       // One kernel per parameter: [p', m', v'] stacked (ir/ops/optim.ts), copied back into p, m and v.
-      const update = add('adamw_update', [leaf, gradOf.get(name)!, m, v, hypers, ...(clipCoef ? [clipCoef] : [])], { beta1, beta2, eps: optimizer.eps });
+      const update = add('adamw_update', [leaf, gradOf.get(name)!, m, v, hypers, scalars], { beta1, beta2, eps: optimizer.eps });
       outputs.push({ name: nextState(name), node: update });
     }
   });
