@@ -1,9 +1,13 @@
-// Elementwise fusion: a chain of f32 elementwise ops whose intermediate values have one user each
+// Elementwise fusion: a chain of float elementwise ops whose intermediate values have one user each
 // becomes one fused_elementwise node, one kernel instead of one per op (nanoGPT: the bias add and
-// GELU of the MLP, the bias add and residual add after each projection).
+// GELU of the MLP, the bias add and residual add after each projection). Casts between floats join
+// chains too, so under autocast a matmul's f16 result is cast up, has its bias added and GELU
+// applied, and is cast down for the next matmul in one kernel: the casts stay visible in the IR
+// (in the chain's expr) but cost no kernel of their own. Inside the chain values are f32.
 
+import { DTYPE_INFO } from '../ir/dtypes.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
-import { type Expr, formatExpr, parseExpr } from '../ir/ops/fused_elementwise.ts';
+import { type Expr, exprOpOf, formatExpr, parseExpr } from '../ir/ops/fused_elementwise.ts';
 import { getOp } from '../ir/registry.ts';
 import { sameShape } from '../ir/types.ts';
 import type { Pass } from './manager.ts';
@@ -11,9 +15,13 @@ import type { Pass } from './manager.ts';
 /** A kernel binds its inputs and its output as storage buffers; WebGPU guarantees 8 a stage. */
 const MAX_FUSED_INPUTS = 6;
 
-/** f32 elementwise ops (and chains already fused) can join a chain. */
+const isFloat = (x: Operand): boolean => isNode(x) && DTYPE_INFO[x.type.dtype].isFloat;
+
+/** Float elementwise ops, casts from one float dtype to another, and chains already fused can join a chain. */
 function fusible(node: Node): boolean {
-  return node.type.dtype === 'f32' && (getOp(node.op).scalar !== undefined || node.op === 'fused_elementwise');
+  if (!isFloat(node)) return false;
+  if (node.op === 'cast') return isFloat(node.inputs[0]);
+  return getOp(node.op).scalar !== undefined || node.op === 'fused_elementwise';
 }
 
 /** The chain rooted at `root` as an expression over its leaf operands (`$i` is leaves[i]). */
@@ -25,7 +33,7 @@ function chainOf(root: Node, absorbed: Set<Node>): { expr: Expr; leaves: Node[] 
   };
   const build = (n: Node): Expr => {
     const args = n.inputs.map((x: Operand): Expr => (isNode(x) ? (absorbed.has(x) ? build(x) : leaf(x)) : { literal: x }));
-    if (n.op !== 'fused_elementwise') return { op: n.op, args };
+    if (n.op !== 'fused_elementwise') return { op: exprOpOf(n), args };
     // Splice an already fused chain: its $i stand for its own operands.
     const substitute = (e: Expr): Expr => ('operand' in e ? args[e.operand] : 'literal' in e ? e : { op: e.op, args: e.args.map(substitute) });
     return substitute(parseExpr(String(n.attrs.expr)));
@@ -96,12 +104,12 @@ function exprOfNode(node: Node): { expr: Expr; operands: Node[] } {
   const operands = node.inputs.filter(isNode);
   if (node.op === 'fused_elementwise') return { expr: parseExpr(String(node.attrs.expr)), operands };
   let k = 0;
-  return { expr: { op: node.op, args: node.inputs.map((x): Expr => (isNode(x) ? { operand: k++ } : { literal: x })) }, operands };
+  return { expr: { op: exprOpOf(node), args: node.inputs.map((x): Expr => (isNode(x) ? { operand: k++ } : { literal: x })) }, operands };
 }
 
 /**
- * A sum or mean whose input is an elementwise chain used nowhere else, with operands of the chain's
- * own shape (no broadcasting), becomes one fused_reduce: the chain is computed as the reduction reads.
+ * A sum or mean whose input is an f32 elementwise chain used nowhere else, with f32 operands of the
+ * chain's own shape (no broadcasting), becomes one fused_reduce: the chain is computed as the reduction reads.
  */
 export function fuseReductions(graph: Graph): Graph {
   const users = graph.users();
@@ -110,7 +118,7 @@ export function fuseReductions(graph: Graph): Graph {
   for (const node of graph.nodes) {
     if (node.op !== 'sum' && node.op !== 'mean') continue;
     const x = node.inputs[0];
-    if (!isNode(x) || !fusible(x) || outputs.has(x) || (users.get(x) ?? []).length !== 1) continue;
+    if (!isNode(x) || !fusible(x) || x.type.dtype !== 'f32' || outputs.has(x) || (users.get(x) ?? []).length !== 1) continue;
     const operands = x.inputs.filter(isNode);
     if (operands.length === 0 || operands.length > MAX_FUSED_INPUTS || !operands.every((o) => o.type.dtype === 'f32' && sameShape(o.type.shape, x.type.shape))) continue;
     into.set(node, x);
@@ -129,6 +137,6 @@ export function fuseReductions(graph: Graph): Graph {
 export const elementwiseFusion: Pass = {
   name: 'fuse_elementwise',
   stage: 'lowered',
-  description: 'fuses chains of f32 elementwise ops (bias + GELU, bias + residual) into one kernel each, and into the sums that read them',
+  description: 'fuses chains of elementwise ops and float casts (bias + GELU, bias + residual, the casts beside them) into one kernel each, and f32 chains into the sums that read them',
   run: (graph) => fuseReductions(fuseElementwise(graph)),
 };

@@ -3,9 +3,9 @@
 // table keyed by op name in codegen/wgsl/elementwise.ts, beside the one kernel that lowers them all.
 
 import { type GradContext, type GradRule, inputGrad } from '../autograd.ts';
-import { DTYPES, DTYPE_INFO, FLOAT_DTYPES } from '../dtypes.ts';
+import { DTYPES, DTYPE_INFO, F32_MAX, FLOAT_DTYPES } from '../dtypes.ts';
 import { KilnError } from '../errors.ts';
-import { allocData } from '../host.ts';
+import { type Precision, allocData } from '../host.ts';
 import type { Node, Operand } from '../graph.ts';
 import { type OpDef, type OperandType, type ScalarFn, registerOp } from '../registry.ts';
 import { type DType, type TensorType, broadcastShapes, formatType, isDType, numel } from '../types.ts';
@@ -63,6 +63,24 @@ export function inferElementwise(op: string, inputs: readonly OperandType[], rul
   return { dtype: rule(op, inputs), shape };
 }
 
+/** The dtype a scalar literal operand takes: the output's, or the tensors' for ops giving bool (compares). */
+export function scalarDType(inputs: readonly OperandType[], out: DType): DType {
+  if (out !== 'bool') return out;
+  const t = inputs.find((x): x is TensorType => typeof x !== 'number');
+  return t ? t.dtype : 'bool';
+}
+
+/**
+ * A scalar literal as a kernel holds it: float values (f16's too) live in f32 registers, so at 'f32'
+ * precision a float literal is an f32 constant, clamped to f32's finite range as codegen writes it
+ * (infinities stay infinite). Computing with it in f64 and rounding once then gives the kernel's f32
+ * result exactly for + - * / (f64 holds the exact result of two f32 operands to round from).
+ */
+export function literalValue(v: number, dtype: DType, precision: Precision): number {
+  if (precision !== 'f32' || !DTYPE_INFO[dtype].isFloat || !Number.isFinite(v)) return v;
+  return Math.fround(Math.min(Math.max(v, -F32_MAX), F32_MAX));
+}
+
 interface ElementwiseSpec {
   name: string;
   arity: number;
@@ -88,8 +106,12 @@ export function elementwiseOp(spec: ElementwiseSpec): OpDef {
     cpu(inputs, _attrs, out, precision) {
       const n = numel(out.shape);
       const result = allocData(out.dtype, n, precision);
+      const literalDType = scalarDType(inputs.map((x) => (typeof x === 'number' ? x : x.type)), out.dtype);
       const reads = inputs.map((x) => {
-        if (typeof x === 'number') return () => x;
+        if (typeof x === 'number') {
+          const v = literalValue(x, literalDType, precision);
+          return () => v;
+        }
         const map = broadcastIndex(out.shape, x.type.shape);
         const data = x.data;
         return (i: number) => data[map[i]];
@@ -154,10 +176,10 @@ unaryFloat('sqrt', Math.sqrt, gradOf((c, g) => op(c, 'div', op(c, 'mul', g, 0.5)
 unaryFloat('rsqrt', (a) => 1 / Math.sqrt(a), gradOf((c, g) => op(c, 'mul', op(c, 'mul', g, -0.5), op(c, 'mul', c.node, op(c, 'mul', c.node, c.node)))));
 unaryFloat('tanh', Math.tanh, gradOf((c, g) => op(c, 'mul', g, op(c, 'sub', 1, op(c, 'mul', c.node, c.node)))));
 unaryFloat('relu', (a) => Math.max(a, 0), gradOf((c, g, a) => op(c, 'mul', g, c.add('cast', [op(c, 'gt', a, 0)], { dtype: c.node.type.dtype }))));
-// FLOPs estimated from the WGSL erf (codegen/wgsl/elementwise.ts): about 15 operations for the polynomial and exp, 5 more for gelu around it.
+// FLOPs estimated from the WGSL erf (codegen/wgsl/elementwise.ts): about 25 operations for erfc's polynomial, division and exp, 5 more for gelu around it.
 // d erf(a) = 2/sqrt(pi) exp(-a^2); d gelu(a) = Phi(a) + a phi(a), the exact (erf) GELU's derivative.
-unaryFloat('erf', erf, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), 15);
-unaryFloat('gelu', gelu, gradOf((c, g, a) => op(c, 'mul', g, geluDerivative(c, a))), 20);
+unaryFloat('erf', erf, gradOf((c, g, a) => op(c, 'mul', g, op(c, 'mul', op(c, 'exp', op(c, 'mul', op(c, 'mul', a, a), -1)), 2 / Math.sqrt(Math.PI)))), 25);
+unaryFloat('gelu', gelu, gradOf((c, g, a) => op(c, 'mul', g, geluDerivative(c, a))), 30);
 
 function geluDerivative(c: GradContext, a: Operand): Node {
   const cdf = op(c, 'mul', op(c, 'add', op(c, 'erf', op(c, 'mul', a, Math.SQRT1_2)), 1), 0.5);
@@ -192,6 +214,12 @@ elementwiseOp({
   ),
 });
 
+/** A value converted to `to` as cast does: floats keep it (the store rounds), integers truncate toward zero, bool is 0/1. */
+export function convert(v: number, to: DType): number {
+  const info = DTYPE_INFO[to];
+  return info.isFloat ? v : info.isInt ? Math.trunc(v) : Number(v !== 0);
+}
+
 // cast(x) {dtype}: numeric conversion; bool is 0/1.
 registerOp({
   name: 'cast',
@@ -206,11 +234,7 @@ registerOp({
     const x = inputs[0];
     if (typeof x === 'number') throw new Error('cast of a scalar');
     const result = allocData(out.dtype, numel(out.shape), precision);
-    const to = DTYPE_INFO[out.dtype];
-    for (let i = 0; i < result.length; i++) {
-      const v = x.data[i];
-      result[i] = to.isFloat ? v : to.isInt ? Math.trunc(v) : Number(v !== 0);
-    }
+    for (let i = 0; i < result.length; i++) result[i] = convert(x.data[i], out.dtype);
     return result;
   },
   // Between floats (autocast's f32 <-> f16) the gradient is cast back to the operand's dtype; integer and bool operands take none.

@@ -15,10 +15,22 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+fn kiln_erfc(z: f32) -> f32 { // z >= 0
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  return t * exp(p - z * z);
+}
 fn kiln_erf(x: f32) -> f32 {
-  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign(x) * (1.0 - poly * exp(-x * x));
+  if (abs(x) < 0.5) {
+    let x2 = x * x; // 2 / sqrt(pi) * sum of (-1)^n x^(2n+1) / (n! (2n + 1)), n <= 6
+    return x * (1.1283791670955126 + x2 * (-0.37612638903183754 + x2 * (0.11283791670955126 + x2 * (-0.026866170645131252 + x2 * (0.005223977625442188 + x2 * (-0.0008548327023450852 + x2 * 0.00012055332981789664))))));
+  }
+  return sign(x) * (1.0 - kiln_erfc(abs(x)));
+}
+fn kiln_gelu(x: f32) -> f32 {
+  let z = -x * 0.7071067811865476; // Phi(x) = erfc(z) / 2
+  let c = kiln_erfc(abs(z));
+  return 0.5 * x * select(2.0 - c, c, z >= 0.0);
 }
 
 @compute @workgroup_size(256)
@@ -35,5 +47,5 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   i_rest = i_rest / params.shape1;
   let i0 = i_rest;
   let b_at = i0 * params.b_stride0 + i1 * params.b_stride1 + i2 * params.b_stride2;
-  out[gid] = (0.5 * (a[gid] + b[b_at]) * (1.0 + kiln_erf((a[gid] + b[b_at]) * 0.7071067811865476)));
+  out[gid] = kiln_gelu((a[gid] + b[b_at]));
 }
