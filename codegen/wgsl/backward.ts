@@ -38,18 +38,29 @@ const EMBED_GROUP = 256;
  * Only this workgroup writes row r, so no atomics, and the sums come out the same on every run.
  * Cost: rows x tokens index tests (GPT-2: 50304 x 8192, about a millisecond on an H100), plus one
  * read of each gradient row per token; the gather of the first version read all tokens per element.
+ * An f32 row sums in place in `out`. An f16 one sums in f32 registers, one per column the
+ * invocation owns (COLS of them: the row's width over 256, the one shape fact in the text), and is
+ * stored rounded once at the end, as every f16 kernel accumulates; the CPU reference, summing into
+ * f32 in token order, gives the same bits.
  */
 export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
   const idx = req.inputs[1] as TensorType;
+  const grad = req.inputs[0] as TensorType;
   const [rows, c] = req.out.shape;
+  const inPlace = req.out.dtype === 'f32';
+  const cols = Math.max(1, Math.ceil(c / EMBED_GROUP));
   const decls = [
     `const GROUP: u32 = ${EMBED_GROUP}u;`,
+    ...(inPlace ? [] : [`const COLS: u32 = ${cols}u; // columns per invocation: ceil(dim / GROUP)`]),
     'var<workgroup> scan: array<u32, GROUP>; // inclusive prefix sums of the hit flags',
     'var<workgroup> hits: array<u32, GROUP>; // the chunk\'s tokens with index r, in token order',
   ].join('\n');
+  const gradAt = (at: string) => load('grad', grad.dtype, at);
   const body = [
     'let r = wid;',
-    'for (var col = lid; col < params.dim; col += GROUP) { out[r * params.dim + col] = 0.0; }',
+    ...(inPlace
+      ? ['for (var col = lid; col < params.dim; col += GROUP) { out[r * params.dim + col] = 0.0; }']
+      : ['var acc: array<f32, COLS>; // column lid + k * GROUP sums in acc[k]']),
     'for (var base = 0u; base < params.tokens; base += GROUP) {',
     '  let t = base + lid;',
     '  let id = idx[min(t, params.tokens - 1u)];',
@@ -65,13 +76,24 @@ export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
     '  }',
     '  if (hit) { hits[scan[lid] - 1u] = t; }',
     '  let count = workgroupUniformLoad(&scan[GROUP - 1u]);',
-    '  for (var col = lid; col < params.dim; col += GROUP) {',
-    '    var acc = out[r * params.dim + col];',
-    '    for (var h = 0u; h < count; h++) { acc += grad[hits[h] * params.dim + col]; }',
-    '    out[r * params.dim + col] = acc;',
-    '  }',
+    ...(inPlace
+      ? [
+        '  for (var col = lid; col < params.dim; col += GROUP) {',
+        '    var acc = out[r * params.dim + col];',
+        `    for (var h = 0u; h < count; h++) { acc += ${gradAt('hits[h] * params.dim + col')}; }`,
+        '    out[r * params.dim + col] = acc;',
+        '  }',
+      ]
+      : [
+        '  for (var k = 0u; k < COLS; k++) {',
+        '    let col = lid + k * GROUP;',
+        '    if (col >= params.dim) { break; }',
+        `    for (var h = 0u; h < count; h++) { acc[k] += ${gradAt('hits[h] * params.dim + col')}; }`,
+        '  }',
+      ]),
     '  workgroupBarrier(); // scan and hits are rewritten by the next chunk',
     '}',
+    ...(inPlace ? [] : [`for (var k = 0u; k < COLS; k++) { let col = lid + k * GROUP; if (col < params.dim) { out[r * params.dim + col] = ${store(req.out.dtype, 'acc[k]')}; } }`]),
   ];
   return { inputNames: ['grad', 'idx'], params: { dim: c, tokens: numel(idx.shape), num: rows }, decls, body: indent(body), workgroupSize: EMBED_GROUP, workgroups: rows };
 }

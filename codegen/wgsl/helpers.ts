@@ -109,7 +109,8 @@ export const ELEMENTWISE_GROUP = 256;
 
 /**
  * Copies input `x` into the output's layout: output element at coordinates i reads x at
- * `offset + sum(i[d] * srcStrides[d])` (transpose, permute, slice). Bools copy as their u32 words.
+ * `offset + sum(i[d] * srcStrides[d])` (transpose, permute, slice). Elements copy as stored: f16 bit
+ * patterns as they are, bools as their u32 words.
  */
 export function stridedCopyKernel(req: KernelRequest, srcStrides: readonly number[], offset: number): KernelPlan {
   const rank = req.out.shape.length;

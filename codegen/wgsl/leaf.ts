@@ -2,21 +2,24 @@
 // leaves proper (input, param, buffer, constant, rng) are fed by the runtime and get no kernel.
 
 import { DTYPE_INFO } from '../../ir/dtypes.ts';
-import { F32_BITS_WGSL, constDecl, f32FromBits, generateKernel, store } from './helpers.ts';
+import { roundF16 } from '../../ir/f16.ts';
+import { F32_BITS_WGSL, constDecl, f32FromBits, generateKernel, store, valueType } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
 export const leafLowerings: Record<string, Lowering> = {
   full({ attrs, out }) {
-    const value = attrs.value as number;
+    // An f16 fill is rounded here, as the CPU's store rounds it: f16(VALUE) of a constant that
+    // overflows f16 would fail to compile, so one that rounds to an infinity is written as one.
+    const value = out.dtype === 'f16' ? roundF16(attrs.value as number) : (attrs.value as number);
     // full(-inf) (an additive mask's start) holds a real -inf, as on the CPU.
-    if (DTYPE_INFO[out.dtype].isFloat && !Number.isFinite(value)) return generateKernel(out, {}, [], F32_BITS_WGSL, [`out[gid] = ${f32FromBits(value)};`]);
-    return generateKernel(out, {}, [], constDecl('VALUE', out.dtype, value), [`out[gid] = ${store(out.dtype, 'VALUE')};`]);
+    if (DTYPE_INFO[out.dtype].isFloat && !Number.isFinite(value)) return generateKernel(out, {}, [], F32_BITS_WGSL, [`out[gid] = ${store(out.dtype, f32FromBits(value))};`]);
+    return generateKernel(out, {}, [], constDecl('VALUE', valueType(out.dtype), value), [`out[gid] = ${store(out.dtype, 'VALUE')};`]);
   },
   arange({ attrs, out }) {
-    // A bool arange is 0/1 by truthiness of start + i * step, computed in f32 as the CPU does in f64.
+    // A bool arange is 0/1 by truthiness of start + i * step, computed in f32 as the CPU does in f64; an f16 one is stored rounded.
     const math = DTYPE_INFO[out.dtype].isInt ? out.dtype : 'f32';
     const consts = [constDecl('START', math, attrs.start as number), constDecl('STEP', math, attrs.step as number)].join('\n');
     const value = `START + ${math}(gid) * STEP`;
-    return generateKernel(out, {}, [], consts, [`out[gid] = ${DTYPE_INFO[out.dtype].isInt || DTYPE_INFO[out.dtype].isFloat ? value : store(out.dtype, `${value} != 0.0`)};`]);
+    return generateKernel(out, {}, [], consts, [`out[gid] = ${store(out.dtype, out.dtype === 'bool' ? `${value} != 0.0` : value)};`]);
   },
 };

@@ -9,7 +9,9 @@ import { arity, dimAttr, expectDType, floatDType, intAttr, intListAttr, tensorAr
 import { embeddingIndices } from './linalg.ts';
 import { sliceBounds } from './shape.ts';
 
-// embedding_backward(grad[..., C], idx[...]) {num}: f32[num, C], row r = sum of grad rows whose index is r (scatter-add).
+// embedding_backward(grad[..., C], idx[...]) {num}: [num, C] of grad's dtype, row r = sum of grad rows whose
+// index is r (scatter-add), in token order. At 'f32' precision the sums run in the f32 host array, as
+// the kernel sums in f32, and an f16 result is rounded once at the end (roundOutput), as it stores.
 registerOp({
   name: 'embedding_backward',
   infer(inputs, attrs) {
