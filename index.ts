@@ -24,5 +24,5 @@ export { gradients, gradsOf, lossAndGradients } from './compiler/autograd.ts';
 export { isGradEnabled, noGrad } from './compiler/frontend/grad-mode.ts';
 export { autocast, autocastState } from './compiler/frontend/autocast.ts';
 export { autocastGraph, type AutocastDType } from './passes/autocast.ts';
-export { AdamW, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
+export { AdamW, GradScaler, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type GradScalerOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
 export { compileTrainStep, type StepResult, type TrainStep, type TrainStepOptions, type TrainingCompilation } from './compiler/train-step.ts';
