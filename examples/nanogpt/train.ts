@@ -4,6 +4,9 @@
 // --device webgpu (default) or cpu; --compile true (default) runs each iteration as one compiled
 // training step (forward, backward, clipping and AdamW in one graph: compiler/train-step.ts), the
 // weights staying on the device; --compile false takes the gradients and the AdamW step separately.
+// --dtype float16 (nanoGPT's flag) trains in mixed precision inside that step: autocast f16 (matmul and
+// attention in f16), f32 master weights and AdamW state, and dynamic loss scaling (GradScaler); it is the
+// default on a WebGPU device with shader-f16, float32 elsewhere (the cpu emulates f16: ask for it there).
 // Run: npm run train -- --device cpu --n_layer 2 --n_embd 32 --block_size 32 --batch_size 8 --max_iters 50
 
 import { mkdirSync } from 'node:fs';
@@ -15,7 +18,7 @@ import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
-import { AdamW, clipGradNorm, learningRate } from '../../compiler/optim.ts';
+import { AdamW, GradScaler, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
 import { type TrainingCheckpoint, checkpointBytes, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
@@ -56,6 +59,7 @@ export const trainDefaults = {
   seed: 1337,
   // system
   device: 'webgpu', // 'webgpu' or 'cpu'
+  dtype: 'auto', // 'float32' or 'float16' (autocast + loss scaling); auto: float16 where the device has shader-f16
   compile: true, // one compiled graph per training step
 };
 export type TrainConfig = typeof trainDefaults;
@@ -95,6 +99,12 @@ export interface TrainResult {
   trainLosses: [iter: number, loss: number][];
   /** Mean losses at each eval of this run. */
   evals: { iter: number; train: number; val: number }[];
+  /** What --dtype resolved to. */
+  dtype: 'float32' | 'float16';
+  /** float16: iterations whose step found an inf or NaN gradient and was skipped (GradScaler). */
+  skippedIters: number[];
+  /** float16: the loss scaler, its scale as the run left it. */
+  scaler?: GradScaler;
 }
 
 const CKPT = 'ckpt.safetensors';
@@ -122,6 +132,8 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
     if (!Number.isInteger(cfg[flag]) || cfg[flag] < 1) throw new KilnError('KILN_E015', `--${flag} must be a positive integer, got ${cfg[flag]}`);
   }
   const device: BackendName = cfg.device;
+  const dtype = await resolveDtype(cfg);
+  const autocast = dtype === 'float16' ? ('f16' as const) : undefined;
   const data = await loadShakespeareChar(cfg.data).catch((e: unknown) => {
     throw fileError(e, cfg.data, '--data');
   });
@@ -164,18 +176,24 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
     optimizer.loadState(resumed.tensors, resumed.metadata, ckptPath);
   }
   log(`number of parameters: ${(model.getNumParams() / 1e6).toFixed(2)}M\n`);
-  const trainStep = cfg.compile ? compileTrainStep(model, optimizer, { backend: device, gradClip: cfg.grad_clip }) : null;
-  // eval runs compiled on the same device (eager on the host when not compiling)
-  const evalForward = cfg.compile ? compile(model, { backend: device }) : null;
+  // float16: torch.amp's recipe, nanoGPT's GradScaler(enabled=(dtype == 'float16')) with torch's defaults
+  const scaler = autocast ? new GradScaler() : undefined;
+  const trainStep = cfg.compile ? compileTrainStep(model, optimizer, { backend: device, gradClip: cfg.grad_clip, autocast, scaler: scaler ?? false }) : null;
+  // eval runs compiled on the same device, under the same autocast (eager on the host when not compiling)
+  const evalForward = cfg.compile ? compile(model, { backend: device, autocast: autocast ?? false }) : null;
   const forLoss: LossFn = async (x, y) => (evalForward ? await evalForward(x, y) : model.forward(x, y)).loss!.item();
-  // The train losses are read every log_interval iterations, not each step: reading waits for the GPU.
-  const unread: [iter: number, loss: Tensor][] = [];
+  // The train losses (and whether a step was skipped) are read every log_interval iterations, not each step: reading waits for the GPU.
+  const unread: [iter: number, loss: Tensor, skipped: Tensor | undefined][] = [];
+  let skippedSinceLog = 0;
   const readLosses = async () => {
-    for (const [iter, loss] of unread.splice(0)) result.trainLosses.push([iter, await loss.item()]);
+    for (const [iter, loss, skipped] of unread.splice(0)) {
+      result.trainLosses.push([iter, await loss.item()]);
+      if (skipped && (await skipped.item()) !== 0) (result.skippedIters.push(iter), skippedSinceLog++);
+    }
   };
 
   const schedule = { learningRate: cfg.learning_rate, warmupIters: cfg.warmup_iters, lrDecayIters: cfg.lr_decay_iters, minLr: cfg.min_lr };
-  const result: TrainResult = { model, optimizer, iterNum, bestValLoss, trainLosses: [], evals: [] };
+  const result: TrainResult = { model, optimizer, iterNum, bestValLoss, trainLosses: [], evals: [], dtype, skippedIters: [], ...(scaler ? { scaler } : {}) };
   const started = iterNum;
   let last = performance.now();
   let lastLogged = iterNum - 1;
@@ -213,7 +231,8 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
     const dropoutSeed = cfg.seed + 1_000_003 * (iterNum + 1);
     manualSeed(dropoutSeed);
     if (trainStep) {
-      unread.push([iterNum, (await trainStep(x, y)).loss]);
+      const { loss, skipped } = await trainStep(x, y);
+      unread.push([iterNum, loss, skipped]);
     } else {
       const { loss, grads } = await lossAndGradients(model, [x, y], { backend: device });
       if (cfg.grad_clip !== 0) clipGradNorm(grads, cfg.grad_clip);
@@ -228,7 +247,10 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
       const dt = (now - last) / Math.max(1, iterNum - lastLogged);
       [last, lastLogged] = [now, iterNum];
       const loss = result.trainLosses[result.trainLosses.length - 1][1];
-      const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms`;
+      // float16: the loss scale now, and the steps skipped since the last line (an inf or NaN gradient)
+      const amp = scaler ? `, scale ${await scaler.getScale()}${skippedSinceLog ? `, skipped ${skippedSinceLog}` : ''}` : '';
+      skippedSinceLog = 0;
+      const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms${amp}`;
       log(tty ? `\r${progressBar(iterNum + 1, cfg.max_iters)} ${line}\x1b[K` : `${line}\n`);
     }
     iterNum++;
@@ -239,6 +261,23 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   result.iterNum = iterNum;
   result.bestValLoss = bestValLoss;
   return result;
+}
+
+/**
+ * --dtype: float16 or float32, as asked; auto is float16 where the WebGPU device has shader-f16 (nanoGPT
+ * trains in low precision by default), float32 elsewhere: on the cpu (which emulates f16, slowly) and
+ * with --compile false (loss scaling runs inside the compiled step).
+ */
+async function resolveDtype(cfg: TrainConfig): Promise<'float32' | 'float16'> {
+  if (cfg.dtype === 'bfloat16') throw new KilnError('KILN_E015', '--dtype bfloat16: kiln has no bf16 compute on WebGPU yet (WGSL has no bf16 type); use --dtype float16 or float32');
+  if (cfg.dtype !== 'auto' && cfg.dtype !== 'float16' && cfg.dtype !== 'float32') throw new KilnError('KILN_E015', `--dtype must be float16, float32 or auto, got ${cfg.dtype}`);
+  if (cfg.dtype === 'float16' && !cfg.compile) throw new KilnError('KILN_E015', '--dtype float16 needs --compile true: loss scaling runs inside the compiled training step');
+  const f16Device = cfg.device === 'webgpu' && (cfg.dtype !== 'float32') ? (await (await import('../../runtime/webgpu/index.ts')).getDevice()).f16 : false;
+  if (cfg.dtype === 'float16' && cfg.device === 'webgpu' && !f16Device) {
+    throw new KilnError('KILN_E021', '--dtype float16 needs a WebGPU device with shader-f16, and this one has none; use --dtype float32 (or a device that has it: kiln explain --device webgpu says)');
+  }
+  if (cfg.dtype !== 'auto') return cfg.dtype;
+  return cfg.compile && f16Device ? 'float16' : 'float32';
 }
 
 /** A batch of --batch_size rows of --block_size tokens; a size no array can hold is the flags' doing, and said to be. */
