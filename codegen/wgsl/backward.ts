@@ -4,7 +4,7 @@
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
 import { type TensorType, numel, stridesOf } from '../../ir/types.ts';
-import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, store, wgslLiteral } from './helpers.ts';
+import { coordLines, generateKernel, indent, listParams, load, reportBadIndex, storageType, store, valueType, wgslLiteral } from './helpers.ts';
 import { dimAttr } from '../../ir/ops/check.ts';
 import { sliceBounds } from '../../ir/ops/shape.ts';
 import type { Lowering } from './plan.ts';
@@ -47,7 +47,7 @@ export function embeddingBackwardKernel(req: KernelRequest): KernelPlan {
   const idx = req.inputs[1] as TensorType;
   const grad = req.inputs[0] as TensorType;
   const [rows, c] = req.out.shape;
-  const inPlace = req.out.dtype === 'f32';
+  const inPlace = storageType(req.out.dtype) === valueType(req.out.dtype); // f32 sums in `out`; f16 in registers
   const cols = Math.max(1, Math.ceil(c / EMBED_GROUP));
   const decls = [
     `const GROUP: u32 = ${EMBED_GROUP}u;`,

@@ -9,7 +9,7 @@ import { scalarDType } from '../../ir/ops/elementwise.ts';
 import { type Expr, castTarget, exprOf, reduceOpOf } from '../../ir/ops/fused_elementwise.ts';
 import { formatNumber } from '../../ir/text.ts';
 import { type DType, type TensorType, numel, sameShape } from '../../ir/types.ts';
-import { ELEMENTWISE_GROUP, F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, groupsFor, indent, listParams, load, offsetExpr, store, valueType, wgslLiteral } from './helpers.ts';
+import { ELEMENTWISE_GROUP, F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, groupsFor, indent, listParams, load, offsetExpr, storageType, store, valueType, wgslLiteral } from './helpers.ts';
 import { WGSL_DTYPES } from './dtypes.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 import { reduceKernel } from './reduce.ts';
@@ -105,11 +105,13 @@ export function composeWgsl(e: Expr): ScalarWgsl {
 }
 
 /**
- * A value converted to dtype `to` inside a chain, held as `to`'s register type: a cast to f16 rounds
- * there and stays an f32 (`f32(f16(x))`); the others convert (`f32(x)`, `i32(x)`, `bool(x)`).
+ * A value converted to dtype `to` inside a chain, held as `to`'s register type: a float stored
+ * narrower than its register (f16) rounds there and stays an f32 (`f32(f16(x))`); the others
+ * convert (`f32(x)`, `i32(x)`, `bool(x)`).
  */
 function convertWgsl(to: DType, x: string): string {
-  return to === 'f16' ? WGSL_DTYPES[to].load(store(to, x)) : `${valueType(to)}(${x})`;
+  const narrow = DTYPE_INFO[to].isFloat && storageType(to) !== valueType(to);
+  return narrow ? WGSL_DTYPES[to].load(store(to, x)) : `${valueType(to)}(${x})`;
 }
 
 /** A chain whose last op is a cast to the output's dtype needs no cast: the output's store is it. */
