@@ -127,6 +127,7 @@ afterAll(() => {
 });
 
 /** Runs a case on both sides; the output must agree bit for bit. */
+/** `zerosEqual`: +0 and -0 count as the same (max and min of the two zeros; see the test). */
 async function expectExact(c: Case, zerosEqual = false): Promise<void> {
   const gpu = await runGpu(c);
   const ref = runCpu(c);
@@ -187,11 +188,19 @@ describe.skipIf(!HAS_LAVAPIPE)('f16 elementwise kernels equal the CPU f16 refere
         const r = rng(k);
         const a = f16(broadcastFrom(out, r), 10 * k + 1, fill);
         const b = f16(r() < 0.5 ? [...out] : broadcastFrom(out, r), 10 * k + 2, fill);
-        // maximum and minimum of +0 and -0 may give either zero (IEEE maxNum), as in f32.
         await expectExact(singleOp(op, [a, b]), op === 'maximum' || op === 'minimum');
       }
     });
   }
+
+  it('maximum, minimum and relu of +0 and -0 give a zero, of either sign', async () => {
+    // WGSL's max(e1, e2) is e1 unless e1 < e2, so max(+0, -0) = +0, but lavapipe (LLVM's maxnum) gives
+    // -0 there, as IEEE 754-2008 maxNum allows; JS's Math.max gives +0. Every other value is bit-exact.
+    const zeros = (values: number[]): HostTensor => ({ type: { dtype: 'f16', shape: [values.length] }, data: Float32Array.from(values) });
+    const [a, b] = [zeros([0, -0, 0, -0, 1, -1]), zeros([-0, 0, 0, -0, -0, 0])];
+    for (const op of ['maximum', 'minimum']) await expectExact(singleOp(op, [a, b]), true);
+    await expectExact(singleOp('relu', [b]), true);
+  });
 
   it('f16 ops with scalar literals: the literal is an f32 constant, and a result past 65504 overflows to inf', async () => {
     const x = f16([5, 65], 3, { specials: ALL });
