@@ -6,12 +6,14 @@
 // stores hit 32 different banks. Two stages alternate: while the workgroup multiplies one K tile, the
 // next is already loaded into registers. Each operand is read from device memory along its contiguous
 // dim whatever its transpose, so x @ W^T (nn.Linear) loads as fast as x @ W. Design, H100 timings and
-// what was tried: test/bench/MATMUL_NOTES.md.
+// what was tried: test/bench/MATMUL_NOTES.md. f16 operands load as f32 (exact: every f16 is an f32), so
+// the tiles and the accumulation stay f32 and a product of two f16s is exact; write4 rounds each
+// output to f16 once, as it stores it.
 
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits, type KernelPlan, type KernelRequest } from './plan.ts';
-import { type TensorType, numel } from '../../ir/types.ts';
+import { type DType, type TensorType, numel } from '../../ir/types.ts';
 import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
-import { broadcastStrides, coordLines, generateKernel, indent, listParams, offsetExpr, reportBadIndex } from './helpers.ts';
+import { broadcastStrides, coordLines, generateKernel, indent, listParams, load, offsetExpr, reportBadIndex, store } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
@@ -96,7 +98,7 @@ interface Edges {
  * Past the edges, rows outside M (or N) read an element clamped into the matrix: garbage, but it only
  * reaches outputs that are never written. Past K the loads must be 0, so they are selected away.
  */
-function operandCopy(x: 'a' | 'b', kContiguous: boolean, outer: number, t: MatmulTiling, threads: number, edges: Edges): OperandCopy {
+function operandCopy(x: 'a' | 'b', dtype: DType, kContiguous: boolean, outer: number, t: MatmulTiling, threads: number, edges: Edges): OperandCopy {
   const [origin, extent, outerEdge] = x === 'a' ? ['row0', 'params.m', edges.m] : ['col0', 'params.n', edges.n];
   const row = x.toUpperCase() + '_ROW';
   const loads = (outer * t.bk) / threads;
@@ -112,18 +114,18 @@ function operandCopy(x: 'a' | 'b', kContiguous: boolean, outer: number, t: Matmu
   setup.push(`let ${x}_slot = ${x}_kk * ${row} + ${x}_o / 4u;`, `let ${x}_lane = ${x}_o % 4u;`);
   // k0: the first k of the tile being loaded; a k-major operand moves k0 whole rows, the other k0 elements.
   const tileOffset = kContiguous ? 'k0' : `k0 * ${extent}`;
-  const load: string[] = [];
-  const store: string[] = [];
+  const loadLines: string[] = [];
+  const storeLines: string[] = [];
   for (let j = 0; j < loads; j++) {
     const index = `${x}_at + ${tileOffset}${j ? ` + ${j}u * ${x}_step` : ''}`;
-    const value = clamped ? `${x}[min(${index}, ${x}_last)]` : `${x}[${index}]`;
+    const value = load(x, dtype, clamped ? `min(${index}, ${x}_last)` : index);
     const insideK = `k0 + ${x}_kk${dK * j ? ` + ${dK * j}u` : ''} < params.k`;
-    load.push(`${x}_regs[${j}] = ${edges.k ? `select(0.0, ${value}, ${insideK})` : value};`);
+    loadLines.push(`${x}_regs[${j}] = ${edges.k ? `select(0.0, ${value}, ${insideK})` : value};`);
     // Slot j is dOuter / 4 vec4s, or dK rows, past slot 0.
     const slot = `${x}_slot + ${x}_stage${j ? ` + ${kContiguous ? `${(dOuter * j) / 4}u` : `${dK * j}u * ${row}`}` : ''}`;
-    store.push(`${x}_tile[${slot}][${x}_lane] = ${x}_regs[${j}];`);
+    storeLines.push(`${x}_tile[${slot}][${x}_lane] = ${x}_regs[${j}];`);
   }
-  return { setup, load, store };
+  return { setup, load: loadLines, store: storeLines };
 }
 
 /**
@@ -149,8 +151,8 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   const tilesN = Math.ceil(n / bn);
   const aStrides = broadcastStrides(batch, a.shape.slice(0, -2)).map((s) => s * m * k);
   const bStrides = broadcastStrides(batch, b.shape.slice(0, -2)).map((s) => s * k * n);
-  const aCopy = operandCopy('a', !transposeA, bm, t, threads, edges);
-  const bCopy = operandCopy('b', transposeB, bn, t, threads, edges);
+  const aCopy = operandCopy('a', a.dtype, !transposeA, bm, t, threads, edges);
+  const bCopy = operandCopy('b', b.dtype, transposeB, bn, t, threads, edges);
   const [aRow, bRow] = [bm / 4 + 1, bn / 4 + 1];
 
   // Invocation (tx, ty) computes rows 4 * (ty + i * gy) + 0..3 and columns 4 * (tx + j * gx) + 0..3: the
@@ -219,10 +221,11 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
     ...writes,
   ];
 
+  const put = (v: string) => store(req.out.dtype, v); // f16: the one rounding of the f32 sum
   const write4 = edges.m || edges.n
     ? ['  if (row >= params.m) { return; }', '  let at = out_base + row * params.n + col;',
-      '  for (var c = 0u; c < 4u; c = c + 1u) { if (col + c < params.n) { out[at + c] = v[c]; } }']
-    : ['  let at = out_base + row * params.n + col;', '  out[at] = v.x; out[at + 1u] = v.y; out[at + 2u] = v.z; out[at + 3u] = v.w;'];
+      `  for (var c = 0u; c < 4u; c = c + 1u) { if (col + c < params.n) { out[at + c] = ${put('v[c]')}; } }`]
+    : ['  let at = out_base + row * params.n + col;', `  out[at] = ${put('v.x')}; out[at + 1u] = ${put('v.y')}; out[at + 2u] = ${put('v.z')}; out[at + 3u] = ${put('v.w')};`];
   const ragged = (['m', 'n', 'k'] as const).filter((d) => edges[d]).map((d) => d.toUpperCase());
   const decls = [
     `// a is ${transposeA ? '[K, M]' : '[M, K]'}, b is ${transposeB ? '[N, K]' : '[K, N]'}. Each workgroup computes a ${bm}x${bn} output tile, each invocation`,

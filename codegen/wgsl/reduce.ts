@@ -1,13 +1,15 @@
 // WGSL lowerings of the reductions and row ops (the entries live in reduce.ts). Each output element
 // (or row) gets one workgroup; its invocations stride over the reduced elements and combine through
-// a workgroup tree reduction, accumulating in f32 (i32 for integer sum/amax).
+// a workgroup tree reduction, accumulating in f32 (i32 for integer sum/amax). f16 operands load as f32
+// and f16 outputs round once, at their store (load and store from ./dtypes.ts): every statistic (sums,
+// maxima, softmax's max and sum of exp, layer_norm's mean and variance) is f32 whatever the dtype.
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
 import { DTYPE_INFO } from '../../ir/dtypes.ts';
 import { type DType, type TensorType, numel, stridesOf } from '../../ir/types.ts';
 import { dimAttr, intAttr, numAttr, splitAround } from '../../ir/ops/check.ts';
 import { reducedDims } from '../../ir/ops/reduce.ts';
-import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr, reduceDecl, reportBadIndex, valueType, wgslLiteral, workgroupReduce } from './helpers.ts';
+import { F32_BITS_WGSL, F32_MAX, constDecl, coordLines, f32FromBits, indent, listParams, load, offsetExpr, reduceDecl, reportBadIndex, store, valueType, wgslLiteral, workgroupReduce } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
 /** Big rows get 256 invocations, short ones 64 (fewer idle lanes). */
@@ -99,13 +101,13 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
         `  let at = base + ${offsetExpr(red.length, 'r', 'red_stride')};`,
         `  acc = ${r.combine('acc', read)};`,
         '}',
-        `out[gid] = ${r.finish('acc')};`,
+        `out[gid] = ${store(req.out.dtype, r.finish('acc'))};`,
       ];
       return { inputNames, params: { ...params, outputs }, decls: operands?.decls, body: indent(body), workgroupSize: 256, workgroups: Math.ceil(outputs / 256) };
     }
     const inner = kept[kept.length - 1];
     if (inner && inner.stride === 1 && inner.size >= COLUMN_TILE / 2 && red.every((d) => d.stride >= inner.size)) {
-      return columnReduce(r, read, inputNames, operands?.decls, kept, red, params);
+      return columnReduce(r, read, req.out.dtype, inputNames, operands?.decls, kept, red, params);
     }
     const group = groupFor(count);
     const body = [
@@ -118,7 +120,7 @@ export function reduceKernel(op: string, operands?: ReducedOperands): (req: Kern
       `  acc = ${r.combine('acc', read)};`,
       '}',
       workgroupReduce('partial', group, 'acc', r.combine, 'total'),
-      `if (lid == 0u) { out[wid] = ${r.finish('total')}; }`,
+      `if (lid == 0u) { out[wid] = ${store(req.out.dtype, r.finish('total'))}; }`,
     ];
     return {
       inputNames,
@@ -143,7 +145,7 @@ const COLUMN_LANES = 4;
  * with a stride of C. autograd's unbroadcast splits long row ranges first, so there are enough
  * workgroups (ir/autograd.ts).
  */
-function columnReduce(r: Reduction, read: string, inputNames: string[], decls: string | undefined, kept: Dim[], red: Dim[], params: Record<string, number>): KernelPlan {
+function columnReduce(r: Reduction, read: string, outDType: DType, inputNames: string[], decls: string | undefined, kept: Dim[], red: Dim[], params: Record<string, number>): KernelPlan {
   const inner = kept[kept.length - 1];
   const outerKept = kept.slice(0, -1);
   const tiles = Math.ceil(inner.size / COLUMN_TILE);
@@ -165,7 +167,7 @@ function columnReduce(r: Reduction, read: string, inputNames: string[], decls: s
     `if (lane == 0u && col < params.inner) {`,
     `  var total = acc;`,
     `  for (var l = 1u; l < ${COLUMN_LANES}u; l = l + 1u) { total = ${r.combine('total', `lanes[lid + l * ${COLUMN_TILE}u]`)}; }`,
-    `  out[outer * params.inner + col] = ${r.finish('total')};`,
+    `  out[outer * params.inner + col] = ${store(outDType, r.finish('total'))};`,
     '}',
   ];
   return {
@@ -186,18 +188,19 @@ export function softmaxKernel(req: KernelRequest): KernelPlan {
   const { outer, size, inner } = splitAround(x.shape, dimAttr('softmax', req.attrs, 'dim', x.shape.length));
   const group = groupFor(size);
   const loop = (stmt: string) => `for (var e = lid; e < params.size; e = e + ${group}u) { ${stmt} }`;
+  const xAt = (at: string) => load('x', x.dtype, at);
   const body = [
     '// Row wid: elements base + e * inner for e < size.',
     'let base = (wid / params.inner) * params.size * params.inner + wid % params.inner;',
     `var row_max = ${SENTINEL};`,
-    loop('row_max = max(row_max, x[base + e * params.inner]);'),
+    loop(`row_max = max(row_max, ${xAt('base + e * params.inner')});`),
     workgroupReduce('partial', group, 'row_max', (a, b) => `max(${a}, ${b})`, 'max_all'),
     'var row_sum = 0.0;',
-    loop('row_sum = row_sum + exp(x[base + e * params.inner] - max_all);'),
+    loop(`row_sum = row_sum + exp(${xAt('base + e * params.inner')} - max_all);`),
     workgroupReduce('partial', group, 'row_sum', (a, b) => `(${a} + ${b})`, 'sum_all'),
     '// Only a row of -inf sums to 0: it gives NaN, as softmax does on the CPU and in PyTorch.',
     `let nan = ${f32FromBits(NaN)};`,
-    loop('let at = base + e * params.inner; out[at] = select(exp(x[at] - max_all) / sum_all, nan, sum_all == 0.0);'),
+    loop(`let at = base + e * params.inner; out[at] = ${store(req.out.dtype, `select(exp(${xAt('at')} - max_all) / sum_all, nan, sum_all == 0.0)`)};`),
   ];
   return {
     inputNames: ['x'],
@@ -210,16 +213,16 @@ export function softmaxKernel(req: KernelRequest): KernelPlan {
 }
 
 /** A layer_norm row's `mean` and `rstd` (1 / sqrt(variance + EPS)) over x[base .. base + c), in two passes, f32. */
-function rowStatsLines(group: number, loop: (stmt: string) => string): string[] {
+function rowStatsLines(group: number, loop: (stmt: string) => string, dtype: DType): string[] {
   const add = (a: string, b: string) => `(${a} + ${b})`;
   return [
     'let base = wid * params.c;',
     'var part = 0.0;',
-    loop('part = part + x[base + e];'),
+    loop(`part = part + ${load('x', dtype, 'base + e')};`),
     workgroupReduce('partial', group, 'part', add, 'total'),
     'let mean = total / f32(params.c);',
     'var part_sq = 0.0;',
-    loop('let d = x[base + e] - mean; part_sq = part_sq + d * d;'),
+    loop(`let d = ${load('x', dtype, 'base + e')} - mean; part_sq = part_sq + d * d;`),
     workgroupReduce('partial', group, 'part_sq', add, 'total_sq'),
     'let rstd = inverseSqrt(total_sq / f32(params.c) + EPS);',
   ];
@@ -232,9 +235,10 @@ export function layerNormKernel(req: KernelRequest): KernelPlan {
   const hasBias = req.inputs.length > 2;
   const group = groupFor(c);
   const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
+  const at = (name: string, index: string) => load(name, x.dtype, index); // weight and bias share x's dtype
   const body = [
-    ...rowStatsLines(group, loop),
-    loop(`out[base + e] = (x[base + e] - mean) * rstd * weight[e]${hasBias ? ' + bias[e]' : ''};`),
+    ...rowStatsLines(group, loop, x.dtype),
+    loop(`out[base + e] = ${store(req.out.dtype, `(${at('x', 'base + e')} - mean) * rstd * ${at('weight', 'e')}${hasBias ? ` + ${at('bias', 'e')}` : ''}`)};`),
   ];
   return {
     inputNames: hasBias ? ['x', 'weight', 'bias'] : ['x', 'weight'],
@@ -253,17 +257,18 @@ export function layerNormBackwardKernel(req: KernelRequest): KernelPlan {
   const group = groupFor(c);
   const loop = (stmt: string) => `for (var e = lid; e < params.c; e = e + ${group}u) { ${stmt} }`;
   const add = (a: string, b: string) => `(${a} + ${b})`;
+  const at = (name: string, index: string) => load(name, x.dtype, index); // x, weight and g share one dtype
   const body = [
-    ...rowStatsLines(group, loop),
+    ...rowStatsLines(group, loop, x.dtype),
     '// gy = g * weight; the means of gy and of gy * xhat',
     'var part_gy = 0.0;',
     'var part_gyx = 0.0;',
-    loop('let gy = g[base + e] * weight[e]; part_gy = part_gy + gy; part_gyx = part_gyx + gy * (x[base + e] - mean) * rstd;'),
+    loop(`let gy = ${at('g', 'base + e')} * ${at('weight', 'e')}; part_gy = part_gy + gy; part_gyx = part_gyx + gy * (${at('x', 'base + e')} - mean) * rstd;`),
     workgroupReduce('partial', group, 'part_gy', add, 'total_gy'),
     workgroupReduce('partial', group, 'part_gyx', add, 'total_gyx'),
     'let gy_mean = total_gy / f32(params.c);',
     'let gyx_mean = total_gyx / f32(params.c);',
-    loop('let xhat = (x[base + e] - mean) * rstd; out[base + e] = rstd * (g[base + e] * weight[e] - gy_mean - xhat * gyx_mean);'),
+    loop(`let xhat = (${at('x', 'base + e')} - mean) * rstd; out[base + e] = ${store(req.out.dtype, `rstd * (${at('g', 'base + e')} * ${at('weight', 'e')} - gy_mean - xhat * gyx_mean)`)};`),
   ];
   return {
     inputNames: ['x', 'weight', 'g'],

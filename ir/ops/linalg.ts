@@ -54,7 +54,7 @@ registerOp({
     // Offset of each batch's matrix in a and b, by broadcasting batch indices.
     const aBatch = broadcastIndex(batch, a.type.shape.slice(0, -2) as Shape);
     const bBatch = broadcastIndex(batch, b.type.shape.slice(0, -2) as Shape);
-    const result = allocData('f32', numel(out.shape), precision);
+    const result = allocData(out.dtype, numel(out.shape), precision);
     const ad = a.data;
     const bd = b.data;
     const [aRow, aCol] = ta ? [1, m] : [k, 1];

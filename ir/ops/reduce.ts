@@ -134,7 +134,7 @@ registerOp({
     const b = inputs.length > 2 ? tensorIn(inputs, 2).data : null;
     const eps = attrs.eps as number;
     const c = x.type.shape[x.type.shape.length - 1];
-    const result = allocData('f32', numel(out.shape), precision);
+    const result = allocData(out.dtype, numel(out.shape), precision);
     for (let r = 0; r < result.length / c; r++) {
       let mean = 0;
       for (let k = 0; k < c; k++) mean += x.data[r * c + k];
@@ -171,7 +171,7 @@ registerOp({
     const [x, w, g] = [0, 1, 2].map((i) => tensorIn(inputs, i).data);
     const eps = attrs.eps as number;
     const c = out.shape[out.shape.length - 1];
-    const result = allocData('f32', numel(out.shape), precision);
+    const result = allocData(out.dtype, numel(out.shape), precision);
     for (let r = 0; r < result.length / c; r++) {
       const at = r * c;
       let mean = 0;
