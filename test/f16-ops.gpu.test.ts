@@ -18,7 +18,7 @@
 import './lavapipe.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lowerGraph } from '../codegen/index.ts';
-import { Graph, type Node, type Operand } from '../ir/graph.ts';
+import { Graph, type Node } from '../ir/graph.ts';
 import { f16Bits, f16Value } from '../ir/f16.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
@@ -28,6 +28,7 @@ import { interpret } from '../runtime/interpreter.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
 import { HAS_LAVAPIPE } from './lavapipe.ts';
 import { rng } from './helpers.ts';
+import { type OpCase as Case, singleOp } from './op-graph.ts';
 import { tensor, useBackend } from '../index.ts';
 
 afterAll(releaseDevice);
@@ -71,26 +72,6 @@ const f16 = (shape: Shape, seed: number, fill: Fill = {}) => randomTensor('f16',
 const ALL: Special[] = ['zero', 'subnormal', 'large', 'inf'];
 
 // ---- one graph, on lavapipe and on the CPU reference ----
-
-interface Case {
-  graph: Graph;
-  feeds: Map<Node, HostTensor>;
-}
-
-/** A graph of input leaves (one per tensor) and one op node as output `y`. */
-function singleOp(op: string, operands: (HostTensor | number)[], attrs: Record<string, unknown> = {}): Case & { node: Node } {
-  const graph = new Graph();
-  const feeds = new Map<Node, HostTensor>();
-  const inputs: Operand[] = operands.map((x, i) => {
-    if (typeof x === 'number') return x;
-    const leaf = graph.add('input', [], { name: `x${i}`, dtype: x.type.dtype, shape: [...x.type.shape] });
-    feeds.set(leaf, x);
-    return leaf;
-  });
-  const node = graph.add(op, inputs, attrs as never);
-  graph.setOutputs([{ name: 'y', node }]);
-  return { graph, feeds, node };
-}
 
 async function runGpu({ graph, feeds }: Case): Promise<HostData> {
   const kdev = await getDevice();

@@ -15,13 +15,14 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { dispatchShape, lowerGraph, lowerNode } from '../codegen/index.ts';
-import { Graph, type Node, type Operand } from '../ir/graph.ts';
+import { Graph, type Node } from '../ir/graph.ts';
 import { type HostData, type HostTensor, withPrecision } from '../ir/host.ts';
 import '../ir/ops/index.ts';
 import { getOp } from '../ir/registry.ts';
 import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
 import { relError, rng } from './helpers.ts';
+import { type OpCase as Case, singleOp } from './op-graph.ts';
 import { rowParallelCrossEntropy } from '../passes/cross-entropy.ts';
 
 afterAll(releaseDevice);
@@ -47,25 +48,6 @@ function randomTensor(dtype: DType, shape: Shape, seed: number, fill: Fill = {})
 
 // ---- running one graph both ways ----
 
-interface Case {
-  graph: Graph;
-  feeds: Map<Node, HostTensor>;
-}
-
-/** A graph of input leaves (one per tensor) and one op node as output `y`. */
-function singleOp(op: string, operands: (HostTensor | number)[], attrs: Record<string, unknown> = {}): Case & { node: Node } {
-  const graph = new Graph();
-  const feeds = new Map<Node, HostTensor>();
-  const inputs: Operand[] = operands.map((x, i) => {
-    if (typeof x === 'number') return x;
-    const leaf = graph.add('input', [], { name: `x${i}`, dtype: x.type.dtype, shape: [...x.type.shape] });
-    feeds.set(leaf, x);
-    return leaf;
-  });
-  const node = graph.add(op, inputs, attrs as never);
-  graph.setOutputs([{ name: 'y', node }]);
-  return { graph, feeds, node };
-}
 
 async function runGpu({ graph, feeds }: Case): Promise<Map<string, HostData>> {
   const kdev = await getDevice();
