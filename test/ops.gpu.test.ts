@@ -6,7 +6,7 @@
 // - data movement (copies, gathers, full, compare/select, casts): exact.
 // - + - * / max min: rtol 1e-6 (one f32 rounding, 6e-8, plus broadcast reads that are exact).
 // - exp log sqrt tanh pow erf gelu: rtol 1e-5, atol 1e-6: WGSL allows several ULP for these
-//   builtins, and erf/gelu use a 1.5e-7-absolute polynomial.
+//   builtins, and erf/gelu use an erfc fit of relative error below 1.2e-7 (codegen/wgsl/elementwise.ts).
 // - matmul, sum, mean, softmax, layer_norm, sdpa, cross_entropy: atol 2e-5 * (max |ref| or the sum
 //   of |terms|), rtol 1e-5: accumulation over K terms in f32 grows like sqrt(K) * 6e-8 of the terms'
 //   magnitude; 2e-5 covers K up to a few thousand with margin, and catches any indexing bug (O(1) errors).
