@@ -1,54 +1,64 @@
 // Times the flash-attention backward (attention_lse, delta, fused_attention_backward wrt q and kv)
-// against the composed backward (matmul, softmax, ...) and the forward, on the machine's adapter.
-// Each graph holds the forward too (delta reads its output), so "backward" times below include it.
-// Both graphs go through kiln's pass pipeline first (elementwise fusion, ...), as a compiled training
-// step's would: without it the composed backward runs unfused elementwise kernels and looks slower
-// than it is (the first numbers in ATTENTION_NOTES.md were taken that way).
-//   node test/bench/run.mjs test/bench/attention-backward.ts [B H T D] [--sweep]   (or packed for the GPU machine)
+// against the composed backward (matmul, softmax, ...) and the forward, on the machine's adapter, in f32
+// and f16 (`--dtype`, default both: f16 inputs and gradients, f32 statistics), each f16 time also over
+// the same rule's f32 time in this process. Each graph holds the forward too (delta reads its output), so
+// "backward" times below include it. Both graphs go through kiln's pass pipeline first (elementwise
+// fusion, ...), as a compiled training step's would: without it the composed backward runs unfused
+// elementwise kernels and looks slower than it is (the first numbers in ATTENTION_NOTES.md were taken that
+// way). The bench's attention suite times the same graphs (its "causal attention backward" cases).
+//   node bin/run-ts.mjs test/bench/attention-backward.ts [B H T D] [--dtype f32,f16] [--sweep]   (or packed for the GPU machine)
 // --sweep also times each backward kernel alone over tilings (slices, owned rows, tile), each checked
-// against the default tiling's output.
+// against the default tiling's output (f32 only).
 
 import { kernelFromPlan } from '../../codegen/index.ts';
 import { Graph, type Node } from '../../ir/graph.ts';
-import { attentionBackward } from '../../ir/ops/attention.ts';
+import type { HostTensor } from '../../ir/host.ts';
 import { flashAttentionBackward } from '../../ir/ops/attention_backward.ts';
 import { attentionBackwardKernel, attentionLseKernel } from '../../codegen/wgsl/attention_backward.ts';
 import { type BackwardMode, type BackwardTiling, backwardTiling, backwardTilingOf } from '../../ir/ops/attention_backward.tiling.ts';
 import { Executor, type KilnDevice, getDevice } from '../../runtime/webgpu/index.ts';
 import { backwardGraph, caseData } from '../attention-cases.ts';
-import { inputsOf, timeGraph } from './kiln-cases.ts';
+import { attentionBackwardGraph, inputsOf, optimized, timeGraph } from './kiln-cases.ts';
 import { readback, upload } from '../../runtime/webgpu/index.ts';
 import { measure } from './measure.ts';
-import { DEFAULT_PIPELINE, runPasses } from '../../passes/index.ts';
+import { BENCH_DTYPES, type BenchDtype, NO_SHADER_F16, flagValue } from './results.ts';
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const sweep = process.argv.includes('--sweep');
+const argv = process.argv.slice(2);
+const args = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--dtype');
+const sweep = argv.includes('--sweep');
+const dtypes = (flagValue(argv, 'dtype') ?? BENCH_DTYPES.join(',')).split(',') as BenchDtype[];
 const [b, h, t, d] = (args.length === 4 ? args : ['12', '12', '1024', '64']).map(Number);
 const kdev = await getDevice();
 console.log(`${kdev.description}; B${b} H${h} T${t} D${d} causal`);
 for (const mode of ['lse', 'q', 'kv'] as const) console.log(mode, JSON.stringify(backwardTiling(mode, d, d, kdev.limits)));
 const data = caseData({ b, h, l: t, s: t, d, causal: true, scaling: 'post', seed: 1 });
 const flops = (2 * b * h * t * t * d) / 2; // one causal product of D
-for (const [name, rule] of [['flash', flashAttentionBackward], ['composed', attentionBackward]] as const) {
-  const { timing, kernels, peakBytes } = await timeGraph(kdev, optimized(backwardGraph(data, rule).graph));
-  // forward 2 products, backward: lse 1, dq 3, dk and dv 4 (flash) or the 5 products of the composed chain
-  const products = name === 'flash' ? 10 : 7;
-  console.log(`${name}: ${timing.medianMs.toFixed(3)} ms (p10 ${timing.p10Ms.toFixed(3)}, p90 ${timing.p90Ms.toFixed(3)}), ${kernels} kernels, ` +
-    `${(peakBytes / 2 ** 20).toFixed(0)} MiB peak, ${((products * flops) / timing.medianMs / 1e9).toFixed(1)} TFLOP/s of its own products`);
-}
-{
-  // With nanoGPT's attention dropout 0.2 drawn inside the forward and backward kernels.
-  const { graph } = backwardGraph(caseData({ b, h, l: t, s: t, d, causal: true, scaling: 'post', dropout: 0.2, seed: 1 }), flashAttentionBackward);
-  const { timing } = await timeGraph(kdev, optimized(graph));
-  console.log(`flash with dropout 0.2: ${timing.medianMs.toFixed(3)} ms (p10 ${timing.p10Ms.toFixed(3)}, p90 ${timing.p90Ms.toFixed(3)})`);
+const f32Ms = new Map<string, number>();
+for (const dtype of dtypes) {
+  if (dtype === 'f16' && !kdev.f16) {
+    console.log(`f16: skipped: ${NO_SHADER_F16}`);
+    continue;
+  }
+  for (const rule of ['flash', 'composed'] as const) {
+    const { timing, kernels, peakBytes } = await timeGraph(kdev, optimized(attentionBackwardGraph(b, h, t, d, rule, dtype)));
+    // forward 2 products, backward: lse 1, dq 3, dk and dv 4 (flash) or the 5 products of the composed chain
+    const products = rule === 'flash' ? 10 : 7;
+    if (dtype === 'f32') f32Ms.set(rule, timing.medianMs);
+    const vsF32 = dtype === 'f16' && f32Ms.has(rule) ? `, ${(timing.medianMs / f32Ms.get(rule)!).toFixed(2)}x of f32` : '';
+    console.log(`${rule} ${dtype}: ${timing.medianMs.toFixed(3)} ms (p10 ${timing.p10Ms.toFixed(3)}, p90 ${timing.p90Ms.toFixed(3)})${vsF32}, ${kernels} kernels, ` +
+      `${(peakBytes / 2 ** 20).toFixed(0)} MiB peak, ${((products * flops) / timing.medianMs / 1e9).toFixed(1)} TFLOP/s of its own products`);
+  }
+  {
+    // With nanoGPT's attention dropout 0.2 drawn inside the forward and backward kernels. f16 attention takes "pre_qk" scaling.
+    const dropped = caseData({ b, h, l: t, s: t, d, causal: true, scaling: dtype === 'f16' ? 'pre_qk' : 'post', dropout: 0.2, seed: 1 });
+    const as = (x: HostTensor): HostTensor => ({ ...x, type: { ...x.type, dtype } });
+    const { graph } = backwardGraph({ ...dropped, q: as(dropped.q), k: as(dropped.k), v: as(dropped.v), dout: as(dropped.dout) }, flashAttentionBackward);
+    const { timing } = await timeGraph(kdev, optimized(graph));
+    console.log(`flash ${dtype} with dropout 0.2: ${timing.medianMs.toFixed(3)} ms (p10 ${timing.p10Ms.toFixed(3)}, p90 ${timing.p90Ms.toFixed(3)})`);
+  }
 }
 if (sweep) await sweepKernels(kdev);
 process.exit(0);
-
-/** The graph after kiln's passes, as compile() would run them (but constant folding: timeGraph feeds inputs only, and a compiled step's causal mask is a buffer, not folded). */
-function optimized(graph: Graph): Graph {
-  return runPasses(graph, DEFAULT_PIPELINE.filter((p) => p.name !== 'constant_fold')).graph;
-}
 
 /** One backward kernel alone, at a given tiling, on random inputs: its time, and its output (to check against the baseline's). */
 async function timeKernel(kdev: KilnDevice, mode: BackwardMode, tiling: BackwardTiling): Promise<{ ms: number; out: Float32Array }> {

@@ -1,9 +1,11 @@
 // Flash-attention forward layouts side by side on one GPU, in one process: kiln's kernel and the
 // experimental ones of attention-variants.ts, each checked against kiln's output on the same inputs,
 // then timed on the two causal cases of the performance issue (and D = 128). ATTENTION_NOTES.md
-// says what was run and what came out. On the GPU machine:
+// says what was run and what came out. `--f16` also times kiln's kernel on f16 q, k, v (its "pre_qk"
+// scaling) after the f32 rows, with its time over kiln's f32 one: the experimental layouts are f32 only.
+// On the GPU machine:
 //   bash ../shared/device/pack.sh test/bench/attention-sweep.ts
-//   bash .device/run.sh .device/attention-sweep.mjs [--round1] [--only NAME,NAME] [--smoke]
+//   bash .device/run.sh .device/attention-sweep.mjs [--round1] [--only NAME,NAME] [--smoke] [--f16]
 
 import { kernelFromPlan, lowerGraph } from '../../codegen/index.ts';
 import type { Node } from '../../ir/graph.ts';
@@ -15,6 +17,7 @@ import { Executor, type KilnDevice, getDevice, readback, releaseDevice, upload }
 import { type VariantShape, variantKernel, variantName } from './attention-variants.ts';
 import { attentionGraph, inputsOf } from './kiln-cases.ts';
 import { measure } from './measure.ts';
+import { NO_SHADER_F16 } from './results.ts';
 
 type Variant = { name: string; plan: (node: Node, limits: KernelLimits) => KernelPlan };
 
@@ -67,15 +70,21 @@ async function main(): Promise<void> {
   const kdev: KilnDevice = await getDevice();
   console.log(`adapter: ${kdev.description}; subgroupMinSize ${kdev.limits.subgroupMinSize ?? 'none'}`);
   const rows: string[] = [];
-  for (const [b, h, t, d] of cases) {
-    const graph = attentionGraph(b, h, t, d, 'fused');
+  // kiln's f32 time and output of the case: every row's ratio divides by the time; f16 rows compare with the output
+  let kilnMs = 0;
+  let kilnF32: Float32Array | null = null;
+  for (const [b, h, t, d] of cases) for (const dtype of process.argv.includes('--f16') ? (['f32', 'f16'] as const) : (['f32'] as const)) {
+    if (dtype === 'f16' && !kdev.f16) {
+      console.log(`B${b} H${h} T${t} D${d} f16: skipped: ${NO_SHADER_F16}`);
+      continue;
+    }
+    const graph = attentionGraph(b, h, t, d, 'fused', dtype);
     const node = graph.outputs[0].node;
     const hosts = inputsOf(graph);
     const feeds = new Map(graph.nodes.filter((n) => n.op === 'input').map((n) => [n, upload(kdev, hosts.get(String(n.attrs.name))!)]));
     const flops = 2 * 2 * b * h * t * t * d / 2;
     let reference: Float32Array | null = null;
-    let kilnMs = 0;
-    for (const v of all) {
+    for (const v of dtype === 'f32' ? all : [kiln]) {
       let plan: KernelPlan;
       let exec: Executor;
       try {
@@ -87,12 +96,14 @@ async function main(): Promise<void> {
       }
       const got = (await readback(kdev, exec.run(feeds).get('y')!, node.type)) as Float32Array;
       let err = 0;
+      if (dtype === 'f16') reference = kilnF32; // f16 rows: the difference from kiln's f32 output, reported (no verdict)
       if (!reference) reference = got;
       else for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i] - reference[i]) || (Number.isNaN(got[i]) ? Infinity : 0));
       const timing = await measure(() => exec.run(feeds), () => kdev.device.queue.onSubmittedWorkDone(), { budgetMs: 400, minBatches: 7 });
-      if (v === kiln) kilnMs = timing.medianMs;
+      if (v === kiln && dtype === 'f32') [kilnMs, kilnF32] = [timing.medianMs, got];
       const tf = flops / (timing.medianMs * 1e-3) / 1e12;
-      const row = `B${b} H${h} T${t} D${d}  ${v.name.padEnd(34)} ${timing.medianMs.toFixed(3).padStart(7)} ms [${timing.p10Ms.toFixed(3)}, ${timing.p90Ms.toFixed(3)}] ${(timing.medianMs / kilnMs).toFixed(3)}x ${tf.toFixed(2).padStart(6)} TFLOP/s wg ${plan.workgroupSize}x${plan.workgroups} ${err <= 1e-5 ? 'ok' : `WRONG max|diff| ${err}`}`;
+      const name = dtype === 'f16' ? `${v.name} f16` : v.name;
+      const row = `B${b} H${h} T${t} D${d}  ${name.padEnd(34)} ${timing.medianMs.toFixed(3).padStart(7)} ms [${timing.p10Ms.toFixed(3)}, ${timing.p90Ms.toFixed(3)}] ${(timing.medianMs / kilnMs).toFixed(3)}x ${tf.toFixed(2).padStart(6)} TFLOP/s wg ${plan.workgroupSize}x${plan.workgroups} ${dtype === 'f16' ? `max|diff| vs f32 ${err.toExponential(1)}` : err <= 1e-5 ? 'ok' : `WRONG max|diff| ${err}`}`;
       console.log(row);
       rows.push(row);
       exec.destroy();

@@ -1,8 +1,10 @@
 // Matmul tilings and kernel variants side by side on one GPU, in one process: first every variant is
 // checked against the f64 CPU reference (whole outputs of ragged shapes, sampled outputs of the timed
-// ones), then timed. MATMUL_NOTES.md says what was run and what came out. On the GPU machine:
+// ones), then timed. MATMUL_NOTES.md says what was run and what came out. `--f16` repeats both in f16
+// (f16 operands and output, f32 accumulation; the reference takes the same f16 operands and each output
+// may differ from it by f16's rounding u |c| more), each f16 time also over its f32 time. On the GPU machine:
 //   bash ../shared/device/pack.sh test/bench/matmul-sweep.ts
-//   bash .device/run.sh .device/matmul-sweep.mjs [--final | --quick | --check-only | --smoke]
+//   bash .device/run.sh .device/matmul-sweep.mjs [--final | --quick | --check-only | --smoke] [--f16]
 
 import { kernelFromPlan, lowerGraph } from '../../codegen/index.ts';
 import { Graph, type Node } from '../../ir/graph.ts';
@@ -13,8 +15,11 @@ import { MATMUL_TILINGS, type MatmulTiling, matmulKernel } from '../../codegen/w
 import { getOp } from '../../ir/registry.ts';
 import { numel } from '../../ir/types.ts';
 import { Executor, type KilnDevice, getDevice, readback, releaseDevice, upload } from '../../runtime/webgpu/index.ts';
+import type { DType } from '../../ir/dtypes.ts';
+import { roundF16 } from '../../ir/f16.ts';
 import { randomHost } from './kiln-cases.ts';
 import { measure } from './measure.ts';
+import { NO_SHADER_F16 } from './results.ts';
 
 interface Shape {
   label: string;
@@ -78,10 +83,10 @@ const timed: [Shape, Variant[]][] = [
   [{ label: '4001x4003x4005 (ragged M, N, K)', a: [4001, 4003], b: [4003, 4005], ta: false, tb: false }, [tilings[0], tilings[1], choice]],
 ];
 
-function graphOf(s: Shape): { graph: Graph; node: Node } {
+function graphOf(s: Shape, dtype: DType = 'f32'): { graph: Graph; node: Node } {
   const graph = new Graph();
-  const a = graph.add('input', [], { name: 'a', dtype: 'f32', shape: s.a });
-  const b = graph.add('input', [], { name: 'b', dtype: 'f32', shape: s.b });
+  const a = graph.add('input', [], { name: 'a', dtype, shape: s.a });
+  const b = graph.add('input', [], { name: 'b', dtype, shape: s.b });
   const node = graph.add('matmul', [a, b], { transposeA: s.ta, transposeB: s.tb });
   graph.setOutputs([{ name: 'c', node }]);
   return { graph, node };
@@ -109,6 +114,17 @@ function refElement(node: Node, a: HostTensor, b: HostTensor, i: number): number
   return sum;
 }
 
+/** Random operands of an input's type, rounded to f16 values where it is f16. */
+function operand(node: Node, seed: number, scale: number): HostTensor {
+  const t = randomHost(node.type, seed, scale);
+  if (node.type.dtype === 'f16') for (let i = 0; i < t.data.length; i++) t.data[i] = roundF16(t.data[i]);
+  return t;
+}
+
+/** f16's unit roundoff: an f16 output may differ from the f64 product by u |c| more than an f32 one. */
+const U16 = 2 ** -11;
+const dtypes: DType[] = process.argv.includes('--f16') ? ['f32', 'f16'] : ['f32'];
+
 function maxAbs(d: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < d.length; i++) m = Math.max(m, Math.abs(d[i]));
@@ -121,14 +137,19 @@ async function main(): Promise<void> {
   // 1. Whole outputs of small ragged products, every variant, against the f64 reference.
   let checks = 0;
   let worstRatio = 0;
-  for (const [m, k, n, ta, tb, batch] of [[129, 37, 257, false, false, [2]], [65, 257, 7, true, false, []], [257, 65, 129, false, true, [3]], [7, 129, 65, true, true, [2]],
+  if (dtypes.includes('f16') && !kdev.f16) {
+    console.log(`f16: skipped: ${NO_SHADER_F16}`);
+    dtypes.pop();
+  }
+  for (const dtype of dtypes) for (const [m, k, n, ta, tb, batch] of [[129, 37, 257, false, false, [2]], [65, 257, 7, true, false, []], [257, 65, 129, false, true, [3]], [7, 129, 65, true, true, [2]],
     [256, 136, 128, false, true, [2]], [128, 64, 256, true, false, []], [1, 257, 1, false, false, []], [300, 1, 200, false, true, []]] as [number, number, number, boolean, boolean, number[]][]) {
     const s: Shape = { label: '', a: [...batch, ...(ta ? [k, m] : [m, k])], b: [...batch, ...(tb ? [n, k] : [k, n])], ta, tb };
-    const { graph, node } = graphOf(s);
+    const { graph, node } = graphOf(s, dtype);
     const [an, bn] = node.inputs as Node[];
-    const a = randomHost(an.type, 7, 2);
-    const b = randomHost(bn.type, 8, 2);
+    const a = operand(an, 7, 2);
+    const b = operand(bn, 8, 2);
     const ref = getOp('matmul').cpu([a, b], node.attrs, node.type, 'f64');
+    const rounding = dtype === 'f16' ? U16 : 0;
     const tol = 2e-5 * Math.sqrt(k) * maxAbs(a.data) * maxAbs(b.data);
     const feeds = new Map([[an, upload(kdev, a)], [bn, upload(kdev, b)]]);
     for (const v of all) {
@@ -138,16 +159,16 @@ async function main(): Promise<void> {
       });
       if (!exec) continue;
       const got = await readback(kdev, exec.run(feeds).get('c')!, node.type);
-      let err = 0;
-      for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]) || (Number.isNaN(got[i]) ? Infinity : 0));
-      if (!(err <= tol)) throw new Error(`${v.name} wrong on ${JSON.stringify(s)}: max error ${err}, tolerance ${tol}`);
-      worstRatio = Math.max(worstRatio, err / tol);
+      let ratio = 0; // the largest error over its element's tolerance
+      for (let i = 0; i < ref.length; i++) ratio = Math.max(ratio, Math.abs(got[i] - ref[i]) / (tol + rounding * Math.abs(ref[i])) || (Number.isNaN(got[i]) ? Infinity : 0));
+      if (!(ratio <= 1)) throw new Error(`${v.name} ${dtype} wrong on ${JSON.stringify(s)}: an error ${ratio.toFixed(2)}x its tolerance (${tol} + ${rounding} |c|)`);
+      worstRatio = Math.max(worstRatio, ratio);
       checks++;
       exec.destroy();
     }
     for (const f of feeds.values()) f.destroy();
   }
-  console.log(`checked ${checks} (shape, variant) pairs in full: all within tolerance, worst at ${(worstRatio * 100).toFixed(2)}% of it`);
+  console.log(`checked ${checks} (shape, variant${dtypes.length > 1 ? ', dtype' : ''}) in full: all within tolerance, worst at ${(worstRatio * 100).toFixed(2)}% of it`);
 
   // 2. Timings, with 256 sampled outputs of each timed run checked too.
   const rows: string[] = [];
@@ -156,11 +177,12 @@ async function main(): Promise<void> {
   // git ae0251b's kernel here: restore it from there to compare again in one run.)
   const final: [Shape, Variant[]][] = timed.filter(([s]) => !s.label.startsWith('probe')).map(([s]) => [s, [choice]]);
   const shapes = process.argv.includes('--check-only') ? [] : process.argv.includes('--smoke') ? smoke : process.argv.includes('--final') ? final : quick ? timed.slice(0, 1) : timed;
-  for (const [shape, variants] of shapes) {
-    const { graph, node } = graphOf(shape);
+  const f32Ms = new Map<string, number>();
+  for (const [shape, variants] of shapes) for (const dtype of dtypes) {
+    const { graph, node } = graphOf(shape, dtype);
     const [an, bn] = node.inputs as Node[];
-    const a = randomHost(an.type, 1, 0.5);
-    const b = randomHost(bn.type, 2, 0.5);
+    const a = operand(an, 1, 0.5);
+    const b = operand(bn, 2, 0.5);
     const feeds = new Map([[an, upload(kdev, a)], [bn, upload(kdev, b)]]);
     const [m, n] = node.type.shape.slice(-2);
     const k = shape.ta ? shape.a[shape.a.length - 2] : shape.a[shape.a.length - 1];
@@ -174,11 +196,15 @@ async function main(): Promise<void> {
       let err = 0;
       for (let s = 0; s < 256; s++) {
         const i = Math.floor(((s * 2654435761) % 4294967296) / 4294967296 * got.length);
-        err = Math.max(err, Math.abs(got[i] - refElement(node, a, b, i)) || (Number.isNaN(got[i]) ? Infinity : 0));
+        const ref = refElement(node, a, b, i);
+        // over the element's tolerance: f32 accumulation, and f16's rounding of the output
+        err = Math.max(err, Math.abs(got[i] - ref) / (2e-5 * Math.sqrt(k) * 0.25 + (dtype === 'f16' ? U16 * Math.abs(ref) : 0)) || (Number.isNaN(got[i]) ? Infinity : 0));
       }
-      const tol = 2e-5 * Math.sqrt(k) * 0.25;
       const tf = flops / (timing.medianMs * 1e-3) / 1e12;
-      const row = `${shape.label.padEnd(42)} ${v.name.padEnd(24)} ${timing.medianMs.toFixed(3).padStart(8)} ms [${timing.p10Ms.toFixed(3)}, ${timing.p90Ms.toFixed(3)}]  ${tf.toFixed(2).padStart(6)} TFLOP/s  wg ${plan.workgroupSize}x${plan.workgroups}  ${err <= tol ? 'ok' : `WRONG err ${err}`}`;
+      const key = `${shape.label} ${v.name}`;
+      if (dtype === 'f32') f32Ms.set(key, timing.medianMs);
+      const vsF32 = dtype === 'f16' && f32Ms.has(key) ? `  f16/f32 ${(timing.medianMs / f32Ms.get(key)!).toFixed(2)}x` : '';
+      const row = `${shape.label.padEnd(42)} ${`${v.name} ${dtype}`.padEnd(28)} ${timing.medianMs.toFixed(3).padStart(8)} ms [${timing.p10Ms.toFixed(3)}, ${timing.p90Ms.toFixed(3)}]  ${tf.toFixed(2).padStart(6)} TFLOP/s  wg ${plan.workgroupSize}x${plan.workgroups}  ${err <= 1 ? 'ok' : `WRONG err ${err.toFixed(2)}x the tolerance`}${vsF32}`;
       console.log(row);
       rows.push(row);
       exec.destroy();
