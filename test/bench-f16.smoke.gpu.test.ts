@@ -3,7 +3,7 @@
 // autocast and model.half(); training steps under autocast with loss scaling) runs beside its f32
 // counterpart in the same process, its output checked against the f32 one, its bytes counted at 2 per
 // element, and report.ts shows the f16 / f32 ratios and, with PyTorch's records merged in, kiln f16
-// against torch f16. bench.smoke.gpu.test.ts runs the same suites on SwiftShader, where they are skipped.
+// against torch f16 (and bf16). bench.smoke.gpu.test.ts runs the same suites on SwiftShader, where they are skipped.
 // Peers (f32 only) are left out: bench.smoke.gpu.test.ts runs them. The times mean nothing here.
 
 import { HAS_LAVAPIPE } from './lavapipe.ts';
@@ -98,6 +98,7 @@ describe.skipIf(!HAS_LAVAPIPE)('npm run bench -- --suite all --smoke --no-peers,
         { suite: 'attention', case: attention.name, variant: 'torch manual f16', ms: 4 * fused16.timing!.medianMs, extra: {} },
         { suite: 'attention', case: attention.name, variant: 'torch sdpa flash f16', ms: fused16.timing!.medianMs / 2, extra: {} },
         { suite: 'attention', case: attention.name, variant: 'torch sdpa flash f32', ms: null, extra: { error: 'No available kernel' } },
+        { suite: 'attention', case: attention.name, variant: 'torch sdpa flash bf16', ms: fused16.timing!.medianMs / 4, extra: {} },
         { suite: 'generate', case: 'GPT-2 124M generate B1 prompt 128 new 256', variant: 'transformers generate f16', ms: 3, extra: { decode_tokens_per_s: 300 } },
       ],
     };
@@ -112,12 +113,14 @@ describe.skipIf(!HAS_LAVAPIPE)('npm run bench -- --suite all --smoke --no-peers,
     expect(cell('kiln fused f16', 'f16 / f32')).toBe(`${f16Ratio(attention, fused16)!.toFixed(2)}x`);
     expect(cell('kiln fused f16', 'time / fastest torch (same dtype)')).toBe('2.00x (torch sdpa flash f16)');
     expect(cell('kiln fused f32', 'time / fastest torch (same dtype)')).toBe(''); // PyTorch's f32 record failed
+    expect(cell('kiln fused f16', 'f16 time / fastest torch bf16')).toBe('4.00x (torch sdpa flash bf16)'); // kiln has no bf16
+    expect(cell('kiln fused f32', 'f16 time / fastest torch bf16')).toBe('');
     expect(cell('torch sdpa flash f32', 'notes')).toBe('failed: No available kernel');
     expect(markdown).toContain('PyTorch in the same GPU call: torch 2.x on test');
     expect(markdown).toContain('### GPT-2 124M generate B1 prompt 128 new 256');
     const merged = JSON.parse(readFileSync(join(dir, 'merged.json'), 'utf8')) as BenchReport;
     expect(merged.results[0].variants.filter((v) => v.source === 'torch').map((v) => [v.name, v.dtype])).toEqual([
-      ['torch manual f16', 'f16'], ['torch sdpa flash f16', 'f16'], ['torch sdpa flash f32', 'f32'],
+      ['torch manual f16', 'f16'], ['torch sdpa flash f16', 'f16'], ['torch sdpa flash f32', 'f32'], ['torch sdpa flash bf16', 'bf16'],
     ]);
   });
 });

@@ -95,10 +95,13 @@ export function fastestTorch(c: CaseResult, dtype: string): VariantResult | unde
   return torch.sort((a, b) => a.timing!.medianMs - b.timing!.medianMs)[0];
 }
 
-/** One of kiln's variants against PyTorch's fastest of the same dtype in the same GPU call: its ratio and which it was. */
-export function torchRatio(c: CaseResult, v: VariantResult): { ratio: number; torch: VariantResult } | undefined {
+/**
+ * One of kiln's variants against PyTorch's fastest of a dtype (default its own) in the same GPU call: its
+ * ratio and which it was. kiln has no bf16: its f16 variants are also set against PyTorch's bf16 autocast.
+ */
+export function torchRatio(c: CaseResult, v: VariantResult, dtype = dtypeOf(v)): { ratio: number; torch: VariantResult } | undefined {
   if (v.peer || !v.timing) return undefined;
-  const torch = fastestTorch(c, dtypeOf(v));
+  const torch = fastestTorch(c, dtype);
   return torch ? { ratio: v.timing.medianMs / torch.timing!.medianMs, torch } : undefined;
 }
 
@@ -115,10 +118,11 @@ export function formatRate(flops: number, ms: number): string {
 }
 
 /** The columns a case's table has: "f16 / f32" where it has an f16 variant, "time / torch" where PyTorch's records were merged in. */
-function columnsOf(c: CaseResult): { f16: boolean; torch: boolean; bandwidth: boolean } {
+function columnsOf(c: CaseResult): { f16: boolean; torch: boolean; torchBf16: boolean; bandwidth: boolean } {
   return {
     f16: c.variants.some((v) => v.f32Variant !== undefined),
     torch: c.variants.some((v) => v.source === 'torch'),
+    torchBf16: c.variants.some((v) => v.source === 'torch' && dtypeOf(v) === 'bf16') && c.variants.some((v) => !v.peer && dtypeOf(v) === 'f16'),
     bandwidth: c.variants.some((v) => v.bandwidth !== undefined),
   };
 }
@@ -130,6 +134,7 @@ export function tableHeader(c: CaseResult): string[] {
     'variant', 'median ms', 'p10-p90 ms', `time / ${baselineOf(c)?.name ?? 'baseline'}`,
     ...(cols.f16 ? ['f16 / f32'] : []),
     ...(cols.torch ? ['time / fastest torch (same dtype)'] : []),
+    ...(cols.torchBf16 ? ['f16 time / fastest torch bf16'] : []),
     'rate', ...(cols.bandwidth ? ['min traffic'] : []), 'kernels', 'peak GPU', 'notes',
   ];
 }
@@ -149,6 +154,7 @@ export function caseRows(c: CaseResult): string[][] {
     const ratio = ratioOf(c, v);
     const f16 = f16Ratio(c, v);
     const torch = torchRatio(c, v);
+    const bf16 = dtypeOf(v) === 'f16' ? torchRatio(c, v, 'bf16') : undefined;
     // PyTorch's records are CUDA-event means over back-to-back runs: no spread over batches.
     const spread = t && v.source !== 'torch' ? `${t.p10Ms.toFixed(3)}-${t.p90Ms.toFixed(3)}` : '-';
     return [
@@ -158,6 +164,7 @@ export function caseRows(c: CaseResult): string[][] {
       ratio === undefined ? '-' : `${ratio.toFixed(2)}x`,
       ...(cols.f16 ? [f16 === undefined ? (v.f32Variant === undefined ? '' : '-') : `${f16.toFixed(2)}x`] : []),
       ...(cols.torch ? [torch ? `${torch.ratio.toFixed(2)}x (${torch.torch.name})` : ''] : []),
+      ...(cols.torchBf16 ? [bf16 ? `${bf16.ratio.toFixed(2)}x (${bf16.torch.name})` : ''] : []),
       v.rate ?? '',
       ...(cols.bandwidth ? [v.bandwidth ?? ''] : []),
       v.kernels === undefined ? '' : String(v.kernels),
