@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BenchReport, main } from './bench/bench.ts';
 import { attentionGraph, minTraffic, productGraph } from './bench/kiln-cases.ts';
-import { type TorchRun, writeReport } from './bench/report.ts';
+import { type TorchRun, joinReports, writeReport } from './bench/report.ts';
 import { type CaseResult, type VariantResult, f16Ratio } from './bench/results.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-f16-'));
@@ -118,6 +118,10 @@ describe.skipIf(!HAS_LAVAPIPE)('npm run bench -- --suite all --smoke --no-peers,
     expect(cell('torch sdpa flash f32', 'notes')).toBe('failed: No available kernel');
     expect(markdown).toContain('PyTorch in the same GPU call: torch 2.x on test');
     expect(markdown).toContain('### GPT-2 124M generate B1 prompt 128 new 256');
+    // Runs of one session, one suite per device command, join in order before the merge.
+    const train = { ...report, date: 'later', results: report.results.filter((c) => c.suite === 'train') };
+    const joined = joinReports([{ ...report, results: report.results.filter((c) => c.suite !== 'train') }, train]);
+    expect([joined.date, joined.adapter, joined.f16, joined.results.map((c) => c.name)]).toEqual([report.date, report.adapter, true, report.results.map((c) => c.name)]);
     const merged = JSON.parse(readFileSync(join(dir, 'merged.json'), 'utf8')) as BenchReport;
     expect(merged.results[0].variants.filter((v) => v.source === 'torch').map((v) => [v.name, v.dtype])).toEqual([
       ['torch manual f16', 'f16'], ['torch sdpa flash f16', 'f16'], ['torch sdpa flash f32', 'f32'], ['torch sdpa flash bf16', 'bf16'],

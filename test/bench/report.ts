@@ -1,4 +1,5 @@
-// BENCHMARKS.md from a benchmark run: `npm run bench:report -- RESULT.json [--torch TORCH.json ...] [--out BENCHMARKS.md] [--json MERGED.json]`.
+// BENCHMARKS.md from a benchmark run: `npm run bench:report -- RESULT.json [MORE.json ...] [--torch TORCH.json ...] [--out BENCHMARKS.md] [--json MERGED.json]`
+// (several RESULT files, e.g. one per suite from separate device commands of one session, are joined in order).
 // One table per case (the same rows the bench prints), the adapter and date, and a bar chart drawn
 // as plain SVG (bench/chart.svg beside the markdown): one group of bars per case, each bar a variant's
 // median as a share of the case's slowest, kiln's f32 and f16 variants, the peers' and PyTorch's each in
@@ -159,11 +160,31 @@ export function renderMarkdown(report: BenchReport, chartPath: string): string {
 }
 
 /**
+ * Several bench runs as one report, their cases in order: the first run's date, every adapter (one when
+ * they agree), the peers of any, smoke if any was.
+ */
+export function joinReports(reports: readonly BenchReport[]): BenchReport {
+  if (reports.length === 1) return reports[0];
+  const adapters = [...new Set(reports.map((r) => r.adapter))];
+  const f16 = reports.every((r) => r.f16 !== undefined) ? reports.every((r) => r.f16) : undefined;
+  return {
+    date: reports[0].date,
+    adapter: adapters.join('; '),
+    ...(f16 === undefined ? {} : { f16 }),
+    smoke: reports.some((r) => r.smoke),
+    node: reports[0].node,
+    peers: [...new Set(reports.flatMap((r) => r.peers))],
+    ...(reports.some((r) => r.torch) ? { torch: reports.flatMap((r) => r.torch ?? []) } : {}),
+    results: reports.flatMap((r) => r.results),
+  };
+}
+
+/**
  * Reads a bench JSON (and PyTorch's, merged in) and writes the markdown and, beside it, bench/chart.svg;
  * `mergedJson` also keeps the merged report. Returns the paths written.
  */
-export async function writeReport(jsonPath: string, out = 'BENCHMARKS.md', torchPaths: readonly string[] = [], mergedJson?: string): Promise<{ markdown: string; chart: string }> {
-  const kiln = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
+export async function writeReport(jsonPath: string | readonly string[], out = 'BENCHMARKS.md', torchPaths: readonly string[] = [], mergedJson?: string): Promise<{ markdown: string; chart: string }> {
+  const kiln = joinReports((typeof jsonPath === 'string' ? [jsonPath] : jsonPath).map((p) => JSON.parse(readFileSync(p, 'utf8')) as BenchReport));
   const report = torchPaths.length ? mergeTorch(kiln, torchPaths.map((p) => JSON.parse(readFileSync(p, 'utf8')) as TorchRun)) : kiln;
   if (mergedJson) {
     mkdirSync(dirname(mergedJson), { recursive: true });
@@ -178,9 +199,9 @@ export async function writeReport(jsonPath: string, out = 'BENCHMARKS.md', torch
 
 if (process.argv[1] && /report\.(ts|mjs)$/.test(process.argv[1])) {
   const argv = process.argv.slice(2);
-  const json = argv.find((a, i) => !a.startsWith('--') && !(argv[i - 1] ?? '').startsWith('--'));
-  if (!json) {
-    console.error('usage: npm run bench:report -- RESULT.json [--torch TORCH.json ...] [--out BENCHMARKS.md] [--json MERGED.json]');
+  const json = argv.filter((a, i) => !a.startsWith('--') && !(argv[i - 1] ?? '').startsWith('--'));
+  if (json.length === 0) {
+    console.error('usage: npm run bench:report -- RESULT.json [MORE.json ...] [--torch TORCH.json ...] [--out BENCHMARKS.md] [--json MERGED.json]');
     process.exit(2);
   }
   const torch = argv.flatMap((a, i) => (a === '--torch' && argv[i + 1] ? [argv[i + 1]] : []));

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
+# Where the project sits beside shared/ (not packed): nanogpt_model.py of ../shared/device.
+sys.path.insert(1, os.path.join(here, '..', '..', '..', 'shared', 'device'))
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--json', default=None)
@@ -71,6 +73,7 @@ def record(suite, case, variant, ms, **extra):
 
 
 def guarded(suite, case, variant, fn):
+    """Runs one case; a failure prints one line and becomes a record without a time, named as the case would have been."""
     try:
         fn()
     except Exception as ex:
@@ -131,7 +134,7 @@ if 'attention' in suites:
                     with pinned(be):
                         ms = bench(sdpa_step)
                     record('attention', bwd_case, f'torch sdpa {name} {dn}', ms)
-                guarded('attention', bwd_case, f'sdpa {name} {dn}', run)
+                guarded('attention', bwd_case, f'torch sdpa {name} {dn}', run)
             del q, k, v, dout, qg, kg, vg, keep, fill
 
 if 'matmul' in suites:
@@ -156,7 +159,7 @@ if 'matmul' in suites:
                 n = b_shape[-2] if tb else b_shape[-1]
                 flops = 2 * m * n * kk if len(b_shape) == 2 else 2 * math.prod(a_shape) * n
                 record('matmul', case, f'torch {dn}', ms, tflops=round(flops / ms / 1e9, 1))
-            guarded('matmul', case, dn, run)
+            guarded('matmul', case, f'torch {dn}', run)
 
 
 def gpt(cfg_name, nanogpt):
@@ -198,7 +201,7 @@ if 'nanogpt' in suites:
                         m(x)  # inference forward: logits of the last position, as kiln's case
 
                 record('nanogpt', label, f'torch eager {"sdpa" if flash else "manual"} model.half() f16', bench(fwd))
-            guarded('nanogpt', label, f'half {flash}', run)
+            guarded('nanogpt', label, f'torch eager {"sdpa" if flash else "manual"} model.half() f16', run)
 
 if 'train' in suites:
     # shakespeare-char with dropout 0.2 under f16 autocast and GradScaler, as kiln's "train step ... f16" of that case.
@@ -228,7 +231,7 @@ if 'train' in suites:
             ms = bench(step, iters=max(3, ITERS // 2))
             extra = {'peak_mib': round(torch.cuda.max_memory_allocated() / 2 ** 20)} if cuda else {}
             record('train', label, f'torch eager {"sdpa" if flash else "manual"} f16 dropout 0.2', ms, **extra)
-        guarded('train', label, f'f16 dropout {flash}', run)
+        guarded('train', label, f'torch eager {"sdpa" if flash else "manual"} f16 dropout 0.2', run)
 
 if args.json:
     with open(args.json, 'w') as f:
