@@ -1,4 +1,5 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers] [--dtype f32,f16]`.
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers]
+// [--dtype f32,f16] [--train-small | --train-gpt2]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
 // each kind in f32 and in f16 (f16 inputs, or autocast for the models), then the peers (onnxruntime-web,
 // tfjs-webgpu, jax-js, in f32) on the same adapter, each checked against kiln's output. It prints each
@@ -269,8 +270,9 @@ async function finiteLoss(step: () => Promise<StepResult>, peakBytes: number): P
   return peakBytes;
 }
 
-/** `--train-small`: the train suite without GPT-2 (its compilations take most of the suite's time). */
+/** `--train-small`: the train suite without GPT-2 (its compilations take most of the suite's time); `--train-gpt2`: GPT-2 alone. */
 let skipGpt2 = false;
+let onlyGpt2 = false;
 
 /**
  * Time per training batch: forward, backward, clipping and AdamW as one compiled step
@@ -287,7 +289,7 @@ const train: Suite = async (kdev, { smoke, dtypes }) => {
         // train_shakespeare_char.py as it trains: dropout 0.2 on the embeddings, attention weights and residuals
         ['shakespeare-char, dropout 0.2', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false, dropout: 0.2 }, 64, 256],
         ['GPT-2 124M', { dropout: 0 }, 8, 1024],
-      ].filter(([label]) => !(skipGpt2 && label === 'GPT-2 124M')) as [string, Partial<GPTConfig>, number, number][];
+      ].filter(([label]) => (label === 'GPT-2 124M' ? !skipGpt2 : !onlyGpt2)) as [string, Partial<GPTConfig>, number, number][];
   const out: CaseResult[] = [];
   const kinds = [['manual, fused', false, true], ['sdpa, fused', true, true], ['manual, unfused', false, false], ['sdpa, unfused', true, false]] as const;
   for (const [label, config, B, T] of configs) {
@@ -376,6 +378,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const smoke = argv.includes('--smoke');
   const peers = !argv.includes('--no-peers');
   skipGpt2 = argv.includes('--train-small');
+  onlyGpt2 = argv.includes('--train-gpt2');
   const dtypes = (flagValue(argv, 'dtype') ?? BENCH_DTYPES.join(',')).split(',') as BenchDtype[];
   for (const d of dtypes) if (!BENCH_DTYPES.includes(d)) throw new Error(`unknown dtype ${d}; dtypes: ${BENCH_DTYPES.join(', ')}`);
   const available = suites(peers);
