@@ -38,6 +38,7 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
     expect(vals[2]).toBeLessThan(vals[0] - 0.6);
     expect(straight.iterNum).toBe(20);
     expect(straight.optimizer.stepCount).toBe(20);
+    expect(straight.dtype).toBe('float32'); // --dtype auto on the cpu
   });
 
   it('writes a checkpoint with nanoGPT keys, optimizer state and progress metadata, loadable into a fresh model', async () => {
@@ -80,6 +81,25 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
     expect(svg).toMatch(/^<svg /);
     expect(svg.match(/<polyline /g)).toHaveLength(2);
     expect(svg).toContain('>iteration<');
+  });
+
+  it('trains with --dtype float16 on the cpu (f16 emulated): autocast with loss scaling, the scale in the log line, an F32 checkpoint', async () => {
+    const dir = outDir();
+    const lines: string[] = [];
+    const r = await train([...tiny, '--dtype', 'float16', '--out_dir', dir, '--max_iters', '4', '--eval_interval', '4', '--eval_iters', '1', '--log_interval', '2'], (text) => void lines.push(text));
+    expect(r.dtype).toBe('float16');
+    expect(lines.join('')).toMatch(/\niter 2: loss \d\.\d{4}, lr [\d.e-]+, time \d+ms, scale 65536\n/);
+    expect(r.skippedIters).toEqual([]);
+    expect(r.optimizer.stepCount).toBe(4);
+    // The master weights and AdamW's moments, as training resumes from them.
+    const file = await readSafetensors(join(dir, 'ckpt.safetensors'));
+    expect(new Set([...file.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['F32']));
+  });
+
+  it('refuses --dtype bfloat16, and float16 with --compile false (loss scaling is in the compiled step)', async () => {
+    await expect(train([...tiny, '--dtype', 'bfloat16'], quiet)).rejects.toThrow(/KILN_E015 --dtype bfloat16: kiln has no bf16 compute/);
+    await expect(train([...tiny, '--dtype', 'float16', '--compile', 'false'], quiet)).rejects.toThrow(/KILN_E015 --dtype float16 needs --compile true/);
+    await expect(train([...tiny, '--dtype', 'half'], quiet)).rejects.toThrow(/KILN_E015 --dtype must be float16, float32 or auto, got half/);
   });
 
   it('refuses an unknown flag', async () => {
