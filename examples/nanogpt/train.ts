@@ -18,7 +18,7 @@ import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
-import { AdamW, GradScaler, clipGradNorm, learningRate } from '../../compiler/optim.ts';
+import { AdamW, GradScaler, SCALER_SCALE_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
 import { type TrainingCheckpoint, checkpointBytes, progressOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { type CharDataset, SHAKESPEARE_PATH, type Split, loadShakespeareChar } from './data.ts';
@@ -178,6 +178,8 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   log(`number of parameters: ${(model.getNumParams() / 1e6).toFixed(2)}M\n`);
   // float16: torch.amp's recipe, nanoGPT's GradScaler(enabled=(dtype == 'float16')) with torch's defaults
   const scaler = autocast ? new GradScaler() : undefined;
+  // a float16 checkpoint holds the scale it reached (amp.scale, amp.growth_tracker): resuming goes on from it
+  if (scaler && resumed && resumed.metadata[SCALER_SCALE_KEY] !== undefined) scaler.loadState(resumed.metadata, ckptPath);
   const trainStep = cfg.compile ? compileTrainStep(model, optimizer, { backend: device, gradClip: cfg.grad_clip, autocast, scaler: scaler ?? false }) : null;
   // eval runs compiled on the same device, under the same autocast (eager on the host when not compiling)
   const evalForward = cfg.compile ? compile(model, { backend: device, autocast: autocast ?? false }) : null;
