@@ -94,6 +94,9 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
     // The master weights and AdamW's moments, as training resumes from them.
     const file = await readSafetensors(join(dir, 'ckpt.safetensors'));
     expect(new Set([...file.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['F32']));
+    // The loss scaler's state, so a resumed run goes on from the scale it reached.
+    expect(file.metadata['amp.scale']).toBe('65536');
+    expect(file.metadata['amp.growth_tracker']).toBe(file.metadata.iter_num); // every step so far a good one
   });
 
   it('refuses --dtype bfloat16, and float16 with --compile false (loss scaling is in the compiled step)', async () => {

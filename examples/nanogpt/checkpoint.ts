@@ -8,7 +8,7 @@
 import { KilnError, type HostTensor } from '../../index.ts';
 import { configOf, hostTensors, stateDictTensors } from '../../compiler/checkpoint.ts';
 import { configProblem } from '../../compiler/model-config.ts';
-import { type AdamW, OPTIM_STEP_KEY } from '../../compiler/optim.ts';
+import { type AdamW, type GradScaler, OPTIM_STEP_KEY } from '../../compiler/optim.ts';
 import { type LoadFloats, type SaveFloats, readSafetensors, serializeSafetensors } from '../../runtime/safetensors.ts';
 import type { CharDataset } from './data.ts';
 import { type GPT, type GPTConfig, defaultConfig } from './model.ts';
@@ -21,8 +21,12 @@ export interface TrainingCheckpoint {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-/** kiln's state dict + optimizer state, with config and progress in the metadata; every float tensor F32, whatever dtype the model holds. */
-export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number): Uint8Array {
+/**
+ * kiln's state dict + optimizer state, with config and progress in the metadata; every float tensor F32,
+ * whatever dtype the model holds. A float16 run's loss scaler adds its scale and growth tracker
+ * (amp.scale, amp.growth_tracker), so a resumed run goes on from the scale it reached.
+ */
+export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset, iterNum: number, bestValLoss: number, scaler?: GradScaler): Uint8Array {
   const tensors = stateDictTensors(model, { floats: 'f32' });
   const optim = optimizer.stateTensors();
   for (const [key, t] of optim.tensors) tensors.set(key, t);
@@ -32,6 +36,7 @@ export function checkpointBytes(model: GPT, optimizer: AdamW, data: CharDataset,
     best_val_loss: String(bestValLoss),
     [OPTIM_STEP_KEY]: optim.metadata[OPTIM_STEP_KEY],
     chars: JSON.stringify(data.chars),
+    ...scaler?.stateMetadata(),
   });
 }
 

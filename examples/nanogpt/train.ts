@@ -214,7 +214,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
           log(`saving checkpoint to ${cfg.out_dir}\n`);
           await interrupts.saving(async () => {
             await trainStep?.sync(); // parameters and moments back from the device
-            await writeOut(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss));
+            await writeOut(ckptPath, checkpointBytes(model, optimizer, data, iterNum, bestValLoss, scaler));
             interrupts.checkpoint = { path: ckptPath, iter: iterNum };
           });
         }
