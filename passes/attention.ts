@@ -6,7 +6,7 @@
 
 import type { Attrs, Graph, Meta, Node, Operand } from '../ir/graph.ts';
 import { isNode } from '../ir/graph.ts';
-import { attentionDims } from '../ir/ops/attention.ts';
+import { attentionDims, attentionScalingFor } from '../ir/ops/attention.ts';
 import { checkAttentionMask } from '../ir/ops/fused_attention.ts';
 import { KilnError } from '../ir/errors.ts';
 import { namedOperands, operandsByName } from '../ir/operands.ts';
@@ -159,13 +159,17 @@ function chainRowAttrs(m: Match, pick: ReturnType<typeof pickKernel>): Attrs {
 function buildFused(m: Match, b: Builder, ctx: PassContext, graph: Graph, rule: string, declaredCausal: boolean, scale: number, userScaling: 'post' | 'pre_qk', dropout: FusedDropout | undefined): Node {
   const pick = pickKernel(m, graph, declaredCausal);
   // pre_qk multiplies q and k each by sqrt(scale): a negative scale (sqrt would be NaN) is applied after q k^T.
-  const scaling = scale < 0 ? 'post' : userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling;
+  // In f16 it is always pre_qk, the overflow guard (attentionScalingFor): the user's manual chain gets it too.
+  const dtype = m.node('q').type.dtype;
+  const scaling = scale < 0 ? 'post' : attentionScalingFor(dtype, scale, userScaling === 'pre_qk' ? 'pre_qk' : ctx.attentionScaling);
+  const guards = dtype === 'f16' && scaling === 'pre_qk' && userScaling !== 'pre_qk';
   const rows = rule === 'attention_chain' ? chainRowAttrs(m, pick) : {};
   const notes = [
     pick.reason,
     // A finite fill keeps every row non-empty: such a row averages v, as in the chain.
     ...(pick.emptyRow && rows.fill === undefined ? [`${pick.emptyRow}: ${rows.emptyRows === 'nan' ? 'NaN there, as the chain\'s softmax gives' : '0 there, as sdpa gives'}`] : []),
     ...(dropout ? [`dropout p=${dropout.p} on the weights, drawn in the kernel`] : []),
+    ...(guards ? ['f16: q and k each scaled by sqrt(scale) and rounded to f16 before q k^T, so the scores cannot overflow f16 where the scaled ones fit'] : []),
   ];
   const attrs: Attrs = { causal: pick.causal, scale, scaling, ...rows, ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed } : {}) };
   const meta: Meta = { kernel: pick.kernel, rule, reason: notes.join('; ') };

@@ -6,10 +6,12 @@
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { KilnError } from '../errors.ts';
 import type { Attrs, Node } from '../graph.ts';
+import { FLOAT_DTYPES } from '../dtypes.ts';
+import { roundF16 } from '../f16.ts';
 import { type HostTensor, type Precision, allocData } from '../host.ts';
 import { operandsByName } from '../operands.ts';
 import { type CpuOperand, type OperandType, getOp, registerOp } from '../registry.ts';
-import { type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
+import { type DType, type Shape, type TensorType, broadcastShapes, formatType, numel, sameShape, sameType } from '../types.ts';
 import { arity, boolAttr, broadcastIndex, expectDType, floatDType, intAttr, numAttr, tensorArg } from './check.ts';
 import { RNG_TYPE } from './leaf.ts';
 import { softmaxBackward } from './reduce.ts';
@@ -128,6 +130,36 @@ export function attentionScale(attrs: Attrs, d: number): number {
 export type AttentionScaling = 'post' | 'pre_qk';
 
 /**
+ * The scaling an attention of `dtype` uses. f16 always takes "pre_qk": q and k are each multiplied by
+ * sqrt(scale) and rounded to f16 before q k^T, as PyTorch's kernels do, so scores that fit once
+ * scaled cannot overflow f16's 65504 on the way (the unscaled q k^T of a d = 64 head reaches it
+ * with entries near 32). A negative scale has no square root: it stays "post". f32 keeps `asked`.
+ */
+export function attentionScalingFor(dtype: DType, scale: number, asked: AttentionScaling): AttentionScaling {
+  return dtype === 'f16' && scale >= 0 ? 'pre_qk' : asked;
+}
+
+/** The type rule's half of attentionScalingFor: an f16 attention node must say "pre_qk" (kiln dump shows what the kernel does). */
+export function checkAttentionScaling(op: string, dtype: DType, spec: AttentionSpec): void {
+  const want = attentionScalingFor(dtype, spec.scale, spec.scaling);
+  if (spec.scaling !== want) throw new KilnError('KILN_E011', `${op} in ${dtype} needs scaling "${want}" (q and k each scaled by sqrt(scale) and rounded to ${dtype} before q k^T, so the scores cannot overflow), got "${spec.scaling}"`);
+}
+
+/**
+ * How the kernels round a scaled q or k element where they keep it, in the interpreter's precision:
+ * to f16 in an f16 attention (what makes "pre_qk" an overflow guard, and what PyTorch rounds), to f32
+ * at 'f32' precision, not at all at 'f64'. The f16 kernels scale by sqrt(scale) as an f32 constant.
+ */
+function scaledQk(dtype: DType, precision: Precision, root: number): (x: number) => number {
+  if (precision === 'f64') return (x) => x * root;
+  if (dtype === 'f16') {
+    const root32 = Math.fround(root);
+    return (x) => roundF16(x * root32);
+  }
+  return (x) => Math.fround(x * root);
+}
+
+/**
  * What a query row whose every score is -inf (no key kept) gives: "nan", softmax's answer and so the
  * answer of the chain attention fusion replaced; or "zero", sdpa's (PyTorch's _safe_softmax). docs/masked-rows.md.
  */
@@ -151,10 +183,10 @@ export interface AttentionSpec {
 export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | undefined, spec: AttentionSpec, precision: Precision, batch: Shape, l: number): (b: number, i: number, row: Float64Array, dropped?: Uint8Array) => void {
   const [s, d] = k.type.shape.slice(-2);
   const maskMap = mask ? broadcastIndex([...batch, l, s], mask.type.shape) : null;
-  const additive = mask?.type.dtype === 'f32';
+  const additive = mask !== undefined && mask.type.dtype !== 'bool';
   const [qScale, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
-  const round = precision === 'f32' ? Math.fround : (x: number) => x;
-  const fill = round(spec.fill ?? -Infinity);
+  const scaled = scaledQk(q.type.dtype, precision, qScale);
+  const fill = precision === 'f32' ? Math.fround(spec.fill ?? -Infinity) : (spec.fill ?? -Infinity);
   return (b, i, row, dropped) => {
     for (let j = 0; j < s; j++) {
       const m = maskMap && mask ? mask.data[maskMap[(b * l + i) * s + j]] : 0;
@@ -164,7 +196,7 @@ export function scoreReader(q: HostTensor, k: HostTensor, mask: HostTensor | und
       let x = filled ? fill : -Infinity;
       if (keep) {
         x = 0;
-        for (let c = 0; c < d; c++) x += round(q.data[(b * l + i) * d + c] * qScale) * round(k.data[(b * s + j) * d + c] * qScale);
+        for (let c = 0; c < d; c++) x += scaled(q.data[(b * l + i) * d + c]) * scaled(k.data[(b * s + j) * d + c]);
         x = x * post + (additive ? m : 0);
       }
       row[j] = x;
@@ -203,6 +235,7 @@ export function attentionReference(q: HostTensor, k: HostTensor, v: HostTensor, 
 
 // sdpa(q, k, v, mask?, rng?) {isCausal, scale, dropoutP, seed}: softmax(q k^T * scale + mask) v.
 // A bool mask keeps where true; a float mask is added. Causal is top-left aligned, as PyTorch.
+// In f16, q and k are each scaled by sqrt(scale) and rounded to f16 before q k^T (attentionScalingFor).
 // A row that keeps no key (every score -inf) gives zeros, as PyTorch's sdpa does since 2.5 (its
 // _safe_softmax); a plain softmax of that row would be NaN (docs/masked-rows.md).
 // With dropoutP > 0, probability (b, i, j) is dropped as dropout's element (b*L+i)*S+j with the same
@@ -228,7 +261,7 @@ registerOp({
     if (maskOperand) {
       const mask = maskOperand as TensorType;
       if (causal) throw new KilnError('KILN_E011', 'sdpa takes either a mask or isCausal, not both (as PyTorch)');
-      expectDType('sdpa', mask, 'bool', 'f32');
+      expectDType('sdpa', mask, 'bool', ...FLOAT_DTYPES);
       const full = [...dims.batch, dims.l, dims.s];
       const b = broadcastShapes(full, mask.shape);
       if (!b || !sameShape(b, full)) throw new KilnError('KILN_E001', `sdpa mask ${formatType(mask)} does not broadcast to the scores [${full.join(',')}]`);
@@ -239,19 +272,19 @@ registerOp({
     const [q, k, v] = inputs;
     const { mask, rng } = attentionOperands('sdpa', inputs, attrs);
     if (typeof q === 'number' || typeof k === 'number' || typeof v === 'number' || typeof mask === 'number') throw new Error('sdpa of a scalar');
-    const spec: AttentionSpec = { causal: attrs.isCausal === true, scale: attentionScale(attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post', emptyRows: 'zero' };
+    const spec = sdpaSpec(attrs, q.type);
     const p = typeof attrs.dropoutP === 'number' ? attrs.dropoutP : 0;
     return attentionReference(q, k, v, mask, spec, precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
   grad(ctx) {
-    return flashAttentionBackward(ctx, sdpaSpec(ctx.node));
+    return flashAttentionBackward(ctx, sdpaSpec(ctx.node.attrs, (ctx.node.inputs[0] as Node).type));
   },
 });
 
-/** The attention an sdpa node computes (scaled after q k^T). */
-function sdpaSpec(node: Node): AttentionSpec {
-  const q = node.inputs[0] as Node;
-  return { causal: node.attrs.isCausal === true, scale: attentionScale(node.attrs, q.type.shape[q.type.shape.length - 1]), scaling: 'post', emptyRows: 'zero' };
+/** The attention an sdpa node with these attrs and query `q` computes: scaled after q k^T, but in f16 (attentionScalingFor). */
+export function sdpaSpec(attrs: Attrs, q: TensorType): AttentionSpec {
+  const scale = attentionScale(attrs, q.shape[q.shape.length - 1]);
+  return { causal: attrs.isCausal === true, scale, scaling: attentionScalingFor(q.dtype, scale, 'post'), emptyRows: 'zero' };
 }
 
 /** Dropout on the probabilities, as a dropout node redraws it: its attrs and its rng operand, if any. */
@@ -281,8 +314,12 @@ export function attentionBackward(ctx: GradContext, spec: AttentionSpec, dropout
   const g = ctx.grad;
   const add = (op: string, inputs: (Node | number)[], attrs: Attrs = {}) => ctx.add(op, inputs, attrs);
   const matmul = (a: Node, b: Node, transposeA: boolean, transposeB: boolean) => add('matmul', [a, b], { transposeA, transposeB });
-  // "pre_qk" scales q and k by sqrt(scale) each: the same scores as "post".
-  let scores = add('mul', [matmul(q, k, false, true), spec.scale]);
+  // "pre_qk" scales q and k by sqrt(scale) each: the same scores as "post". In f16 it is done first,
+  // as the forward does it, so the recomputed scores cannot overflow either.
+  const root = Math.sqrt(spec.scale);
+  let scores = spec.scaling === 'pre_qk' && q.type.dtype === 'f16'
+    ? matmul(add('mul', [q, root]), add('mul', [k, root]), false, true)
+    : add('mul', [matmul(q, k, false, true), spec.scale]);
   // Where a bool mask drops a key, masked_fill passes its scores no gradient: it matters where P is not 0
   // there, a row with no key (NaN) or a finite fill. (Causal rows always keep a key, and fill with -inf.)
   let dropped: Node | undefined;

@@ -2,7 +2,9 @@
 // and which stream past in tiles (ROLES), and the tiling picked for the head dims and the device's
 // limits. Apart from the kernel text, so the gradient rule can ask whether its kernels fit.
 
+import { DTYPE_INFO } from '../dtypes.ts';
 import { DEFAULT_KERNEL_LIMITS, type KernelLimits } from '../limits.ts';
+import type { DType } from '../types.ts';
 import type { AttentionWrt } from './attention_backward.ts';
 
 /** attention_lse, or the gradient a fused_attention_backward kernel writes. */
@@ -73,24 +75,24 @@ function slicesFor(widest: number): number {
   return widest <= 32 ? 1 : widest <= 64 ? 2 : 4;
 }
 
-/** The sizes that follow from slices, rows and tile for a mode and head dims d, dv. */
-export function backwardTilingOf(mode: BackwardMode, d: number, dv: number, shape: Pick<BackwardTiling, 'slices' | 'rows' | 'tile'>): BackwardTiling {
+/** The sizes that follow from slices, rows and tile for a mode and head dims d, dv; the tiles hold vec4s of `dtype` (f16 ones take half the memory). */
+export function backwardTilingOf(mode: BackwardMode, d: number, dv: number, shape: Pick<BackwardTiling, 'slices' | 'rows' | 'tile'>, dtype: DType = 'f32'): BackwardTiling {
   const r = ROLES[mode];
   const { slices, rows, tile } = shape;
   const aVec4 = Math.max(1, Math.ceil(Math.ceil(d / 4) / slices));
   const bVec4 = Math.max(1, Math.ceil(Math.ceil(dv / 4) / slices));
-  const tiles = tile * slices * (aVec4 + (r.y ? bVec4 : 0)) * 16;
+  const tiles = tile * slices * (aVec4 + (r.y ? bVec4 : 0)) * 4 * DTYPE_INFO[dtype].bytes;
   const exchanges = slices > 1 ? (r.b ? 2 : 1) * tile * rows * slices * 4 : 0;
   return { ...shape, aVec4, bVec4, workgroupSize: rows * slices, workgroupBytes: tiles + exchanges + stagedScalars(r) * tile * 4 };
 }
 
-/** The tiling of a mode for head dims d, dv on a device with these limits; null when none fits. */
-export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits: KernelLimits = DEFAULT_KERNEL_LIMITS): BackwardTiling | null {
+/** The tiling of a mode for head dims d, dv (of `dtype`) on a device with these limits; null when none fits. */
+export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits: KernelLimits = DEFAULT_KERNEL_LIMITS, dtype: DType = 'f32'): BackwardTiling | null {
   const slices = slicesFor(mode === 'lse' ? d : Math.max(d, dv));
   for (const rows of ROW_CHOICES) {
     if (rows * slices > limits.maxComputeInvocationsPerWorkgroup) continue;
     for (const tile of TILES) {
-      const t = backwardTilingOf(mode, d, dv, { slices, rows, tile });
+      const t = backwardTilingOf(mode, d, dv, { slices, rows, tile }, dtype);
       const unrolled = tile * vec4sPerRow(mode, t) <= MAX_TILE_VEC4S || tile === TILES.at(-1);
       if (unrolled && t.workgroupBytes <= limits.maxComputeWorkgroupStorageSize) return t;
     }
@@ -98,7 +100,7 @@ export function backwardTiling(mode: BackwardMode, d: number, dv: number, limits
   return null;
 }
 
-/** Whether every backward kernel fits WebGPU's default limits for head dims d, dv: the gradient rule's test, made before any device is known. */
-export function flashBackwardFits(d: number, dv: number): boolean {
-  return (['lse', 'q', 'k', 'v', 'kv'] as const).every((mode) => backwardTiling(mode, d, dv) !== null);
+/** Whether every backward kernel fits WebGPU's default limits for head dims d, dv of `dtype`: the gradient rule's test, made before any device is known. */
+export function flashBackwardFits(d: number, dv: number, dtype: DType = 'f32'): boolean {
+  return (['lse', 'q', 'k', 'v', 'kv'] as const).every((mode) => backwardTiling(mode, d, dv, DEFAULT_KERNEL_LIMITS, dtype) !== null);
 }

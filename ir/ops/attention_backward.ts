@@ -18,6 +18,10 @@
 // causality drops passes no gradient to the scores (the chain's masked_fill): dS = 0 there, whatever P.
 // The maths: dP = dO V^T, dS = P * (dP - delta),
 // dQ = scale * dS K, dK = scale * dS^T Q, dV = P^T dO ("pre_qk" gives the same scores, so the same).
+// In f16 (always "pre_qk") the kernels use the forward's f16-rounded sqrt(scale) q and sqrt(scale) k,
+// so P is the forward's: dQ = sqrt(scale) dS f16(sqrt(scale) K), and so on. lse and delta stay f32
+// (the rule casts dO and O to f32 for delta), every sum accumulates in f32, and the gradients are
+// stored in f16.
 // With dropout (the forward's dropoutP, seed and rng), Z the kept-and-scaled factor of each weight
 // (0 or 1/(1-p), redrawn from the same hash): dV = (P Z)^T dO and dP = (dO V^T) Z; delta = rowsum(dO O)
 // still equals rowsum(P dP).
@@ -29,7 +33,8 @@ import { type HostData, type HostTensor, type Precision, allocData } from '../ho
 import { namedOperands, operandsByName } from '../operands.ts';
 import { type OperandType, getOp, registerOp } from '../registry.ts';
 import { type DType, type Shape, type TensorType, formatType, numel, sameShape } from '../types.ts';
-import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, attentionOperands, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
+import { roundF16 } from '../f16.ts';
+import { type AttentionDropout, type AttentionSpec, attentionBackward, attentionDims, attentionDropout, attentionOperands, checkAttentionScaling, dropoutUniform, effectiveDropoutSeed, rngOperand, scoreReader } from './attention.ts';
 import { flashBackwardFits } from './attention_backward.tiling.ts';
 import { arity, expectDType, floatDType, tensorArg } from './check.ts';
 import { attentionDropoutP, attentionSpec, checkAttentionMask } from './fused_attention.ts';
@@ -98,6 +103,12 @@ function backwardReference(inputs: HostTensor[], attrs: Attrs, spec: AttentionSp
   const row = new Float64Array(s);
   const dropped = new Uint8Array(s);
   const base2 = base2Score(precision);
+  // dS times scale times k (or q): in f16 at 'f32' precision, as the kernels weigh them, sqrt(scale)
+  // times the forward's f16-rounded sqrt(scale) k.
+  const root = Math.sqrt(spec.scale);
+  const [dsScale, weigh] = spec.scaling === 'pre_qk' && q.type.dtype === 'f16' && precision === 'f32'
+    ? [root, (x: number) => roundF16(x * Math.fround(root))]
+    : [spec.scale, (x: number) => x];
   for (let b = 0; b < numel(batch); b++) {
     for (let i = 0; i < l; i++) {
       scores(b, i, row, dropped);
@@ -117,9 +128,9 @@ function backwardReference(inputs: HostTensor[], attrs: Attrs, spec: AttentionSp
         let dp = 0;
         for (let c = 0; c < dv; c++) dp += gradOut.data[qi * dv + c] * v.data[kj * dv + c];
         dp *= z;
-        const ds = p * (dp - delta.data[qi]) * spec.scale;
+        const ds = p * (dp - delta.data[qi]) * dsScale;
         const [to, from, src] = wrt === 'q' ? [qi, kj, k] : [kj, qi, q];
-        for (let c = 0; c < d; c++) grad[to * d + c] += ds * src.data[from * d + c];
+        for (let c = 0; c < d; c++) grad[to * d + c] += ds * weigh(src.data[from * d + c]);
       }
     }
   }
@@ -161,7 +172,8 @@ registerOp({
     arity('attention_lse', inputs, 2, 3);
     const [q, k] = [0, 1].map((i) => tensorArg('attention_lse', inputs, i));
     const { batch, l, s } = attentionDims(q, k, k);
-    floatDType('attention_lse', q, k); // the statistics are f32 whatever q and k are
+    const dtype = floatDType('attention_lse', q, k); // the statistics are f32 whatever q and k are
+    checkAttentionScaling('attention_lse', dtype, attentionSpec(attrs));
     checkMask('attention_lse', attentionSpec(attrs), inputs.length === 3 ? tensorArg('attention_lse', inputs, 2) : undefined, [...batch, l, s]);
     return { dtype: 'f32', shape: [...batch, l, 2] };
   },
@@ -183,6 +195,7 @@ registerOp({
     const dropoutP = attentionDropoutP(op, attrs);
     if (rng) rngOperand(op, inputs, inputs.length - 1, dropoutP > 0);
     const dtype = floatDType(op, q, k, v);
+    checkAttentionScaling(op, dtype, attentionSpec(attrs));
     const { batch, l, s, dv } = attentionDims(q, k, v);
     checkMask(op, attentionSpec(attrs), mask, [...batch, l, s]);
     expectShape(op, 'grad_out', gradOut, [...batch, l, dv], dtype);
@@ -211,18 +224,20 @@ export function flashAttentionBackward(ctx: GradContext, spec: AttentionSpec): (
   const mask = attentionOperands(ctx.node.op as 'sdpa' | 'fused_attention', ctx.node.inputs, ctx.node.attrs).mask as Node | undefined;
   const dropout: AttentionDropout | undefined = attentionDropout(ctx.node);
   const { d, dv } = attentionDims(q.type, k.type, v.type);
-  if (!flashBackwardFits(d, dv)) return attentionBackward(ctx, spec, dropout);
+  if (!flashBackwardFits(d, dv, q.type.dtype)) return attentionBackward(ctx, spec, dropout);
   // What a masked key scores and what a row of -inf gives, as the forward: the same P.
   const rows: Attrs = { ...(Number.isFinite(spec.fill) ? { fill: spec.fill! } : {}), ...(spec.emptyRows === 'nan' ? { emptyRows: 'nan' } : {}) };
   const attrs = { causal: spec.causal, scale: spec.scale, scaling: spec.scaling, ...rows };
   // The backward kernels redraw the forward's dropout bits: the same p, seed and rng.
   const dropAttrs: Attrs = dropout ? { dropoutP: dropout.attrs.p, seed: dropout.attrs.seed } : {};
+  // delta is f32 whatever the dtype: an f16 dO and O are cast first, so the statistics stay f32.
+  const f32 = (x: Node) => (x.type.dtype === 'f32' ? x : ctx.add('cast', [x], { dtype: 'f32' }));
   let operands: { inputs: Node[]; attrs: Attrs } | undefined;
   const backward = (wrt: AttentionWrt) => {
     operands ??= namedOperands(getOp('fused_attention_backward'), {
       q, k, v, mask, grad_out: ctx.grad,
       lse: ctx.add('attention_lse', mask ? [q, k, mask] : [q, k], attrs),
-      delta: ctx.add('sum', [ctx.add('mul', [ctx.grad, ctx.node])], { dims: [-1], keepdim: false }),
+      delta: ctx.add('sum', [ctx.add('mul', [f32(ctx.grad), f32(ctx.node)])], { dims: [-1], keepdim: false }),
       rng: dropout?.rng[0],
     }, { ...attrs, ...dropAttrs });
     return ctx.add('fused_attention_backward', operands.inputs, { ...operands.attrs, wrt });

@@ -9,13 +9,15 @@
 // of the [..., L, S] weights, with the seed mixed with the rng operand (i32[], last) as dropout does:
 // the same bits as the unfused chain, recomputed by the backward kernels instead of stored.
 // scaling "pre_qk" multiplies q and k each by sqrt(scale) before q k^T (the overflow guard of
-// PyTorch's kernels); "post" scales the scores.
+// PyTorch's kernels); "post" scales the scores. An f16 node always says "pre_qk", and its kernels
+// round the scaled q and k to f16 before q k^T, as PyTorch does: the scores, the online softmax and
+// P v accumulate in f32, and only the output is stored in f16 (attentionScalingFor).
 
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, effectiveDropoutSeed, rngOperand } from './attention.ts';
+import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, checkAttentionScaling, effectiveDropoutSeed, rngOperand } from './attention.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
@@ -59,6 +61,7 @@ registerOp({
     const dtype = floatDType('fused_attention', q, k, v);
     const dims = attentionDims(q, k, v);
     const spec = attentionSpec(attrs);
+    checkAttentionScaling('fused_attention', dtype, spec);
     const dropoutP = attentionDropoutP('fused_attention', attrs);
     for (let i = 3; i < inputs.length; i++) tensorArg('fused_attention', inputs, i);
     const { mask, rng } = attentionOperands('fused_attention', inputs, attrs);
