@@ -1,9 +1,11 @@
 // WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts). Given the rng
 // operand, a kernel mixes its value into the site's seed once per invocation (kiln_mix_seed).
+// The attention kernels' f16 rounding (kiln_round_f16) lives here too, beside what they all share.
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
-import { type TensorType, numel } from '../../ir/types.ts';
-import { attentionDims, attentionOperands, attentionScale } from '../../ir/ops/attention.ts';
+import { type DType, type TensorType, numel } from '../../ir/types.ts';
+import { type AttentionSpec, attentionDims, attentionOperands, sdpaSpec } from '../../ir/ops/attention.ts';
+import { load, store } from './dtypes.ts';
 import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
@@ -38,6 +40,24 @@ export function dropoutKernel(req: KernelRequest): KernelPlan {
   return generateKernel(req.out, {}, rng ? ['x', 'rng'] : ['x'], decls, lines);
 }
 
+/**
+ * `kiln_round_f16(x)`: x rounded to the nearest f16 value, ties to even, kept in f32 (what an f16 store
+ * keeps, and what ir/f16.ts's roundF16 gives). A conversion to f16 and back in registers need not round:
+ * lavapipe keeps such values in f32 (f32(f16(x)) == x there) and rounds only when it stores them. So the
+ * rounding is quantizeToF16's, which does round, with f16's two ends done here: quantizeToF16 flushes
+ * f16's subnormals (multiples of 2^-24 below 2^-14) to zero and leaves values past 65504 undefined.
+ */
+export const ROUND_F16_WGSL = `fn kiln_round_f16(x: vec4<f32>) -> vec4<f32> {
+  let subnormal = round(x * 16777216.0) * 5.9604644775390625e-8; // to a multiple of 2^-24, ties to even
+  let inf = bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0x80000000u)) | vec4<u32>(0x7f800000u));
+  return select(select(quantizeToF16(x), subnormal, abs(x) < vec4<f32>(6.103515625e-5)), inf, abs(x) >= vec4<f32>(65520.0));
+}`;
+
+/** Whether an attention kernel rounds its scaled q and k to f16 (f16 "pre_qk"): then it needs ROUND_F16_WGSL. */
+export function roundsQk(dtype: DType, spec: AttentionSpec): boolean {
+  return dtype === 'f16' && spec.scaling === 'pre_qk';
+}
+
 const GROUP = 64;
 
 /**
@@ -45,12 +65,18 @@ const GROUP = 64;
  * (q row staged in workgroup memory), then every invocation folds the chunk into an online softmax
  * and accumulates the output dims it owns (lid, lid + 64, ...). Masked scores sit at a finite sentinel,
  * never -inf; a row with no kept key writes zeros. Dropout draws the same bits as the CPU reference.
+ * f16 ("pre_qk", sdpaSpec): q and k are multiplied by sqrt(scale) and rounded to f16 as they are read,
+ * as the flash kernel does; everything after is f32, and the output is stored in f16.
  */
 export function sdpaKernel(req: KernelRequest): KernelPlan {
   const [q, k, v] = req.inputs as TensorType[];
   const { mask, rng } = attentionOperands('sdpa', req.inputs as TensorType[], req.attrs);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
-  const causal = req.attrs.isCausal === true;
+  const spec = sdpaSpec(req.attrs, q);
+  const causal = spec.causal;
+  // f16 "pre_qk": q and k each times sqrt(scale) (ROOT), rounded to f16; the scores need no SCALE then.
+  const rounds = roundsQk(q.dtype, spec);
+  const qk = (name: string, index: string) => (rounds ? `kiln_round_f16(vec4<f32>(${load(name, q.dtype, index)} * ROOT)).x` : load(name, q.dtype, index));
   const dropoutP = typeof req.attrs.dropoutP === 'number' ? req.attrs.dropoutP : 0;
   const perInvocation = Math.max(1, Math.ceil(dv / GROUP));
   const params: Record<string, number> = { l, s, d, dv };
@@ -64,7 +90,7 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     maskLines.push(...coordLines('bh', batch.length, 'batch_shape', 'b'),
       `let mask_base = ${offsetExpr(batch.length, 'b', 'mask_stride')} + i * params.mask_row_stride;`);
     const at = 'mask[mask_base + j * params.mask_col_stride]';
-    scoreLine = mask.dtype === 'bool' ? `score = select(MASKED, dot * SCALE, ${at} != 0u);` : `score = dot * SCALE + ${at};`;
+    scoreLine = mask.dtype === 'bool' ? `score = select(MASKED, dot * SCALE, ${at} != 0u);` : `score = dot * SCALE + ${load('mask', mask.dtype, 'mask_base + j * params.mask_col_stride')};`;
   }
   // Probability (row wid, key j) is dropout's element wid * S + j, as in the CPU reference.
   const dropout = dropoutP > 0
@@ -74,7 +100,7 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     'let i = wid % params.l;',
     'let bh = wid / params.l;',
     'let kv_row = bh * params.s;',
-    'for (var c = lid; c < params.d; c = c + 64u) { q_row[c] = q[wid * params.d + c]; }',
+    `for (var c = lid; c < params.d; c = c + 64u) { q_row[c] = ${qk('q', 'wid * params.d + c')}; }`,
     'workgroupBarrier();',
     ...maskLines,
     ...(dropoutP > 0 ? [seedLine(rng !== undefined)] : []),
@@ -87,7 +113,7 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     '  var score = MASKED;',
     '  if (j < key_end) {',
     '    var dot = 0.0;',
-    '    for (var c = 0u; c < params.d; c = c + 1u) { dot = fma(q_row[c], k[(kv_row + j) * params.d + c], dot); }',
+    `    for (var c = 0u; c < params.d; c = c + 1u) { dot = fma(q_row[c], ${qk('k', '(kv_row + j) * params.d + c')}, dot); }`,
     `    ${scoreLine}`,
     '  }',
     '  // An additive -inf (or anything at the sentinel) counts as masked.',
@@ -109,7 +135,7 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     '      let v_row = (kv_row + j0 + t) * params.dv;',
     `      for (var u = 0u; u < ${perInvocation}u; u = u + 1u) {`,
     `        let col = lid + u * ${GROUP}u;`,
-    '        if (col < params.dv) { acc[u] = fma(weight, v[v_row + col], acc[u]); }',
+    `        if (col < params.dv) { acc[u] = fma(weight, ${load('v', q.dtype, 'v_row + col')}, acc[u]); }`,
     '      }',
     '    }',
     '  }',
@@ -118,11 +144,12 @@ export function sdpaKernel(req: KernelRequest): KernelPlan {
     '}',
     `for (var u = 0u; u < ${perInvocation}u; u = u + 1u) {`,
     `  let col = lid + u * ${GROUP}u;`,
-    '  if (col < params.dv) { out[wid * params.dv + col] = select(0.0, acc[u] / run_sum, run_sum > 0.0); }',
+    `  if (col < params.dv) { out[wid * params.dv + col] = ${store(q.dtype, 'select(0.0, acc[u] / run_sum, run_sum > 0.0)')}; }`,
     '}',
   ];
   const decls = [
-    constDecl('SCALE', 'f32', attentionScale(req.attrs, d)),
+    constDecl('SCALE', 'f32', rounds ? 1 : spec.scale),
+    ...(rounds ? [`${constDecl('ROOT', 'f32', Math.sqrt(spec.scale))} // sqrt(scale), on q and k before they are rounded to f16`, ROUND_F16_WGSL] : []),
     constDecl('MASKED', 'f32', -F32_MAX),
     `const MASKED_BELOW: f32 = ${wgslLiteral(-1e38, 'f32')}; // scores at or below this are masked`,
     `var<workgroup> q_row: array<f32, ${Math.max(d, 1)}>;`,

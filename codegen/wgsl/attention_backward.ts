@@ -20,16 +20,21 @@
 // where P is NaN (emptyRows "nan") or 0 ("zero"); a key the bool mask drops gets dS = 0.
 // Dropout (the forward's dropoutP, seed, rng): each pair's keep factor Z (0, or 1/(1-p)) is redrawn
 // from dropout's hash at the forward's index (b*L+i)*S+j; dP and the dV update take it.
-// Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, dropout, and the mask's dtype and rank.
+// f16 (always "pre_qk"): the owned and streamed q and k rows are multiplied by sqrt(scale) and rounded
+// to f16 as they are loaded, as the forward kernel rounds them (so P is the forward's); the tiles hold
+// f16, values are f32 once read (lse, delta, dot products, dS, the accumulators), and the gradients are
+// stored in f16.
+// Shapes live in params; the text depends on the mode, tiling, scale, scaling, causal, dropout, the dtype, and the mask's dtype and rank.
 
 import { KilnError } from '../../ir/errors.ts';
 import { DEFAULT_KERNEL_LIMITS, type KernelPlan, type KernelRequest } from './plan.ts';
-import { type TensorType, numel } from '../../ir/types.ts';
+import { type DType, type TensorType, numel } from '../../ir/types.ts';
 import { type AttentionSpec, attentionDims } from '../../ir/ops/attention.ts';
 import { type AttentionWrt, backwardOperands } from '../../ir/ops/attention_backward.ts';
 import { type BackwardMode, type BackwardTiling, ROLES, backwardTiling, stagedScalars } from '../../ir/ops/attention_backward.tiling.ts';
-import { dropoutDecls, seedLine } from './attention.ts';
-import { type KernelDropout, kernelDropout, maskDecls, maskedScore, rowLoader } from './fused_attention.ts';
+import { ROUND_F16_WGSL, dropoutDecls, roundsQk, seedLine } from './attention.ts';
+import { type KernelDropout, additiveMask, fromTile, kernelDropout, maskDecls, maskedScore, ownedQk, rowLoader, scaledQk, tileVec4, toTile } from './fused_attention.ts';
+import { load, store } from './dtypes.ts';
 import { F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, indent, listParams, offsetExpr } from './helpers.ts';
 import { attentionSpec } from '../../ir/ops/fused_attention.ts';
 import { attentionWrt } from '../../ir/ops/attention_backward.ts';
@@ -54,7 +59,8 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const r = ROLES[mode];
   const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
-  const t = tiling ?? backwardTiling(mode, d, dv, limits);
+  const dtype = q.dtype;
+  const t = tiling ?? backwardTiling(mode, d, dv, limits, dtype);
   if (!t) throw new KilnError('KILN_E011', `attention backward (${mode}) head dims ${d} and ${dv} do not fit workgroup memory (${limits.maxComputeWorkgroupStorageSize} bytes)`);
   const [ownRows, streamRows] = r.own === 'query' ? [l, s] : [s, l];
   const tiles = Math.ceil(ownRows / t.rows);
@@ -74,8 +80,8 @@ function backwardKernel(mode: BackwardMode, io: { q: TensorType; k: TensorType; 
   return {
     inputNames,
     params,
-    decls: [backwardDecls(mode, t, spec, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
-    body: indent(backwardBody(mode, t, spec, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
+    decls: [backwardDecls(mode, t, spec, dtype, d, dv, mask), ...(dropout ? [dropoutDecls(dropout.p, dropout.seed, dropout.rng)] : [])].join('\n'),
+    body: indent(backwardBody(mode, t, spec, dtype, mask, batch.length, dropout)).replace(/^\s+$/gm, ''),
     workgroupSize: t.workgroupSize,
     workgroups: numel(batch) * tiles,
   };
@@ -86,10 +92,12 @@ function fetchCounts(t: BackwardTiling): { x: number; y: number } {
   return { x: Math.ceil((t.tile * t.slices * t.aVec4) / t.workgroupSize), y: Math.ceil((t.tile * t.slices * t.bVec4) / t.workgroupSize) };
 }
 
-function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, d: number, dv: number, mask: TensorType | undefined): string {
+function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, dtype: DType, d: number, dv: number, mask: TensorType | undefined): string {
   const r = ROLES[mode];
   const root = Math.sqrt(spec.scale);
   const preQk = spec.scaling === 'pre_qk';
+  // f16 "pre_qk" rounds the owned row times sqrt(scale) (X_SCALE) to f16 first, as the streamed ones, then takes log2(e).
+  const rounds = roundsQk(dtype, spec);
   const fetches = fetchCounts(t);
   const exchange = (name: string) => `var<workgroup> ${name}: array<vec${t.slices}<f32>, TILE * ROWS>; // [streamed row][owned row]: component s is slice s's share`;
   const loaders = [[r.a, 'd', d], [r.x, 'd', d], ...(r.b ? [[r.b, 'dv', dv]] : []), ...(r.y ? [[r.y, 'dv', dv]] : [])] as [string, 'd' | 'dv', number][];
@@ -105,37 +113,39 @@ function backwardDecls(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpe
     'const WORKGROUP: u32 = ROWS * SLICES;',
     `const X_FETCHES: u32 = ${fetches.x}u; // vec4s of each ${r.x} tile one invocation loads`,
     ...(r.y ? [`const Y_FETCHES: u32 = ${fetches.y}u;`] : []),
-    `${constDecl('A_SCALE', 'f32', (preQk ? root : spec.scale) * LOG2E)} // on the owned ${r.a} row: ${preQk ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`,
-    ...(preQk ? [`${constDecl('X_SCALE', 'f32', root)} // on the streamed ${r.x} rows: q and k each carry sqrt(scale)`] : []),
+    `${constDecl('A_SCALE', 'f32', (rounds ? 1 : preQk ? root : spec.scale) * LOG2E)} // on the owned ${r.a} row: ${rounds ? 'log2(e) for exp2, after X_SCALE and the rounding to f16' : `${preQk ? 'sqrt(scale), "pre_qk"' : 'the softmax scale, "post"'}, times log2(e) for exp2`}`,
+    ...(preQk ? [`${constDecl('X_SCALE', 'f32', root)} // on the streamed ${r.x} rows${rounds ? ' (and the owned one), each rounded to f16 then, as the forward does' : ''}: q and k each carry sqrt(scale)`] : []),
     ...(r.acc.includes('x') ? [`${constDecl('ACC_SCALE', 'f32', preQk ? root : spec.scale)} // dS times the scale, less what the staged ${r.x} rows carry`] : []),
     constDecl('LOG2E', 'f32', LOG2E),
     ...maskDecls(spec, mask),
     '// A masked score is -inf, made at run time (WGSL has no literal for it).',
     F32_BITS_WGSL,
-    `var<workgroup> x_tile: array<vec4<f32>, TILE * X_ROW>; // ${r.x} row c at c * X_ROW`,
-    ...(r.y ? [`var<workgroup> y_tile: array<vec4<f32>, TILE * Y_ROW>; // ${r.y}`] : []),
+    ...(rounds ? [ROUND_F16_WGSL] : []),
+    `var<workgroup> x_tile: array<${tileVec4(dtype)}, TILE * X_ROW>; // ${r.x} row c at c * X_ROW`,
+    ...(r.y ? [`var<workgroup> y_tile: array<${tileVec4(dtype)}, TILE * Y_ROW>; // ${r.y}`] : []),
     ...(stagedScalars(r) > 0 ? ['var<workgroup> lse_tile: array<vec2<f32>, TILE>; // M and L of each streamed row, base 2'] : []),
     ...(stagedScalars(r) > 2 ? ['var<workgroup> delta_tile: array<f32, TILE>;'] : []),
     ...(t.slices > 1 ? [exchange('partial_s'), ...(r.b ? [exchange('partial_dp')] : [])] : []),
     '',
-    ...loaders.map(([name, len, n]) => rowLoader(name, len, n)),
+    ...loaders.map(([name, len, n]) => rowLoader(name, len, n, dtype)),
   ].join('\n');
 }
 
 /** Lines that load this invocation's share of the tile at streamed row `t0` into registers: zero past the last row. */
-function fetchLines(mode: BackwardMode, t: BackwardTiling, t0: string, preQk: boolean): string[] {
+function fetchLines(mode: BackwardMode, t: BackwardTiling, dtype: DType, spec: AttentionSpec, t0: string): string[] {
   const r = ROLES[mode];
   const counts = fetchCounts(t);
   const at = (n: number) => (n === 0 ? 'lid' : `(lid + ${n}u * WORKGROUP)`);
   const lines: string[] = [];
-  const load = (tile: 'x' | 'y', binding: string, rowLen: string, count: number, scale: string) => {
+  const load = (tile: 'x' | 'y', binding: string, rowLen: string, count: number, scaled: boolean) => {
     for (let n = 0; n < count; n++) {
+      const loaded = `load_${binding}(stream0 + min(${tile}_row${n}, params.stream_rows - 1u), (${at(n)} % ${rowLen}) * 4u)`;
       lines.push(`let ${tile}_row${n} = ${t0} + ${at(n)} / ${rowLen};`);
-      lines.push(`next_${tile}[${n}] = select(vec4<f32>(0.0), load_${binding}(stream0 + min(${tile}_row${n}, params.stream_rows - 1u), (${at(n)} % ${rowLen}) * 4u)${scale}, ${tile}_row${n} < params.stream_rows);`);
+      lines.push(`next_${tile}[${n}] = select(${tileVec4(dtype)}(0.0), ${toTile(dtype, scaled ? scaledQk(dtype, spec, loaded, 'X_SCALE') : loaded)}, ${tile}_row${n} < params.stream_rows);`);
     }
   };
-  load('x', r.x, 'X_ROW', counts.x, preQk ? ' * X_SCALE' : '');
-  if (r.y) load('y', r.y, 'Y_ROW', counts.y, '');
+  load('x', r.x, 'X_ROW', counts.x, spec.scaling === 'pre_qk');
+  if (r.y) load('y', r.y, 'Y_ROW', counts.y, false);
   if (stagedScalars(r) > 0) {
     lines.push(`let scalar_at = stream0 + min(${t0} + lid, params.stream_rows - 1u);`);
     lines.push('next_lse = vec2<f32>(lse[2u * scalar_at], lse[2u * scalar_at + 1u]);');
@@ -160,14 +170,15 @@ function stageLines(mode: BackwardMode, t: BackwardTiling): string[] {
 
 /** `score = ...`: the base-2 score of pair (owned row, streamed row n) from s_dots[c], as the forward scores it; a bool mask's flag goes to `kept`. */
 function scoreLines(mask: TensorType | undefined, spec: AttentionSpec): string[] {
-  const at = 'mask[mask_own + n * params.mask_stream_stride]';
-  if (mask?.dtype === 'f32') return [`let bias = ${at};`, `score = ${maskedScore(mask, spec, 's_dots[c]', 'bias')};`];
+  const index = 'mask_own + n * params.mask_stream_stride';
+  const at = `mask[${index}]`;
+  if (mask && additiveMask(mask)) return [`let bias = ${load('mask', mask.dtype, index)};`, `score = ${maskedScore(mask, spec, 's_dots[c]', 'bias')};`];
   if (mask?.dtype === 'bool') return [`kept = ${at} != 0u;`, `score = ${maskedScore(mask, spec, 's_dots[c]', 'kept')};`];
   return ['score = s_dots[c];'];
 }
 
 /** The per-tile update once s_dots (and dp_dots) hold this row's dot products with the tile. */
-function updateLines(mode: BackwardMode, spec: AttentionSpec, mask: TensorType | undefined, dropout: KernelDropout | null): string[] {
+function updateLines(mode: BackwardMode, spec: AttentionSpec, dtype: DType, mask: TensorType | undefined, dropout: KernelDropout | null): string[] {
   const inRange = 'n >= row_begin && n < row_end';
   const bool = mask?.dtype === 'bool';
   if (mode === 'lse') {
@@ -199,7 +210,7 @@ function updateLines(mode: BackwardMode, spec: AttentionSpec, mask: TensorType |
   // Dropout drops a weight by select, as the dropout op does: a NaN weight (a row with no key) dropped is 0.
   const accumulate = (tile: 'x' | 'y') => {
     const [coef, row, vec4s] = tile === 'x' ? ['ds', 'X_ROW', 'A_VEC4'] : [dropout ? 'select(p * z, 0.0, z == 0.0)' : 'p', 'Y_ROW', 'B_VEC4'];
-    return `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { acc_${tile}[u] = fma(vec4<f32>(${coef}), ${tile}_tile[c * ${row} + u * SLICES + slice], acc_${tile}[u]); }`;
+    return `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { acc_${tile}[u] = fma(vec4<f32>(${coef}), ${fromTile(dtype, `${tile}_tile[c * ${row} + u * SLICES + slice]`)}, acc_${tile}[u]); }`;
   };
   const ds = `p * (dp_dots[c]${dropout ? ' * z' : ''} - ${delta})`;
   return [
@@ -221,13 +232,12 @@ function updateLines(mode: BackwardMode, spec: AttentionSpec, mask: TensorType |
   ];
 }
 
-function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
+function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec, dtype: DType, mask: TensorType | undefined, batchRank: number, dropout: KernelDropout | null): string[] {
   const r = ROLES[mode];
   const ownsQueries = r.own === 'query';
-  const preQk = spec.scaling === 'pre_qk';
   const dot = (own: string, tile: string, row: string, vec4s: string, into: string) => [
     '  var sum4 = vec4<f32>(0.0);',
-    `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { sum4 = fma(${own}[u], ${tile}[c * ${row} + u * SLICES + slice], sum4); }`,
+    `  for (var u = 0u; u < ${vec4s}; u = u + 1u) { sum4 = fma(${own}[u], ${fromTile(dtype, `${tile}[c * ${row} + u * SLICES + slice]`)}, sum4); }`,
     `  ${into}[c] = sum4.x + sum4.y + sum4.z + sum4.w;`,
   ];
   const dots = [
@@ -261,17 +271,20 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
   const maskOwn = mask
     ? [...coordLines('bh', batchRank, 'batch_shape', 'b'), `let mask_own = ${offsetExpr(batchRank, 'b', 'mask_stride')} + me * params.mask_own_stride;`]
     : [];
-  const ownLoad = (name: string, binding: string, vec4s: string, scale: string) => [
-    `var ${name}: array<vec4<f32>, ${vec4s}>;`,
-    `for (var u = 0u; u < ${vec4s}; u = u + 1u) { ${name}[u] = select(vec4<f32>(0.0), load_${binding}(own_at, (u * SLICES + slice) * 4u)${scale}, own_valid); }`,
-  ];
+  const ownLoad = (name: string, binding: string, vec4s: string, scaled: boolean) => {
+    const loaded = `load_${binding}(own_at, (u * SLICES + slice) * 4u)`;
+    return [
+      `var ${name}: array<vec4<f32>, ${vec4s}>;`,
+      `for (var u = 0u; u < ${vec4s}; u = u + 1u) { ${name}[u] = select(vec4<f32>(0.0), ${scaled ? ownedQk(dtype, spec, loaded, 'A_SCALE', 'X_SCALE') : loaded}, own_valid); }`,
+    ];
+  };
   const accVec4 = (tile: 'x' | 'y') => (tile === 'x' ? 'A_VEC4' : 'B_VEC4');
   const writeAcc = (tile: 'x' | 'y') => [
     `  for (var u = 0u; u < ${accVec4(tile)}; u = u + 1u) {`,
     '    let col = (u * SLICES + slice) * 4u;',
     `    let value = acc_${tile}[u]${tile === 'x' ? ' * ACC_SCALE' : ''};`,
     '    for (var c = 0u; c < 4u; c = c + 1u) {',
-    `      if (col + c < params.${tile === 'x' ? 'd' : 'dv'}) { out[own_at * params.out_row + ${tile === 'y' && r.acc.length > 1 ? 'params.d + ' : ''}col + c] = value[c]; }`,
+    `      if (col + c < params.${tile === 'x' ? 'd' : 'dv'}) { out[own_at * params.out_row + ${tile === 'y' && r.acc.length > 1 ? 'params.d + ' : ''}col + c] = ${store(dtype, 'value[c]')}; }`,
     '    }',
     '  }',
   ];
@@ -292,8 +305,8 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     ...maskOwn,
     ...(dropout ? [seedLine(dropout.rng)] : []),
     '',
-    ...ownLoad('a_own', r.a, 'A_VEC4', ' * A_SCALE'),
-    ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', '') : []),
+    ...ownLoad('a_own', r.a, 'A_VEC4', true),
+    ...(r.b ? ownLoad('b_own', r.b, 'B_VEC4', false) : []),
     'let masked = kiln_f32_bits(0xff800000u); // -inf',
     ...(mode !== 'lse' && spec.emptyRows === 'nan' ? [`let nan = ${f32FromBits(NaN)}; // made, not left to exp2 of NaN, which WGSL does not define`] : []),
     ...(mode === 'lse'
@@ -303,12 +316,12 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     // The stream range is uniform over the workgroup (barriers inside the loop); row_begin and row_end are this row's own.
     ...range,
     '',
-    'var next_x: array<vec4<f32>, X_FETCHES>; // this invocation\'s share of the next tile',
-    ...(r.y ? ['var next_y: array<vec4<f32>, Y_FETCHES>;'] : []),
+    `var next_x: array<${tileVec4(dtype)}, X_FETCHES>; // this invocation's share of the next tile`,
+    ...(r.y ? [`var next_y: array<${tileVec4(dtype)}, Y_FETCHES>;`] : []),
     ...(stagedScalars(r) > 0 ? ['var next_lse = vec2<f32>(0.0);'] : []),
     ...(stagedScalars(r) > 2 ? ['var next_delta = 0.0;'] : []),
     'if (stream_begin < stream_end) {',
-    ...indent(fetchLines(mode, t, 'stream_begin', preQk)).split('\n'),
+    ...indent(fetchLines(mode, t, dtype, spec, 'stream_begin')).split('\n'),
     '}',
     'for (var t0 = stream_begin; t0 < stream_end; t0 = t0 + TILE) {',
     '  // Every invocation is done with the last tile: put the loaded one in its place.',
@@ -317,7 +330,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '  workgroupBarrier();',
     '  // Load the next tile: its loads are in flight while this one is worked through.',
     '  if (t0 + TILE < stream_end) {',
-    ...indent(fetchLines(mode, t, 't0 + TILE', preQk), '    ').split('\n'),
+    ...indent(fetchLines(mode, t, dtype, spec, 't0 + TILE'), '    ').split('\n'),
     '  }',
     '',
     '  // A row that cannot see this tile (causal, past the end) skips its arithmetic.',
@@ -327,7 +340,7 @@ function backwardBody(mode: BackwardMode, t: BackwardTiling, spec: AttentionSpec
     '  if (live) {',
     ...indent(dots, '    ').split('\n'),
     ...(exchange.length > 0 ? indent(exchange).split('\n') : []),
-    ...indent(updateLines(mode, spec, mask, dropout), '    ').split('\n'),
+    ...indent(updateLines(mode, spec, dtype, mask, dropout), '    ').split('\n'),
     '  }',
     '}',
     '',
