@@ -68,6 +68,26 @@ node('attention_lse', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])
 // The dk kernel: the one that stages the most (q, grad_out, lse and delta tiles).
 node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 4, 24, 64])), t('f32', [2, 4, 24, 2]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'post', wrt: 'kv' });
 
+/**
+ * f16 versions of the kernels mixed precision runs (issue 16): f16 storage, f32 values in registers,
+ * one rounding at each store, and `enable f16;` added by codegen. Kept under __snapshots__/wgsl/f16/.
+ */
+const f16Cases: Record<string, () => Node> = {};
+function f16Node(name: string, op: string, inputs: (g: ReturnType<typeof build>['t']) => Operand[], attrs: Record<string, unknown> = {}): void {
+  f16Cases[name] = () => {
+    const { g, t } = build();
+    return g.add(op, inputs(t), attrs as never, loc(10));
+  };
+}
+f16Node('cast', 'cast', (t) => [t('f32', [8])], { dtype: 'f16' });
+// A linear's epilogue under autocast: the f16 product cast up, the f32 bias added, GELU, cast down for the next matmul.
+f16Node('fused_elementwise', 'fused_elementwise', (t) => [t('f16', [2, 24, 128]), t('f32', [128])], { expr: 'f16(gelu(add(f32($0), $1)))' });
+f16Node('matmul', 'matmul', (t) => [t('f16', [48, 64]), t('f16', [192, 64])], { transposeA: false, transposeB: true });
+f16Node('embedding', 'embedding', (t) => [t('f16', [65, 64]), t('i32', [2, 24])]);
+f16Node('softmax', 'softmax', (t) => [t('f16', [2, 4, 24, 24])], { dim: -1 });
+f16Node('layer_norm', 'layer_norm', (t) => [t('f16', [2, 24, 64]), t('f16', [64]), t('f16', [64])], { eps: 1e-5 });
+f16Node('sum', 'sum', (t) => [t('f16', [2, 24, 64])], { dims: [0, 1], keepdim: false });
+
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {
     expect(Object.keys(lowerings).filter((name) => !cases[name])).toEqual([]);
@@ -88,6 +108,14 @@ describe('generated WGSL', () => {
       const kernel = lowerNode(n)!;
       expect(kernel.code.startsWith(`// %${n.id} = ${op}(`)).toBe(true);
       await expect(kernel.code).toMatchFileSnapshot(`./__snapshots__/wgsl/${op}.wgsl`);
+    });
+  }
+
+  for (const [name, make] of Object.entries(f16Cases)) {
+    it(`for ${name} in f16 matches its snapshot`, async () => {
+      const kernel = lowerNode(make())!;
+      expect(kernel.code.split('\n')[1]).toBe('enable f16;');
+      await expect(kernel.code).toMatchFileSnapshot(`./__snapshots__/wgsl/f16/${name}.wgsl`);
     });
   }
 
