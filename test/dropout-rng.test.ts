@@ -264,10 +264,10 @@ describe('type rules for the rng operand', () => {
     fails(sdpa([rng], { dropoutP: 0, ...withRng }), /sdpa takes an rng operand only while its dropout is active/);
     fails(() => g.add('dropout', [x, rng], { p: 0.1, training: false }), /dropout takes an rng operand only while its dropout is active/);
     fails(() => g.add('dropout', [x, x], { p: 0.1, training: true, seed: 1 }), /dropout's rng operand must be i32\[\], got f32\[2,3,4\]/);
-    fails(sdpa([wide]), /sdpa expects bool or f32, got i32\[3,3\]/);
+    fails(sdpa([wide]), /sdpa expects bool or f32 or f16, got i32\[3,3\]/);
     fails(sdpa([mask, mask]), /sdpa's rng operand must be i32\[\], got bool\[3,3\]/);
-    fails(sdpa([rng, rng]), /sdpa expects bool or f32, got i32\[\]/);
-    fails(sdpa([rng]), /sdpa expects bool or f32, got i32\[\]/); // unnamed, a fourth operand is the mask
+    fails(sdpa([rng, rng]), /sdpa expects bool or f32 or f16, got i32\[\]/);
+    fails(sdpa([rng]), /sdpa expects bool or f32 or f16, got i32\[\]/); // unnamed, a fourth operand is the mask
     fails(sdpa([rng], { optional: 'mask,rng' }), /sdpa takes q, k, v, mask\?, rng\? \(3 to 5 operands\), got 4 with optional="mask,rng"/);
     expect(sdpa([scalar], withRng)().inputs).toHaveLength(4); // any i32[] value may serve as the rng
   });
