@@ -1,11 +1,12 @@
 // WGSL lowerings of dropout (when active) and sdpa (the entries live in attention.ts). Given the rng
 // operand, a kernel mixes its value into the site's seed once per invocation (kiln_mix_seed).
-// The attention kernels' f16 rounding (kiln_round_f16) lives here too, beside what they all share.
 
 import type { KernelPlan, KernelRequest } from './plan.ts';
 import { type DType, type TensorType, numel } from '../../ir/types.ts';
 import { type AttentionSpec, attentionDims, attentionOperands, sdpaSpec } from '../../ir/ops/attention.ts';
-import { load, store } from './dtypes.ts';
+import { ROUND_F16_WGSL, load, store } from './dtypes.ts';
+
+export { ROUND_F16_WGSL } from './dtypes.ts';
 import { F32_MAX, broadcastStrides, constDecl, coordLines, generateKernel, indent, listParams, offsetExpr, wgslLiteral } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 
@@ -40,18 +41,6 @@ export function dropoutKernel(req: KernelRequest): KernelPlan {
   return generateKernel(req.out, {}, rng ? ['x', 'rng'] : ['x'], decls, lines);
 }
 
-/**
- * `kiln_round_f16(x)`: x rounded to the nearest f16 value, ties to even, kept in f32 (what an f16 store
- * keeps, and what ir/f16.ts's roundF16 gives). A conversion to f16 and back in registers need not round:
- * lavapipe keeps such values in f32 (f32(f16(x)) == x there) and rounds only when it stores them. So the
- * rounding is quantizeToF16's, which does round, with f16's two ends done here: quantizeToF16 flushes
- * f16's subnormals (multiples of 2^-24 below 2^-14) to zero and leaves values past 65504 undefined.
- */
-export const ROUND_F16_WGSL = `fn kiln_round_f16(x: vec4<f32>) -> vec4<f32> {
-  let subnormal = round(x * 16777216.0) * 5.9604644775390625e-8; // to a multiple of 2^-24, ties to even
-  let inf = bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0x80000000u)) | vec4<u32>(0x7f800000u));
-  return select(select(quantizeToF16(x), subnormal, abs(x) < vec4<f32>(6.103515625e-5)), inf, abs(x) >= vec4<f32>(65520.0));
-}`;
 
 /** Whether an attention kernel rounds its scaled q and k to f16 (f16 "pre_qk"): then it needs ROUND_F16_WGSL. */
 export function roundsQk(dtype: DType, spec: AttentionSpec): boolean {

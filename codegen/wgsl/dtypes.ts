@@ -77,6 +77,28 @@ export function store(dtype: DType, value: string): string {
   return WGSL_DTYPES[dtype].store(value);
 }
 
+/**
+ * `kiln_round_f16(x)`: x rounded to the nearest f16 value, ties to even, kept in f32 (what an f16 store
+ * keeps, and what ir/f16.ts's roundF16 gives). A conversion to f16 and back in registers need not round:
+ * lavapipe keeps such values in f32 (f32(f16(x)) == x there) and rounds only when it stores them. So the
+ * rounding is quantizeToF16's, which does round, with f16's two ends done here: quantizeToF16 flushes
+ * f16's subnormals (multiples of 2^-24 below 2^-14) to zero and leaves values past 65504 undefined.
+ */
+export const ROUND_F16_WGSL = `fn kiln_round_f16(x: vec4<f32>) -> vec4<f32> {
+  let subnormal = round(x * 16777216.0) * 5.9604644775390625e-8; // to a multiple of 2^-24, ties to even
+  let inf = bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0x80000000u)) | vec4<u32>(0x7f800000u));
+  return select(select(quantizeToF16(x), subnormal, abs(x) < vec4<f32>(6.103515625e-5)), inf, abs(x) >= vec4<f32>(65520.0));
+}
+/** The same for one value. */
+fn kiln_round_f16_1(x: f32) -> f32 {
+  return kiln_round_f16(vec4<f32>(x)).x;
+}`;
+
+/** `x` (an f32 expression) rounded to f16's nearest value and kept in f32: needs ROUND_F16_WGSL declared. */
+export function roundF16Wgsl(x: string): string {
+  return `kiln_round_f16_1(${x})`;
+}
+
 /** The directive a module with f16 storage (or f16 values anywhere) needs first. */
 export const ENABLE_F16 = 'enable f16;';
 

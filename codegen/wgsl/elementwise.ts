@@ -10,7 +10,7 @@ import { type Expr, castTarget, exprOf, reduceOpOf } from '../../ir/ops/fused_el
 import { formatNumber } from '../../ir/text.ts';
 import { type DType, type TensorType, numel, sameShape } from '../../ir/types.ts';
 import { ELEMENTWISE_GROUP, F32_BITS_WGSL, broadcastStrides, constDecl, coordLines, f32FromBits, groupsFor, indent, listParams, load, offsetExpr, storageType, store, valueType, wgslLiteral } from './helpers.ts';
-import { WGSL_DTYPES } from './dtypes.ts';
+import { ROUND_F16_WGSL, roundF16Wgsl } from './dtypes.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 import { reduceKernel } from './reduce.ts';
 
@@ -79,7 +79,7 @@ export const SCALAR_WGSL: Readonly<Record<string, ScalarWgsl>> = {
 /** The WGSL of an op inside a fused chain (a cast is written as its target dtype), or a clear error for one that has none. */
 function scalarWgsl(op: string): ScalarWgsl {
   const to = castTarget(op);
-  if (to) return { expr: (x) => convertWgsl(to, x) };
+  if (to) return { expr: (x) => convertWgsl(to, x), decls: narrowFloat(to) ? ROUND_F16_WGSL : undefined };
   const s = SCALAR_WGSL[op];
   if (!s) throw new KilnError('KILN_E011', `${op} has no WGSL expression (codegen/wgsl/elementwise.ts SCALAR_WGSL)`);
   return s;
@@ -104,14 +104,17 @@ export function composeWgsl(e: Expr): ScalarWgsl {
   return { expr: (...args) => expr(e, args), decls: decls || undefined };
 }
 
+/** A float stored narrower than its register (f16, held in f32). */
+const narrowFloat = (to: DType) => DTYPE_INFO[to].isFloat && storageType(to) !== valueType(to);
+
 /**
  * A value converted to dtype `to` inside a chain, held as `to`'s register type: a float stored
- * narrower than its register (f16) rounds there and stays an f32 (`f32(f16(x))`); the others
+ * narrower than its register (f16) is rounded to it there and stays an f32 (kiln_round_f16_1: a
+ * conversion pair `f32(f16(x))` need not round in registers, and on lavapipe does not); the others
  * convert (`f32(x)`, `i32(x)`, `bool(x)`).
  */
 function convertWgsl(to: DType, x: string): string {
-  const narrow = DTYPE_INFO[to].isFloat && storageType(to) !== valueType(to);
-  return narrow ? WGSL_DTYPES[to].load(store(to, x)) : `${valueType(to)}(${x})`;
+  return narrowFloat(to) ? roundF16Wgsl(x) : `${valueType(to)}(${x})`;
 }
 
 /** A chain whose last op is a cast to the output's dtype needs no cast: the output's store is it. */
