@@ -87,6 +87,9 @@ f16Node('embedding', 'embedding', (t) => [t('f16', [65, 64]), t('i32', [2, 24])]
 f16Node('softmax', 'softmax', (t) => [t('f16', [2, 4, 24, 24])], { dim: -1 });
 f16Node('layer_norm', 'layer_norm', (t) => [t('f16', [2, 24, 64]), t('f16', [64]), t('f16', [64])], { eps: 1e-5 });
 f16Node('sum', 'sum', (t) => [t('f16', [2, 24, 64])], { dims: [0, 1], keepdim: false });
+// Fused attention in f16 scales q and k by d^-1/4 each and rounds them to f16 before q k^T (pre_qk).
+f16Node('fused_attention', 'fused_attention', (t) => [t('f16', [2, 4, 24, 64]), t('f16', [2, 4, 24, 64]), t('f16', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'pre_qk' });
+f16Node('fused_attention_backward', 'fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f16', [2, 4, 24, 64])), t('f32', [2, 4, 24, 2]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'pre_qk', wrt: 'kv' });
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {

@@ -63,6 +63,19 @@ describe('nanoGPT traces print and parse back to the same text', async () => {
       }
     });
 
+    it(`${label}: under autocast f16, every stage (f16 types, casts, pre_qk attention) round-trips and verifies`, async () => {
+      const { passes } = await compile(model, { backend: 'cpu', autocast: 'f16' }).lower(idx, targets);
+      const lowered = printGraph(passes.graph);
+      expect(lowered).toMatch(/ : f16\[/);
+      expect(lowered).toContain('cast(');
+      for (const stage of passes.stages.values()) {
+        const staged = printGraph(stage);
+        const parsed = parseGraph(staged);
+        expect(printGraph(parsed)).toBe(staged);
+        expect(() => verifyGraph(parsed, 'parse')).not.toThrow();
+      }
+    });
+
     it(`${label}: the parsed graph computes the same logits and loss on the cpu interpreter`, () => {
       const state = model.stateDict();
       const feed = (node: Node): HostTensor => {
