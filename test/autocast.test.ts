@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import createModel from '../examples/nanogpt/model.ts';
-import { F, KilnError, Module, type Node, type Tensor, autocast, autocastGraph, autocastState, compile, manualSeed, nn, tensor, traceModule, verifyGraph } from '../index.ts';
+import { F, Module, type Node, type Tensor, autocast, autocastGraph, autocastState, compile, manualSeed, nn, tensor, traceModule, verifyGraph } from '../index.ts';
 import { roundF16 } from '../ir/f16.ts';
 import { isNode } from '../ir/graph.ts';
 import { DEFAULT_PIPELINE, autocastPlan } from '../passes/index.ts';

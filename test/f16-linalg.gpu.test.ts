@@ -19,12 +19,13 @@
 // Overflow: an f16 output whose f32 value passes 65504 is +-inf (a store rounds once, after the sum).
 // The largest error per op, as a fraction of its tolerance and in f16 ULPs, is printed at the end.
 
+import { type OpCase, singleOp } from './op-graph.ts';
 import { HAS_LAVAPIPE } from './lavapipe.ts'; // first: points this file's Dawn at lavapipe
 import { afterAll, describe, expect, it } from 'vitest';
 import { kernelFromPlan, lowerGraph } from '../codegen/index.ts';
 import { MATMUL_TILINGS, type MatmulTiling, matmulInvocations } from '../codegen/wgsl/linalg.ts';
 import { f16Bits, roundF16 } from '../ir/f16.ts';
-import { Graph, type Node, type Operand } from '../ir/graph.ts';
+import { Graph, type Node } from '../ir/graph.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
 import { splitAround } from '../ir/ops/check.ts';
@@ -57,26 +58,7 @@ function randomF16(shape: Shape, seed: number, lo = -2, hi = 2): HostTensor {
 const abs = (t: HostTensor): HostTensor => ({ type: t.type, data: Float64Array.from(t.data, Math.abs) });
 const f64 = (d: HostData) => Float64Array.from(d as ArrayLike<number>);
 
-interface Case {
-  graph: Graph;
-  node: Node;
-  feeds: Map<Node, HostTensor>;
-}
-
-/** A graph of input leaves and one `op` node as output `y`. */
-function singleOp(op: string, operands: (HostTensor | number)[], attrs: Record<string, unknown> = {}): Case {
-  const graph = new Graph();
-  const feeds = new Map<Node, HostTensor>();
-  const inputs: Operand[] = operands.map((x, i) => {
-    if (typeof x === 'number') return x;
-    const leaf = graph.add('input', [], { name: `x${i}`, dtype: x.type.dtype, shape: [...x.type.shape] });
-    feeds.set(leaf, x);
-    return leaf;
-  });
-  const node = graph.add(op, inputs, attrs as never);
-  graph.setOutputs([{ name: 'y', node }]);
-  return { graph, node, feeds };
-}
+type Case = OpCase & { node: Node };
 
 async function runGraph(c: Case): Promise<Float64Array> {
   const kdev = await getDevice();
