@@ -1,6 +1,7 @@
 // The default pipeline, in stage order. A pass is added here once, by name.
 import { fuseAttention } from './attention.ts';
 import { autocast } from './autocast.ts';
+import { castHoisting } from './cast-hoist.ts';
 import { canonicalize } from './canonicalize.ts';
 import { crossEntropyRows } from './cross-entropy.ts';
 import { deadCodeElimination } from './dce.ts';
@@ -18,6 +19,7 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   fuseAttention, // fused: attention chains -> fused_attention
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
   autocast, // fused: with { autocast: 'f16' }, casts so matmul and attention run in f16, norms and losses in f32
+  castHoisting, // fused: casts down to f16 above slices, reshapes and transposes, to fold into their producer's kernel
   crossEntropyRows, // lowered: big losses row-parallel
   twoStepRowSums, // lowered: long sums over leading dims in two steps
   elementwiseFusion, // lowered: elementwise chains as one kernel each
