@@ -20,7 +20,6 @@
 import { DTYPE_INFO, type DType } from '../ir/dtypes.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
-import { eliminateDeadCode } from './dce.ts';
 import type { Pass } from './manager.ts';
 
 /** Ops that move elements without arithmetic (or write zeros): a float cast commutes with each. */
@@ -90,12 +89,23 @@ function hoistOnce(graph: Graph): { graph: Graph; changed: boolean } {
 }
 
 export function hoistCasts(graph: Graph): Graph {
+  const before = graph;
   for (let round = 0; round < 64; round++) {
     const next = hoistOnce(graph);
-    if (!next.changed) return eliminateDeadCode(graph); // casts up that a cancelled cast down read
+    if (!next.changed) break;
     graph = next.graph;
   }
-  return graph;
+  return graph === before ? graph : withoutUnreadCasts(graph, before);
+}
+
+/** The graph less the casts no node or output reads that `before` did read: casts up a cancelled cast down read (other dead code stays, for `dce`). */
+function withoutUnreadCasts(graph: Graph, before: Graph): Graph {
+  const users = graph.users();
+  const outputs = new Set(graph.outputs.map((o) => o.node));
+  const usersBefore = before.users();
+  const deadBefore = new Set(before.nodes.filter((n) => usersBefore.get(n)!.length === 0));
+  const unread = (n: Node) => n.op === 'cast' && !outputs.has(n) && users.get(n)!.length === 0 && !deadBefore.has(n);
+  return rebuildGraph(graph, (n) => (unread(n) ? null : undefined));
 }
 
 export const castHoisting: Pass = {
