@@ -69,7 +69,7 @@ export type CompiledModel<M> = Forward<M> & {
 /** One fusion line per decision a pass recorded: what it fused or declined, where, and why. */
 function logDecisions(result: PassResult): void {
   for (const d of result.decisions) {
-    if (d.pass === 'autocast') continue; // not a fusion: kiln explain lists them
+    if (d.pass === 'autocast' || d.pass === 'hoist_casts') continue; // not fusions: kiln explain reports them
     const where = d.site.loc ? ` at ${formatLoc(d.site.loc)}` : '';
     log('fusion', `${d.applied ? 'fused' : 'declined'} %${d.site.id} ${d.site.op}${where}`, { pass: d.pass, rule: d.rule, kernel: d.kernel, reason: d.reason });
   }

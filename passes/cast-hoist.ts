@@ -20,7 +20,7 @@
 import { DTYPE_INFO, type DType } from '../ir/dtypes.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
-import type { Pass } from './manager.ts';
+import type { Decision, Pass } from './manager.ts';
 
 /** Ops that move elements without arithmetic (or write zeros): a float cast commutes with each. */
 export const MOVE_OPS: ReadonlySet<string> = new Set(['reshape', 'transpose', 'permute', 'slice', 'slice_backward', 'tril', 'triu', 'concat']);
@@ -48,7 +48,7 @@ function hoistTarget(move: Node, users: readonly Node[], outputs: ReadonlySet<No
 }
 
 /** One round: each move whose users all cast it down is rebuilt on cast operands; duplicate and cancelling casts merged. */
-function hoistOnce(graph: Graph): { graph: Graph; changed: boolean } {
+function hoistOnce(graph: Graph, decisions?: Decision[]): { graph: Graph; changed: boolean } {
   const users = graph.users();
   const outputs = new Set(graph.outputs.map((o) => o.node));
   const targets = new Map<Node, DType>();
@@ -70,7 +70,9 @@ function hoistOnce(graph: Graph): { graph: Graph; changed: boolean } {
       const cast = users.get(node)![0]; // the moved cast keeps its source line and meta (autocast's rule)
       const inputs = node.inputs.map((x) => (isNode(x) ? castOf(mapped(x) as Node, dtype, cast, out) : x));
       const type = getOp(node.op).infer(inputs.map((x) => (isNode(x) ? x.type : x)), node.attrs);
-      hoisted.set(node, out.addRaw({ ...node, inputs, type })); // its id kept, as passes keep ids
+      const rebuilt = out.addRaw({ ...node, inputs, type }); // its id kept, as passes keep ids
+      hoisted.set(node, rebuilt);
+      decisions?.push({ pass: 'hoist_casts', site: rebuilt, applied: true, reason: `the cast to ${dtype} of %${node.id} moved above this ${node.op}, which now moves ${dtype} (exact: a cast rounds each element on its own)` });
       return null;
     }
     if (node.op !== 'cast' || !isFloatNode(node) || !isFloatNode(node.inputs[0])) return undefined;
@@ -88,10 +90,11 @@ function hoistOnce(graph: Graph): { graph: Graph; changed: boolean } {
   return { graph: result, changed };
 }
 
-export function hoistCasts(graph: Graph): Graph {
+/** `graph` with its narrowing casts hoisted; one Decision per move a cast climbed above, appended to `decisions` when given. */
+export function hoistCasts(graph: Graph, decisions?: Decision[]): Graph {
   const before = graph;
   for (let round = 0; round < 64; round++) {
-    const next = hoistOnce(graph);
+    const next = hoistOnce(graph, decisions);
     if (!next.changed) break;
     graph = next.graph;
   }
@@ -112,5 +115,5 @@ export const castHoisting: Pass = {
   name: 'hoist_casts',
   stage: 'fused',
   description: 'moves casts down to f16 above slices, reshapes and transposes to the value they cast (exact), so they fold into its kernel; merges duplicate casts',
-  run: hoistCasts,
+  run: (graph, ctx) => hoistCasts(graph, ctx.decisions),
 };

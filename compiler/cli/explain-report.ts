@@ -81,8 +81,10 @@ export interface MixedPrecisionReport {
   readonly autocast: string;
   /** Nodes with an f16 result, by op (casts and leaves not counted), in the `fused` stage. */
   readonly f16Nodes: Readonly<Record<string, number>>;
-  /** Cast nodes autocast inserted. */
+  /** Cast nodes autocast inserted, as they stand after hoist_casts merged some. */
   readonly casts: number;
+  /** Data movements (slice, reshape, transpose, ...) hoist_casts moved a cast above, so they move f16. */
+  readonly hoisted: number;
   readonly ops: readonly AutocastSiteReport[];
 }
 
@@ -106,7 +108,8 @@ export function mixedPrecisionReport(autocast: string, graph: Graph, decisions: 
       module: d.site.scope ?? null,
       source: d.site.loc?.text ?? null,
     }));
-  return { autocast, f16Nodes, casts, ops };
+  const hoisted = decisions.filter((d) => d.pass === 'hoist_casts').length;
+  return { autocast, f16Nodes, casts, hoisted, ops };
 }
 
 /**
@@ -117,6 +120,9 @@ export function formatMixedPrecision(r: MixedPrecisionReport): string {
   const counts = Object.entries(r.f16Nodes).sort((a, b) => b[1] - a[1]);
   const total = counts.reduce((n, [, c]) => n + c, 0);
   const lines = [`Mixed precision (autocast ${r.autocast}): ${total} nodes compute in f16 (${counts.map(([op, c]) => `${op} x${c}`).join(', ') || 'none'}), ${r.casts} casts inserted`];
+  if (r.hoisted > 0) {
+    lines.push(`  hoist_casts moved casts above ${r.hoisted} data movements (merging them), so those move f16 and the casts fold into their producers' kernels; the cast ids below are autocast's, before the move`);
+  }
   for (const o of r.ops) {
     lines.push(`  ${o.dtype.padEnd(3)}  %${o.node} ${o.op}  ${o.module ?? '(top level)'}  ${o.loc ?? '(no source line)'}  ${o.reason}`);
     if (o.source) lines.push(`         ${o.source}`);
