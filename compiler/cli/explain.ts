@@ -22,7 +22,7 @@ export const explainCommand: Command = {
   spec: {
     name: 'explain',
     summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line; with --dtype float16, where autocast runs what',
-    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--json]',
+    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--json]',
     example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --dtype float16`,
     positionals: ['MODEL.ts'],
     flags: [

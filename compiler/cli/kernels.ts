@@ -35,7 +35,7 @@ export const kernelsCommand: Command = {
   spec: {
     name: 'kernels',
     summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
-    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--train] [--dtype float16|float32] [--wgsl] [--no-fusion] [--json] [--adapter]',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32] [--wgsl] [--no-fusion] [--json] [--adapter]',
     example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
     positionals: ['MODEL.ts'],
     flags: [

@@ -26,15 +26,41 @@ export function modelFactory(mod: unknown, file: string): ModelFactory {
   return factory as ModelFactory;
 }
 
+/** The config `kiln run MODEL.ts` builds with no --weights and no --config: a nanoGPT small enough to compile and run in seconds on the CPU (Shakespeare's 65 characters). */
+export const SMALL_CONFIG: Readonly<Record<string, number>> = { n_layer: 2, n_head: 4, n_embd: 64, block_size: 64, vocab_size: 65 };
+
+/** Names --config accepts instead of JSON: gpt2 is GPT-2 124M (nanoGPT's defaults), small is SMALL_CONFIG. */
+export const CONFIG_PRESETS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
+  gpt2: { n_layer: 12, n_head: 12, n_embd: 768, block_size: 1024, vocab_size: 50304 },
+  small: SMALL_CONFIG,
+};
+
+const words = (config: Readonly<Record<string, unknown>>): string => Object.entries(config).map(([k, v]) => `${k} ${String(v)}`).join(', ');
+
 export function parseConfigFlag(command: string, text: string | undefined): Record<string, unknown> {
   if (text === undefined) return {};
+  if (Object.hasOwn(CONFIG_PRESETS, text)) return { ...CONFIG_PRESETS[text] };
   try {
     const v: unknown = JSON.parse(text);
     if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
   } catch {
     // reported below
   }
-  throw usageError(command, `--config must be a JSON object, got ${text}`);
+  throw usageError(command, `--config must be a JSON object or one of ${Object.keys(CONFIG_PRESETS).join(', ')}, got ${text}`);
+}
+
+/**
+ * The config under --config when no checkpoint gives one: SMALL_CONFIG's keys --config leaves unset, for a
+ * model whose defaultConfig has them all (nanoGPT's would otherwise build GPT-2 124M, 36 s a forward on the
+ * CPU), with a note on stderr saying so; nothing for other models, whose own defaults apply.
+ */
+export function smallDefault(defaults: Readonly<Record<string, unknown>> | undefined, flagConfig: Readonly<Record<string, unknown>>, configText: string | undefined): Record<string, unknown> {
+  if (!defaults || !Object.keys(SMALL_CONFIG).every((k) => Object.hasOwn(defaults, k))) return {};
+  const used = Object.fromEntries(Object.entries(SMALL_CONFIG).filter(([k]) => !Object.hasOwn(flagConfig, k)));
+  if (Object.keys(used).length === 0) return {};
+  const why = configText === undefined ? 'no --config' : `--config leaves ${Object.keys(used).join(', ')} unset`;
+  console.error(`note: ${why}: using a small nanoGPT (${words(used)}); for GPT-2 124M pass --config gpt2, or a checkpoint with --weights`);
+  return used;
 }
 
 export interface LoadedModel {
@@ -44,8 +70,8 @@ export interface LoadedModel {
 }
 
 /**
- * Builds the model from the weights' __metadata__.config merged with --config, both checked against the
- * model's `defaultConfig` when MODEL.ts exports one, then loads the weights.
+ * Builds the model from the weights' __metadata__.config (without --weights: SMALL_CONFIG, see smallDefault)
+ * merged with --config, both checked against the model's `defaultConfig` when MODEL.ts exports one, then loads the weights.
  */
 export async function loadModel(command: string, mod: unknown, file: string, weightsPath: string | undefined, configText: string | undefined): Promise<LoadedModel> {
   const factory = modelFactory(mod, file);
@@ -56,7 +82,8 @@ export async function loadModel(command: string, mod: unknown, file: string, wei
   if (inFile) throw new KilnError('KILN_E005', `bad checkpoint ${weightsPath}: __metadata__.config ${inFile}`);
   const inFlag = defaults && configProblem(flagConfig, defaults);
   if (inFlag) throw usageError(command, `--config ${inFlag}`);
-  const config = { ...(ckpt?.config ?? {}), ...flagConfig };
+  const base = ckpt ? ckpt.config : smallDefault(defaults, flagConfig, configText);
+  const config = { ...base, ...flagConfig };
   const model = factory(config);
   if (!model || typeof (model as { forward?: unknown }).forward !== 'function') {
     throw new KilnError('KILN_E016', `${file}'s default export returned something without a forward() method`);
@@ -73,7 +100,11 @@ export async function loadModel(command: string, mod: unknown, file: string, wei
 /** The flags every model command shares: `MODEL.ts [--weights W] [--config JSON] [--batch B --seq T]`. */
 export const MODEL_FLAGS: readonly FlagSpec[] = [
   { name: 'weights', kind: 'string', file: 'input', help: 'checkpoint to load; its __metadata__.config is the config (default: fresh init, seeded)' },
-  { name: 'config', kind: 'string', help: 'JSON merged over the checkpoint config, e.g. {"flash":false}' },
+  {
+    name: 'config',
+    kind: 'string',
+    help: `JSON merged over the checkpoint config, e.g. {"flash":false}; or a preset: gpt2 (GPT-2 124M: ${words(CONFIG_PRESETS.gpt2)}), small. Without --weights a nanoGPT-style model is small (${words(SMALL_CONFIG)}) where --config does not say, and the command says so`,
+  },
   { name: 'batch', kind: 'string', default: '2', help: 'batch size B of the example input' },
   { name: 'seq', kind: 'string', help: "sequence length T of the example input (default: 24, or the config's block_size if smaller)" },
 ];

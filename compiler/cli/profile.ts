@@ -54,7 +54,7 @@ export const profileCommand: Command = {
   spec: {
     name: 'profile',
     summary: 'time every kernel of a forward on the GPU, compiled against eager',
-    usage: 'kiln profile MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--iters N] [--warmup N] [--mode eager|compiled|both] [--json] [--device webgpu]',
+    usage: 'kiln profile MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--iters N] [--warmup N] [--mode eager|compiled|both] [--json] [--device webgpu]',
     example: `kiln profile examples/nanogpt/model.ts --config '{"n_layer":1,"n_head":1,"n_embd":8,"block_size":8,"vocab_size":11}' --batch 1 --seq 4 --iters 10`,
     positionals: ['MODEL.ts'],
     flags: [

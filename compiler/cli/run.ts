@@ -13,7 +13,7 @@ export const runCommand: Command = {
   spec: {
     name: 'run',
     summary: 'compile a model, summarize its IR, run it on random tokens and print loss and time',
-    usage: 'kiln run MODEL.ts [--weights W.safetensors] [--config JSON] [--batch B] [--seq T] [--iters N] [--device webgpu|cpu] [--dtype float16|float32]',
+    usage: 'kiln run MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--iters N] [--device webgpu|cpu] [--dtype float16|float32]',
     example: `kiln run examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96}' --batch 2 --seq 24`,
     positionals: ['MODEL.ts'],
     flags: [
