@@ -1,11 +1,11 @@
 // `kiln dump`: golden IR of the nanoGPT example per stage and format, and the pure formatters on small graphs.
 
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { parseArgs } from '../compiler/cli/args.ts';
-import { dumpCommand } from '../compiler/cli/dump.ts';
+import { dumpCommand, svgBeside } from '../compiler/cli/dump.ts';
 import { type JsonStage, diffGraphs, graphToDot, stageToJson } from '../compiler/cli/graph-formats.ts';
 import { KilnError } from '../ir/errors.ts';
 import { parseGraph } from '../ir/text.ts';
@@ -115,6 +115,25 @@ describe('kiln dump on nanoGPT', () => {
     expect(svg.startsWith('<?xml') || svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('%116 fused_attention');
     expect(svg).toContain('fused: flash_causal');
+  });
+
+  it('without --out, svg goes to stdout when piped and beside MODEL.ts on a terminal, never into the current folder', async () => {
+    expect(svgBeside('examples/nanogpt/model.ts', 'fused')).toBe('examples/nanogpt/model.fused.svg');
+    expect(svgBeside('model.ts', 'traced')).toBe('model.traced.svg');
+    const piped = await dump(false, '--stage', 'traced', '--format', 'svg');
+    expect(piped).toMatch(/^(<\?xml|<svg)/);
+    const beside = svgBeside(MODEL, 'traced');
+    const tty = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+    Object.defineProperty(process.stdout, 'isTTY', { value: true, configurable: true });
+    try {
+      expect(await dump(false, '--stage', 'traced', '--format', 'svg')).toBe(`wrote ${beside} (traced, svg)\n`);
+      expect(readFileSync(beside, 'utf8')).toContain('masked_fill');
+    } finally {
+      if (tty) Object.defineProperty(process.stdout, 'isTTY', tty);
+      else delete (process.stdout as { isTTY?: boolean }).isTTY;
+      rmSync(beside, { force: true });
+    }
+    expect(existsSync(beside)).toBe(false);
   });
 
   it('diffs fused against canonical: the attention chain removed, fused_attention added', async () => {

@@ -1,6 +1,7 @@
 // kiln dump: compile a model without running it and write its IR at one stage (or all), as text,
 // JSON, Graphviz dot or SVG, or the difference between two stages.
 
+import { basename, dirname, extname, join } from 'node:path';
 import type { Graph } from '../../ir/graph.ts';
 import { printGraph } from '../../ir/text.ts';
 import { STAGES, type Stage } from '../../passes/index.ts';
@@ -23,8 +24,8 @@ export const dumpCommand: Command = {
   spec: {
     name: 'dump',
     summary: 'compile a model without running it and print its IR at a stage, as text, JSON, dot or SVG, or diff two stages',
-    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON] [--batch B] [--seq T] [--train] [--dtype float16|float32]',
-    example: `kiln dump examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --format svg --out fused.svg`,
+    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32]',
+    example: `kiln dump examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --format svg`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
@@ -33,7 +34,7 @@ export const dumpCommand: Command = {
       { name: 'stage', kind: 'string', choices: [...STAGES, 'all'], default: 'fused', help: 'the pass stage to show; all: every stage in order (text and json only)' },
       { name: 'format', kind: 'string', choices: FORMATS, default: 'text', help: `text: the IR text form; dot: Graphviz clustered by module; svg: that dot drawn; ${JSON_HELP}` },
       { name: 'diff', kind: 'string', values: 2, help: 'STAGE_A STAGE_B: the nodes stage B removed, added and changed relative to stage A, as text (--stage is ignored)' },
-      { name: 'out', kind: 'string', file: 'output', help: 'write to this file instead of printing (for svg especially)' },
+      { name: 'out', kind: 'string', file: 'output', help: 'write to this file instead of printing; without it svg goes to stdout when piped and, on a terminal, to MODEL.STAGE.svg beside MODEL.ts' },
     ],
   },
 
@@ -56,7 +57,7 @@ export const dumpCommand: Command = {
       output = format === 'dot' ? dot : await renderSvg(dot);
     }
 
-    const out = stringFlag(args, 'out');
+    const out = stringFlag(args, 'out') ?? (format === 'svg' && process.stdout.isTTY ? svgBeside(args.positionals[0], shown[0]) : undefined);
     if (out) {
       await writeFileAtomic(out, output).catch((e: unknown) => {
         throw fileError(e, out, '--out');
@@ -83,4 +84,9 @@ function diffStages(args: ParsedArgs): [Stage, Stage] | null {
 async function renderSvg(dot: string): Promise<string> {
   const viz = await (await import('@viz-js/viz')).instance();
   return viz.renderString(dot, { format: 'svg' });
+}
+
+/** Where `kiln dump MODEL.ts --format svg` on a terminal writes: beside the model, `model.fused.svg` (ignored by git). */
+export function svgBeside(modelPath: string, stage: Stage): string {
+  return join(dirname(modelPath), `${basename(modelPath, extname(modelPath))}.${stage}.svg`);
 }
