@@ -12,6 +12,7 @@ import { type Clock, type KernelTime, KernelTimer } from '../../runtime/webgpu/t
 import { useBackend } from '../eager.ts';
 import { stringFlag, usageError } from './args.ts';
 import type { Command } from './main.ts';
+import { ProgressLine } from './progress.ts';
 import { MODEL_FLAGS, type ModelSession, modelSession, positiveInt } from './model.ts';
 import { getOp } from '../../ir/registry.ts';
 import { leafFeeder, leafKind, stateTensors } from '../leaves.ts';
@@ -152,29 +153,20 @@ async function eagerForward(session: ModelSession, timer: KernelTimer): Promise<
   };
 }
 
-/** Warm-up forwards, then `iters` timed ones, with a progress bar on a terminal. */
+/** Warm-up forwards, then `iters` timed ones, with a progress line (rate, time left) on stderr: in place on a terminal, every 10 s elsewhere. */
 async function measure(mode: Mode, forward: TimedForward, warmup: number, iters: number): Promise<KernelTime[][]> {
   const runs: KernelTime[][] = [];
   const total = warmup + iters;
+  const progress = new ProgressLine(mode.padEnd(8), total, { unit: 'forward' });
   for (let i = 0; i < total; i++) {
-    progress(mode, i, total);
+    progress.update(i);
     const times = await forward();
     if (i >= warmup) runs.push(times);
   }
-  progress(mode, total, total);
+  progress.finish();
   const counts = new Set(runs.map((r) => r.length));
   if (counts.size > 1) throw new Error(`the ${mode} forward dispatched ${[...counts].join(' then ')} kernels: its kernels differ between calls, so they cannot be compared`);
   return runs;
-}
-
-/** `compiled [########------------] 8/20` on one line of stderr, cleared when done; only on a terminal. */
-function progress(mode: Mode, done: number, total: number): void {
-  const stderr = typeof process !== 'undefined' ? process.stderr : undefined;
-  if (!stderr?.isTTY) return;
-  const width = 24;
-  const filled = Math.round((done / total) * width);
-  const bar = `${mode.padEnd(8)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total}`;
-  stderr.write(done < total ? `\r${bar}` : `\r${' '.repeat(bar.length)}\r`);
 }
 
 function median(xs: readonly number[]): number {

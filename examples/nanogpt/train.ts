@@ -17,6 +17,7 @@ import type { BackendName } from '../../compiler/backends.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
+import { progressText } from '../../compiler/cli/progress.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
 import { AdamW, GradScaler, SCALER_SCALE_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
@@ -198,6 +199,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
   const result: TrainResult = { model, optimizer, iterNum, bestValLoss, trainLosses: [], evals: [], dtype, skippedIters: [], ...(scaler ? { scaler } : {}) };
   const started = iterNum;
   let last = performance.now();
+  const loopStart = last; // the rate and the time left count this run's iterations only (a resumed run's start is `started`)
   let lastLogged = iterNum - 1;
   for (;;) {
     interrupts.iter = iterNum;
@@ -253,7 +255,7 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
       const amp = scaler ? `, scale ${await scaler.getScale()}${skippedSinceLog ? `, skipped ${skippedSinceLog}` : ''}` : '';
       skippedSinceLog = 0;
       const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms${amp}`;
-      log(tty ? `\r${progressBar(iterNum + 1, cfg.max_iters)} ${line}\x1b[K` : `${line}\n`);
+      log(tty ? `\r${progressText(iterNum + 1, cfg.max_iters, now - loopStart, { base: started, width: 20 })}  ${line}\x1b[K` : `${line}\n`);
     }
     iterNum++;
   }
@@ -310,11 +312,6 @@ async function estimateLoss(model: GPT, lossOf: LossFn, data: CharDataset, cfg: 
   }
   model.train();
   return out;
-}
-
-function progressBar(done: number, total: number, width = 30): string {
-  const filled = Math.round((width * Math.min(done, total)) / Math.max(total, 1));
-  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`;
 }
 
 /** A hand-made SVG: train loss per iteration (polyline), val loss at evals (polyline + dots), labelled axes. */
