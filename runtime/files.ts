@@ -3,8 +3,10 @@
 //
 // Written by hand rather than with npm's write-file-atomic: that package does not fsync the folder,
 // and it installs its own exit and signal handlers, where train.ts needs to own SIGINT and SIGTERM.
-// node:fs is imported on use, so the browser bundle (which reaches this file through safetensors.ts)
-// carries no static Node import.
+// node:fs is imported on use (runtime/node-only.ts), so the browser bundle (which reaches this file
+// through safetensors.ts) carries no Node import.
+
+import { nodeFs, nodePath } from './node-only.ts';
 
 /**
  * Writes `data` to `path` atomically: into a temporary file in the same folder (same file system, so
@@ -14,8 +16,8 @@
  * existing file keeps its permissions.
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const fs = await import('node:fs/promises');
-  const { basename, dirname, join } = await import('node:path');
+  const fs = await nodeFs();
+  const { basename, dirname, join } = await nodePath();
   const target = await fs.realpath(path).catch(() => path);
   const mode = await fs.stat(target).then((s) => s.mode & 0o7777, () => undefined);
   const temp = join(dirname(target), tempName(basename(target)));

@@ -15,6 +15,7 @@ import { DTYPE_INFO, type DType, type HostArray } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
 import { f16Bits, f16Value } from '../ir/f16.ts';
 import { writeFileAtomic } from './files.ts';
+import { nodeFs } from './node-only.ts';
 
 export type StDType =
   | 'F32' | 'F64' | 'I32' | 'I64' | 'BOOL' | 'U8' | 'F16' | 'BF16' | 'I8' | 'I16' | 'U16' | 'U32' | 'U64';
@@ -257,7 +258,7 @@ export function serializeSafetensors(
 }
 
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  const { readFile } = await import('node:fs/promises');
+  const { readFile } = await nodeFs();
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);

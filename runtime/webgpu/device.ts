@@ -3,6 +3,7 @@
 
 import { KilnError } from '../../ir/errors.ts';
 import type { KernelLimits } from '../../ir/limits.ts';
+import { dawn } from '../node-only.ts';
 import { ErrorWatch } from './errors.ts';
 
 // SwiftShader's Vulkan driver, shipped with Chromium: the fallback when no hardware adapter exists.
@@ -57,7 +58,7 @@ export async function getGpu(): Promise<GPU> {
   if (!isNode()) throw new KilnError('KILN_E007', 'this browser has no WebGPU (navigator.gpu is missing); use a browser with WebGPU enabled');
   // Dawn warns when XDG_RUNTIME_DIR is unset; it must be set before the first create().
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
-  const webgpu = await import('webgpu');
+  const webgpu = await dawn();
   Object.assign(globalThis, webgpu.globals);
   nodeCreate = webgpu.create;
   return (gpu = newInstance());
