@@ -4,7 +4,7 @@
 // native and heavy packages left external, and `require` available to CommonJS dependencies.
 
 import { build } from 'esbuild';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,6 +33,8 @@ export async function bundle(entry, name, what, options = {}) {
       outfile,
       logLevel: 'silent',
       external: options.external ?? EXTERNAL,
+      // In kiln's checkout, `import ... from 'kiln'` is the .ts sources (package.json's kiln-source condition), as the CLI is.
+      conditions: existsSync(join(root, 'index.ts')) ? ['kiln-source', 'module'] : undefined,
       plugins: options.plugins ?? [],
       banner: { js: "import { createRequire as __kilnRequire } from 'node:module'; const require = __kilnRequire(import.meta.url);" },
     });

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// The `kiln` command. kiln is TypeScript with no build step: on each run, esbuild bundles the CLI
-// together with the user's model file (so both share one copy of kiln), with inline source maps so
-// errors and IR locations name the user's own lines, and Node runs the bundle.
+// The `kiln` command. On each run, esbuild bundles the CLI together with the user's model file (so both
+// share one copy of kiln), with inline source maps so errors and IR locations name the user's own lines,
+// and Node runs the bundle. In kiln's checkout the CLI is the .ts sources (no build step); an installed
+// package has only dist/ (npm run build), whose CLI and `import ... from 'kiln'` are the same files.
 
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { bundle, root } from './bundle.mjs';
@@ -17,8 +18,10 @@ const modelAt = scripts.find((i) => !(args[i - 1] ?? '').startsWith('--')) ?? sc
 const modelArg = modelAt === undefined ? undefined : args[modelAt];
 const modelPath = modelArg ? resolve(modelArg) : null;
 
+const sourceMain = join(root, 'compiler/cli/main.ts');
+const cliMain = existsSync(sourceMain) ? sourceMain : join(root, 'dist/compiler/cli/main.js');
 const entry = [
-  `import { main } from ${JSON.stringify(join(root, 'compiler/cli/main.ts'))};`,
+  `import { main } from ${JSON.stringify(cliMain)};`,
   modelPath ? `import * as model from ${JSON.stringify(modelPath)};` : 'const model = null;',
   `process.exitCode = await main(process.argv.slice(2), model, ${JSON.stringify(modelPath)});`,
 ].join('\n');

@@ -2,10 +2,10 @@
 // request (so an edit shows on reload), with source maps. WebGPU needs a secure context: the server
 // listens on 127.0.0.1, which browsers treat as one.
 
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
-import { extname, join, resolve, sep } from 'node:path';
+import { dirname, extname, join, resolve, sep } from 'node:path';
 import { type BuildContext, type Metafile, context } from 'esbuild';
 import type { Command } from './main.ts';
 import { stringFlag, usageError } from './args.ts';
@@ -30,6 +30,18 @@ export interface BrowserBundle {
   readonly metafile: Metafile;
 }
 
+/**
+ * A page inside kiln's own checkout (examples/browser) imports `kiln` from the .ts sources, as its other
+ * imports do (package.json's `kiln-source` condition), not from the built dist/: one copy of kiln.
+ */
+function insideKilnSources(folder: string): boolean {
+  for (let dir = folder; ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) return JSON.parse(readFileSync(pkg, 'utf-8')).name === 'kiln' && existsSync(join(dir, 'index.ts'));
+    if (dirname(dir) === dir) return false;
+  }
+}
+
 /** An esbuild context for FOLDER/main.ts -> main.js (+ main.js.map), browser platform, ESM. */
 export function bundler(folder: string): Promise<BuildContext<{ write: false; metafile: true }>> {
   return context({
@@ -44,6 +56,7 @@ export function bundler(folder: string): Promise<BuildContext<{ write: false; me
     metafile: true,
     logLevel: 'silent',
     external: NODE_ONLY,
+    conditions: insideKilnSources(folder) ? ['kiln-source', 'module'] : undefined,
   });
 }
 
