@@ -1,0 +1,104 @@
+// kiln as npm users get it: `npm pack`, the tarball installed into an empty project with no TypeScript,
+// then the README's "Using kiln from code" block run by plain Node (CPU backend), a .ts user file
+// type-checked against the shipped declarations, and a browser bundle of `import ... from 'kiln'` built
+// by esbuild with default settings. The install reads npm's cache first (`npm ci` filled it).
+
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = resolve(import.meta.dirname, '..');
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
+/** The README block between `<!-- package-test:NAME -->` and `<!-- /package-test:NAME -->`, fences stripped. */
+export function readmeBlock(name: string): string {
+  const readme = readFileSync(join(root, 'README.md'), 'utf-8');
+  const block = new RegExp(`<!-- package-test:${name} -->\\n\`\`\`\\w*\\n([\\s\\S]*?)\`\`\`\\n<!-- /package-test:${name} -->`).exec(readme);
+  if (!block) throw new Error(`README.md has no package-test:${name} block`);
+  return block[1];
+}
+
+function run(cmd: string, args: string[], cwd: string): string {
+  return execFileSync(cmd, args, { cwd, encoding: 'utf-8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, npm_config_update_notifier: 'false' } });
+}
+
+describe('the npm package', () => {
+  let tmp: string;
+  let project: string;
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'kiln-pack-'));
+    run(process.execPath, [join(root, 'bin/build.mjs')], root); // what `prepack` does; --ignore-scripts below skips a second build
+    run(npm, ['pack', '--ignore-scripts', '--silent', '--pack-destination', tmp], root);
+    const tarball = readdirSync(tmp).find((f) => f.endsWith('.tgz'));
+    expect(tarball).toBeDefined();
+    project = join(tmp, 'app');
+    execFileSync('mkdir', [project]);
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(tmp, tarball!)], project);
+  }, 180_000);
+  afterAll(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('ships dist/ and the CLI, not the .ts sources, and leaves webgpu (an optional peer) out', () => {
+    const pkg = join(project, 'node_modules', 'kiln');
+    const files = readdirSync(pkg, { recursive: true }).map(String);
+    expect(files).toContain(join('dist', 'index.js'));
+    expect(files).toContain(join('dist', 'index.d.ts'));
+    expect(files).toContain(join('dist', 'index.browser.js'));
+    expect(files).toContain(join('bin', 'kiln.mjs'));
+    expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
+    expect(readdirSync(join(project, 'node_modules'))).not.toContain('webgpu');
+  });
+
+  it("runs the README's example with plain node (index.mjs, CPU backend)", () => {
+    writeFileSync(join(project, 'index.mjs'), readmeBlock('node'));
+    const out = run(process.execPath, ['index.mjs'], project);
+    expect(out).toMatch(/^\[ 2, 3 \] Float32Array\(6\) \[/);
+  });
+
+  it('type-checks a .ts user file against the shipped declarations', () => {
+    writeFileSync(
+      join(project, 'tsconfig.json'),
+      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, types: [] }, files: ['user.ts'] }),
+    );
+    writeFileSync(
+      join(project, 'user.ts'),
+      [
+        "import { F, Module, compile, nn, tensor, type Tensor } from 'kiln';",
+        'class MLP extends Module {',
+        '  fc = new nn.Linear(4, 3);',
+        '  forward(x: Tensor): Tensor {',
+        '    return F.gelu(this.fc.forward(x));',
+        '  }',
+        '}',
+        "const forward = compile(new MLP().eval(), { backend: 'cpu' });",
+        'const y: Tensor = await forward(tensor([1, 2, 3, 4], [1, 4]));',
+        'const shape: readonly number[] = y.shape;',
+        'console.log(shape);',
+        '// @ts-expect-error: not a backend',
+        "compile(new MLP(), { backend: 'tpu' });",
+        '',
+      ].join('\n'),
+    );
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    let out = '';
+    try {
+      out = run(process.execPath, [tsc, '-p', 'tsconfig.json'], project);
+    } catch (e) {
+      out = String((e as { stdout?: string }).stdout ?? e);
+    }
+    expect(out).toBe('');
+  });
+
+  it('bundles `import { compile, tensor } from "kiln"` for the browser with esbuild defaults (no externals)', () => {
+    writeFileSync(join(project, 'page.js'), "import { compile, tensor } from 'kiln';\nconsole.log(compile, tensor);\n");
+    const esbuild = join(project, 'node_modules', '.bin', 'esbuild');
+    run(esbuild, ['page.js', '--bundle', '--platform=browser', '--format=esm', '--outfile=page.bundle.js', '--log-level=error'], project);
+    const js = readFileSync(join(project, 'page.bundle.js'), 'utf-8');
+    expect(js).toContain('KILN_E'); // kiln's code is in it, not left to an import
+    expect(js).not.toMatch(/from\s*["'](node:|webgpu)|import\(\s*["'](node:|webgpu)/);
+  });
+});
