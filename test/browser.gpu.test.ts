@@ -3,11 +3,11 @@
 // No WebGPU adapter is a failure with the reason, never a skip: the browser is where WebGPU lives.
 // What the page is served (the bundle, the checkpoint), without a browser: browser-bundle.test.ts.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, startServer } from '../compiler/cli/serve.ts';
 import type { KilnTestResult } from '../examples/browser/main.ts';
-import { asNumbers, loadFixture, relError } from './helpers.ts';
+import { FIXTURE_WEIGHTS, asNumbers, loadFixture, relError } from './helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 // The combination that gives navigator.gpu a SwiftShader (Vulkan on the CPU) adapter in a container.
@@ -67,11 +67,26 @@ describe('kiln in the browser (Chromium, WebGPU on SwiftShader)', () => {
     await server?.close();
   });
 
+  it('loads the shipped Shakespeare model as the page opens, and explains fusion at model.ts lines through the source map', async () => {
+    await requireAdapter(page);
+    await page.waitForFunction(() => document.getElementById('status')!.textContent!.includes('compiled in'), null, { timeout: 90_000 });
+    expect(await page.textContent('#status')).toMatch(/^checkpoint\.safetensors: \d+ layers, .* vocab 65; compiled in/);
+    expect(await page.locator('#graph svg').count()).toBe(1);
+    const explain = (await page.textContent('#explain'))!;
+    expect(explain).toMatch(/(\d+) attention sites: \1 fused/);
+    // the user's file and line, as the CLI shows them, and its source line from the map's sourcesContent
+    expect(explain).toMatch(/^FUSED\s+transformer\.h\.0\.attn\s+examples\/nanogpt\/model\.ts:\d+:\d+ /m);
+    expect(explain).toMatch(/^\s+>\s*\d+ \| \S/m);
+    expect(explain).not.toMatch(/main\.js/);
+    expect(await page.isHidden('#error')).toBe(true);
+  });
+
   it('runs the PyTorch nanoGPT fixture in the page, compiled and eager, within 1e-4 of PyTorch', async () => {
     await requireAdapter(page);
     const { expected } = await loadFixture();
     const idx = expected.get('idx')!;
-    const input = { idx: Array.from(asNumbers(idx.data)), targets: Array.from(asNumbers(expected.get('targets')!.data)), shape: idx.type.shape as [number, number] };
+    const checkpoint = readFileSync(FIXTURE_WEIGHTS).toString('base64');
+    const input = { idx: Array.from(asNumbers(idx.data)), targets: Array.from(asNumbers(expected.get('targets')!.data)), shape: idx.type.shape as [number, number], checkpoint };
     const result: KilnTestResult = await page.evaluate((i) => window.kilnTest(i), input);
     const logits = expected.get('logits')!;
     expect(result.shape).toEqual([...logits.type.shape]);
@@ -79,19 +94,18 @@ describe('kiln in the browser (Chromium, WebGPU on SwiftShader)', () => {
     expect(relError(result.eager, asNumbers(logits.data))).toBeLessThan(1e-4);
   });
 
-  it('loads the shipped checkpoint, draws the fused graph, explains fusion and generates with both timings', async () => {
-    await page.click('#load-shipped');
-    await page.waitForFunction(() => document.getElementById('status')!.textContent!.includes('compiled in'), null, { timeout: 60_000 });
-    expect(await page.locator('#graph svg').count()).toBe(1);
-    expect(await page.textContent('#explain')).toMatch(/2 attention sites: 2 fused/);
-    await page.fill('#count', '6');
+  it('generates from the loaded model with both timings, in tokens per second', async () => {
+    const prompt = (await page.inputValue('#prompt'))!;
+    await page.fill('#count', '2');
     await page.click('#generate');
-    await page.waitForFunction(() => document.getElementById('compiled-mean')!.textContent!.includes('(6)'), null, { timeout: 60_000 });
+    await page.waitForFunction(() => document.getElementById('compiled-mean')!.textContent!.includes('(2)'), null, { timeout: 90_000 });
     const text = (await page.textContent('#text'))!;
-    expect(text.length).toBe('kiln '.length + 6);
+    expect(text.length).toBe(prompt.length + 2);
+    expect(text.startsWith(prompt)).toBe(true);
     const times = { compiled: await page.textContent('#compiled-mean'), eager: await page.textContent('#eager-mean') };
-    console.log(`browser ms/token: compiled ${times.compiled}, eager ${times.eager}`);
-    expect(times.eager).toMatch(/ms\/token/);
+    console.log(`browser per token: compiled ${times.compiled}, eager ${times.eager}`);
+    expect(times.compiled).toMatch(/ms\/token, [\d.]+ tokens\/s \(2\)/);
+    expect(times.eager).toMatch(/ms\/token, [\d.]+ tokens\/s \(2\)/);
     mkdirSync('test-artifacts', { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(await page.isHidden('#error')).toBe(true);

@@ -1,13 +1,19 @@
-// kiln in the browser: load a nanoGPT checkpoint, compile it for this browser's WebGPU, show the fused
-// graph and what fusion decided, and generate text while timing compiled against eager. The same kiln
-// code as in Node: `kiln serve examples/browser` bundles this file with esbuild (platform browser).
+// kiln in the browser: load a nanoGPT checkpoint (the shipped char-level Shakespeare model, as the page
+// opens), compile it for this browser's WebGPU, show the fused graph and what fusion decided (at the
+// user's file and line, through the bundle's source map), and generate text while timing compiled
+// against eager. The same kiln code as in Node: `kiln serve examples/browser` bundles this file with
+// esbuild (platform browser).
 
+// First: stacks name the original files before kiln traces anything (top-level await on main.js.map).
+import { BUNDLE_ROOT, sourceMap } from './mapped-stacks.ts';
 import { instance as vizInstance } from '@viz-js/viz';
 import { type CompiledModel, KilnError, type Tensor, compile, tensor, useBackend } from 'kiln';
 import createModel, { type GPT } from 'kiln/examples/nanogpt/model.ts';
 import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
 import { formatSite, siteReport, summary } from '../../compiler/cli/explain-report.ts';
 import { graphToDot } from '../../compiler/cli/graph-formats.ts';
+import type { SourceContext } from '../../compiler/cli/source.ts';
+import type { Decision } from '../../passes/index.ts';
 import { parseSafetensors } from '../../runtime/safetensors.ts';
 import { getDevice } from '../../runtime/webgpu/device.ts';
 
@@ -56,8 +62,14 @@ function requireWebGpu(): void {
 
 // ---- load, compile, show ----
 
+/** A checkpoint's model and, when its __metadata__.chars gives them (train.ts writes it), the characters of its tokens. */
+export interface LoadedCheckpoint {
+  readonly model: GPT;
+  readonly chars: readonly string[] | null;
+}
+
 /** The model of a checkpoint: its __metadata__.config merged with the page's config, weights loaded (E006 when they do not fit). */
-export function modelFromCheckpoint(bytes: Uint8Array, fileName: string, configText: string): GPT {
+export function modelFromCheckpoint(bytes: Uint8Array, fileName: string, configText: string): LoadedCheckpoint {
   const file = parseSafetensors(bytes, fileName);
   const config = { ...configOf(file, fileName), ...parseConfig(configText) };
   if (typeof config.vocab_size !== 'number' || typeof config.block_size !== 'number') {
@@ -65,7 +77,19 @@ export function modelFromCheckpoint(bytes: Uint8Array, fileName: string, configT
   }
   const model = createModel(config);
   model.loadStateDict(hostTensors(file, fileName), fileName);
-  return model.eval() as GPT;
+  return { model: model.eval() as GPT, chars: charsOf(file.metadata.chars, config.vocab_size) };
+}
+
+/** train.ts's vocabulary (a JSON array of characters, by token id), or null: tokens are then ASCII from 32. */
+function charsOf(raw: string | undefined, vocab: number): string[] | null {
+  if (raw === undefined) return null;
+  try {
+    const chars: unknown = JSON.parse(raw);
+    if (Array.isArray(chars) && chars.length === vocab && chars.every((c) => typeof c === 'string')) return chars as string[];
+  } catch {
+    // reported below
+  }
+  throw new KilnError('KILN_E005', `bad checkpoint: __metadata__.chars must be a JSON array of ${vocab} characters (train.ts writes it)`);
 }
 
 function parseConfig(text: string): Record<string, unknown> {
@@ -81,12 +105,41 @@ function parseConfig(text: string): Record<string, unknown> {
 interface Loaded {
   model: GPT;
   compiled: CompiledModel<GPT>;
+  vocab: Vocabulary;
+}
+
+/** How tokens and characters map: the checkpoint's characters, or token i = the character 32 + i. */
+interface Vocabulary {
+  char(token: number): string;
+  token(ch: string): number;
+}
+
+function vocabularyOf(chars: readonly string[] | null, size: number): Vocabulary {
+  if (chars) {
+    const index = new Map(chars.map((c, i) => [c, i]));
+    const fallback = index.get(' ') ?? 0;
+    return { char: (t) => chars[t] ?? '?', token: (ch) => index.get(ch) ?? fallback };
+  }
+  // 96 printable ASCII codes; 127, DEL, shows as ␡
+  return { char: (t) => (t === 95 ? '␡' : String.fromCharCode(32 + t)), token: (ch) => Math.min(size - 1, Math.max(0, ch.charCodeAt(0) - 32)) };
+}
+
+/** A site's location as the page shows it: the file relative to the repository (examples/nanogpt/model.ts:96:15). */
+function shownLoc(loc: string | null): string | null {
+  return loc?.startsWith(BUNDLE_ROOT) ? loc.slice(BUNDLE_ROOT.length) : loc;
+}
+
+/** The user's source line under a site, from the source map's sourcesContent (the browser has no files to read). */
+function siteContext(d: Decision): SourceContext | null {
+  const loc = d.site.loc;
+  const text = loc && (loc.text ?? sourceMap?.sourceLine(loc.file, loc.line));
+  return text ? { lines: [`>${String(loc.line).padStart(4)} | ${text}`] } : null;
 }
 
 let loaded: Loaded | null = null;
 
 /** Compiles for the window generation feeds (one [1, block_size] signature, so one trace), shows graph and explain. */
-async function prepare(model: GPT, name: string): Promise<Loaded> {
+async function prepare(model: GPT, chars: readonly string[] | null, name: string): Promise<Loaded> {
   requireWebGpu();
   $('status').textContent = `${name}: compiling for WebGPU…`;
   await useBackend('webgpu'); // eager ops on the GPU too, for the side-by-side timing
@@ -100,13 +153,17 @@ async function prepare(model: GPT, name: string): Promise<Loaded> {
   const compilation = await compiled.lower(example.idx, example.targets);
   const ms = performance.now() - t0;
   const fused = compilation.passes.stages.get('fused') ?? compilation.passes.graph;
-  const sites = compilation.passes.decisions.filter((d) => d.pass === 'fuse_attention').map((d) => siteReport(d, null));
-  $('explain').textContent = [...sites.map((s) => formatSite(s, null)), '', summary(sites)].join('\n');
+  const decisions = compilation.passes.decisions.filter((d) => d.pass === 'fuse_attention');
+  const sites = decisions.map((d) => {
+    const site = siteReport(d, null);
+    return { ...site, loc: shownLoc(site.loc) };
+  });
+  $('explain').textContent = [...sites.map((s, i) => formatSite(s, siteContext(decisions[i]))), '', summary(sites)].join('\n');
   const viz = await vizInstance();
   $('graph').replaceChildren(viz.renderSVGElement(graphToDot(fused, `${name}: fused graph`)));
   const c = model.config;
   $('status').textContent = `${name}: ${c.n_layer} layers, ${c.n_head} heads, n_embd ${c.n_embd}, vocab ${c.vocab_size}; compiled in ${ms.toFixed(0)} ms (${fused.nodes.length} nodes after fusion).`;
-  return { model, compiled };
+  return { model, compiled, vocab: vocabularyOf(chars, c.vocab_size) };
 }
 
 async function load(bytes: Uint8Array, name: string): Promise<void> {
@@ -114,8 +171,8 @@ async function load(bytes: Uint8Array, name: string): Promise<void> {
   loaded = null;
   $<HTMLButtonElement>('generate').disabled = true;
   try {
-    const model = modelFromCheckpoint(bytes, name, $<HTMLInputElement>('config').value);
-    loaded = await prepare(model, name);
+    const { model, chars } = modelFromCheckpoint(bytes, name, $<HTMLInputElement>('config').value);
+    loaded = await prepare(model, chars, name);
     $<HTMLButtonElement>('generate').disabled = false;
   } catch (e) {
     $('status').textContent = `${name}: not loaded.`;
@@ -130,10 +187,6 @@ async function fetchShipped(): Promise<Uint8Array> {
 }
 
 // ---- generate ----
-
-/** Token i is the character 32 + i (96 printable ASCII codes; 127, DEL, shows as ␡). */
-const tokenChar = (t: number): string => (t === 95 ? '␡' : String.fromCharCode(32 + t));
-const charToken = (ch: string, vocab: number): number => Math.min(vocab - 1, Math.max(0, ch.charCodeAt(0) - 32));
 
 /**
  * The last block_size tokens, padded on the right to block_size: causal attention makes the logits at
@@ -162,19 +215,24 @@ function sample(row: Float32Array, temperature = 0.8): number {
   return p.length - 1;
 }
 
+/** `12.3 ms/token, 81.3 tokens/s (6)`: the mean over `count` tokens. */
+function perToken(ms: number, count: number): string {
+  return `${(ms / count).toFixed(1)} ms/token, ${((1000 * count) / ms).toFixed(1)} tokens/s (${count})`;
+}
+
 let stopRequested = false;
 
 async function generate(): Promise<void> {
   if (!loaded) return;
-  const { model, compiled } = loaded;
+  const { model, compiled, vocab: chars } = loaded;
   const { block_size: blockSize, vocab_size: vocab } = model.config;
   clearError();
   stopRequested = false;
   $<HTMLButtonElement>('generate').disabled = true;
   $<HTMLButtonElement>('stop').disabled = false;
   const prompt = $<HTMLInputElement>('prompt').value || ' ';
-  const tokens = Array.from(prompt, (ch) => charToken(ch, vocab));
-  $('text').textContent = tokens.map(tokenChar).join('');
+  const tokens = Array.from(prompt, (ch) => chars.token(ch));
+  $('text').textContent = tokens.map((t) => chars.char(t)).join('');
   const total = { compiled: 0, eager: 0 };
   const count = Number($<HTMLInputElement>('count').value) || 64;
   try {
@@ -185,11 +243,11 @@ async function generate(): Promise<void> {
       total.compiled += fast.ms;
       total.eager += slow.ms;
       tokens.push(sample(fast.row));
-      $('text').textContent += tokenChar(tokens[tokens.length - 1]);
+      $('text').textContent += chars.char(tokens[tokens.length - 1]);
       $('compiled-last').textContent = `${fast.ms.toFixed(1)} ms`;
       $('eager-last').textContent = `${slow.ms.toFixed(1)} ms`;
-      $('compiled-mean').textContent = `${(total.compiled / step).toFixed(1)} ms/token (${step})`;
-      $('eager-mean').textContent = `${(total.eager / step).toFixed(1)} ms/token (${step})`;
+      $('compiled-mean').textContent = perToken(total.compiled, step);
+      $('eager-mean').textContent = perToken(total.eager, step);
     }
   } catch (e) {
     showError(e);
@@ -208,10 +266,14 @@ export interface KilnTestResult {
   adapter: string;
 }
 
-/** Runs the shipped checkpoint on idx and targets [B, T], compiled and eager, and returns the logits. */
-async function kilnTest(input: { idx: number[]; targets: number[]; shape: [number, number] }): Promise<KilnTestResult> {
+/**
+ * Runs a checkpoint (base64 safetensors bytes; the shipped one when absent) on idx and targets [B, T],
+ * compiled and eager, and returns the logits.
+ */
+async function kilnTest(input: { idx: number[]; targets: number[]; shape: [number, number]; checkpoint?: string }): Promise<KilnTestResult> {
   requireWebGpu();
-  const model = modelFromCheckpoint(await fetchShipped(), SHIPPED, '{}');
+  const bytes = input.checkpoint === undefined ? await fetchShipped() : Uint8Array.from(atob(input.checkpoint), (c) => c.charCodeAt(0));
+  const { model } = modelFromCheckpoint(bytes, input.checkpoint === undefined ? SHIPPED : 'test checkpoint', '{}');
   await useBackend('webgpu');
   const idx = tensor(input.idx, input.shape, 'i32');
   const targets = tensor(input.targets, input.shape, 'i32');
@@ -240,9 +302,11 @@ $('generate').addEventListener('click', () => void generate());
 $('stop').addEventListener('click', () => (stopRequested = true));
 window.addEventListener('unhandledrejection', (ev) => showError(ev.reason));
 
+// The shipped model loads as the page opens: the first thing a visitor sees is kiln compiling it.
 try {
   requireWebGpu();
-  $('status').textContent = 'WebGPU is available. Load a checkpoint.';
+  $('status').textContent = `WebGPU is available. Loading ${SHIPPED}…`;
+  void fetchShipped().then((b) => load(b, SHIPPED), showError);
 } catch (e) {
   showError(e);
 }
