@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { vi } from 'vitest';
 import { parseArgs } from '../compiler/cli/args.ts';
+import { withoutDawnWarnings } from '../runtime/webgpu/device.ts';
 import type { Command } from '../compiler/cli/main.ts';
 
 export const NANOGPT = 'examples/nanogpt/model.ts';
@@ -27,13 +28,13 @@ export async function printed(command: Command, argv: readonly string[]): Promis
   return lines.join('\n') + '\n';
 }
 
-/** `node ARGS` as a user runs kiln (bin/kiln.mjs, bin/run-ts.mjs): its exit status and what it printed. */
+/** `node ARGS` as a user runs kiln (bin/kiln.mjs, bin/run-ts.mjs): its exit status and what it printed (stderr without Dawn's known-harmless warnings). */
 export function runNode(args: readonly string[], options: { cwd?: string; env?: Record<string, string>; timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const env = { ...process.env, ...options.env };
     execFile('node', args, { cwd: options.cwd, env, timeout: options.timeout ?? 120_000 }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      resolve({ code, stdout, stderr });
+      resolve({ code, stdout, stderr: withoutDawnWarnings(stderr) }); // Dawn's native adapter warnings are not kiln's output
     });
   });
 }

@@ -42,7 +42,7 @@ describe('KILN_LOG channels', () => {
     setLogChannels('fuson, graph');
     log('graph', 'traced');
     expect(lines).toEqual([
-      '[kiln:log] unknown KILN_LOG channel "fuson"; valid: graph, passes, fusion, guards, recompiles, kernels, all',
+      '[kiln:log] unknown KILN_LOG channel "fuson"; valid: graph, passes, fusion, guards, recompiles, kernels, device, all',
       '[kiln:graph] traced',
     ]);
   });
