@@ -1,12 +1,12 @@
 // What `kiln serve examples/browser` gives the page, checked without a browser: a bundle with nothing
-// Node-only in it, and the fixture checkpoint. The page itself, in Chromium: browser.gpu.test.ts.
+// Node-only in it, its source map, and the trained checkpoint. The page itself, in Chromium: browser.gpu.test.ts.
 
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Plugin, build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, nodeOnlyImports, startServer } from '../compiler/cli/serve.ts';
-import { FIXTURE_WEIGHTS } from './helpers.ts';
+import { parseSafetensors } from '../runtime/safetensors.ts';
 
 describe('kiln serve examples/browser', () => {
   let server: RunningServer;
@@ -24,8 +24,23 @@ describe('kiln serve examples/browser', () => {
     expect(JSON.parse(map).sources.length).toBeGreaterThan(10);
   });
 
-  it('ships the fixture checkpoint unchanged', () => {
-    expect(readFileSync('examples/browser/checkpoint.safetensors').equals(readFileSync(FIXTURE_WEIGHTS))).toBe(true);
+  it('ships the trained Shakespeare checkpoint: F16 weights under 2 MiB, with its config and characters', () => {
+    const bytes = readFileSync('examples/browser/checkpoint.safetensors');
+    expect(bytes.length).toBeLessThan(2 * 1024 * 1024);
+    const file = parseSafetensors(new Uint8Array(bytes), 'checkpoint.safetensors');
+    expect(JSON.parse(file.metadata.config).vocab_size).toBe(65);
+    expect(JSON.parse(file.metadata.chars)).toHaveLength(65);
+    expect(new Set([...file.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['F16']));
+  });
+
+  it('serves the source map the page maps kiln explain locations through (original sources and their text)', async () => {
+    const map = JSON.parse((await server.bundle()).map) as { sources: string[]; sourcesContent: string[] };
+    const model = map.sources.indexOf('../nanogpt/model.ts');
+    expect(model).toBeGreaterThanOrEqual(0);
+    expect(map.sourcesContent[model]).toContain('class CausalSelfAttention');
+    const res = await fetch(`${server.url}main.js.map`);
+    expect(res.status).toBe(200);
+    expect((await res.json()).sources).toEqual(map.sources);
   });
 });
 
