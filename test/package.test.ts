@@ -1,7 +1,7 @@
 // kiln as npm users get it: `npm pack`, the tarball installed into an empty project with no TypeScript,
-// then the README's "Using kiln from code" block run by plain Node (CPU backend), a .ts user file
-// type-checked against the shipped declarations, and a browser bundle of `import ... from 'kiln'` built
-// by esbuild with default settings. The install reads npm's cache first (`npm ci` filled it).
+// then the README's "Using kiln from code" block run by plain Node (CPU backend), the `kiln` command on
+// a user's model, a .ts user file type-checked against the shipped declarations, and a browser bundle
+// of `import ... from 'kiln'` built by esbuild with default settings. The install reads npm's cache first (`npm ci` filled it).
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,6 +57,15 @@ describe('the npm package', () => {
     writeFileSync(join(project, 'index.mjs'), readmeBlock('node'));
     const out = run(process.execPath, ['index.mjs'], project);
     expect(out).toMatch(/^\[ 2, 3 \] Float32Array\(6\) \[/);
+  });
+
+  it("runs the installed kiln command (dist's CLI) on a user's model that imports from 'kiln'", () => {
+    const model = readFileSync(join(root, 'examples/nanogpt/model.ts'), 'utf-8').replace("from '../../index.ts'", "from 'kiln'");
+    expect(model).toContain("from 'kiln'");
+    writeFileSync(join(project, 'model.ts'), model);
+    const out = run(join(project, 'node_modules', '.bin', 'kiln'), ['explain', 'model.ts'], project);
+    expect(out).toMatch(/FUSED\s+transformer\.h\.0\.attn\s+model\.ts:\d+/); // source maps name the user's file
+    expect(out).toContain('2 attention sites: 2 fused');
   });
 
   it('type-checks a .ts user file against the shipped declarations', () => {
