@@ -8,6 +8,7 @@ import { STAGES } from '../../passes/index.ts';
 import { stringFlag } from './args.ts';
 import type { Command } from './main.ts';
 import { DTYPE_FLAG, MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
+import { ProgressLine } from './progress.ts';
 
 export const runCommand: Command = {
   spec: {
@@ -40,15 +41,20 @@ export const runCommand: Command = {
     console.log(`compile: ${session.compileMs.toFixed(0)} ms (trace, passes, codegen)`);
 
     const call = compiled as unknown as (...a: unknown[]) => Promise<{ loss?: { item(): Promise<number> } }>;
+    // a big model on the CPU takes seconds a forward (GPT-2 124M: ~36 s): a progress line on stderr says how long is left
+    const progress = new ProgressLine('forward', iters + 1, { unit: 'forward' });
+    progress.update(0);
     const warm = await call(...inputs);
     const loss = await warm.loss?.item();
     const times: number[] = [];
     for (let i = 0; i < iters; i++) {
+      progress.update(i + 1);
       const s = performance.now();
       const out = await call(...inputs);
       await out.loss?.item();
       times.push(performance.now() - s);
     }
+    progress.finish();
     times.sort((a, b) => a - b);
     console.log(`loss: ${loss?.toFixed(4) ?? 'n/a'}`);
     console.log(`forward: median ${times[times.length >> 1].toFixed(1)} ms over ${iters} runs (min ${times[0].toFixed(1)}, max ${times[times.length - 1].toFixed(1)}), incl. readback of the loss`);
