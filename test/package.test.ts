@@ -1,7 +1,7 @@
 // kiln as npm users get it: `npm pack`, the tarball installed into an empty project with no TypeScript,
 // then the README's "Using kiln from code" block run by plain Node (CPU backend), the `kiln` command on
 // a user's model, a .ts user file type-checked against the shipped declarations, and a browser bundle
-// of `import ... from 'kiln'` built by esbuild with default settings. The install reads npm's cache first (`npm ci` filled it).
+// of `import ... from 'kiln'` built by esbuild and by Vite with default settings. The install reads npm's cache first (`npm ci` filled it).
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -109,5 +109,16 @@ describe('the npm package', () => {
     const js = readFileSync(join(project, 'page.bundle.js'), 'utf-8');
     expect(js).toContain('KILN_E'); // kiln's code is in it, not left to an import
     expect(js).not.toMatch(/from\s*["'](node:|webgpu)|import\(\s*["'](node:|webgpu)/);
+  });
+
+  it('builds a Vite app (index.html, page.js) importing kiln with Vite defaults (no config)', () => {
+    // Vite comes with vitest; run from the repo, it builds the temporary project with no vite.config.
+    writeFileSync(join(project, 'index.html'), '<!doctype html><script type="module" src="./page.js"></script>\n');
+    writeFileSync(join(project, 'page.js'), "import { compile, tensor } from 'kiln';\nconsole.log(compile, tensor);\n");
+    run(process.execPath, [join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'error'], project);
+    const assets = join(project, 'dist', 'assets');
+    const js = readdirSync(assets).filter((f) => f.endsWith('.js')).map((f) => readFileSync(join(assets, f), 'utf-8')).join('\n');
+    expect(js).toContain('KILN_E');
+    expect(js).not.toMatch(/(from|import\()\s*["'](node:|webgpu)/);
   });
 });
