@@ -4,7 +4,7 @@
 // of `import ... from 'kiln'` built by esbuild and by Vite with default settings. The install reads npm's cache first (`npm ci` filled it).
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +34,7 @@ describe('the npm package', () => {
     const tarball = readdirSync(tmp).find((f) => f.endsWith('.tgz'));
     expect(tarball).toBeDefined();
     project = join(tmp, 'app');
-    execFileSync('mkdir', [project]);
+    mkdirSync(project);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
     run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(tmp, tarball!)], project);
   }, 180_000);
