@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { type Plugin, build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, nodeOnlyImports, startServer } from '../compiler/cli/serve.ts';
+import { SourceMap } from '../examples/browser/sourcemap.ts';
 import { parseSafetensors } from '../runtime/safetensors.ts';
 
 describe('kiln serve examples/browser', () => {
@@ -41,6 +42,20 @@ describe('kiln serve examples/browser', () => {
     const res = await fetch(`${server.url}main.js.map`);
     expect(res.status).toBe(200);
     expect((await res.json()).sources).toEqual(map.sources);
+  });
+
+  it("maps a bundle position back to model.ts's line with the page's VLQ decoder (examples/browser/sourcemap.ts)", async () => {
+    const { js, map } = await server.bundle();
+    const lines = js.split('\n');
+    const line = lines.findIndex((l) => l.includes('scaledDotProductAttention(') && l.includes('isCausal: true'));
+    expect(line).toBeGreaterThan(0);
+    const col = lines[line].indexOf('scaledDotProductAttention');
+    const decoded = new SourceMap(JSON.parse(map), '/kiln/examples/browser/');
+    const original = decoded.original(line + 1, col + 1)!;
+    expect(original.file).toBe('/kiln/examples/nanogpt/model.ts');
+    const source = readFileSync('examples/nanogpt/model.ts', 'utf-8').split('\n');
+    expect(source[original.line - 1]).toMatch(/scaledDotProductAttention\(q, k, v, .*isCausal: true/);
+    expect(decoded.sourceLine(original.file, original.line)).toBe(source[original.line - 1].trim());
   });
 });
 
