@@ -220,6 +220,13 @@ describe.skipIf(!HAS_LAVAPIPE)('f16 elementwise kernels equal the CPU f16 refere
     });
   }
 
+  // Dropout of an f16 tensor (training under autocast with dropout on): the same kept elements as the CPU
+  // reference (the shared hash), each scaled by 1 / (1 - p) in f32 and rounded once. WGSL's f32 division
+  // is not correctly rounded (2.5 ULP) and KEEP_P is 1 - p rounded to f32, hence 1 ULP.
+  it('dropout of f16 (p 0.1, training): the same elements dropped, the kept ones within 1 ULP', async () => {
+    await expectWithinUlp('dropout', singleOp('dropout', [f16([64, 129], 3, { lo: -8, hi: 8 })], { p: 0.1, training: true, seed: 42 }));
+  });
+
   it('pow of f16 bases and exponents, and to a literal power: within 1 ULP, and bit-exact for over 99%', async () => {
     const base = f16([64, 127], 1, { lo: 0.05, hi: 8 });
     await expectWithinUlp('pow', singleOp('pow', [base, f16([127], 2, { lo: -3, hi: 3 })]));

@@ -37,7 +37,8 @@ export function seedLine(rng: boolean): string {
 export function dropoutKernel(req: KernelRequest): KernelPlan {
   const rng = req.inputs.length === 2;
   const decls = dropoutDecls(req.attrs.p as number, req.attrs.seed as number, rng);
-  const lines = [seedLine(rng), 'out[gid] = select(x[gid] / KEEP_P, 0.0, kiln_uniform(seed, gid) < DROP_P);'];
+  const dtype = req.out.dtype; // f16: computed in f32 registers, rounded at the store
+  const lines = [seedLine(rng), `out[gid] = ${store(dtype, `select(${load('x', dtype, 'gid')} / KEEP_P, 0.0, kiln_uniform(seed, gid) < DROP_P)`)};`];
   return generateKernel(req.out, {}, rng ? ['x', 'rng'] : ['x'], decls, lines);
 }
 
