@@ -1,9 +1,12 @@
 // Dawn's known-harmless adapter warnings (issue 17): Dawn's native code writes them to file descriptor 2
-// while it finds adapters, where Node cannot hold them back; KILN_LOG=device says what they are, and
-// withoutDawnWarnings drops them from a kiln process's captured stderr.
+// while it finds adapters, where Node cannot hold them back in-process. The `kiln` launcher runs the
+// command as a child whose stderr passes through bin/dawn-filter.mjs; KILN_LOG=device keeps them and says
+// what they are, and withoutDawnWarnings drops them from a kiln process's captured stderr.
 
 import { execFile } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { PassThrough } from 'node:stream';
+import { filterStream } from '../bin/dawn-filter.mjs';
 import { withoutDawnWarnings } from '../runtime/webgpu/device.ts';
 import { HAS_LAVAPIPE, LAVAPIPE_ICD } from './lavapipe.ts';
 
@@ -30,7 +33,38 @@ describe('withoutDawnWarnings', () => {
   });
 });
 
+describe("the kiln launcher's stderr filter (bin/dawn-filter.mjs)", () => {
+  it('drops whole harmless lines however the chunks split them, and passes a progress line at once', async () => {
+    const [input, output] = [new PassThrough(), new PassThrough()];
+    let text = '';
+    output.on('data', (d) => (text += d));
+    filterStream(input, output);
+    input.write('Warning: maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dyn');
+    input.write('amic offset allocation limit.\nnote: kept\n\rrun 1/3');
+    await new Promise((r) => setImmediate(r));
+    expect(text).toBe('note: kept\n\rrun 1/3'); // the \r line is written before its newline comes
+    input.end('\nWarning: something else\n');
+    await new Promise((r) => setImmediate(r));
+    expect(text).toBe('note: kept\n\rrun 1/3\nWarning: something else\n');
+  });
+});
+
 describe.skipIf(!HAS_LAVAPIPE)('kiln run on lavapipe', () => {
+  it("prints none of Dawn's harmless warnings by default (its stderr as a user sees it), and exits with the command's status", async () => {
+    const env = { ...process.env, VK_ICD_FILENAMES: LAVAPIPE_ICD, KILN_LOG: '' };
+    const run = (args: string[]) =>
+      new Promise<{ code: number; stderr: string }>((resolve) =>
+        execFile('node', [KILN, 'run', 'examples/nanogpt/model.ts', ...args], { env, timeout: 120_000 }, (e, _out, err) => resolve({ code: e ? Number(e.code) : 0, stderr: err })),
+      );
+    const ok = await run(['--config', TINY, '--batch', '1', '--seq', '8', '--iters', '1', '--device', 'webgpu']);
+    expect(ok.code).toBe(0);
+    expect(ok.stderr).toBe('');
+    const bad = await run(['--config', TINY, '--batch', '0']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^KILN_E015 /);
+  });
+
+
   it('KILN_LOG=device names the adapter and says the Dawn warnings before it are harmless', async () => {
     const env = { ...process.env, VK_ICD_FILENAMES: LAVAPIPE_ICD, KILN_LOG: 'device' };
     const stderr = await new Promise<string>((resolve, reject) =>

@@ -61,7 +61,11 @@ export class ProgressLine {
   }
 
   private get stream(): Stream | undefined {
-    return this.options.stream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
+    if (this.options.stream) return this.options.stream;
+    if (typeof process === 'undefined') return undefined;
+    // Under the `kiln` launcher stderr is a pipe through its Dawn-warning filter (bin/dawn-filter.mjs), which says whether the real one is a terminal.
+    if (process.env.KILN_STDERR_TTY && !process.stderr.isTTY) return { isTTY: true, write: (t: string) => process.stderr.write(t) };
+    return process.stderr;
   }
 
   /** Shows `done` of the total. */

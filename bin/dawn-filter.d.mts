@@ -1,0 +1,4 @@
+// Types of bin/dawn-filter.mjs, for the tests that import it.
+export function wantsFilter(env?: Record<string, string | undefined>): boolean;
+export function filterStream(input: NodeJS.ReadableStream & { setEncoding(e: string): unknown }, output: NodeJS.WritableStream): void;
+export function runFiltered(script: string, args: string[]): Promise<number>;

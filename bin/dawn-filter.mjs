@@ -1,0 +1,73 @@
+// Dawn writes its known-harmless adapter warnings (runtime/webgpu/device.ts DAWN_HARMLESS_WARNINGS) from
+// native code straight to file descriptor 2, where no JavaScript can catch them. So the `kiln` launcher
+// runs the command as a child whose stderr comes through this filter: whole lines that match are dropped,
+// everything else passes at once (a progress line rewritten with \r is not held back). KILN_LOG=device
+// (or all) keeps them: the launcher then runs the command in its own process, unfiltered.
+
+import { spawn } from 'node:child_process';
+
+// The same lines as runtime/webgpu/device.ts DAWN_HARMLESS_WARNINGS (a launcher cannot import the TypeScript).
+const HARMLESS = [
+  /^Warning: maxDynamic(?:Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/,
+  /^Warning: Vulkan \w+(?:\*\w+)? (?:feature )?required\.?$/,
+  /^Warning: vkCreateInstance: Found no drivers!$/,
+  /^Warning: vkCreateInstance failed with VK_ERROR_INCOMPATIBLE_DRIVER$/,
+  /^ {4}at \w+ \(.*\/dawn\/src\/dawn\/.*\)$/,
+];
+
+/** Whether the launcher should filter: not inside the filtered child already, and not asked to show device logs. */
+export function wantsFilter(env = process.env) {
+  return !env.KILN_FILTERED && !/(^|,)\s*(device|all)\s*(,|$)/.test(env.KILN_LOG ?? '');
+}
+
+/** A text that could still grow into a harmless line: held until its line ends. */
+const mayBeWarning = (partial) => partial.length > 0 && ('Warning: '.startsWith(partial.slice(0, 9)) || '    at '.startsWith(partial.slice(0, 7)));
+
+/** Copies `input` to `output`, less the harmless lines (and the blank line Dawn leaves after a trace). */
+export function filterStream(input, output) {
+  let pending = '';
+  let afterTrace = false;
+  input.setEncoding('utf8');
+  input.on('data', (chunk) => {
+    const parts = (pending + chunk).split('\n');
+    pending = parts.pop();
+    let out = '';
+    for (const line of parts) {
+      if (HARMLESS.some((w) => w.test(line))) {
+        afterTrace = line.startsWith('    at ');
+        continue;
+      }
+      if (afterTrace && line === '') {
+        afterTrace = false;
+        continue;
+      }
+      afterTrace = false;
+      out += line + '\n';
+    }
+    if (!mayBeWarning(pending)) {
+      out += pending;
+      pending = '';
+    }
+    if (out) output.write(out);
+  });
+  input.on('end', () => pending && output.write(pending));
+}
+
+/**
+ * Runs this script again as a child with stderr filtered and returns its exit status. The child is told
+ * whether stderr is a terminal (KILN_STDERR_TTY), so progress lines still redraw in place. A Ctrl-C on a
+ * terminal reaches the child itself (same process group); a signal sent to the launcher alone is passed on.
+ */
+export function runFiltered(script, args) {
+  return new Promise((resolve) => {
+    const env = { ...process.env, KILN_FILTERED: '1', ...(process.stderr.isTTY ? { KILN_STDERR_TTY: String(process.stderr.columns ?? 80) } : {}) };
+    const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: ['inherit', 'inherit', 'pipe'], env });
+    filterStream(child.stderr, process.stderr);
+    // A terminal's Ctrl-C (SIGINT) and hang-up (SIGHUP) reach the whole foreground group, the child too; SIGTERM is sent to one process.
+    const forward = (signal) => () => {
+      if (signal === 'SIGTERM' || !process.stdin.isTTY) child.kill(signal);
+    };
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, forward(signal));
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal] ?? 1) : 1)));
+  });
+}
