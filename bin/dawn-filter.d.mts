@@ -2,3 +2,5 @@
 export function wantsFilter(env?: Record<string, string | undefined>): boolean;
 export function filterStream(input: NodeJS.ReadableStream & { setEncoding(e: string): unknown }, output: NodeJS.WritableStream): void;
 export function runFiltered(script: string, args: string[]): Promise<number>;
+export const DAWN_HARMLESS_WARNINGS: readonly RegExp[];
+export function withoutDawnWarnings(text: string): string;

@@ -1,4 +1,4 @@
-// Dawn writes its known-harmless adapter warnings (runtime/webgpu/device.ts DAWN_HARMLESS_WARNINGS) from
+// Dawn writes its known-harmless adapter warnings (DAWN_HARMLESS_WARNINGS below) from
 // native code straight to file descriptor 2, where no JavaScript can catch them. So the `kiln` launcher
 // runs the command as a child whose stderr comes through this filter: whole lines that match are dropped,
 // everything else passes at once (a progress line rewritten with \r is not held back). KILN_LOG=device
@@ -6,14 +6,40 @@
 
 import { spawn } from 'node:child_process';
 
-// The same lines as runtime/webgpu/device.ts DAWN_HARMLESS_WARNINGS (a launcher cannot import the TypeScript).
-const HARMLESS = [
+/**
+ * Dawn's known-harmless adapter warnings, printed once per process while it enumerates Vulkan adapters: a
+ * limit it caps (kiln uses no dynamic offsets), an adapter it skips for lacking a feature kiln does not
+ * use, no Vulkan driver before kiln's SwiftShader fallback. Dawn has no option or toggle to silence them.
+ */
+export const DAWN_HARMLESS_WARNINGS = [
   /^Warning: maxDynamic(?:Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/,
   /^Warning: Vulkan \w+(?:\*\w+)? (?:feature )?required\.?$/,
   /^Warning: vkCreateInstance: Found no drivers!$/,
   /^Warning: vkCreateInstance failed with VK_ERROR_INCOMPATIBLE_DRIVER$/,
   /^ {4}at \w+ \(.*\/dawn\/src\/dawn\/.*\)$/,
 ];
+
+/** A test of stderr's whole lines, in order: false for a harmless line and for the blank line Dawn leaves after its trace. */
+function keepLine() {
+  let afterTrace = false;
+  return (line) => {
+    if (DAWN_HARMLESS_WARNINGS.some((w) => w.test(line))) {
+      afterTrace = line.startsWith('    at ');
+      return false;
+    }
+    const blankAfterTrace = afterTrace && line === '';
+    afterTrace = false;
+    return !blankAfterTrace;
+  };
+}
+
+/** `text` (a process's stderr, read whole) without the harmless lines: what code reading a kiln process's stderr (the CLI tests) uses. */
+export function withoutDawnWarnings(text) {
+  const lines = text.split('\n');
+  const last = lines.pop();
+  const keep = keepLine();
+  return lines.filter(keep).map((line) => line + '\n').join('') + last;
+}
 
 /** Whether the launcher should filter: not inside the filtered child already, and not asked to show device logs. */
 export function wantsFilter(env = process.env) {
@@ -25,25 +51,13 @@ const mayBeWarning = (partial) => partial.length > 0 && ('Warning: '.startsWith(
 
 /** Copies `input` to `output`, less the harmless lines (and the blank line Dawn leaves after a trace). */
 export function filterStream(input, output) {
+  const keep = keepLine();
   let pending = '';
-  let afterTrace = false;
   input.setEncoding('utf8');
   input.on('data', (chunk) => {
     const parts = (pending + chunk).split('\n');
     pending = parts.pop();
-    let out = '';
-    for (const line of parts) {
-      if (HARMLESS.some((w) => w.test(line))) {
-        afterTrace = line.startsWith('    at ');
-        continue;
-      }
-      if (afterTrace && line === '') {
-        afterTrace = false;
-        continue;
-      }
-      afterTrace = false;
-      out += line + '\n';
-    }
+    let out = parts.filter(keep).map((line) => line + '\n').join('');
     if (!mayBeWarning(pending)) {
       out += pending;
       pending = '';

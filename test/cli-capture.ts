@@ -2,8 +2,8 @@
 
 import { execFile } from 'node:child_process';
 import { vi } from 'vitest';
+import { withoutDawnWarnings } from '../bin/dawn-filter.mjs';
 import { parseArgs } from '../compiler/cli/args.ts';
-import { withoutDawnWarnings } from '../runtime/webgpu/device.ts';
 import type { Command } from '../compiler/cli/main.ts';
 
 export const NANOGPT = 'examples/nanogpt/model.ts';

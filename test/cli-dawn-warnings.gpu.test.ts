@@ -6,8 +6,7 @@
 import { execFile } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { PassThrough } from 'node:stream';
-import { filterStream } from '../bin/dawn-filter.mjs';
-import { withoutDawnWarnings } from '../runtime/webgpu/device.ts';
+import { filterStream, withoutDawnWarnings } from '../bin/dawn-filter.mjs';
 import { HAS_LAVAPIPE, LAVAPIPE_ICD } from './lavapipe.ts';
 
 const KILN = new URL('../bin/kiln.mjs', import.meta.url).pathname;
