@@ -13,6 +13,7 @@
 import { DTYPE_INFO, type DType } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type Attrs, type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
+import { attentionScalingFor } from '../ir/ops/attention.ts';
 import { type OperandType, getOp } from '../ir/registry.ts';
 import type { Decision, Pass } from './manager.ts';
 
@@ -111,11 +112,13 @@ export function autocastGraph(graph: Graph, dtype: AutocastDType, decisions?: De
 /**
  * Fused attention in f16 scales q and k each by sqrt(scale) = d^-1/4 before q k^T ("pre_qk", as
  * PyTorch's flash kernels do): the scores then stay within f16's range where the unscaled q k^T
- * would overflow 65504. A negative scale (no square root) stays "post".
+ * would overflow 65504. The rule is attentionScalingFor's (ir/ops/attention.ts), which the type rule checks.
  */
 function overflowSafe(attrs: Attrs): Attrs {
-  if (attrs.scaling === 'pre_qk' || typeof attrs.scale !== 'number' || attrs.scale < 0) return attrs;
-  return { ...attrs, scaling: 'pre_qk' };
+  if (typeof attrs.scale !== 'number') return attrs;
+  const asked = attrs.scaling === 'pre_qk' ? 'pre_qk' : 'post';
+  const scaling = attentionScalingFor('f16', attrs.scale, asked);
+  return scaling === asked ? attrs : { ...attrs, scaling };
 }
 
 export const autocast: Pass = {
