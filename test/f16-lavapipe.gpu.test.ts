@@ -3,29 +3,22 @@
 // Runs where lavapipe is installed (.ci/run installs it from bookworm-backports); elsewhere it says why
 // it is skipped. SwiftShader, where the f32 tests run, has no shader-f16.
 
-import { existsSync } from 'node:fs';
+import { HAS_LAVAPIPE, LAVAPIPE_ICD } from './lavapipe.ts'; // first: points this file's process at lavapipe
 import { afterAll, describe, expect, it } from 'vitest';
 import { f16Bits, f16Value } from '../ir/f16.ts';
 import { rng } from './helpers.ts';
 
-const LAVAPIPE_ICD = '/usr/share/vulkan/icd.d/lvp_icd.json';
 const N = 4096;
 
-/** A device on lavapipe with shader-f16, from an instance of its own (Dawn reads VK_ICD_FILENAMES when one is created). */
+/** A device on lavapipe with shader-f16, from an instance of its own (test/lavapipe.ts set VK_ICD_FILENAMES, which Dawn reads when one is created). */
 async function lavapipeDevice(): Promise<{ gpu: GPU; device: GPUDevice } | null> {
-  if (!existsSync(LAVAPIPE_ICD)) return null;
+  if (!HAS_LAVAPIPE) return null;
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
-  const saved = process.env.VK_ICD_FILENAMES;
-  process.env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
-  try {
-    const gpu = create([]); // kept referenced until the end: Dawn can crash at exit on lavapipe otherwise
-    const adapter = await gpu.requestAdapter();
-    if (!adapter?.features.has('shader-f16')) return null;
-    return { gpu, device: await adapter.requestDevice({ requiredFeatures: ['shader-f16'] }) };
-  } finally {
-    process.env.VK_ICD_FILENAMES = saved;
-  }
+  const gpu = create([]); // kept referenced until the end: Dawn can crash at exit on lavapipe otherwise
+  const adapter = await gpu.requestAdapter();
+  if (!adapter?.features.has('shader-f16')) return null;
+  return { gpu, device: await adapter.requestDevice({ requiredFeatures: ['shader-f16'] }) };
 }
 
 const lavapipe = await lavapipeDevice();
