@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdamW, KilnError, autocast, gradsOf, manualSeed, noGrad } from '../index.ts';
+import { thrown } from './helpers.ts';
 import { loadCheckpointBytes, readCheckpoint, saveCheckpointBytes } from '../compiler/checkpoint.ts';
 import { charsOf, checkpointBytes, inferenceCheckpointBytes, readTrainingCheckpoint } from '../examples/nanogpt/checkpoint.ts';
 import { charDataset } from '../examples/nanogpt/data.ts';
@@ -71,16 +72,6 @@ function tieNeighbourhood(): Float32Array {
     out.push(f[0]);
   }
   return Float32Array.from([...out, ...out.map((x) => -x)]);
-}
-
-function kilnError(fn: () => unknown): KilnError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KilnError);
-    return e as KilnError;
-  }
-  throw new Error('expected a KilnError');
 }
 
 /** Same values bit for bit: -0 is not 0, NaN is NaN. */
@@ -157,7 +148,7 @@ describe('reading BF16 as f16', () => {
     for (const b of over) {
       expect(() => toKilnTensor(st('BF16', Uint16Array.of(0x3f80, b)), 'w.safetensors', 'w', { floats: 'f16' })).toThrow(KilnError);
     }
-    const e = kilnError(() => toKilnTensor(st('BF16', Uint16Array.of(0x3f80, 0x4780)), 'w.safetensors', 'transformer.wte.weight', { floats: 'f16' }));
+    const e = thrown(() => toKilnTensor(st('BF16', Uint16Array.of(0x3f80, 0x4780)), 'w.safetensors', 'transformer.wte.weight', { floats: 'f16' }));
     expect(e.message).toBe(
       'KILN_E006 w.safetensors: tensor "transformer.wte.weight" of BF16 holds 65536 at flat index 1, beyond f16\'s range (largest finite 65504), so it would become inf; load it into a model that runs in f32',
     );
@@ -185,7 +176,7 @@ describe('reading F32 and F64 as f16', () => {
   it('keeps values up to 65520 (exclusive) finite and refuses 65520 and beyond', () => {
     const k = toKilnTensor(st('F32', Float32Array.of(65504, 65519.99, -65519.99, Infinity)), 'f', 'f', { floats: 'f16' });
     expect(Array.from(k.data)).toEqual([65504, 65504, -65504, Infinity]);
-    expect(kilnError(() => toKilnTensor(st('F32', Float32Array.of(1, -65520)), 'f.safetensors', 'w', { floats: 'f16' })).message).toMatch(
+    expect(thrown(() => toKilnTensor(st('F32', Float32Array.of(1, -65520)), 'f.safetensors', 'w', { floats: 'f16' })).message).toMatch(
       /^KILN_E006 f\.safetensors: tensor "w" of F32 holds -65520 at flat index 1, beyond f16's range/,
     );
   });
@@ -214,7 +205,7 @@ describe('writing F16', () => {
   });
 
   it('refuses to write a finite value beyond f16 as F16, with a one-line KILN_E011', () => {
-    const e = kilnError(() => fromKilnTensor({ dtype: 'f32', shape: [2], data: Float32Array.of(0, 1e5) }, 'lm.weight', 'f16'));
+    const e = thrown(() => fromKilnTensor({ dtype: 'f32', shape: [2], data: Float32Array.of(0, 1e5) }, 'lm.weight', 'f16'));
     expect(e.message).toBe(
       'KILN_E011 saving as F16: tensor "lm.weight" holds 100000 at flat index 1, beyond f16\'s range (largest finite 65504), so it would become inf; save it as F32',
     );
@@ -331,7 +322,7 @@ describe('a nanoGPT checkpoint in F16', () => {
     big.transformer.ln_f.bias!.host!.data[3] = 7e4;
     const fresh = tinyModel(2).half();
     const before = bitsOf(fresh);
-    const e = kilnError(() => loadCheckpointBytes(fresh, saveCheckpointBytes(big), 'big.safetensors'));
+    const e = thrown(() => loadCheckpointBytes(fresh, saveCheckpointBytes(big), 'big.safetensors'));
     expect(e.message).toBe(
       'KILN_E006 big.safetensors: key "transformer.ln_f.bias" holds 70000 at flat index 3, beyond f16\'s range (largest finite 65504), so loaded into the model\'s f16[16] it would be inf',
     );

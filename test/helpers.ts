@@ -1,7 +1,9 @@
 // Shared test helpers: the PyTorch fixtures, and the error measure the fixtures' README defines.
 
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { readCheckpoint } from '../compiler/checkpoint.ts';
+import { KilnError } from '../ir/errors.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 
 export const FIXTURE_DIR = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -72,4 +74,15 @@ export function centralDifferences(data: { [i: number]: number; length: number }
     numeric[i] = (up - down) / (2 * h);
   }
   return numeric;
+}
+
+/** The KilnError a call throws (synchronously), or a failed test. */
+export function thrown(fn: () => unknown): KilnError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KilnError);
+    return e as KilnError;
+  }
+  throw new Error('expected a KilnError');
 }

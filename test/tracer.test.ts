@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { F, KilnError, Module, type Tensor, nn, tensor, traceModule } from '../index.ts';
+import { thrown } from './helpers.ts';
 import createModel from '../examples/nanogpt/model.ts';
 
 // Expected source lines are found by marker comments in this file, so editing the file above a
@@ -13,17 +14,6 @@ function lineOf(marker: string): number {
   const hits = SOURCE.flatMap((text, i) => (text.includes(`// <${marker}>`) ? [i + 1] : []));
   if (hits.length !== 1) throw new Error(`marker <${marker}> found ${hits.length} times`);
   return hits[0];
-}
-
-/** The KilnError a call throws (synchronously), or a failed test. */
-function thrown(fn: () => unknown): KilnError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KilnError);
-    return e as KilnError;
-  }
-  throw new Error('expected a KilnError');
 }
 
 /** Asserts the error is pinned to this test file at the marked line, and says so in its message. */
