@@ -1,10 +1,11 @@
 // Dawn writes its known-harmless adapter warnings (DAWN_HARMLESS_WARNINGS below) from
 // native code straight to file descriptor 2, where no JavaScript can catch them. So the `kiln` launcher
-// runs the command as a child whose stderr comes through this filter: whole lines that match are dropped,
+// and `npm run train`/`npm run sample` (bin/run-ts.mjs) run the command as a child whose stderr comes through this filter: whole lines that match are dropped,
 // everything else passes at once (a progress line rewritten with \r is not held back). KILN_LOG=device
 // (or all) keeps them: the launcher then runs the command in its own process, unfiltered.
 
 import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 /**
  * Dawn's known-harmless adapter warnings, printed once per process while it enumerates Vulkan adapters: a
@@ -84,4 +85,14 @@ export function runFiltered(script, args) {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, forward(signal));
     child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal] ?? 1) : 1)));
   });
+}
+
+/**
+ * A launcher's first step (bin/kiln.mjs, bin/run-ts.mjs): unless it is the filtered child already or
+ * KILN_LOG asks for device logs, runs the launcher (`launcherUrl`, its import.meta.url) again as a filtered
+ * child with the same arguments and exits with the child's status. Otherwise returns, and the launcher runs
+ * the command itself.
+ */
+export async function relaunchFiltered(launcherUrl, args = process.argv.slice(2)) {
+  if (wantsFilter()) process.exit(await runFiltered(fileURLToPath(launcherUrl), args));
 }

@@ -6,13 +6,13 @@
 
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { bundle, root } from './bundle.mjs';
-import { runFiltered, wantsFilter } from './dawn-filter.mjs';
+import { relaunchFiltered } from './dawn-filter.mjs';
 
 const args = process.argv.slice(2);
 // Dawn's harmless adapter warnings come from native code on fd 2: run the command as a filtered child.
-if (wantsFilter()) process.exit(await runFiltered(fileURLToPath(import.meta.url), args));
+await relaunchFiltered(import.meta.url, args);
 // MODEL.ts is the .ts or .js argument that is not a flag's value. Which flags take a value is known only
 // inside the bundle, so one after a flag (`--json MODEL.ts`) is taken when no other is free; main() then
 // checks that the file bundled is the command's MODEL.ts.

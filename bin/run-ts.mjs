@@ -3,18 +3,22 @@
 // esbuild bundles the script (bin/bundle.mjs) with inline source maps, so stack traces
 // name the .ts lines; each source file keeps its own `import.meta.url` (data files next to a script
 // still resolve), and the script sees process.argv[1] as its own path, as if Node ran it directly.
+// Its stderr passes through bin/dawn-filter.mjs (Dawn's harmless warnings dropped; KILN_LOG=device keeps them).
 
 import { rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { bundle } from './bundle.mjs';
+import { relaunchFiltered } from './dawn-filter.mjs';
 
 const [scriptArg, ...scriptArgs] = process.argv.slice(2);
 if (!scriptArg) {
   console.error('usage: node bin/run-ts.mjs <script.ts> [args...]');
   process.exit(2);
 }
+// Dawn's harmless adapter warnings come from native code on fd 2: run the script as a filtered child, as `kiln` does.
+await relaunchFiltered(import.meta.url);
 const script = resolve(scriptArg);
 
 /** Bundling moves every module into one file; give each .ts file back its own import.meta.url. */
