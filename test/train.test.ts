@@ -88,7 +88,7 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
     const lines: string[] = [];
     const r = await train([...tiny, '--dtype', 'float16', '--out_dir', dir, '--max_iters', '4', '--eval_interval', '4', '--eval_iters', '1', '--log_interval', '2'], (text) => void lines.push(text));
     expect(r.dtype).toBe('float16');
-    expect(lines.join('')).toMatch(/\niter 2: loss \d\.\d{4}, lr [\d.e-]+, time \d+ms, scale 65536\n/);
+    expect(lines.join('')).toMatch(/\niter 2: loss \d\.\d{4}, lr [\d.e-]+, time \d+ms, scale 65536, eta (\d+s|\d+m \d\ds)\n/);
     expect(r.skippedIters).toEqual([]);
     expect(r.optimizer.stepCount).toBe(4);
     // The master weights and AdamW's moments, as training resumes from them.

@@ -1,5 +1,5 @@
-// A progress line for long CPU-bound work (kiln profile, npm run train): a bar, the count, the rate and
-// the time left. On a terminal it is one line rewritten in place (\r); elsewhere (a pipe, a log file, CI)
+// A progress line for long CPU-bound work (kiln profile, kiln run, npm run train, npm run sample): a bar,
+// the count, the rate and the time left. On a terminal it is one line rewritten in place (\r); elsewhere (a pipe, a log file, CI)
 // a plain line now and then, so a long run still shows it is alive without filling the log.
 
 /** `45s`, `3m 05s`, `2h 07m`: whole seconds, the two largest units. */
@@ -31,12 +31,18 @@ export function progressBar(done: number, total: number, width = 24): string {
  */
 export function progressText(done: number, total: number, elapsedMs: number, options: { unit?: string; width?: number; base?: number } = {}): string {
   const base = options.base ?? 0;
-  const ran = done - base;
-  const left = ran > 0 ? ((total - done) * elapsedMs) / ran / 1000 : NaN;
-  return `${progressBar(done, total, options.width)}  ${formatRate(ran, elapsedMs, options.unit)}  eta ${done >= total ? '0s' : formatDuration(left)}`;
+  return `${progressBar(done, total, options.width)}  ${formatRate(done - base, elapsedMs, options.unit)}  eta ${timeLeft(done, total, elapsedMs, base)}`;
 }
 
-interface Stream {
+/** The time left for `total - done` more at the rate of the `done - base` that took `elapsedMs`: `6s`, `0s` when done, `?` before any. */
+export function timeLeft(done: number, total: number, elapsedMs: number, base = 0): string {
+  if (done >= total) return '0s';
+  const ran = done - base;
+  return formatDuration(ran > 0 ? ((total - done) * elapsedMs) / ran / 1000 : NaN);
+}
+
+/** Where a progress line goes: a terminal (isTTY) gets it in place, anything else plain lines. */
+export interface ProgressStream {
   isTTY?: boolean;
   write(text: string): unknown;
 }
@@ -50,7 +56,7 @@ export class ProgressLine {
   constructor(
     private readonly label: string,
     private readonly total: number,
-    private readonly options: { stream?: Stream; unit?: string; plainEveryMs?: number; now?: () => number } = {},
+    private readonly options: { stream?: ProgressStream; unit?: string; plainEveryMs?: number; now?: () => number } = {},
   ) {
     this.start = this.now();
     this.lastPlain = this.start;
@@ -60,7 +66,7 @@ export class ProgressLine {
     return this.options.now?.() ?? performance.now();
   }
 
-  private get stream(): Stream | undefined {
+  private get stream(): ProgressStream | undefined {
     if (this.options.stream) return this.options.stream;
     if (typeof process === 'undefined') return undefined;
     // Under the `kiln` launcher stderr is a pipe through its Dawn-warning filter (bin/dawn-filter.mjs), which says whether the real one is a terminal.

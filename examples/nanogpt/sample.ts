@@ -1,11 +1,13 @@
 // nanoGPT's sample.py for kiln: load out_dir/ckpt.safetensors, rebuild the GPT from its config,
 // generate, decode with the checkpoint's characters. Run: npm run sample -- --out_dir out-shakespeare-char
+// While it generates, stderr shows the tokens done, tokens per second and the time left (compiler/cli/progress.ts).
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { KilnError, manualSeed, tensor } from '../../index.ts';
+import { KilnError, type Tensor, manualSeed, tensor } from '../../index.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
+import { type ProgressStream, ProgressLine } from '../../compiler/cli/progress.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
 import { charsOf, readTrainingCheckpoint } from './checkpoint.ts';
 import { GPT, defaultConfig } from './model.ts';
@@ -21,8 +23,11 @@ export const sampleDefaults = {
   seed: 1337,
 };
 
-/** Prints num_samples samples, each followed by a separator line, and returns them. */
-export async function main(argv: readonly string[], logTo?: (text: string) => void): Promise<string[]> {
+/**
+ * Prints num_samples samples, each followed by a separator line, and returns them. The progress line
+ * (tokens generated of num_samples * max_new_tokens) goes to `progressTo`, stderr by default.
+ */
+export async function main(argv: readonly string[], logTo?: (text: string) => void, progressTo?: ProgressStream): Promise<string[]> {
   const log = logTo ?? ((text: string) => void process.stdout.write(text));
   const cfg = parseFlags(argv, sampleDefaults);
   manualSeed(cfg.seed);
@@ -48,9 +53,20 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
   });
 
   const samples: string[] = [];
+  const progress = new ProgressLine('sampling', cfg.num_samples * cfg.max_new_tokens, { unit: 'token', ...(progressTo ? { stream: progressTo } : {}) });
+  let done = 0; // tokens generated so far, all samples
   for (let k = 0; k < cfg.num_samples; k++) {
     const x = tensor(startIds, [1, startIds.length], 'i32');
-    const y = await model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k);
+    // generate calls forward once a token: before each call, show the tokens done so far
+    let calls = 0;
+    const forward = (idx: Tensor) => {
+      progress.update(done + calls++);
+      return model.forward(idx);
+    };
+    const y = await model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k, forward);
+    done += cfg.max_new_tokens;
+    progress.update(done);
+    progress.finish(); // the sample's text follows on stdout
     const text = Array.from(await y.data(), (i) => chars[i]).join('');
     samples.push(text);
     log(`${text}\n---------------\n`);

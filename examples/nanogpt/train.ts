@@ -17,7 +17,7 @@ import type { BackendName } from '../../compiler/backends.ts';
 import { compileTrainStep } from '../../compiler/train-step.ts';
 import { lossAndGradients } from '../../compiler/autograd.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
-import { progressText } from '../../compiler/cli/progress.ts';
+import { progressText, timeLeft } from '../../compiler/cli/progress.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
 import { AdamW, GradScaler, SCALER_SCALE_KEY, clipGradNorm, learningRate } from '../../compiler/optim.ts';
 import { writeFileAtomic } from '../../runtime/files.ts';
@@ -255,7 +255,8 @@ async function train(argv: readonly string[], logTo: ((text: string) => void) | 
       const amp = scaler ? `, scale ${await scaler.getScale()}${skippedSinceLog ? `, skipped ${skippedSinceLog}` : ''}` : '';
       skippedSinceLog = 0;
       const line = `iter ${iterNum}: loss ${loss.toFixed(4)}, lr ${lr.toExponential(2)}, time ${dt.toFixed(0)}ms${amp}`;
-      log(tty ? `\r${progressText(iterNum + 1, cfg.max_iters, now - loopStart, { base: started, width: 20 })}  ${line}\x1b[K` : `${line}\n`);
+      // on a terminal a bar with the rate and the time left, redrawn in place; elsewhere a plain line that ends with the time left
+      log(tty ? `\r${progressText(iterNum + 1, cfg.max_iters, now - loopStart, { base: started, width: 20 })}  ${line}\x1b[K` : `${line}, eta ${timeLeft(iterNum + 1, cfg.max_iters, now - loopStart, started)}\n`);
     }
     iterNum++;
   }
