@@ -1,5 +1,6 @@
 // kiln in a real browser: `kiln serve examples/browser` in-process, Chromium (Debian's, WebGPU on
-// SwiftShader) driven by playwright-core, the PyTorch fixture run through kiln inside the page.
+// SwiftShader) driven by playwright-core: the automatic load and generation, the PyTorch fixture run
+// through kiln inside the page.
 // No WebGPU adapter is a failure with the reason, never a skip: the browser is where WebGPU lives.
 // What the page is served (the bundle, the checkpoint), without a browser: browser-bundle.test.ts.
 
@@ -79,6 +80,20 @@ describe('kiln in the browser (Chromium, WebGPU on SwiftShader)', () => {
     expect(explain).toMatch(/^\s+>\s*\d+ \| \S/m);
     expect(explain).not.toMatch(/main\.js/);
     expect(await page.isHidden('#error')).toBe(true);
+  });
+
+  it('starts generating from the prompt once the model is loaded, with no click, and stops on Stop', async () => {
+    // nothing here clicks Generate: the page's own generation writes the first token after the prompt
+    await page.waitForFunction(() => /\(\d+\)$/.test(document.getElementById('compiled-mean')!.textContent!), null, { timeout: 90_000 });
+    const prompt = (await page.inputValue('#prompt'))!;
+    const text = (await page.textContent('#text'))!;
+    expect(text.startsWith(prompt)).toBe(true);
+    expect(text.length).toBeGreaterThanOrEqual(prompt.length + 1);
+    expect(await page.textContent('#compiled-mean')).toMatch(/ms\/token, [\d.]+ tokens\/s \([1-9]\d*\)$/);
+    // the default is 200 tokens, minutes on SwiftShader: stop it, and Generate is back for the tests below
+    await page.click('#stop');
+    await page.waitForSelector('#generate:not([disabled])', { timeout: 90_000 });
+    expect(await page.isDisabled('#stop')).toBe(true);
   });
 
   it('runs the PyTorch nanoGPT fixture in the page, compiled and eager, within 1e-4 of PyTorch', async () => {
