@@ -6,6 +6,7 @@ import './linalg.ts';
 import './reduce.ts';
 import './attention.ts';
 import './fused_attention.ts';
+import './decode_attention.ts';
 import './attention_backward.ts';
 import './fused_elementwise.ts';
 import './backward.ts';

@@ -1,0 +1,79 @@
+// Decode-attention cases shared by the CPU and GPU tests: random inputs for one step, and the answer
+// computed directly in f64 (a plain softmax over the pos + 1 keys), independent of kiln's references.
+
+import { type HostTensor, hostTensor } from '../ir/host.ts';
+import { roundF16 } from '../ir/f16.ts';
+import type { DType } from '../ir/types.ts';
+import { type OpCase, singleOp } from './op-graph.ts';
+import { rng } from './helpers.ts';
+
+export interface DecodeCase {
+  /** [B, H] of q [B, H, 1, D]. */
+  batch: [number, number];
+  d: number;
+  /** Cache capacity. */
+  s: number;
+  pos: number;
+  dtype: DType;
+  seed: number;
+}
+
+export interface DecodeInputs {
+  q: HostTensor;
+  kCache: HostTensor;
+  vCache: HostTensor;
+  kNew: HostTensor;
+  vNew: HostTensor;
+  pos: HostTensor;
+}
+
+/** Uniform values in [-spread, spread), rounded to f16 for an f16 case (so every backend reads the same numbers). */
+export function decodeInputs(c: DecodeCase, spread = 1): DecodeInputs {
+  const next = rng(c.seed);
+  const [b, h] = c.batch;
+  const make = (shape: number[]) => {
+    const data = Float32Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => (next() * 2 - 1) * spread);
+    return hostTensor(c.dtype, shape, c.dtype === 'f16' ? data.map(roundF16) : data);
+  };
+  return {
+    q: make([b, h, 1, c.d]),
+    kCache: make([c.s, b, h, c.d]),
+    vCache: make([c.s, b, h, c.d]),
+    kNew: make([b, h, 1, c.d]),
+    vNew: make([b, h, 1, c.d]),
+    pos: hostTensor('i32', [], Int32Array.of(c.pos)),
+  };
+}
+
+/** The operands of decode_attention in order. */
+export function decodeOperands(x: DecodeInputs): HostTensor[] {
+  return [x.q, x.kCache, x.vCache, x.kNew, x.vNew, x.pos];
+}
+
+/** softmax_j(scale * q . key_j) value_j over keys cache[0:pos] and the new one, in f64, written out directly. */
+export function naiveDecode(x: DecodeInputs, scale: number): Float64Array {
+  const [b, h, , d] = x.q.type.shape;
+  const rows = b * h;
+  const pos = x.pos.data[0];
+  const out = new Float64Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    const keys: number[][] = [];
+    const values: number[][] = [];
+    for (let j = 0; j < pos; j++) {
+      keys.push(Array.from(x.kCache.data.subarray((j * rows + r) * d, (j * rows + r + 1) * d) as ArrayLike<number>));
+      values.push(Array.from(x.vCache.data.subarray((j * rows + r) * d, (j * rows + r + 1) * d) as ArrayLike<number>));
+    }
+    keys.push(Array.from(x.kNew.data.subarray(r * d, (r + 1) * d) as ArrayLike<number>));
+    values.push(Array.from(x.vNew.data.subarray(r * d, (r + 1) * d) as ArrayLike<number>));
+    const q = Array.from(x.q.data.subarray(r * d, (r + 1) * d) as ArrayLike<number>);
+    const e = keys.map((k) => Math.exp(scale * k.reduce((acc, kc, c) => acc + kc * q[c], 0)));
+    const total = e.reduce((a, y) => a + y, 0);
+    for (let c = 0; c < d; c++) out[r * d + c] = values.reduce((acc, v, j) => acc + (e[j] / total) * v[c], 0);
+  }
+  return out;
+}
+
+/** One decode_attention node over input leaves fed with `x`. */
+export function decodeOp(x: DecodeInputs, attrs: Record<string, unknown>, op = 'decode_attention'): OpCase {
+  return singleOp(op, decodeOperands(x), attrs);
+}

@@ -1,0 +1,129 @@
+// decode_attention without a GPU: its CPU reference against a softmax written out in f64, the split
+// form (decode_attention_partial + decode_attention_merge) against the whole, the split choice, and
+// the coded errors for bad shapes, dtypes, a pos past the cache, and a gradient asked of it.
+// Its kernels' numbers: decode-attention.gpu.test.ts (f32) and decode-attention-f16.gpu.test.ts.
+
+import { describe, expect, it } from 'vitest';
+import { differentiate } from '../ir/autograd.ts';
+import { Graph } from '../ir/graph.ts';
+import { hostTensor } from '../ir/host.ts';
+import { DECODE_MIN_SPLIT_KEYS, DECODE_TARGET_WORKGROUPS, decodeSplits } from '../ir/ops/decode_attention.ts';
+import '../ir/ops/index.ts';
+import type { DType } from '../ir/types.ts';
+import { interpret } from '../runtime/interpreter.ts';
+import { type DecodeCase, decodeInputs, decodeOp, decodeOperands, naiveDecode } from './decode-attention-cases.ts';
+import { relError, thrown } from './helpers.ts';
+import { singleOp } from './op-graph.ts';
+
+const run = (c: ReturnType<typeof decodeOp>, precision: 'f32' | 'f64' = 'f64') => interpret(c.graph, (n) => c.feeds.get(n)!, precision).get('y')!;
+const base: DecodeCase = { batch: [2, 3], d: 16, s: 70, pos: 65, dtype: 'f32', seed: 1 };
+
+describe('the decode_attention CPU reference', () => {
+  for (const pos of [0, 1, 63, 64, 65, 69]) {
+    it(`matches a plain f64 softmax over pos + 1 = ${pos + 1} keys`, () => {
+      const x = decodeInputs({ ...base, pos, seed: pos + 1 }, 2);
+      const got = run(decodeOp(x, { scale: 0.25 }));
+      // Both sum the same f64 terms in different orders: a few ulps of f64.
+      expect(relError(got.data, naiveDecode(x, 0.25))).toBeLessThan(1e-12);
+    });
+  }
+
+  it('with scaling "pre_qk" computes the same scores in f64 (sqrt(scale) on q and on k)', () => {
+    const x = decodeInputs(base, 2);
+    expect(relError(run(decodeOp(x, { scale: 0.3, scaling: 'pre_qk' })).data, naiveDecode(x, 0.3))).toBeLessThan(1e-12);
+  });
+
+  it('reads cache rows past pos not at all: changing them changes nothing', () => {
+    const x = decodeInputs(base);
+    const before = run(decodeOp(x, { scale: 0.25 })).data;
+    const rowBytes = 2 * 3 * 16;
+    x.kCache.data.fill(1e30, base.pos * rowBytes);
+    x.vCache.data.fill(NaN, base.pos * rowBytes);
+    expect(Array.from(run(decodeOp(x, { scale: 0.25 })).data)).toEqual(Array.from(before));
+  });
+
+  it('in f16 at f32 precision rounds the scaled q and k to f16 and the output too, within f16 of the f64 answer', () => {
+    const x = decodeInputs({ ...base, dtype: 'f16' }, 2);
+    const got = run(decodeOp(x, { scale: 0.25, scaling: 'pre_qk' }), 'f32');
+    expect(Array.from(got.data).every((v) => Math.fround(v) === v && Number.isFinite(v))).toBe(true);
+    // q, k rounded to f16 after scaling by 0.5 (2^-11 relative each) move scores of size <= 16 * 1 by
+    // about 16 * 2^-10 = 0.016 at most, the weights by that relative, plus the output's own 2^-11.
+    expect(relError(got.data, naiveDecode(x, 0.25))).toBeLessThan(0.03);
+    expect(relError(got.data, naiveDecode(x, 0.25))).toBeGreaterThan(0); // it did round
+  });
+});
+
+describe('the split form', () => {
+  for (const splits of [1, 2, 7, 71]) {
+    it(`partial with ${splits} splits, then merge, gives decode_attention's answer`, () => {
+      const x = decodeInputs(base, 2);
+      const g = new Graph();
+      const leaves = decodeOperands(x).map((t, i) => g.add('input', [], { name: `x${i}`, dtype: t.type.dtype, shape: [...t.type.shape] }));
+      const partial = g.add('decode_attention_partial', leaves, { scale: 0.25, scaling: 'post', splits });
+      const merged = g.add('decode_attention_merge', [partial], { dtype: 'f32' });
+      g.setOutputs([{ name: 'y', node: merged }, { name: 'partial', node: partial }]);
+      const feeds = new Map(leaves.map((n, i) => [n, decodeOperands(x)[i]]));
+      const out = interpret(g, (n) => feeds.get(n)!, 'f64');
+      expect(relError(out.get('y')!.data, naiveDecode(x, 0.25))).toBeLessThan(1e-12);
+      expect(out.get('partial')!.type.shape).toEqual([2, 3, splits, 18]);
+      // Splits past pos + 1 = 66 keys (chunk = ceil(71 / splits)) hold the neutral partial.
+      const chunk = Math.ceil(71 / splits);
+      for (let split = Math.ceil(66 / chunk); split < splits; split++) {
+        const row = out.get('partial')!.data.subarray(split * 18, (split + 1) * 18);
+        expect([row[16], row[17], Math.max(...Array.from(row.subarray(0, 16), Math.abs))]).toEqual([-Infinity, 0, 0]);
+      }
+    });
+  }
+});
+
+describe('the split count kiln chooses', () => {
+  it('fills the target workgroups with one (b, h) row, none under the minimum keys', () => {
+    expect(decodeSplits(1, 1023)).toBe(Math.floor(1024 / DECODE_MIN_SPLIT_KEYS));
+    expect(decodeSplits(12, 1023)).toBe(Math.floor(1024 / DECODE_MIN_SPLIT_KEYS)); // 16 < ceil(264 / 12) = 22
+    expect(decodeSplits(96, 1023)).toBe(Math.ceil(DECODE_TARGET_WORKGROUPS / 96));
+    expect(decodeSplits(6, 64)).toBe(1);
+    expect(decodeSplits(300, 4096)).toBe(1);
+  });
+  it('takes the split count asked, at most one key per split', () => {
+    expect(decodeSplits(6, 64, 7)).toBe(7);
+    expect(decodeSplits(6, 3, 7)).toBe(4);
+  });
+});
+
+describe('coded errors', () => {
+  const x = decodeInputs({ ...base, s: 8, pos: 3 });
+  const t = (dtype: DType, shape: number[]) => hostTensor(dtype, shape, dtype === 'i32' ? new Int32Array(shape.reduce((a, b) => a * b, 1)) : new Float32Array(shape.reduce((a, b) => a * b, 1)));
+  const withOperand = (i: number, v: ReturnType<typeof t>) => decodeOperands(x).map((y, j) => (j === i ? v : y));
+  it('a query of more than one row', () => {
+    expect(thrown(() => singleOp('decode_attention', withOperand(0, t('f32', [2, 3, 2, 16])), { scale: 1 })).message).toMatch(/^KILN_E001 .*one query row per head/);
+  });
+  it('a cache that is not position-major [S, B, H, D]', () => {
+    expect(thrown(() => singleOp('decode_attention', withOperand(1, t('f32', [2, 3, 8, 16])), { scale: 1 })).message).toMatch(/^KILN_E001 .*position-major caches \[S, 2, 3, 16\]/);
+  });
+  it('k_new of another shape than q', () => {
+    expect(thrown(() => singleOp('decode_attention', withOperand(3, t('f32', [2, 3, 1, 8])), { scale: 1 })).message).toMatch(/^KILN_E001 .*k_new and v_new shaped as q/);
+  });
+  it('mixed float dtypes', () => {
+    expect(thrown(() => singleOp('decode_attention', withOperand(2, t('f16', [8, 2, 3, 16])), { scale: 1 })).message).toMatch(/^KILN_E002 .*different dtypes/);
+  });
+  it('a pos that is not i32[]', () => {
+    expect(thrown(() => singleOp('decode_attention', withOperand(5, t('f32', []) ), { scale: 1 })).message).toMatch(/^KILN_E002 .*expects i32/);
+    expect(thrown(() => singleOp('decode_attention', withOperand(5, t('i32', [1])), { scale: 1 })).message).toMatch(/^KILN_E001 .*pos must be a 0-d i32/);
+  });
+  it('f16 with scaling "post"', () => {
+    const h = decodeInputs({ ...base, dtype: 'f16' });
+    expect(thrown(() => decodeOp(h, { scale: 0.25 })).message).toMatch(/^KILN_E011 .*in f16 needs scaling "pre_qk"/);
+  });
+  it('a pos past the cache, and a negative one, on the CPU', () => {
+    for (const pos of [8, -1]) {
+      const bad = decodeInputs({ ...base, s: 8, pos });
+      expect(thrown(() => run(decodeOp(bad, { scale: 1 }))).message).toBe(`KILN_E011 decode_attention cache index ${pos} at [] is outside [0, 8)`);
+    }
+  });
+  it('a gradient', () => {
+    const c = decodeOp(x, { scale: 1 });
+    const loss = c.graph.add('sum', [c.node], { dims: [0, 1, 2, 3], keepdim: false });
+    const q = c.graph.nodes[0];
+    expect(thrown(() => differentiate(c.graph, loss, [q])).message).toMatch(/^KILN_E011 decode_attention is inference only/);
+  });
+});
