@@ -30,22 +30,29 @@ export interface GuardKey {
   readonly state: readonly string[];
 }
 
-/** The guarded value of a forward() argument: a tensor's dtype and shape, any other value itself. */
-export function guardedValue(arg: unknown): string {
-  return arg instanceof Tensor ? formatType(arg.type) : (JSON.stringify(arg) ?? 'undefined');
+/**
+ * The guarded value of a forward() argument: a tensor's dtype and shape, any other value itself. With a
+ * dynamic dim (compiler/dynamic.ts), a tensor's size there is `T`, whatever it is: its range is checked
+ * when the graph is instantiated.
+ */
+export function guardedValue(arg: unknown, dynamicDim?: number): string {
+  if (!(arg instanceof Tensor)) return JSON.stringify(arg) ?? 'undefined';
+  if (dynamicDim === undefined || arg.shape.length <= dynamicDim) return formatType(arg.type);
+  return `${arg.dtype}[${arg.shape.map((d, i) => (i === dynamicDim ? 'T' : d)).join(',')}]`;
 }
 
 /** The key of a call: its arguments (named), the model's training flags and the layout of its state. */
-export function guardKey(model: Module, state: ReadonlyMap<string, Tensor>, args: readonly unknown[], argNames: readonly string[]): GuardKey {
+export function guardKey(model: Module, state: ReadonlyMap<string, Tensor>, args: readonly unknown[], argNames: readonly string[], dynamicDim?: number): GuardKey {
   return {
     argNames: args.map((_, i) => argNames[i] ?? `arg${i}`),
-    args: args.map(guardedValue),
+    args: args.map((a) => guardedValue(a, dynamicDim)),
     modes: [...model.namedModules()].map(([, m]) => (m.training ? 't' : 'e')).join(''),
     state: [...state].map(([name, t]) => `${name}: ${formatType(t.type)}`),
   };
 }
 
-const keyText = (k: GuardKey) => `${k.args.join(', ')} | modes ${k.modes} | ${k.state.join(', ')}`;
+/** A key as one string: equal strings, the same guards. */
+export const keyText = (k: GuardKey) => `${k.args.join(', ')} | modes ${k.modes} | ${k.state.join(', ')}`;
 
 /** A buffer the passes read while compiling: which tensor, at which version, and what its data was. */
 interface FoldedRead {

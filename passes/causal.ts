@@ -59,3 +59,29 @@ export function firstEmptyRow(mask: HostTensor, l: number, s: number, kind: Mask
   }
   return null;
 }
+
+/**
+ * For a mask that attention reads as its leading square [:T, :T] (nanoGPT's `bias[:, :, :T, :T]`, or
+ * an elementwise function of it: a slice commutes with elementwise ops), the largest n such that every
+ * T <= n gives a causal mask. The slice rule: element [i, j] of the slice is element [i, j] of the full
+ * mask, and "attend iff j <= i" speaks of i and j alone, so the square [:T, :T] is causal iff no element
+ * with i, j < T breaks the rule; an element [i, j] that breaks it spoils exactly the squares with
+ * T > max(i, j). So one pass over the full mask proves every T at once: n is the smallest max(i, j) of
+ * a breaking element, or the full size when none breaks it (the whole buffer is lower-triangular).
+ */
+export function causalPrefix(mask: HostTensor, kind: MaskKind, label: string): { rows: number; reason: string } {
+  const shape = mask.type.shape;
+  const [rows, cols] = [shape[shape.length - 2] ?? 1, shape[shape.length - 1] ?? 1];
+  let n = Math.min(rows, cols);
+  let reason = `mask ${label} is lower-triangular over its full [${rows},${cols}], so every leading square [:T, :T] with T <= ${n} is causal`;
+  for (let idx = 0; idx < mask.data.length; idx++) {
+    const [i, j] = [Math.floor(idx / cols) % rows, idx % cols];
+    if (Math.max(i, j) >= n) continue;
+    const value = mask.data[idx];
+    const attends = kind === 'keep' ? value !== 0 : kind === 'fill' ? value === 0 : value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
+    if (attends === j <= i) continue;
+    n = Math.max(i, j);
+    reason = `mask ${label} is causal only for T <= ${n}: element [${i}, ${j}] is ${value}, so at T > ${n} query ${i} ${attends === null ? 'gets a finite additive score' : attends ? 'attends to' : 'does not attend to'} key ${j}`;
+  }
+  return { rows: n, reason };
+}
