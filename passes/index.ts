@@ -5,6 +5,7 @@ import { castHoisting } from './cast-hoist.ts';
 import { canonicalize } from './canonicalize.ts';
 import { crossEntropyRows } from './cross-entropy.ts';
 import { deadCodeElimination } from './dce.ts';
+import { decodeSplit } from './decode-split.ts';
 import { elementwiseFusion } from './elementwise.ts';
 import { concatSliceGradients, twoStepRowSums } from './gradient-rules.ts';
 import { commonSubexpressions, constantFolding } from './fold.ts';
@@ -21,6 +22,7 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   autocast, // fused: with { autocast: 'f16' }, casts so matmul and attention run in f16, norms and losses in f32
   castHoisting, // fused: casts down to f16 above slices, reshapes and transposes, to fold into their producer's kernel
   crossEntropyRows, // lowered: big losses row-parallel
+  decodeSplit, // lowered: decode attention over a long KV cache split across workgroups (flash-decoding)
   twoStepRowSums, // lowered: long sums over leading dims in two steps
   elementwiseFusion, // lowered: elementwise chains as one kernel each
 ];

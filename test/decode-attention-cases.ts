@@ -4,7 +4,7 @@
 import { type HostTensor, hostTensor } from '../ir/host.ts';
 import { roundF16 } from '../ir/f16.ts';
 import type { DType } from '../ir/types.ts';
-import { type OpCase, singleOp } from './op-graph.ts';
+import { singleOp } from './op-graph.ts';
 import { rng } from './helpers.ts';
 
 export interface DecodeCase {
@@ -74,6 +74,6 @@ export function naiveDecode(x: DecodeInputs, scale: number): Float64Array {
 }
 
 /** One decode_attention node over input leaves fed with `x`. */
-export function decodeOp(x: DecodeInputs, attrs: Record<string, unknown>, op = 'decode_attention'): OpCase {
+export function decodeOp(x: DecodeInputs, attrs: Record<string, unknown>, op = 'decode_attention'): ReturnType<typeof singleOp> {
   return singleOp(op, decodeOperands(x), attrs);
 }

@@ -6,6 +6,7 @@ import { KilnError, type SourceLoc } from '../../ir/errors.ts';
 import { attentionLowerings } from './attention.ts';
 import { attentionBackwardLowerings } from './attention_backward.ts';
 import { backwardLowerings } from './backward.ts';
+import { decodeAttentionLowerings } from './decode_attention.ts';
 import { elementwiseLowerings } from './elementwise.ts';
 import { fusedAttentionLowerings } from './fused_attention.ts';
 import { leafLowerings } from './leaf.ts';
@@ -13,6 +14,7 @@ import { linalgLowerings } from './linalg.ts';
 import { optimLowerings } from './optim.ts';
 import type { Lowering } from './plan.ts';
 import { reduceLowerings } from './reduce.ts';
+import { sampleLowerings } from './sample.ts';
 import { shapeLowerings } from './shape.ts';
 
 export type { KernelLimits, KernelPlan, KernelRequest, Lowering } from './plan.ts';
@@ -27,9 +29,11 @@ export const lowerings: Readonly<Record<string, Lowering>> = {
   ...reduceLowerings,
   ...attentionLowerings,
   ...fusedAttentionLowerings,
+  ...decodeAttentionLowerings,
   ...attentionBackwardLowerings,
   ...backwardLowerings,
   ...optimLowerings,
+  ...sampleLowerings,
 };
 
 /** The lowering of `op`; a KILN_E011 naming the op, and where lowerings live, when it has none. */
