@@ -49,7 +49,7 @@ export function moduleText(node: Node, plan: KernelPlan, inputs: readonly Storag
 }
 
 function moduleBody(node: Node, plan: KernelPlan, inputs: readonly StorageInput[], reports: IndexReports): string {
-  const bindings = inputs.map((x, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${x.name}: array<${storageType(x.dtype)}>;`);
+  const bindings = inputs.map((x, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${x.name}: array<${plan.bindingTypes?.[x.name] ?? storageType(x.dtype)}>;`);
   bindings.push(`@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<${storageType(node.type.dtype)}>;`);
   if (reports !== 'none') bindings.push(indexErrorDecls(reports === 'checked' ? inputs.length + 2 : null));
   const fields = paramNames(plan, reports).map((name) => `  ${name}: u32,`);

@@ -15,10 +15,20 @@ export interface ReflectedBinding {
   readonly kind: 'uniform' | 'read' | 'read_write' | 'index_errors';
 }
 
+/**
+ * The module as wgsl_reflect can parse it: it knows no subgroup-matrix types (three template
+ * parameters) nor subgroupMatrixLoad's template argument, so those are stood in for by a vec4 and a
+ * plain call. Only the text reflected changes; bindings are module-scope declarations, which keep their types.
+ */
+function reflectable(code: string): string {
+  if (!code.includes('subgroup_matrix')) return code;
+  return code.replace(/subgroupMatrixLoad<subgroup_matrix_\w+<[^>]*>>/g, 'subgroupMatrixLoad').replace(/subgroup_matrix_(left|right|result)<[^>]*>/g, 'vec4<f32>');
+}
+
 export function reflectBindings(code: string, node: Node): ReflectedBinding[] {
   let reflect: WgslReflect;
   try {
-    reflect = new WgslReflect(code);
+    reflect = new WgslReflect(reflectable(code));
   } catch (e) {
     throw new KilnError('KILN_E010', `generated WGSL for ${describeNode(node)} does not parse: ${(e as Error).message}`, node.loc);
   }

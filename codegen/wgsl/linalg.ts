@@ -15,6 +15,7 @@ import { type DType, type TensorType, numel } from '../../ir/types.ts';
 import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
 import { broadcastStrides, coordLines, generateKernel, indent, listParams, load, offsetExpr, reportBadIndex, store } from './helpers.ts';
 import type { Lowering } from './plan.ts';
+import { chooseTensorCoreTiling, tensorCoreMatmulKernel, tensorCoresUsable } from './matmul_tc.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
 export interface MatmulTiling {
@@ -138,6 +139,11 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   const transposeB = req.attrs.transposeB === true;
   const dims = matmulDims(a, b, transposeA, transposeB);
   const { batch, m, k, n } = dims;
+  // f16 x f16 on a device with tensor cores (subgroup matrices): matmul_tc.ts, where its tiles divide the product.
+  if (!tiling && a.dtype === 'f16' && b.dtype === 'f16' && tensorCoresUsable(req.limits)) {
+    const tc = chooseTensorCoreTiling(dims, transposeA, transposeB, req.limits!);
+    if (tc) return tensorCoreMatmulKernel(req, tc);
+  }
   const t = tiling ?? chooseMatmulTiling(dims, req.limits);
   const { bm, bn, bk, tm, tn } = t;
   const threads = matmulInvocations(t);

@@ -36,6 +36,8 @@ export interface KernelPlan {
   readonly inputNames: readonly string[];
   /** Module directives the text needs before any declaration (`enable subgroups;`); the lowering only asks for what the limits offer. */
   readonly directives?: readonly string[];
+  /** Element types of storage bindings other than their dtype's (`vec4<u32>` to read 8 f16s at once); the buffer is the same. */
+  readonly bindingTypes?: Readonly<Record<string, string>>;
   /** u32 values the kernel reads as `params.<name>`: sizes, strides. Shapes live here, not in the text. */
   readonly params: Readonly<Record<string, number>>;
   /** Module-scope WGSL: named consts, helper functions, workgroup arrays. */

@@ -2,7 +2,7 @@
 // Dawn), opened once with the adapter's real limits, and watched so that no GPU error passes silently.
 
 import { KilnError } from '../../ir/errors.ts';
-import type { KernelLimits } from '../../ir/limits.ts';
+import type { KernelLimits, SubgroupMatrixShape } from '../../ir/limits.ts';
 import { log } from '../../ir/log.ts';
 import { dawn } from '../node-only.ts';
 import { ErrorWatch } from './errors.ts';
@@ -41,8 +41,9 @@ export interface KilnDevice {
 
 type CreateGpu = (options: string[]) => GPU;
 // Dawn rounds timestamps (to ~33 µs) against timing attacks; kiln profile wants them exact. Browsers keep theirs.
-// On NVIDIA's Vulkan driver Dawn offers shader-f16 only with this toggle (Chrome enables it the same way).
-const DAWN_OPTIONS = ['disable-dawn-features=timestamp_quantization', 'enable-dawn-features=vulkan_enable_f16_on_nvidia'];
+// On NVIDIA's Vulkan driver Dawn offers shader-f16 only with vulkan_enable_f16_on_nvidia (Chrome enables it
+// the same way), and subgroup matrices (tensor cores) only with allow_unsafe_apis, as Chrome behind its flag.
+const DAWN_OPTIONS = ['disable-dawn-features=timestamp_quantization', 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
 let nodeCreate: CreateGpu | null = null;
 // Every Dawn instance made stays referenced until exit: Dawn can crash at exit on lavapipe when one was collected.
 const instances: GPU[] = [];
@@ -102,6 +103,10 @@ async function openDevice(): Promise<KilnDevice> {
   // f16 storage and arithmetic, for f16 tensors (autocast, model.half()); without it they fail with KILN_E021.
   const f16 = adapter.features.has('shader-f16');
   if (f16) requiredFeatures.push('shader-f16');
+  // Tensor cores (codegen/wgsl/matmul_tc.ts): f16 x f16 -> f32 subgroup matrices, offered by Dawn under
+  // allow_unsafe_apis (on NVIDIA's Vulkan driver); KILN_TENSOR_CORES=0 leaves them off (the SIMT kernels then).
+  const matrixShapes = f16 && subgroups && !(isNode() && process.env.KILN_TENSOR_CORES === '0') ? subgroupMatrixShapes(adapter) : [];
+  if (matrixShapes.length) requiredFeatures.push(SUBGROUP_MATRIX_FEATURE as GPUFeatureName);
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'kiln' });
   const info = adapter.info;
   const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
@@ -116,10 +121,23 @@ async function openDevice(): Promise<KilnDevice> {
     f16,
     subgroups,
     timestamps: requiredFeatures.includes('timestamp-query'),
+    tensorCores: matrixShapes.map((c) => `${c.m}x${c.n}x${c.k}`).join(' ') || undefined,
     maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     dawn: isNode() ? "Dawn's own 'Warning: ...' lines on stderr at start (maxDynamic*BuffersPerPipelineLayout artificially reduced, Vulkan * required, Found no drivers) come from its native adapter discovery and are harmless here" : undefined,
   });
-  return { device, limits: deviceLimits(device.limits, subgroups ? adapter.info.subgroupMinSize : undefined), description, errors, f16 };
+  const limits = { ...deviceLimits(device.limits, subgroups ? adapter.info.subgroupMinSize : undefined), ...(subgroups ? { subgroupMaxSize: adapter.info.subgroupMaxSize } : {}), ...(matrixShapes.length ? { subgroupMatrix: matrixShapes } : {}) };
+  return { device, limits, description, errors, f16 };
+}
+
+const SUBGROUP_MATRIX_FEATURE = 'chromium-experimental-subgroup-matrix';
+
+/** The adapter's f16 x f16 -> f32 subgroup-matrix shapes (Dawn's GPUAdapterInfo.subgroupMatrixConfigs), none without the feature. */
+function subgroupMatrixShapes(adapter: GPUAdapter): SubgroupMatrixShape[] {
+  if (!adapter.features.has(SUBGROUP_MATRIX_FEATURE)) return [];
+  const configs = (adapter.info as unknown as { subgroupMatrixConfigs?: readonly Record<string, unknown>[] }).subgroupMatrixConfigs ?? [];
+  return configs
+    .filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')
+    .map((c) => ({ m: Number(c.M), n: Number(c.N), k: Number(c.K) }));
 }
 
 /** The device's limits as a plain object (GPUSupportedLimits keeps them as getters), with the subgroup size added. */

@@ -1,0 +1,125 @@
+// The tensor-core matmul (codegen/wgsl/matmul_tc.ts) on the shapes nanoGPT's f16 products have,
+// against kiln's CPU f16 reference, the f64 one and the SIMT f16 kernel, on a device with subgroup
+// matrices. No CPU driver has them: test/tensor-cores.gpu.test.ts runs this where the device offers them
+// (it skips elsewhere), and test/bench/tensor-core-check.ts runs it on the GPU machine.
+//
+// Tolerance, as test/f16-linalg.gpu.test.ts derives it for the SIMT kernel: the kernel stores fl16(a) for
+// an f32 sum a of exact f16 x f16 products, so with E a bound on |a - y| (y the exact sum):
+//   vs the CPU f16 reference c:  |gpu - c| <= ulp16(gpu) / 2 + ulp16(c) / 2 + E + u |y|
+//   vs f64:                      |gpu - y| <= ulp16(gpu) / 2 + E
+//   vs the SIMT kernel s:        |gpu - s| <= ulp16(gpu) / 2 + ulp16(s) / 2 + 2 E
+// E = 4 K u sum_k |a_ik b_kj| (u = 2^-24): twice the SIMT kernel's, since a tensor core's f32 accumulation
+// need not round to nearest (NVIDIA's MMA units align and truncate the addends), which at most doubles
+// each step's error. Any indexing or staging error moves an output by whole products: far past E.
+
+import { kernelFromPlan } from '../codegen/index.ts';
+import { MATMUL_TILINGS } from '../codegen/wgsl/linalg.ts';
+import { f16Bits, roundF16 } from '../ir/f16.ts';
+import type { HostTensor } from '../ir/host.ts';
+import type { Node } from '../ir/graph.ts';
+import { getOp } from '../ir/registry.ts';
+import { type Shape, numel } from '../ir/types.ts';
+import { interpret } from '../runtime/interpreter.ts';
+import { type KilnDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
+import { rng } from './helpers.ts';
+import { planOf } from './matmul-cases.ts';
+import { singleOp } from './op-graph.ts';
+
+const U = 2 ** -24;
+
+function ulp16(v: number): number {
+  const exponent = (f16Bits(v) >>> 10) & 0x1f;
+  return 2 ** (Math.max(exponent, 1) - 25);
+}
+
+function randomF16(shape: Shape, seed: number): HostTensor {
+  const r = rng(seed);
+  return { type: { dtype: 'f16', shape: [...shape] }, data: Float32Array.from({ length: numel(shape) }, () => roundF16(-2 + 4 * r())) };
+}
+
+export interface TensorCoreCase {
+  readonly label: string;
+  readonly a: Shape;
+  readonly b: Shape;
+  readonly transposeA: boolean;
+  readonly transposeB: boolean;
+}
+
+/** nanoGPT's f16 products (shrunk where the CPU reference would be slow) in each layout matmul takes. */
+export const TENSOR_CORE_CASES: readonly TensorCoreCase[] = [
+  { label: 'x @ W^T (nn.Linear, GPT-2 c_attn at B2 T1024)', a: [2048, 768], b: [2304, 768], transposeA: false, transposeB: true },
+  { label: 'x @ W (a [M, K], b [K, N])', a: [512, 256], b: [256, 384], transposeA: false, transposeB: false },
+  { label: 'x^T @ dy (the weight gradient)', a: [512, 1024], b: [512, 768], transposeA: true, transposeB: false },
+  { label: 'a^T @ b^T', a: [256, 128], b: [192, 256], transposeA: true, transposeB: true },
+  { label: 'q @ k^T, batched [2, 6] heads, T 256, D 64', a: [2, 6, 256, 64], b: [2, 6, 256, 64], transposeA: false, transposeB: true },
+  { label: 'p @ v, batched, K = T 256', a: [2, 6, 256, 256], b: [2, 6, 256, 64], transposeA: false, transposeB: false },
+  { label: 'a batch times one shared b', a: [3, 128, 64], b: [64, 128], transposeA: false, transposeB: false },
+];
+
+export interface TensorCoreResult {
+  readonly label: string;
+  /** The kernel kiln chose ran on subgroup matrices. */
+  readonly tensorCores: boolean;
+  readonly elements: number;
+  /** Largest error over its tolerance (above): <= 1 passes. */
+  readonly vsCpu16: number;
+  readonly vsF64: number;
+  readonly vsSimt: number;
+  /** Largest difference from the CPU f16 reference in f16 ULPs, and how many elements differ at all. */
+  readonly ulps: number;
+  readonly differ: number;
+  /** The first element past a tolerance, if any. */
+  readonly failure?: string;
+}
+
+async function run(kdev: KilnDevice, node: Node, feeds: Map<Node, HostTensor>, plan: ReturnType<typeof planOf>): Promise<Float64Array> {
+  const [a, b] = node.inputs as Node[];
+  const kernel = kernelFromPlan(node, plan);
+  const inputs = [upload(kdev, feeds.get(a)!), upload(kdev, feeds.get(b)!)];
+  const out = upload(kdev, { type: node.type, data: new Float32Array(numel(node.type.shape)).fill(NaN) });
+  runKernel(kdev, kernel, inputs, out);
+  const data = await readback(kdev, out, node.type);
+  for (const buf of [...inputs, out]) buf.destroy();
+  return Float64Array.from(data as ArrayLike<number>);
+}
+
+/** One case: kiln's chosen kernel (tensor cores where the device has them) against the references and the SIMT kernel. */
+export async function checkTensorCoreCase(kdev: KilnDevice, c: TensorCoreCase, seed = 1): Promise<TensorCoreResult> {
+  const { graph, feeds, node } = singleOp('matmul', [randomF16(c.a, seed), randomF16(c.b, seed + 1)], { transposeA: c.transposeA, transposeB: c.transposeB });
+  const plan = planOf(node, undefined, kdev.limits);
+  const tensorCores = plan.directives?.some((d) => d.includes('subgroup_matrix')) === true;
+  const gpu = await run(kdev, node, feeds, plan);
+  const simt = await run(kdev, node, feeds, planOf(node, MATMUL_TILINGS.medium));
+  const feed = (n: Node) => feeds.get(n)!;
+  const cpu16 = interpret(graph, feed, 'f32').get('y')!.data;
+  const exact = interpret(graph, feed, 'f64').get('y')!.data;
+  const [a, b] = (node.inputs as Node[]).map((n) => { const t = feeds.get(n)!; return { type: t.type, data: Float64Array.from(t.data, Math.abs) }; });
+  const k = c.transposeA ? c.a.at(-2)! : c.a.at(-1)!;
+  const bound = Float64Array.from(getOp('matmul').cpu([a, b], node.attrs, node.type, 'f64') as ArrayLike<number>, (s) => 4 * k * U * s);
+  let [vsCpu16, vsF64, vsSimt, ulps, differ] = [0, 0, 0, 0, 0];
+  let failure: string | undefined;
+  for (let i = 0; i < gpu.length; i++) {
+    const [g, cc, y, s, e] = [gpu[i]!, cpu16[i]!, exact[i]!, simt[i]!, bound[i]!];
+    if (!Number.isFinite(g) || !Number.isFinite(cc)) {
+      if (!Object.is(g, cc)) failure ??= `element ${i}: ${g}, the CPU f16 reference ${cc}`;
+      continue;
+    }
+    const r16 = Math.abs(g - cc) / (ulp16(g) / 2 + ulp16(cc) / 2 + e + U * Math.abs(y));
+    const r64 = Math.abs(g - y) / (ulp16(g) / 2 + e);
+    const rs = Math.abs(g - s) / (ulp16(g) / 2 + ulp16(s) / 2 + 2 * e);
+    if ((r16 > 1 || r64 > 1 || rs > 1 || Number.isNaN(r16 + r64 + rs)) && !failure) {
+      failure = `element ${i}: ${g}, CPU f16 ${cc}, f64 ${y}, SIMT ${s}, E ${e}`;
+    }
+    vsCpu16 = Math.max(vsCpu16, r16);
+    vsF64 = Math.max(vsF64, r64);
+    vsSimt = Math.max(vsSimt, rs);
+    if (g !== cc) differ++;
+    ulps = Math.max(ulps, Math.abs(g - cc) / ulp16(Math.max(Math.abs(g), Math.abs(cc))));
+  }
+  return { label: c.label, tensorCores, elements: gpu.length, vsCpu16, vsF64, vsSimt, ulps, differ, ...(failure ? { failure } : {}) };
+}
+
+export function formatTensorCoreResult(r: TensorCoreResult): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return `${r.tensorCores ? 'tensor cores' : 'SIMT (not chosen!)'} | ${r.label}: ${r.elements} values, vs cpu f16 ${pct(r.vsCpu16)} of tol (${r.ulps.toFixed(1)} ulp, ${r.differ} differ), vs f64 ${pct(r.vsF64)}, vs SIMT ${pct(r.vsSimt)}${r.failure ? ` FAILED at ${r.failure}` : ''}`;
+}
