@@ -7,6 +7,7 @@ import './reduce.ts';
 import './attention.ts';
 import './fused_attention.ts';
 import './decode_attention.ts';
+import './sample.ts';
 import './attention_backward.ts';
 import './fused_elementwise.ts';
 import './backward.ts';
