@@ -75,9 +75,8 @@ export interface CompileStats {
   traces: number;
   /** Traces after the first: each one a guard that failed. */
   recompiles: number;
+  /** Calls whose guards held; a length new to a dynamic trace is one too (it is instantiated, not traced). */
   cacheHits: number;
-  /** Lengths made from a dynamic trace: each ran the passes and prepared the backend, without tracing. */
-  instantiations: number;
 }
 
 /** How many lengths of one dynamic trace stay compiled (least recently used first out). */
@@ -127,7 +126,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
   if (options.autocast !== undefined && options.autocast !== false) checkAutocastDType(options.autocast, 'compile() option autocast');
   // One lane per autocast state: the state at the call is part of the guard, as torch.compile guards on it.
   const lanes = new Map<AutocastDType | undefined, Lane>();
-  const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0, instantiations: 0 };
+  const stats: CompileStats = { traces: 0, recompiles: 0, cacheHits: 0 };
   let last: Compilation | undefined;
   const argNames = forwardArgNames(model.forward);
   const optionDim = options.dynamic === true ? 1 : typeof options.dynamic === 'object' ? options.dynamic.dim : undefined;
@@ -144,8 +143,9 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const autocast = options.autocast === false ? undefined : (options.autocast ?? autocastState());
     const lane = lanes.get(autocast) ?? lanes.set(autocast, { fixed: new GuardedCache(), dynamic: new GuardedCache(), dim: optionDim, refused: new Set() }).get(autocast)!;
     const key = guardKey(model, state, args, argNames);
-    const fixed = lane.fixed.size > 0 ? await lane.fixed.find(key, state) : { miss: undefined };
-    if (lane.fixed.size > 0) log('guards', `check ${shownCall(key, autocast)} -> ${'hit' in fixed ? 'hit' : 'miss'}`, { cached: lane.fixed.size });
+    // Per-length compilations are looked up first (exact guards); a dynamic lane has none unless refused.
+    const fixed = await lane.fixed.find(key, state);
+    if (lane.dim === undefined || lane.fixed.size > 0) log('guards', `check ${shownCall(key, autocast)} -> ${'hit' in fixed ? 'hit' : 'miss'}`, { cached: lane.fixed.size });
     if ('hit' in fixed) {
       stats.cacheHits++;
       lane.last = { key, args };
@@ -223,8 +223,15 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     entry.instances.delete(t);
     if (kept) return entry.instances.set(t, kept).get(t);
     const named = args.findIndex((a) => a instanceof Tensor && a.shape.length > dim);
-    const trace = instantiate(entry.symbolic, t, argNames[named] ?? `arg${named}`);
-    stats.instantiations++;
+    let trace: Trace;
+    try {
+      trace = instantiate(entry.symbolic, t, argNames[named] ?? `arg${named}`);
+    } catch (e) {
+      // Outside the range: the caller's error. Inside it but not instantiable: a kiln refusal; compile this length on its own.
+      if (!(e instanceof KilnError) || e.code === 'KILN_E014') throw e;
+      log('recompiles', `length ${t} does not instantiate the graph traced at T=${entry.symbolic.lengths.join(', ')}, compiling it on its own: ${e.message}`, { traces: stats.traces + 1 });
+      return undefined;
+    }
     log('graph', `instantiated forward() at T=${t}: ${trace.graph.nodes.length} nodes`, { kept: entry.instances.size + 1 });
     const compilation = await prepared(trace, guardKey(model, state, args, argNames).args.join(', '), entry.buffers, autocast, { symbolic: entry.symbolic, length: t, causal: entry.causal });
     entry.instances.set(t, compilation);

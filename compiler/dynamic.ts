@@ -120,7 +120,7 @@ function lengthsToTrace(known: readonly number[], upper: number): number[] {
   return picks;
 }
 
-/** The model's config.block_size, when it has one: how far to trace, and the range when nothing in the graph bounds T. */
+/** The model's config.block_size, when it has one: how far to trace dim 1, and its range when nothing in the graph bounds it. */
 function configLength(model: Module): number | undefined {
   const n = (model as { config?: { block_size?: unknown } }).config?.block_size;
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 ? n : undefined;
@@ -131,12 +131,12 @@ function configLength(model: Module): number | undefined {
  * one graph (a KilnError naming the node's source line).
  */
 export function traceSymbolic(model: Module & { forward: (...args: never[]) => unknown }, args: readonly unknown[], dim: number, known: readonly number[]): SymbolicTrace {
-  const hint = configLength(model);
+  const hint = dim === 1 ? configLength(model) : undefined; // block_size speaks of the sequence dim
   const lengths = lengthsToTrace(known, Math.max(...known, hint ?? 0));
   if (lengths.length < 3) throw new KilnError('KILN_E011', `dynamic compilation traces forward() at three lengths and only ${lengths.join(', ')} are known to be valid; give the model a config.block_size`);
-  const traces = lengths.map((t, k) => {
+  const traces = lengths.map((t) => {
     // At the call's own length forward() fails as a static compile would; elsewhere its failure refuses.
-    if (k === 0) return traceModule(model, argsAt(args, dim, t));
+    if (t === known[0]) return traceModule(model, argsAt(args, dim, t));
     try {
       return traceModule(model, argsAt(args, dim, t));
     } catch (e) {
