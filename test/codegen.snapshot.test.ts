@@ -67,6 +67,11 @@ node('fused_attention', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64
 node('attention_lse', (t) => [t('f32', [2, 4, 24, 64]), t('f32', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'post' });
 // The dk kernel: the one that stages the most (q, grad_out, lse and delta tiles).
 node('fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f32', [2, 4, 24, 64])), t('f32', [2, 4, 24, 2]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'post', wrt: 'kv' });
+// One decode step (issue 18): GPT-2's heads against a 1024-position cache, and the split pair passes/decode-split.ts makes of it.
+const decodeOperands = (dtype: DType) => (t: ReturnType<typeof build>['t']) => [t(dtype, [1, 12, 1, 64]), t(dtype, [1024, 1, 12, 64]), t(dtype, [1024, 1, 12, 64]), t(dtype, [1, 12, 1, 64]), t(dtype, [1, 12, 1, 64]), t('i32', [])];
+node('decode_attention', decodeOperands('f32'), { scale: 0.125, scaling: 'post' });
+node('decode_attention_partial', decodeOperands('f32'), { scale: 0.125, scaling: 'post', splits: 16 });
+node('decode_attention_merge', (t) => [t('f32', [1, 12, 16, 66])], { dtype: 'f32' });
 
 /**
  * f16 versions of the kernels mixed precision runs (issue 16): f16 storage, f32 values in registers,
@@ -90,6 +95,7 @@ f16Node('sum', 'sum', (t) => [t('f16', [2, 24, 64])], { dims: [0, 1], keepdim: f
 // Fused attention in f16 scales q and k by d^-1/4 each and rounds them to f16 before q k^T (pre_qk).
 f16Node('fused_attention', 'fused_attention', (t) => [t('f16', [2, 4, 24, 64]), t('f16', [2, 4, 24, 64]), t('f16', [2, 4, 24, 64])], { causal: true, scale: 0.125, scaling: 'pre_qk' });
 f16Node('fused_attention_backward', 'fused_attention_backward', (t) => [...[0, 1, 2, 3].map(() => t('f16', [2, 4, 24, 64])), t('f32', [2, 4, 24, 2]), t('f32', [2, 4, 24])], { causal: true, scale: 0.125, scaling: 'pre_qk', wrt: 'kv' });
+f16Node('decode_attention', 'decode_attention', decodeOperands('f16'), { scale: 0.125, scaling: 'pre_qk' });
 
 describe('generated WGSL', () => {
   it('has a representative node for every op with a kernel', () => {

@@ -77,3 +77,39 @@ export function naiveDecode(x: DecodeInputs, scale: number): Float64Array {
 export function decodeOp(x: DecodeInputs, attrs: Record<string, unknown>, op = 'decode_attention'): ReturnType<typeof singleOp> {
   return singleOp(op, decodeOperands(x), attrs);
 }
+
+/** f32's unit roundoff. */
+const U32 = 2 ** -24;
+
+/**
+ * The f32 kernels' error bound on max |out - ref| for case x at this scale and split count, derived in
+ * decode-attention.gpu.test.ts's file comment.
+ */
+export function f32Bound(x: DecodeInputs, scale: number, splits: number): number {
+  const [b, h, , d] = x.q.type.shape;
+  const rows = b * h;
+  const n = x.pos.data[0] + 1;
+  let dScore = 0;
+  let spread = 0;
+  let maxV = 0;
+  for (let r = 0; r < rows; r++) {
+    const scores: number[] = [];
+    for (let j = 0; j < n; j++) {
+      const [k, v] = j < n - 1 ? [x.kCache, x.vCache] : [x.kNew, x.vNew];
+      const at = j < n - 1 ? (j * rows + r) * d : r * d;
+      let abs = 0;
+      let dot = 0;
+      for (let c = 0; c < d; c++) {
+        abs += Math.abs(x.q.data[r * d + c] * k.data[at + c]);
+        dot += x.q.data[r * d + c] * k.data[at + c];
+        maxV = Math.max(maxV, Math.abs(v.data[at + c]));
+      }
+      dScore = Math.max(dScore, (d + 2) * U32 * abs * scale * Math.LOG2E);
+      scores.push(dot * scale * Math.LOG2E);
+    }
+    spread = Math.max(spread, Math.max(...scores) - Math.min(...scores));
+  }
+  const sums = 2 * (n + n / 64 + 2 + 2 * splits) * U32;
+  const weights = 2 * (2 * Math.LN2 * dScore + (3 + 2 * spread) * 2 * U32);
+  return maxV * (sums + weights);
+}

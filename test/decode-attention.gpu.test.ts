@@ -27,11 +27,9 @@ import { decodeSplits } from '../ir/ops/decode_attention.ts';
 import { splitDecodeAttention } from '../passes/decode-split.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
-import { type DecodeInputs, decodeInputs, decodeOperands, naiveDecode } from './decode-attention-cases.ts';
+import { type DecodeInputs, decodeInputs, decodeOperands, f32Bound, naiveDecode } from './decode-attention-cases.ts';
 
 afterAll(releaseDevice);
-
-const U = 2 ** -24;
 
 /** A decode_attention graph over input leaves x0..x5, split by the pass as `splits` asks. */
 function decodeGraph(x: DecodeInputs, attrs: Record<string, unknown>): { graph: Graph; leaves: Node[] } {
@@ -48,36 +46,6 @@ function poisonPastPos(x: DecodeInputs): void {
   const from = x.pos.data[0] * b * h * d;
   x.kCache.data.fill(NaN, from);
   x.vCache.data.fill(NaN, from);
-}
-
-/** The bound of the file comment for case x at this scale and split count. */
-function f32Bound(x: DecodeInputs, scale: number, splits: number): number {
-  const [b, h, , d] = x.q.type.shape;
-  const rows = b * h;
-  const n = x.pos.data[0] + 1;
-  let dScore = 0;
-  let spread = 0;
-  let maxV = 0;
-  for (let r = 0; r < rows; r++) {
-    const scores: number[] = [];
-    for (let j = 0; j < n; j++) {
-      const [k, v] = j < n - 1 ? [x.kCache, x.vCache] : [x.kNew, x.vNew];
-      const at = j < n - 1 ? (j * rows + r) * d : r * d;
-      let abs = 0;
-      let dot = 0;
-      for (let c = 0; c < d; c++) {
-        abs += Math.abs(x.q.data[r * d + c] * k.data[at + c]);
-        dot += x.q.data[r * d + c] * k.data[at + c];
-        maxV = Math.max(maxV, Math.abs(v.data[at + c]));
-      }
-      dScore = Math.max(dScore, (d + 2) * U * abs * scale * Math.LOG2E);
-      scores.push(dot * scale * Math.LOG2E);
-    }
-    spread = Math.max(spread, Math.max(...scores) - Math.min(...scores));
-  }
-  const sums = 2 * (n + n / 64 + 2 + 2 * splits) * U;
-  const weights = 2 * (2 * Math.LN2 * dScore + (3 + 2 * spread) * 2 * U);
-  return maxV * (sums + weights);
 }
 
 async function runOnGpu(graph: Graph, leaves: Node[], x: DecodeInputs): Promise<Float32Array> {

@@ -14,6 +14,8 @@ import { interpret } from '../runtime/interpreter.ts';
 import { type DecodeCase, decodeInputs, decodeOp, decodeOperands, naiveDecode } from './decode-attention-cases.ts';
 import { relError, thrown } from './helpers.ts';
 import { singleOp } from './op-graph.ts';
+import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
+import { splitDecodeAttention } from '../passes/decode-split.ts';
 
 const run = (c: ReturnType<typeof decodeOp>, precision: 'f32' | 'f64' = 'f64') => interpret(c.graph, (n) => c.feeds.get(n)!, precision).get('y')!;
 const base: DecodeCase = { batch: [2, 3], d: 16, s: 70, pos: 65, dtype: 'f32', seed: 1 };
@@ -87,6 +89,31 @@ describe('the split count kiln chooses', () => {
   it('takes the split count asked, at most one key per split', () => {
     expect(decodeSplits(6, 64, 7)).toBe(7);
     expect(decodeSplits(6, 3, 7)).toBe(4);
+  });
+});
+
+describe('the decode_split pass', () => {
+  /** A decode_attention graph of [1, 12, 1, 64] heads against a cache of S positions, with these attrs. */
+  const graph = (s: number, attrs: Record<string, unknown>) => decodeOp(decodeInputs({ batch: [1, 12], d: 64, s, pos: 0, dtype: 'f32', seed: 3 }), attrs).graph;
+  const ops = (g: Graph) => g.nodes.filter((n) => !n.op.startsWith('input')).map((n) => `${n.op}${n.attrs.splits ? ` splits=${n.attrs.splits}` : ''}`);
+
+  it('splits a long cache as decodeSplits chooses: partial, then merge', () => {
+    expect(ops(splitDecodeAttention(graph(1023, { scale: 0.125 })))).toEqual(['decode_attention_partial splits=16', 'decode_attention_merge']);
+  });
+  it('takes the splits asked', () => {
+    expect(ops(splitDecodeAttention(graph(63, { scale: 0.125, splits: 3 })))).toEqual(['decode_attention_partial splits=3', 'decode_attention_merge']);
+  });
+  it('leaves a node of one split alone (the whole kernel runs it)', () => {
+    expect(ops(splitDecodeAttention(graph(1023, { scale: 0.125, splits: 1 })))).toEqual(['decode_attention splits=1']);
+    expect(ops(splitDecodeAttention(graph(100, { scale: 0.125 })))).toEqual(['decode_attention']);
+  });
+  it('runs in the default pipeline\'s lowered stage, keeping pos a tensor operand', () => {
+    const result = runPasses(graph(1023, { scale: 0.125 }), DEFAULT_PIPELINE);
+    expect(result.ran).toContain('decode_split');
+    expect(ops(result.stages.get('fused')!)).toEqual(['decode_attention']);
+    const partial = result.graph.nodes.find((n) => n.op === 'decode_attention_partial')!;
+    expect((partial.inputs[5] as Graph['nodes'][number]).type).toEqual({ dtype: 'i32', shape: [] });
+    expect(result.graph.outputs[0].node.op).toBe('decode_attention_merge');
   });
 });
 
