@@ -1,0 +1,285 @@
+// The KV cache, derived from the user's unchanged forward() (issue 18): not a pass of DEFAULT_PIPELINE
+// but a derivation over fused-stage graphs, which compiler/generate.ts runs.
+//
+// planKvCache reads forward() traced at two lengths T >= 2 (`short`, `long`: the same graph, the
+// sequence dims sized differently) and proves the decode step exact: every op but attention acts on
+// each position alone (the rules of POSITION_RULES, one line per op), the positions come from one
+// F.arange(0, T) (the positional source, found by its shape, not its name), and each attention is a
+// fused causal one. A model that breaks a rule is refused with a coded error naming the source line.
+//
+// prefillGraph: forward() at the prompt's length, with each attention's k and v also as outputs,
+// permuted to the cache's position-major layout [T, B, H, D] (so one copy per layer and tensor fills
+// positions 0..T-1), and the last position's logits sampled (ir/ops/sample.ts) into `tokens`.
+// decodeGraph: forward() at T = 1 where the positions become arange + pos (pos an i32[] input: how
+// many positions the cache holds) and each fused_attention(q, k, v) becomes decode_attention(q,
+// k_cache.L, v_cache.L, k, v, pos) (the caches are input leaves the generator feeds with its own
+// device tensors); k and v of the new token come out as [B, H, D] rows for the cache.
+
+import { KilnError } from '../ir/errors.ts';
+import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
+import { attentionOperands } from '../ir/ops/attention.ts';
+import { dropoutActive } from '../ir/ops/attention.ts';
+import { reducedDims } from '../ir/ops/reduce.ts';
+import { getOp } from '../ir/registry.ts';
+import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../ir/types.ts';
+import { eliminateDeadCode } from './dce.ts';
+
+/** What the decode derivation found in forward()'s fused graph, by node position (the same in every trace of it). */
+export interface KvCachePlan {
+  /** The arange nodes giving the positions. */
+  readonly positions: readonly number[];
+  /** The fused_attention nodes, one cache layer each, in graph order. */
+  readonly sites: readonly number[];
+  /** The output holding the logits, and whether forward() already cut them to the last position. */
+  readonly logits: { readonly name: string; readonly lastOnly: boolean };
+}
+
+/** How the sampled tokens are drawn: ir/ops/sample.ts's attrs. */
+export interface SampleAttrs {
+  readonly greedy: boolean;
+  readonly temperature: number;
+  readonly topK: number;
+  readonly seed: number;
+}
+
+/** What a rule sees of a node: its types at the two lengths, which dims are sequence dims, and its inputs'. */
+interface NodeView {
+  readonly node: Node;
+  /** Dims whose size follows T: this node's, and each tensor input's (scalar inputs: none). */
+  readonly seq: readonly number[];
+  readonly inputSeq: readonly (readonly number[])[];
+  readonly long: Node;
+}
+
+/** A rule: null when the op acts on each position alone here, else why not (a clause for the error). */
+type PositionRule = (v: NodeView) => string | null;
+
+const none = (dims: readonly number[], seq: readonly number[]) => !dims.some((d) => seq.includes(d));
+const reduceRule = (dims: (v: NodeView) => number[]): PositionRule => (v) => (none(dims(v), v.inputSeq[0]) ? null : 'reduces over the positions');
+const inputRank = (v: NodeView, i = 0) => (v.node.inputs[i] as Node).type.shape.length;
+
+/** Ops that act on each position alone where these hold; an op not listed (and not elementwise) is refused. */
+const POSITION_RULES: Readonly<Record<string, PositionRule>> = {
+  layer_norm: reduceRule((v) => [inputRank(v) - 1]), // normalizes each position's features
+  softmax: reduceRule((v) => [normalizeDim(v.node.attrs.dim as number, inputRank(v))!]),
+  sum: reduceRule((v) => reducedDims('sum', v.node.attrs, inputRank(v))),
+  mean: reduceRule((v) => reducedDims('mean', v.node.attrs, inputRank(v))),
+  amax: reduceRule((v) => reducedDims('amax', v.node.attrs, inputRank(v))),
+  fused_reduce: reduceRule((v) => reducedDims('fused_reduce', v.node.attrs, inputRank(v))),
+  embedding: (v) => (v.inputSeq[0].length ? 'looks up rows of a table that depends on the positions' : null), // a row per token id
+  matmul: (v) => {
+    const [a, b] = v.inputSeq;
+    const contractedA = v.node.attrs.transposeA ? inputRank(v, 0) - 2 : inputRank(v, 0) - 1;
+    const contractedB = v.node.attrs.transposeB ? inputRank(v, 1) - 1 : inputRank(v, 1) - 2;
+    if (a.includes(contractedA) || b.includes(contractedB)) return 'sums over the positions';
+    return a.length && b.length ? 'multiplies two position-dependent values (attention scores that were not fused)' : null;
+  },
+  reshape: (v) => {
+    // Each position's block of elements must stay one block: the same elements after the sequence dim.
+    const [from, to] = [(v.long.inputs[0] as Node).type.shape, v.long.type.shape];
+    const [a, b] = [v.inputSeq[0], v.seq];
+    if (a.length !== 1 || b.length !== 1) return a.length || b.length ? 'regroups the positions' : null;
+    return numel(from.slice(a[0] + 1)) === numel(to.slice(b[0] + 1)) ? null : 'regroups the positions';
+  },
+  transpose: () => null,
+  permute: () => null,
+  slice: () => null, // slices along a sequence dim are checked by lastPosition, below
+  concat: (v) => (v.seq.includes(normalizeDim(v.node.attrs.dim as number, v.node.type.shape.length)!) ? 'concatenates along the positions' : null),
+  dropout: (v) => (dropoutActive(v.node.attrs) ? 'drops at random (dropout is active: call model.eval() before generating)' : null),
+  fused_attention: (v) => {
+    const { mask, rng } = attentionOperands('fused_attention', v.node.inputs, v.node.attrs);
+    if (v.node.attrs.causal !== true || mask || rng) return 'is attention that is not causal (or has a mask or dropout): a cached decode step would see other keys';
+    const rank = v.node.type.shape.length;
+    return v.inputSeq.slice(0, 3).every((s) => s.length === 1 && s[0] === rank - 2) ? null : 'is attention whose positions are not its rows [..., T, D]';
+  },
+};
+
+/** Elementwise ops act on each element alone; anything else needs its rule. */
+function ruleFor(op: string): PositionRule | undefined {
+  if (Object.hasOwn(POSITION_RULES, op)) return POSITION_RULES[op];
+  const def = getOp(op);
+  if (def.scalar || op === 'fused_elementwise' || op === 'cast' || op === 'masked_fill' || op === 'where') return () => null;
+  return undefined;
+}
+
+function refuse(node: Node, why: string): never {
+  throw new KilnError('KILN_E011', `kiln cannot derive a KV-cached decode step: %${node.id} ${node.op} ${why}`, node.loc);
+}
+
+/** Dims whose size differs between the two traces. */
+function seqDims(a: TensorType, b: TensorType): number[] {
+  return a.shape.flatMap((d, i) => (d !== b.shape[i] ? [i] : []));
+}
+
+/** Checks two fused graphs are forward() at two lengths, node for node; throws naming the first node that differs. */
+export function checkSameGraph(a: Graph, b: Graph, what: string): void {
+  const differ = (n: Node | undefined, m: Node | undefined): boolean =>
+    !n || !m || n.op !== m.op || n.inputs.length !== m.inputs.length || n.type.shape.length !== m.type.shape.length || n.inputs.some((x, i) => isNode(x) !== isNode(m.inputs[i]));
+  const at = a.nodes.findIndex((n, i) => differ(n, b.nodes[i]));
+  if (at >= 0 || a.nodes.length !== b.nodes.length) {
+    const node = a.nodes[at >= 0 ? at : Math.min(a.nodes.length, b.nodes.length) - 1];
+    throw new KilnError('KILN_E011', `kiln cannot derive a KV-cached decode step: forward() records another graph at ${what} (first at %${node.id} ${node.op}); make its ops independent of the sequence length`, node.loc);
+  }
+}
+
+/** A slice that keeps only the last position of a sequence dim (nanoGPT's x[:, [-1], :]). */
+function lastPosition(node: Node, long: Node, inputSeq: readonly number[]): boolean {
+  if (node.op !== 'slice') return false;
+  const x = long.inputs[0] as Node;
+  const dim = normalizeDim(long.attrs.dim as number, x.type.shape.length)!;
+  if (!inputSeq.includes(dim)) return false;
+  const size = x.type.shape[dim];
+  const start = (long.attrs.start as number) < 0 ? (long.attrs.start as number) + size : (long.attrs.start as number);
+  return long.type.shape[dim] === 1 && start === size - 1 && (long.attrs.step ?? 1) === 1;
+}
+
+/**
+ * Proves a decode step of forward() exact from its fused graphs at two lengths >= 2: what feeds the
+ * positions, where the attention sites are, and which output holds the logits.
+ */
+export function planKvCache(short: Graph, long: Graph): KvCachePlan {
+  checkSameGraph(short, long, 'two sequence lengths');
+  const index = new Map(short.nodes.map((n, i) => [n, i]));
+  const seq = new Map<Node, number[]>();
+  const lastOnly = new Set<Node>();
+  const positions: number[] = [];
+  const sites: number[] = [];
+  for (const [i, node] of short.nodes.entries()) {
+    const long_ = long.nodes[i];
+    const dims = seqDims(node.type, long_.type);
+    seq.set(node, dims);
+    const inputs = node.inputs.filter(isNode);
+    const inputSeq = node.inputs.map((x) => (isNode(x) ? seq.get(x)! : []));
+    const fromSeq = inputs.some((x) => seq.get(x)!.length > 0);
+    if (dims.length > 1) refuse(node, `holds ${dims.length} position dims [${node.type.shape.join(',')}]: it relates positions to each other (unfused attention?)`);
+    if (inputs.some((x) => lastOnly.has(x))) {
+      if (fromSeq) refuse(node, 'combines the last position with every position');
+      lastOnly.add(node);
+      continue;
+    }
+    if (getOp(node.op).leaf || inputs.length === 0) {
+      if (!dims.length) continue;
+      if (node.op === 'input') continue; // the token ids
+      if (node.op === 'arange') {
+        positions.push(i);
+        continue;
+      }
+      refuse(node, `is a ${formatType(node.type)} value that depends on the sequence length but comes from neither the token ids nor F.arange(0, T)`);
+    }
+    if (!fromSeq) {
+      if (dims.length) refuse(node, `makes a value shaped by the sequence length ([${node.type.shape.join(',')}]) from values that are not; kiln finds positions only as F.arange(0, T)`);
+      continue;
+    }
+    if (lastPosition(node, long_, inputSeq[0])) {
+      lastOnly.add(node);
+      continue;
+    }
+    if (node.op === 'slice') {
+      const dim = normalizeDim(node.attrs.dim as number, (node.inputs[0] as Node).type.shape.length)!;
+      if (inputSeq[0].includes(dim)) refuse(node, 'slices the positions other than to the last one; a decode step sees one token');
+    }
+    const rule = ruleFor(node.op);
+    if (!rule) refuse(node, 'is not known to act on each position alone (kiln refuses what it cannot prove for the cache)');
+    const why = rule({ node, seq: dims, inputSeq, long: long_ });
+    if (why) refuse(node, why);
+    if (node.op === 'fused_attention') sites.push(i);
+  }
+  const logits = short.outputs.find((o) => o.name === 'logits') ?? (short.outputs.length === 1 ? short.outputs[0] : undefined);
+  if (!logits) throw new KilnError('KILN_E011', `kiln cannot find the logits among forward()'s outputs (${short.outputs.map((o) => o.name).join(', ')}); return them as the only tensor or as \`logits\``);
+  const last = lastOnly.has(logits.node);
+  const dims = seq.get(logits.node)!;
+  if (!last && (dims.length !== 1 || dims[0] !== logits.node.type.shape.length - 2)) refuse(logits.node, `gives logits ${formatType(logits.node.type)} with no position dim before the vocabulary`);
+  if (positions.length === 0 && sites.length === 0) throw new KilnError('KILN_E011', 'kiln cannot derive a KV-cached decode step: forward() has no causal attention to cache');
+  void index;
+  return { positions, sites, logits: { name: logits.name, lastOnly: last } };
+}
+
+/** The last position's logits as [rows, V], then sampled: outputs `tokens` (and `logits` when asked). */
+function sampleLast(graph: Graph, logits: Node, lastOnly: boolean, sampling: SampleAttrs, keepLogits: boolean, counter: () => Node): { name: string; node: Node }[] {
+  const rank = logits.type.shape.length;
+  const t = logits.type.shape[rank - 2];
+  let last = lastOnly || t === 1 ? logits : graph.add('slice', [logits], { dim: rank - 2, start: t - 1, end: t, step: 1 }, logits.loc, logits.scope);
+  const v = logits.type.shape[rank - 1];
+  last = graph.add('reshape', [last], { shape: [numel(last.type.shape) / v, v] }, logits.loc, logits.scope);
+  const attrs = { greedy: sampling.greedy, ...(sampling.greedy ? {} : { temperature: sampling.temperature, topK: sampling.topK, seed: sampling.seed }) };
+  const tokens = graph.add('sample', sampling.greedy ? [last] : [last, counter()], attrs, logits.loc, logits.scope);
+  return [{ name: 'tokens', node: tokens }, ...(keepLogits ? [{ name: 'logits', node: last }] : [])];
+}
+
+function input(graph: Graph, name: string, type: TensorType): Node {
+  return graph.add('input', [], { name, dtype: type.dtype, shape: [...type.shape] });
+}
+
+export interface DerivedOptions {
+  readonly sampling: SampleAttrs;
+  /** Also output the sampled position's logits [rows, V] (tests, and callers that show them). */
+  readonly keepLogits?: boolean;
+}
+
+/**
+ * forward() at the prompt's length T as the generator's prefill: outputs `tokens`, then, with
+ * `cacheRows`, `k.L` and `v.L` [T, B, H, D] for each attention site L. Dead nodes are removed.
+ */
+export function prefillGraph(fused: Graph, plan: KvCachePlan, options: DerivedOptions & { cacheRows: boolean }): Graph {
+  const g = rebuildGraph(fused, () => undefined);
+  const outputs: { name: string; node: Node }[] = [];
+  let counter: Node | undefined;
+  const logits = g.outputs.find((o) => o.name === plan.logits.name)!.node;
+  outputs.push(...sampleLast(g, logits, plan.logits.lastOnly, options.sampling, options.keepLogits === true, () => (counter ??= input(g, 'counter', { dtype: 'i32', shape: [] }))));
+  if (options.cacheRows) {
+    for (const [layer, i] of plan.sites.entries()) {
+      const site = g.nodes[i];
+      if (site?.op !== 'fused_attention') throw new Error(`prefill graph: node ${i} is ${site?.op}, not the attention the plan found`);
+      const rank = site.type.shape.length;
+      const toCache = [rank - 2, ...Array.from({ length: rank - 2 }, (_, d) => d), rank - 1]; // [B, H, T, D] -> [T, B, H, D]
+      for (const [name, x] of [['k', site.inputs[1]], ['v', site.inputs[2]]] as const) {
+        outputs.push({ name: `${name}.${layer}`, node: g.add('permute', [x as Node], { dims: toCache }, site.loc, site.scope) });
+      }
+    }
+  }
+  g.setOutputs(outputs);
+  return eliminateDeadCode(g);
+}
+
+/**
+ * forward() at T = 1 as one decode step against caches of `capacity` positions: inputs `idx` (the new
+ * token), `pos`, `counter` (when drawing) and `k_cache.L`, `v_cache.L`; outputs `tokens`, then `k.L`
+ * and `v.L` [B, H, D], the new token's rows. `fused` must be the graph planKvCache read, traced at T = 1.
+ */
+export function decodeGraph(fused: Graph, plan: KvCachePlan, capacity: number, options: DerivedOptions): Graph {
+  const positions = new Set(plan.positions.map((i) => fused.nodes[i]));
+  const sites = new Map(plan.sites.map((i, layer) => [fused.nodes[i], layer]));
+  let pos: Node | undefined;
+  const rows: { name: string; node: Node }[] = [];
+  const g = rebuildGraph(fused, (node, r) => {
+    if (positions.has(node)) {
+      // positions arange(start, step)[0:1] become start + step * pos: the new token's position
+      const arange = r.keep(node);
+      pos ??= input(r.out, 'pos', { dtype: 'i32', shape: [] });
+      const step = node.attrs.step as number;
+      let offset: Operand = step === 1 ? pos : r.out.add('mul', [pos, step], {}, node.loc, node.scope);
+      if (arange.type.dtype !== 'i32') offset = r.out.add('cast', [offset], { dtype: arange.type.dtype }, node.loc, node.scope);
+      return r.out.add('add', [arange, offset], {}, node.loc, node.scope);
+    }
+    const layer = sites.get(node);
+    if (layer === undefined) return undefined;
+    const [q, k, v] = node.inputs.slice(0, 3).map((x) => r.mapped(x) as Node);
+    if (q.type.shape[q.type.shape.length - 2] !== 1) throw new Error(`decode graph: the attention's query is ${formatType(q.type)}, not one position`);
+    const cacheShape = [capacity, ...k.type.shape.slice(0, -2), k.type.shape[k.type.shape.length - 1]];
+    const kCache = input(r.out, `k_cache.${layer}`, { dtype: k.type.dtype, shape: cacheShape });
+    const vCache = input(r.out, `v_cache.${layer}`, { dtype: v.type.dtype, shape: cacheShape });
+    pos ??= input(r.out, 'pos', { dtype: 'i32', shape: [] });
+    const attrs = { scale: node.attrs.scale as number, scaling: (node.attrs.scaling as string) ?? 'post' };
+    const out = r.out.add('decode_attention', [q, kCache, vCache, k, v, pos], attrs, node.loc, node.scope, { rule: 'kv_cache', reason: `fused_attention %${node.id} against cache layer ${layer} (${capacity} positions)` });
+    const rowShape = [...k.type.shape.slice(0, -2), k.type.shape[k.type.shape.length - 1]];
+    for (const [name, x] of [['k', k], ['v', v]] as const) rows.push({ name: `${name}.${layer}`, node: r.out.add('reshape', [x], { shape: rowShape }, node.loc, node.scope) });
+    return out;
+  });
+  if (!pos && plan.positions.length) throw new Error('decode graph: the positions were not found at T = 1');
+  let counter: Node | undefined;
+  const logits = g.outputs.find((o) => o.name === plan.logits.name)!.node;
+  const sampled = sampleLast(g, logits, plan.logits.lastOnly, options.sampling, options.keepLogits === true, () => (counter ??= input(g, 'counter', { dtype: 'i32', shape: [] })));
+  g.setOutputs([...sampled, ...rows]);
+  if (!sameShape(sampled[0].node.type.shape, [sampled[0].node.type.shape[0]])) throw new Error('decode graph: tokens are not one per row');
+  return eliminateDeadCode(g);
+}
