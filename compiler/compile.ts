@@ -13,7 +13,7 @@ import { type BackendName, loadBackend } from './backends.ts';
 import { autocastState, checkAutocastDType } from './frontend/autocast.ts';
 import type { Module } from './frontend/module.ts';
 import { Tensor } from './frontend/tensor.ts';
-import { type CausalRange, type SymbolicTrace, callLength, causalRanges, changedDim, instantiate, traceSymbolic } from './dynamic.ts';
+import { type CausalRange, type SymbolicTrace, callLength, causalRanges, changedDim, instantiate, traceSymbolic, tracingLengths } from './dynamic.ts';
 import { BufferReader, GuardedCache, type GuardKey, guardKey, keyText } from './guards.ts';
 import { leafFeeder, stateTensors } from './leaves.ts';
 import { type Trace, forwardArgNames, rebuildOutputs, traceModule } from './tracer.ts';
@@ -200,10 +200,15 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     if (entry) stats.cacheHits++;
     else {
       if ('miss' in found && found.miss) log('recompiles', `retracing forward(): ${found.miss}`, { traces: stats.traces + 1 });
+      const lengths = [t, ...known.map((a) => callLength(a, argNames, dim))];
+      if (tracingLengths(model, dim, lengths).length < 3) {
+        log('recompiles', `compiling length ${t} on its own: one graph for every length is traced at three lengths, and none above 2 is known yet (no config.block_size)`, { traces: stats.traces + 1 });
+        return undefined;
+      }
       const buffers = await BufferReader.of(state, model);
       let symbolic: SymbolicTrace;
       try {
-        symbolic = traceSymbolic(model, args, dim, [t, ...known.map((a) => callLength(a, argNames, dim))]);
+        symbolic = traceSymbolic(model, args, dim, lengths);
       } catch (e) {
         if (!(e instanceof KilnError) || e.code !== 'KILN_E011') throw e;
         lane.refused.add(keyText(key));

@@ -126,14 +126,19 @@ function configLength(model: Module): number | undefined {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 ? n : undefined;
 }
 
+/** The lengths traceSymbolic would trace at: fewer than three (every call so far at T <= 2, no config.block_size) means not yet. */
+export function tracingLengths(model: Module, dim: number, known: readonly number[]): number[] {
+  const hint = dim === 1 ? configLength(model) : undefined; // block_size speaks of the sequence dim
+  return lengthsToTrace(known, Math.max(...known, hint ?? 0));
+}
+
 /**
  * forward() traced at three lengths and fitted into one graph for every length, or the reason it is not
  * one graph (a KilnError naming the node's source line).
  */
 export function traceSymbolic(model: Module & { forward: (...args: never[]) => unknown }, args: readonly unknown[], dim: number, known: readonly number[]): SymbolicTrace {
-  const hint = dim === 1 ? configLength(model) : undefined; // block_size speaks of the sequence dim
-  const lengths = lengthsToTrace(known, Math.max(...known, hint ?? 0));
-  if (lengths.length < 3) throw new KilnError('KILN_E011', `dynamic compilation traces forward() at three lengths and only ${lengths.join(', ')} are known to be valid; give the model a config.block_size`);
+  const lengths = tracingLengths(model, dim, known);
+  if (lengths.length < 3) throw new Error(`dynamic compilation needs three lengths to trace, and only ${lengths.join(', ')} are known to be valid`);
   const traces = lengths.map((t) => {
     // At the call's own length forward() fails as a static compile would; elsewhere its failure refuses.
     if (t === known[0]) return traceModule(model, argsAt(args, dim, t));
@@ -145,7 +150,7 @@ export function traceSymbolic(model: Module & { forward: (...args: never[]) => u
     }
   });
   const { slots, shapes } = fitTraces(traces.map((trace, i) => ({ trace, length: lengths[i] })));
-  const range = lengthRange(traces[0].graph, slots, shapes, hint);
+  const range = lengthRange(traces[0].graph, slots, shapes, dim === 1 ? configLength(model) : undefined);
   return { trace: traces[0], dim, lengths, slots, shapes, range };
 }
 

@@ -117,7 +117,7 @@ describe('compile(model, { dynamic: true }) serves every length from one trace',
     const model = await fixtureModel({ flash: false });
     const dynamic = compile(model, { backend: 'cpu', dynamic: true });
     await dynamic(tokens(4));
-    model.transformer.h[0].attn.bias.host!.data[1] = 1; // query 0 now sees key 1: not causal at T >= 2
+    model.transformer.h.at(0).attn.bias.host!.data[1] = 1; // query 0 now sees key 1: not causal at T >= 2
     const got = await logitsOf(dynamic, tokens(4));
     expect(dynamic.stats).toEqual({ traces: 2, recompiles: 1, cacheHits: 0 });
     expect(got).toEqual(await logitsOf(compile(model, { backend: 'cpu', dynamic: false }), tokens(4)));
@@ -211,5 +211,14 @@ describe('dynamic compilation of a model with no length bound', () => {
     }
     expect(forward.stats.traces).toBe(1);
     expect(forward.last!.dynamic!.symbolic.range).toEqual({ min: 1, max: Infinity, why: 'nothing in the graph bounds T' });
+  });
+
+  it('compiles lengths 1 and 2 on their own until a longer one gives three lengths to trace', async () => {
+    setLogChannels('recompiles');
+    const forward = compile(fn((x: Tensor) => x.sum(1)), { backend: 'cpu', dynamic: true });
+    for (const t of [1, 2, 5, 4]) expect(Array.from(await (await forward(tensor(Array.from({ length: t }, (_, i) => i), [1, t]))).data())).toEqual([(t * (t - 1)) / 2]);
+    expect(forward.stats.traces).toBe(3);
+    expect(forward.last!.dynamic!.symbolic.lengths).toEqual([5, 3, 2]);
+    expect(lines[0]).toBe('[kiln:recompiles] compiling length 1 on its own: one graph for every length is traced at three lengths, and none above 2 is known yet (no config.block_size) traces=1');
   });
 });
