@@ -10,6 +10,13 @@ export type MaskKind = 'fill' | 'keep' | 'additive';
 /** A masked-out additive value: -inf, or a finite stand-in for it (torch.finfo(float32).min and the like). */
 const MASKED_ADDITIVE = -1e30;
 
+/** Whether a mask value means "attend": null for an additive value that is neither 0 nor masked (a real score). */
+function attendsBy(value: number, kind: MaskKind): boolean | null {
+  if (kind === 'keep') return value !== 0;
+  if (kind === 'fill') return value === 0;
+  return value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
+}
+
 export type CausalVerdict = { causal: true; reason: string } | { causal: false; reason: string };
 
 /**
@@ -28,7 +35,7 @@ export function proveCausal(mask: HostTensor, l: number, s: number, kind: MaskKi
     const i = rows === 1 ? 0 : Math.floor(idx / cols) % rows;
     const j = cols === 1 ? 0 : idx % cols;
     const value = data[idx];
-    const attends = kind === 'keep' ? value !== 0 : kind === 'fill' ? value === 0 : value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
+    const attends = attendsBy(value, kind);
     const where = shape.length > 2 && idx >= rows * cols ? ` of batch entry ${Math.floor(idx / (rows * cols))}` : '';
     if (attends === null) return { causal: false, reason: `mask ${label} is not causal: element [${i}, ${j}]${where} is ${value}, neither 0 nor -inf` };
     if (attends !== j <= i) {
@@ -78,7 +85,7 @@ export function causalPrefix(mask: HostTensor, kind: MaskKind, label: string): {
     const [i, j] = [Math.floor(idx / cols) % rows, idx % cols];
     if (Math.max(i, j) >= n) continue;
     const value = mask.data[idx];
-    const attends = kind === 'keep' ? value !== 0 : kind === 'fill' ? value === 0 : value === 0 ? true : value <= MASKED_ADDITIVE ? false : null;
+    const attends = attendsBy(value, kind);
     if (attends === j <= i) continue;
     n = Math.max(i, j);
     reason = `mask ${label} is causal only for T <= ${n}: element [${i}, ${j}] is ${value}, so at T > ${n} query ${i} ${attends === null ? 'gets a finite additive score' : attends ? 'attends to' : 'does not attend to'} key ${j}`;
