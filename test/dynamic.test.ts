@@ -5,7 +5,7 @@
 // (an independent reference: no fusion) the bound is compile.test.ts's 1e-5 for fused attention.
 
 import { describe, expect, it } from 'vitest';
-import { F, KilnError, Module, type Tensor, compile, tensor } from '../index.ts';
+import { F, KilnError, Module, type Tensor, compile, manualSeed, tensor } from '../index.ts';
 import { setLogChannels } from '../ir/log.ts';
 import { printGraph } from '../ir/text.ts';
 import { traceModule } from '../compiler/tracer.ts';
@@ -61,6 +61,20 @@ describe('compile(model, { dynamic: true }) serves every length from one trace',
       expect(kernels).toEqual(['flash_causal', 'flash_causal']);
     });
   }
+
+  it('in training, with dropout and targets: loss and logits bit-equal to a static compile under the same seed', async () => {
+    const model = (await fixtureModel({ flash: false, dropout: 0.2 })).train();
+    const dynamic = compile(model, { backend: 'cpu', dynamic: true });
+    for (const t of [6, 3, BLOCK]) {
+      manualSeed(3);
+      const got = await dynamic(tokens(t), tokens(t, 99));
+      manualSeed(3);
+      const want = await compile(model, { backend: 'cpu', dynamic: false })(tokens(t), tokens(t, 99));
+      expect(await got.loss!.data()).toEqual(await want.loss!.data());
+      expect(await got.logits.data()).toEqual(await want.logits.data());
+    }
+    expect(dynamic.stats.traces).toBe(1);
+  });
 
   it('matches eager nanoGPT at T = 7 within 1e-5 (fused attention against the unfused chain)', async () => {
     const model = await fixtureModel({ flash: false });
