@@ -17,9 +17,9 @@
 
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
-import { attentionOperands } from '../ir/ops/attention.ts';
-import { dropoutActive } from '../ir/ops/attention.ts';
+import { attentionOperands, dropoutActive } from '../ir/ops/attention.ts';
 import { reducedDims } from '../ir/ops/reduce.ts';
+import { permutationOf } from '../ir/ops/shape.ts';
 import { getOp } from '../ir/registry.ts';
 import { type TensorType, formatType, normalizeDim, numel, sameShape } from '../ir/types.ts';
 import { eliminateDeadCode } from './dce.ts';
@@ -139,7 +139,6 @@ function lastPosition(node: Node, long: Node, inputSeq: readonly number[]): bool
  */
 export function planKvCache(short: Graph, long: Graph): KvCachePlan {
   checkSameGraph(short, long, 'two sequence lengths');
-  const index = new Map(short.nodes.map((n, i) => [n, i]));
   const seq = new Map<Node, number[]>();
   const lastOnly = new Set<Node>();
   const positions: number[] = [];
@@ -190,7 +189,6 @@ export function planKvCache(short: Graph, long: Graph): KvCachePlan {
   const dims = seq.get(logits.node)!;
   if (!last && (dims.length !== 1 || dims[0] !== logits.node.type.shape.length - 2)) refuse(logits.node, `gives logits ${formatType(logits.node.type)} with no position dim before the vocabulary`);
   if (positions.length === 0 && sites.length === 0) throw new KilnError('KILN_E011', 'kiln cannot derive a KV-cached decode step: forward() has no causal attention to cache');
-  void index;
   return { positions, sites, logits: { name: logits.name, lastOnly: last } };
 }
 
@@ -281,5 +279,29 @@ export function decodeGraph(fused: Graph, plan: KvCachePlan, capacity: number, o
   const sampled = sampleLast(g, logits, plan.logits.lastOnly, options.sampling, options.keepLogits === true, () => (counter ??= input(g, 'counter', { dtype: 'i32', shape: [] })));
   g.setOutputs([...sampled, ...rows]);
   if (!sameShape(sampled[0].node.type.shape, [sampled[0].node.type.shape[0]])) throw new Error('decode graph: tokens are not one per row');
-  return eliminateDeadCode(g);
+  return eliminateDeadCode(viewsAtOnePosition(g));
+}
+
+/** The permutation a transpose or permute node applies, or undefined for other ops. */
+function permutation(node: Node): number[] | undefined {
+  if (node.op !== 'transpose' && node.op !== 'permute') return undefined;
+  return permutationOf(node.op, node.attrs, node.type.shape.length);
+}
+
+/**
+ * At T = 1 the sequence dim has size 1: a transpose that moves only size-1 dims (nanoGPT's
+ * [B, 1, H, D] -> [B, H, 1, D]) keeps every element where it was, and the last position's slice keeps
+ * the whole dim: each is a reshape, so a view with no kernel.
+ */
+function viewsAtOnePosition(graph: Graph): Graph {
+  return rebuildGraph(graph, (node, r) => {
+    const whole = node.op === 'slice' && sameShape(node.type.shape, (node.inputs[0] as Node).type.shape); // x[:, [-1]] of one position
+    if (whole) return r.out.add('reshape', [r.mapped(node.inputs[0])], { shape: [...node.type.shape] }, node.loc, node.scope, { rule: 'kv_cache', reason: 'a slice that keeps the whole dim' });
+    const perm = permutation(node);
+    if (!perm) return undefined;
+    const x = node.inputs[0] as Node;
+    const moved = perm.filter((d) => x.type.shape[d] !== 1);
+    if (!moved.every((d, i) => i === 0 || d > moved[i - 1])) return undefined;
+    return r.out.add('reshape', [r.mapped(x)], { shape: [...node.type.shape] }, node.loc, node.scope, { rule: 'kv_cache', reason: 'a transpose of size-1 dims moves no element' });
+  });
 }
