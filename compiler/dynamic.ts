@@ -15,11 +15,14 @@
 // Guards check T against a range, not a value: [1, the largest T every slice of a fixed-size dim and
 // every arange indexing an embedding allows], else the model's config.block_size, else unbounded.
 // Not seen: a branch in forward() on T (`if (T > 16)`) that the three traced lengths fall on one side of;
-// torch guards such branches, kiln cannot see them. The causal mask is proved for every T at once
-// (passes/causal.ts causalPrefix): dynamic compilation records up to which T each sliced mask is causal.
+// torch guards such branches, kiln cannot see them.
+// The causal mask: each instantiation's attention pass proves its own mask [:T, :T] by value, so a mask
+// causal only for small T keeps the causal kernel only there. causalRanges proves every T at once (the
+// slice rule, passes/causal.ts causalPrefix) and records up to which T each sliced mask is causal: what
+// a KV cache needs to know (every position sees only earlier ones, at every length up to the cache's).
 
 import { KilnError, type SourceLoc, formatLoc } from '../ir/errors.ts';
-import { type AttrValue, type Graph, type Node, type Operand, Graph as IRGraph, isNode } from '../ir/graph.ts';
+import { type AttrValue, Graph, type Node, type Operand, isNode } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { attentionOperands } from '../ir/ops/attention.ts';
 import { getOp } from '../ir/registry.ts';
@@ -286,7 +289,7 @@ export function instantiate(sym: SymbolicTrace, t: number, argName = 'the input'
     else if (s.entry === undefined) attrs[s.node][s.key] = v;
     else attrs[s.node][s.key] = (attrs[s.node][s.key] as number[]).map((w, e) => (e === s.entry ? v : w));
   }
-  const out = new IRGraph(src.nextFreeId());
+  const out = new Graph(src.nextFreeId());
   out.constants = src.constants;
   const mapped = new Map<Node, Node>();
   for (const [i, node] of src.nodes.entries()) {
