@@ -163,7 +163,7 @@ export function planKvCache(short: Graph, long: Graph): KvCachePlan {
         positions.push(i);
         continue;
       }
-      refuse(node, `is a ${formatType(node.type)} value that depends on the sequence length but comes from neither the token ids nor F.arange(0, T)`);
+      refuse(node, `(${formatType(node.type)}) depends on the sequence length but comes from neither the token ids nor F.arange(0, T)`);
     }
     if (!fromSeq) {
       if (dims.length) refuse(node, `makes a value shaped by the sequence length ([${node.type.shape.join(',')}]) from values that are not; kiln finds positions only as F.arange(0, T)`);
