@@ -1,6 +1,6 @@
-// The tensor-core matmul (codegen/wgsl/matmul_tc.ts) on the shapes nanoGPT's f16 products have,
-// against kiln's CPU f16 reference, the f64 one and the SIMT f16 kernel, on a device with subgroup
-// matrices. No CPU driver has them: test/tensor-cores.gpu.test.ts runs this where the device offers them
+// The tensor-core matmul (codegen/wgsl/matmul_tc.ts) on the shapes nanoGPT's f16 products have, and
+// the tensor-core flash attention forward (codegen/wgsl/flash_tc.ts), against kiln's CPU f16 reference,
+// the f64 one and the SIMT f16 kernels, on a device with subgroup matrices. No CPU driver has them: test/tensor-cores.gpu.test.ts runs this where the device offers them
 // (it skips elsewhere), and test/bench/tensor-core-check.ts runs it on the GPU machine.
 //
 // Tolerance, as test/f16-linalg.gpu.test.ts derives it for the SIMT kernel: the kernel stores fl16(a) for
@@ -13,7 +13,9 @@
 // each step's error. Any indexing or staging error moves an output by whole products: far past E.
 
 import { kernelFromPlan } from '../codegen/index.ts';
+import { flashAttentionKernel, flashTiling } from '../codegen/wgsl/fused_attention.ts';
 import { MATMUL_TILINGS } from '../codegen/wgsl/linalg.ts';
+import { attentionSpec } from '../ir/ops/fused_attention.ts';
 import { f16Bits, roundF16 } from '../ir/f16.ts';
 import type { HostTensor } from '../ir/host.ts';
 import type { Node } from '../ir/graph.ts';
@@ -122,4 +124,73 @@ export async function checkTensorCoreCase(kdev: KilnDevice, c: TensorCoreCase, s
 export function formatTensorCoreResult(r: TensorCoreResult): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   return `${r.tensorCores ? 'tensor cores' : 'SIMT (not chosen!)'} | ${r.label}: ${r.elements} values, vs cpu f16 ${pct(r.vsCpu16)} of tol (${r.ulps.toFixed(1)} ulp, ${r.differ} differ), vs f64 ${pct(r.vsF64)}, vs SIMT ${pct(r.vsSimt)}${r.failure ? ` FAILED at ${r.failure}` : ''}`;
+}
+
+// ---- flash attention forward ----
+//
+// Tolerance against the CPU f16 reference c (and the SIMT kernel s, which computes what c does): both round
+// q and k scaled by sqrt(scale) to f16 identically and sum the scores in f32 (differences of D u |q||k|,
+// far below the rest); the tensor-core kernel rounds each weight p to f16 before P v (relative error
+// 2^-11 a weight, the sum of weights taken before rounding), which moves an output by at most 2^-11 max|v|;
+// then each output is rounded to f16 once: |gpu - c| <= ulp16(gpu) / 2 + ulp16(c) / 2 + 2^-11 max|v| + 2^-16 max|v|
+// (the last a margin for the f32 exp2 and sums, which are 2^-22-relative). Against f64 the f16 rounding
+// of q and k (2^-11 relative each, a score moves by 2^-10 |score|) adds (2^-10 S) max|v| with S the
+// largest |score|, as the bench's f16 check reads it.
+
+export interface AttentionTcCase {
+  readonly label: string;
+  readonly batch: Shape;
+  readonly l: number;
+  readonly s: number;
+  readonly d: number;
+  readonly causal: boolean;
+}
+
+export const ATTENTION_TC_CASES: readonly AttentionTcCase[] = [
+  { label: 'causal, B2 H6 T256 D64 (shakespeare-char heads)', batch: [2, 6], l: 256, s: 256, d: 64, causal: true },
+  { label: 'causal, T200: ragged row and key tiles', batch: [1, 3], l: 200, s: 200, d: 64, causal: true },
+  { label: 'not causal, L128 S192 D32', batch: [2, 2], l: 128, s: 192, d: 32, causal: false },
+  { label: 'causal, T64 D16', batch: [4], l: 64, s: 64, d: 16, causal: true },
+];
+
+export async function checkAttentionTcCase(kdev: KilnDevice, c: AttentionTcCase, seed = 7): Promise<TensorCoreResult> {
+  const attrs = { causal: c.causal, scale: 1 / Math.sqrt(c.d), scaling: 'pre_qk' };
+  const [q, k, v] = [[c.l], [c.s], [c.s]].map(([rows], i) => randomF16([...c.batch, rows!, c.d], seed + i));
+  const { graph, feeds, node } = singleOp('fused_attention', [q!, k!, v!], attrs);
+  const [qn, kn, vn] = node.inputs as Node[];
+  const req = { inputs: [qn!.type, kn!.type, vn!.type], attrs: node.attrs, out: node.type, limits: kdev.limits };
+  const plan = flashAttentionKernel(req, attentionSpec(node.attrs));
+  const tensorCores = plan.directives?.some((d) => d.includes('subgroup_matrix')) === true;
+  const runPlan = async (p: typeof plan) => {
+    const kernel = kernelFromPlan(node, p);
+    const inputs = [qn!, kn!, vn!].map((n) => upload(kdev, feeds.get(n)!));
+    const out = upload(kdev, { type: node.type, data: new Float32Array(numel(node.type.shape)).fill(NaN) });
+    runKernel(kdev, kernel, inputs, out);
+    const data = await readback(kdev, out, node.type);
+    for (const buf of [...inputs, out]) buf.destroy();
+    return Float64Array.from(data as ArrayLike<number>);
+  };
+  const gpu = await runPlan(plan);
+  const simt = await runPlan(flashAttentionKernel(req, attentionSpec(node.attrs), flashTiling(c.d, c.d, kdev.limits, 'f16')!));
+  const feed = (n: Node) => feeds.get(n)!;
+  const cpu16 = interpret(graph, feed, 'f32').get('y')!.data;
+  const exact = interpret(graph, feed, 'f64').get('y')!.data;
+  const maxV = Math.max(...Array.from(v!.data, Math.abs));
+  const maxScore = c.d * 2 * 2 * attrs.scale; // |q|, |k| <= 2
+  const pTerm = (2 ** -11 + 2 ** -16) * maxV;
+  let [vsCpu16, vsF64, vsSimt, ulps, differ] = [0, 0, 0, 0, 0];
+  let failure: string | undefined;
+  for (let i = 0; i < gpu.length; i++) {
+    const [g, cc, y, s] = [gpu[i]!, cpu16[i]!, exact[i]!, simt[i]!];
+    const r16 = Math.abs(g - cc) / (ulp16(g) / 2 + ulp16(cc) / 2 + pTerm);
+    const rs = Math.abs(g - s) / (ulp16(g) / 2 + ulp16(s) / 2 + pTerm);
+    const r64 = Math.abs(g - y) / (ulp16(g) / 2 + pTerm + 2 ** -10 * maxScore * maxV);
+    if (!(r16 <= 1 && rs <= 1 && r64 <= 1) && !failure) failure = `element ${i}: ${g}, CPU f16 ${cc}, f64 ${y}, SIMT ${s}`;
+    vsCpu16 = Math.max(vsCpu16, r16);
+    vsF64 = Math.max(vsF64, r64);
+    vsSimt = Math.max(vsSimt, rs);
+    if (g !== cc) differ++;
+    ulps = Math.max(ulps, Math.abs(g - cc) / ulp16(Math.max(Math.abs(g), Math.abs(cc))));
+  }
+  return { label: `attention ${c.label}`, tensorCores, elements: gpu.length, vsCpu16, vsF64, vsSimt, ulps, differ, ...(failure ? { failure } : {}) };
 }

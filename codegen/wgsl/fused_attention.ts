@@ -47,6 +47,7 @@ import { F32_BITS_WGSL, F32_MAX, broadcastStrides, constDecl, coordLines, f32Fro
 import { load, store } from './dtypes.ts';
 import { attentionSpec } from '../../ir/ops/fused_attention.ts';
 import type { Lowering } from './plan.ts';
+import { flashTensorCoreKernel, flashTensorCoresFit } from './flash_tc.ts';
 
 /** How the work is cut: see the file comment. */
 export interface FlashTiling {
@@ -152,6 +153,8 @@ export function flashAttentionKernel(req: KernelRequest, spec: AttentionSpec, ti
   const [q, k, v] = req.inputs as TensorType[];
   const mask = attentionOperands('fused_attention', req.inputs, req.attrs).mask as TensorType | undefined;
   const dropout = kernelDropout(req);
+  // f16 on a device with tensor cores, no mask or dropout: q k^T and P v on subgroup matrices (flash_tc.ts).
+  if (!tiling && flashTensorCoresFit(req, mask !== undefined, dropout !== null)) return flashTensorCoreKernel(req, spec);
   const { batch, l, s, d, dv } = attentionDims(q, k, v);
   const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
   const t = tiling ?? flashTiling(d, dv, limits, q.dtype);

@@ -1,5 +1,5 @@
-// When kiln lowers an f16 matmul to tensor cores (codegen/wgsl/matmul_tc.ts), and the text it emits,
-// without a GPU: no CPU driver has subgroup matrices, so the kernels themselves are checked on the GPU
+// When kiln lowers an f16 matmul (codegen/wgsl/matmul_tc.ts) or f16 flash attention (flash_tc.ts) to
+// tensor cores, and the text it emits, without a GPU: no CPU driver has subgroup matrices, so the kernels themselves are checked on the GPU
 // machine (test/tensor-core-cases.ts, run there by test/bench/tensor-core-check.ts).
 
 import { describe, expect, it } from 'vitest';
@@ -82,5 +82,42 @@ describe('the tensor-core matmul', () => {
 
   it("emits GPT-2's MLP product x @ W^T in f16 as this", async () => {
     await expect(code(matmul([8192, 768], [3072, 768], false, true).graph)).toMatchFileSnapshot('./__snapshots__/wgsl/f16/matmul-tensor-cores-gpt2-mlp.wgsl');
+  });
+});
+
+function attention(l: number, s: number, d: number, extra: { mask?: boolean; dropout?: boolean; dtype?: DType; dv?: number } = {}) {
+  const graph = new Graph();
+  const dtype = extra.dtype ?? 'f16';
+  const q = graph.add('input', [], { name: 'q', dtype, shape: [2, 12, l, d] });
+  const k = graph.add('input', [], { name: 'k', dtype, shape: [2, 12, s, d] });
+  const v = graph.add('input', [], { name: 'v', dtype, shape: [2, 12, s, extra.dv ?? d] });
+  const mask = extra.mask ? [graph.add('input', [], { name: 'm', dtype: 'bool', shape: [l, s] })] : [];
+  const attrs = { causal: !extra.mask, scale: 1 / Math.sqrt(d), scaling: dtype === 'f16' ? 'pre_qk' : 'post', ...(extra.dropout ? { dropoutP: 0.1, seed: 3 } : {}) };
+  const node = graph.add('fused_attention', [q, k, v, ...mask], attrs as never);
+  graph.setOutputs([{ name: 'o', node }]);
+  return { graph, node };
+}
+
+describe('the tensor-core flash attention forward', () => {
+  it('lowers f16 attention without a mask or dropout, head dims 16 to 64, on subgroup matrices', () => {
+    const { graph, node } = attention(1024, 1024, 64);
+    const text = code(graph);
+    expect(onTensorCores(text)).toBe(true);
+    expect(text).toContain('subgroupShuffleXor');
+    expect(reflectBindings(text, node).map((b) => b.name)).toEqual(['params', 'q', 'k', 'v', 'out']);
+    for (const d of [16, 32, 48]) expect(onTensorCores(code(attention(200, 200, d).graph))).toBe(true);
+  });
+
+  it('leaves the rest to the SIMT flash kernel', () => {
+    expect(onTensorCores(code(attention(256, 256, 64, { dtype: 'f32' }).graph))).toBe(false);
+    expect(onTensorCores(code(attention(256, 256, 64, { mask: true }).graph))).toBe(false);
+    expect(onTensorCores(code(attention(256, 256, 128).graph))).toBe(false); // tiles past 48 KiB
+    expect(onTensorCores(code(attention(256, 256, 40).graph))).toBe(false); // not a multiple of 16
+    expect(onTensorCores(code(attention(256, 256, 64, { dv: 32 }).graph))).toBe(false);
+    expect(onTensorCores(code(attention(256, 256, 64).graph, H100_LIMITS))).toBe(false);
+  });
+
+  it("emits GPT-2's causal attention in f16 as this", async () => {
+    await expect(code(attention(1024, 1024, 64).graph)).toMatchFileSnapshot('./__snapshots__/wgsl/f16/fused_attention-tensor-cores.wgsl');
   });
 });
