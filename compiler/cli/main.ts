@@ -9,6 +9,7 @@ import { type CommandSpec, type ParsedArgs, formatHelp, parseArgs, usageError } 
 import { dumpCommand } from './dump.ts';
 import { evalCommand } from './eval.ts';
 import { explainCommand } from './explain.ts';
+import { generateCommand } from './generate.ts';
 import { kernelsCommand } from './kernels.ts';
 import { refuseOutputOverInput } from './paths.ts';
 import { profileCommand } from './profile.ts';
@@ -21,7 +22,7 @@ export interface Command {
   run(args: ParsedArgs, model: unknown): Promise<void>;
 }
 
-const COMMANDS: readonly Command[] = [runCommand, evalCommand, dumpCommand, explainCommand, kernelsCommand, profileCommand, serveCommand];
+const COMMANDS: readonly Command[] = [runCommand, evalCommand, generateCommand, dumpCommand, explainCommand, kernelsCommand, profileCommand, serveCommand];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.spec.name.length)) + 2;

@@ -1,0 +1,54 @@
+// kiln generate on the cpu backend: --json output, the cache against --no-cache, prompts as text and as
+// ids, streamed text from the launcher, and its usage errors.
+
+import { describe, expect, it } from 'vitest';
+import { generateCommand } from '../compiler/cli/generate.ts';
+import { KilnError } from '../ir/errors.ts';
+import { NANOGPT, printed, runNode } from './cli-capture.ts';
+
+const WEIGHTS = 'examples/browser/checkpoint.safetensors';
+const base = [NANOGPT, '--weights', WEIGHTS, '--device', 'cpu', '--json'];
+
+async function json(argv: string[]): Promise<{ tokens: number[]; prefill_tokens_per_s: number; decode_tokens_per_s: number; kernels_per_token: number }> {
+  return JSON.parse(await printed(generateCommand, [...base, ...argv]));
+}
+
+async function failure(argv: string[]): Promise<string> {
+  const e = await printed(generateCommand, [...base, ...argv]).then(() => undefined, (err: unknown) => err);
+  expect(e).toBeInstanceOf(KilnError);
+  return (e as KilnError).message;
+}
+
+describe('kiln generate', () => {
+  it('--json gives the tokens, prefill and decode tokens/s and the decode step`s kernels; --no-cache the same greedy tokens', async () => {
+    const cached = await json(['--prompt', 'ROMEO:', '--max-new-tokens', '8', '--greedy']);
+    expect(cached.tokens).toHaveLength(8);
+    expect(cached.prefill_tokens_per_s).toBeGreaterThan(0);
+    expect(cached.decode_tokens_per_s).toBeGreaterThan(0);
+    expect(cached.kernels_per_token).toBe(64); // the 4-layer browser model (test/generate.gpu.test.ts counts them)
+    const recomputed = await json(['--prompt', 'ROMEO:', '--max-new-tokens', '8', '--greedy', '--no-cache']);
+    expect(recomputed.tokens).toEqual(cached.tokens);
+  });
+
+  it('--prompt-ids is the same prompt as its characters; a seed repeats a sampled run', async () => {
+    const text = await json(['--prompt', 'AB', '--max-new-tokens', '4', '--seed', '7', '--top-k', '5']);
+    const ids = await json(['--prompt-ids', '13,14', '--max-new-tokens', '4', '--seed', '7', '--top-k', '5']); // 'A' is 13, 'B' 14 in the checkpoint's chars
+    expect(ids.tokens).toEqual(text.tokens);
+  });
+
+  it('streams the text after the prompt and ends with the rates, from the launcher', async () => {
+    const { code, stdout } = await runNode(['bin/kiln.mjs', 'generate', NANOGPT, '--weights', WEIGHTS, '--device', 'cpu', '--prompt', 'ROMEO:', '--max-new-tokens', '5', '--greedy']);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^ROMEO:[^]{5}\n\nprefill: [\d.]+ tokens\/s \(6 tokens, [\d.]+ ms\)\ndecode: [\d.]+ tokens\/s \(4 tokens, [\d.]+ ms; 64 kernels per token; KV cache of 128 positions; device cpu\)\n$/);
+  });
+
+  it('refuses bad flags with one coded line each', async () => {
+    expect(await failure(['--prompt', 'é'])).toMatch(/^KILN_E015 kiln generate: --prompt has "é", which is not in the checkpoint's 65 characters/);
+    expect(await failure(['--prompt', 'A', '--prompt-ids', '1'])).toMatch(/^KILN_E015 kiln generate: give --prompt or --prompt-ids, not both/);
+    expect(await failure(['--prompt-ids', '1,x'])).toMatch(/^KILN_E015 kiln generate: --prompt-ids takes comma-separated integers/);
+    expect(await failure(['--max-new-tokens', '-1'])).toMatch(/^KILN_E015 kiln generate: --max-new-tokens must be an integer >= 0, got "-1"/);
+    expect(await failure(['--temperature', '0'])).toMatch(/^KILN_E015 kiln generate: --temperature must be a positive number, got "0"/);
+    expect(await failure(['--prompt-ids', '1,65'])).toBe('KILN_E011 prompt token 1 is 65, outside the vocabulary [0, 65)');
+    expect(await failure(['--prompt', ''])).toMatch(/^KILN_E011 the prompt is empty/);
+  });
+});
