@@ -4,6 +4,7 @@ import { autocast } from './autocast.ts';
 import { castHoisting } from './cast-hoist.ts';
 import { canonicalize } from './canonicalize.ts';
 import { crossEntropyRows } from './cross-entropy.ts';
+import { chunkLinearCrossEntropy, fuseLinearCrossEntropy } from './linear-ce.ts';
 import { deadCodeElimination } from './dce.ts';
 import { decodeSplit } from './decode-split.ts';
 import { elementwiseFusion } from './elementwise.ts';
@@ -21,6 +22,8 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   deadCodeElimination('fused'), // the chains fusion replaced are dead now
   autocast, // fused: with { autocast: 'f16' }, casts so matmul and attention run in f16, norms and losses in f32
   castHoisting, // fused: casts down to f16 above slices, reshapes and transposes, to fold into their producer's kernel
+  fuseLinearCrossEntropy, // fused: lm_head matmul + cross_entropy -> fused_linear_cross_entropy (after autocast: it sees its casts)
+  chunkLinearCrossEntropy, // lowered: that loss and its gradients in chunks of rows, never the [N, V] logits
   crossEntropyRows, // lowered: big losses row-parallel
   decodeSplit, // lowered: decode attention over a long KV cache split across workgroups (flash-decoding)
   twoStepRowSums, // lowered: long sums over leading dims in two steps

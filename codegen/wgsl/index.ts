@@ -9,6 +9,7 @@ import { backwardLowerings } from './backward.ts';
 import { decodeAttentionLowerings } from './decode_attention.ts';
 import { elementwiseLowerings } from './elementwise.ts';
 import { fusedAttentionLowerings } from './fused_attention.ts';
+import { fusedLinearCeLowerings } from './fused_linear_ce.ts';
 import { leafLowerings } from './leaf.ts';
 import { linalgLowerings } from './linalg.ts';
 import { optimLowerings } from './optim.ts';
@@ -29,6 +30,7 @@ export const lowerings: Readonly<Record<string, Lowering>> = {
   ...reduceLowerings,
   ...attentionLowerings,
   ...fusedAttentionLowerings,
+  ...fusedLinearCeLowerings,
   ...decodeAttentionLowerings,
   ...attentionBackwardLowerings,
   ...backwardLowerings,

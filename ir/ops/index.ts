@@ -9,6 +9,7 @@ import './fused_attention.ts';
 import './decode_attention.ts';
 import './sample.ts';
 import './attention_backward.ts';
+import './fused_linear_ce.ts';
 import './fused_elementwise.ts';
 import './backward.ts';
 import './optim.ts';

@@ -1,0 +1,43 @@
+// WGSL lowering of the fused linear + cross-entropy's one kernel of its own (ir/ops/fused_linear_ce.ts):
+// logsumexp_rows, a workgroup per row of a chunk's logits. The rest of the chunked algorithm is matmuls,
+// cross_entropy_rows and one fused elementwise kernel (passes/linear-ce.ts unrolls it).
+
+import type { TensorType } from '../../ir/types.ts';
+import { F32_MAX, indent, reduceDecl, wgslLiteral, workgroupReduce } from './helpers.ts';
+import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
+
+const GROUP = 256;
+
+/**
+ * One pass over the row: each invocation keeps an online max m and sum s of exp(x - m) over its
+ * strided elements (s rescaled when m grows, as flash attention does); the workgroup then takes the
+ * max M of the m's and sums s * exp(m - M). f32 throughout.
+ */
+export function logsumexpRowsKernel(req: KernelRequest): KernelPlan {
+  const [rows, v] = (req.inputs[0] as TensorType).shape;
+  const lowest = wgslLiteral(-F32_MAX, 'f32');
+  const body = [
+    'let base = wid * params.v;',
+    `var m = ${lowest};`,
+    'var s = 0.0;',
+    `for (var e = lid; e < params.v; e = e + ${GROUP}u) {`,
+    '  let x = logits[base + e];',
+    '  if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s = s + exp(x - m); }',
+    '}',
+    workgroupReduce('partial', GROUP, 'm', (a, b) => `max(${a}, ${b})`, 'row_max'),
+    workgroupReduce('partial', GROUP, 's * exp(m - row_max)', (a, b) => `(${a} + ${b})`, 'row_sum'),
+    'if (lid == 0u) { out[wid] = log(row_sum) + row_max; }',
+  ];
+  return {
+    inputNames: ['logits'],
+    params: { v },
+    decls: reduceDecl('partial', 'f32', GROUP),
+    body: indent(body),
+    workgroupSize: GROUP,
+    workgroups: rows,
+  };
+}
+
+export const fusedLinearCeLowerings: Record<string, Lowering> = {
+  logsumexp_rows: logsumexpRowsKernel,
+};
