@@ -177,7 +177,8 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const trace = traceModule(model, args);
     const passOptions = { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value };
     // Autocast runs last in the fused stage, after attention fusion, so the backward differentiates its casts.
-    const forward = runPasses(trace.graph, pipeline.filter((p) => p.stage !== 'lowered'), { ...passOptions, autocast });
+    // The step reads only the loss: with the logits no longer an output, fuse_linear_cross_entropy can take lm_head and the loss together.
+    const forward = runPasses(lossOnly(trace.graph), pipeline.filter((p) => p.stage !== 'lowered'), { ...passOptions, autocast });
     const withStep = appendOptimizer(forward.graph, optimizer, { gradClip, scaler });
     const step = runPasses(withStep, pipeline, { ...passOptions, passes: { ...options.passes, fuse_attention: false } });
     const signature = key.args.join(', ');
@@ -218,6 +219,14 @@ function hyperparameters(optimizer: AdamW): Map<string, Tensor> {
   const type = { dtype: 'f32' as const, shape: [ADAMW_HYPERS.length] };
   const values = (weightDecay: number) => Float32Array.of(optimizer.lr, 1 - optimizer.lr * weightDecay);
   return new Map(optimizer.groups.map((g, i) => [hypersInput(i), new Tensor(type, { host: { type, data: values(g.weightDecay) } })]));
+}
+
+/** A copy of the traced forward whose only output is its loss (nanoGPT's forward also returns the logits). */
+function lossOnly(graph: Graph): Graph {
+  const loss = lossOutput(graph);
+  const copy = rebuildGraph(graph, () => undefined);
+  copy.setOutputs([loss]);
+  return copy;
 }
 
 /** The loss output of a traced forward: `loss`, or its only output. */
