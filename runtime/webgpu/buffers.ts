@@ -2,6 +2,7 @@
 // (ir/dtypes.ts), its WGSL storage type codegen's (codegen/wgsl/dtypes.ts: bool is a u32 holding 0 or 1).
 
 import { describeNode } from '../../codegen/index.ts';
+import { type BindingLimits, formatBytes } from '../../codegen/split.ts';
 import { storageType } from '../../codegen/wgsl/dtypes.ts';
 import { DTYPE_INFO, bufferBytes } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
@@ -11,6 +12,8 @@ import type { HostData, HostTensor } from '../../ir/host.ts';
 import { type TensorType, formatType, numel } from '../../ir/types.ts';
 import type { KilnDevice } from './device.ts';
 
+export { formatBytes } from '../../codegen/split.ts';
+
 // GPUBufferUsage is a global only once Dawn's globals are installed (getGpu), so it is read on use.
 function storageUsage(): number {
   return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -19,16 +22,6 @@ function storageUsage(): number {
 /** Bytes a tensor of this type occupies on the GPU, at least 4 (WebGPU bindings cannot be empty). */
 export function gpuBytes(type: TensorType): number {
   return bufferBytes(type.dtype, numel(type.shape));
-}
-
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
 }
 
 /** GPU bytes held by buffers kiln allocated (allocateFor, upload) and not yet released, and their most since reset. */
@@ -65,22 +58,31 @@ export function releaseBuffer(buffer: GPUBuffer): void {
 }
 
 /**
- * A storage buffer for a node's value. Too big for this GPU -> KilnError E009 at once, naming the
- * tensor and its size; an allocation the driver refuses -> E009 at the next check.
+ * A storage buffer for a node's value. It may be bigger than one binding (the executor then binds it in
+ * windows, codegen/split.ts), not bigger than maxBufferSize: past that, KilnError E009 at once, naming
+ * the tensor, its size and the limit; an allocation the driver refuses -> E009 at the next check.
  */
 export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`): GPUBuffer {
   const size = gpuBytes(node.type);
-  const { maxBufferSize, maxStorageBufferBindingSize } = kdev.limits;
-  const limit = Math.min(maxBufferSize, maxStorageBufferBindingSize);
-  if (size > limit) {
-    const which = maxBufferSize <= maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
-    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's ${which} of ${formatBytes(limit)}; use a smaller batch or shorter sequence`, node.loc);
+  if (size > kdev.limits.maxBufferSize) {
+    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's maxBufferSize of ${formatBytes(kdev.limits.maxBufferSize)}; use a smaller batch or shorter sequence`, node.loc);
   }
   return count(
     kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
       kdev.device.createBuffer({ size, usage: storageUsage(), label }),
     ),
   );
+}
+
+/**
+ * What one storage binding may see on this device: maxStorageBufferBindingSize, at offsets aligned to
+ * minStorageBufferOffsetAlignment. KILN_MAX_STORAGE_BINDING (bytes) lowers the size, for tests of the
+ * split kernels on small tensors (test/split.gpu.test.ts); it never raises it.
+ */
+export function bindingLimits(kdev: KilnDevice): BindingLimits {
+  const lowered = typeof process !== 'undefined' ? Number(process.env?.KILN_MAX_STORAGE_BINDING) : NaN;
+  const maxBytes = Math.min(kdev.limits.maxStorageBufferBindingSize, lowered > 0 ? lowered : Infinity);
+  return { maxBytes, offsetAlignment: kdev.limits.minStorageBufferOffsetAlignment };
 }
 
 /** The typed array of each WGSL storage type (f16: its bit patterns, as Node 20 has no Float16Array). */

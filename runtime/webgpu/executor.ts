@@ -3,12 +3,13 @@
 
 import { type Kernel, type Program, describeNode } from '../../codegen/index.ts';
 import { planBuffers } from '../../codegen/memory.ts';
+import { type BindingWindow, type KernelPart, splitKernel } from '../../codegen/split.ts';
 import { KilnError } from '../../ir/errors.ts';
 import type { Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { getOp } from '../../ir/registry.ts';
 import { formatType, sameType } from '../../ir/types.ts';
-import { allocateFor, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
+import { allocateFor, bindingLimits, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import type { ErrorContext } from './errors.ts';
 import { copyIndexRecord, createIndexRecord, readIndexRecord } from './index-errors.ts';
@@ -18,8 +19,12 @@ import type { KernelTimer } from './timing.ts';
 /** What feeds a leaf: a GPU buffer the caller keeps (cached parameters), or host data to upload. */
 export type Feed = GPUBuffer | HostTensor;
 
+/** One dispatch: a program kernel, or one window of a kernel split over tensors past the binding limit. */
 interface Step {
+  /** What is dispatched (for a split kernel, the window's). */
   kernel: Kernel;
+  /** Where each tensor binding (inputs, then out) starts and ends in its buffer; absent: whole tensors. */
+  windows?: readonly (BindingWindow | undefined)[];
   pipeline: GpuPipeline;
   paramsOffset: number;
   bindGroup: GPUBindGroup | null;
@@ -55,12 +60,15 @@ export class Executor {
   /** Compiles every pipeline (a rejected shader throws E010 here) and allocates the buffers. */
   static async create(kdev: KilnDevice, program: Program): Promise<Executor> {
     kdev.errors.throwIfFailed();
-    const pipelines = await Promise.all(program.kernels.map((k) => pipelineFor(kdev, k)));
+    // A kernel over a tensor past one binding runs in windows of rows (codegen/split.ts), or fails with E009 here.
+    const binding = bindingLimits(kdev);
+    const dispatches: KernelPart[] = program.kernels.flatMap((kernel) => splitKernel(kernel, binding, kdev.limits) ?? [{ kernel }]);
+    const pipelines = await Promise.all(dispatches.map((d) => pipelineFor(kdev, d.kernel)));
     // All kernels' params share one uniform buffer, each at an aligned offset, written once.
     const align = kdev.limits.minUniformBufferOffsetAlignment;
     let offset = 0;
-    const steps = program.kernels.map((kernel, i) => {
-      const step: Step = { kernel, pipeline: pipelines[i], paramsOffset: offset, bindGroup: null, boundTo: [] };
+    const steps = dispatches.map(({ kernel, windows }, i) => {
+      const step: Step = { kernel, windows, pipeline: pipelines[i], paramsOffset: offset, bindGroup: null, boundTo: [] };
       offset += Math.ceil(kernel.params.byteLength / align) * align;
       return step;
     });
@@ -164,12 +172,16 @@ export class Executor {
   /** Bind groups are made once and remade only when a fed buffer changes identity. */
   private bindGroupFor(step: Step): GPUBindGroup {
     const { kernel } = step;
-    const buffers = [...kernel.inputs.map((x) => this.bufferOf(x)), this.bufferOf(kernel.node)];
+    const tensors = [...kernel.inputs, kernel.node];
+    const buffers = tensors.map((x) => this.bufferOf(x));
     if (step.bindGroup && buffers.every((b, i) => b === step.boundTo[i])) return step.bindGroup;
     const entries = kernel.bindings.map((b): GPUBindGroupEntry => {
       if (b.kind === 'uniform') return { binding: b.binding, resource: { buffer: this.paramsBuffer, offset: step.paramsOffset, size: kernel.params.byteLength } };
       if (b.kind === 'index_errors') return { binding: b.binding, resource: { buffer: this.indexRecord! } };
-      return { binding: b.binding, resource: { buffer: buffers[b.binding - 1] } };
+      // Each binding sees its tensor's bytes (a shared buffer may be bigger than one binding), or its window of them.
+      const i = b.binding - 1;
+      const window = step.windows?.[i] ?? { offset: 0, size: gpuBytes(tensors[i].type) };
+      return { binding: b.binding, resource: { buffer: buffers[i], ...window } };
     });
     step.bindGroup = this.kdev.errors.scoped({ what: `binding buffers for ${describeNode(kernel.node)}`, loc: kernel.node.loc }, () =>
       this.kdev.device.createBindGroup({ layout: step.pipeline.layout, entries, label: kernel.label }),
