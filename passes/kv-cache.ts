@@ -150,7 +150,7 @@ export function planKvCache(short: Graph, long: Graph): KvCachePlan {
     const inputs = node.inputs.filter(isNode);
     const inputSeq = node.inputs.map((x) => (isNode(x) ? seq.get(x)! : []));
     const fromSeq = inputs.some((x) => seq.get(x)!.length > 0);
-    if (dims.length > 1) refuse(node, `holds ${dims.length} position dims [${node.type.shape.join(',')}]: it relates positions to each other (unfused attention?)`);
+    if (dims.length > 1) refuse(node, `holds ${dims.length} position dims (${formatType(node.type)} and ${formatType(long_.type)} at two lengths): it relates positions to each other (unfused attention?)`);
     if (inputs.some((x) => lastOnly.has(x))) {
       if (fromSeq) refuse(node, 'combines the last position with every position');
       lastOnly.add(node);

@@ -147,7 +147,7 @@ describe('kiln dump on nanoGPT', () => {
   });
 
   const misuse: [string, string[], RegExp][] = [
-    ['an unknown --stage', ['--stage', 'optimized'], /--stage must be one of traced, canonical, fused, lowered, all, got "optimized"/],
+    ['an unknown --stage', ['--stage', 'optimized'], /--stage must be one of traced, canonical, fused, lowered, decode, all, got "optimized"/],
     ['--diff with one stage', ['--diff', 'fused'], /--diff needs 2 values/],
     ['--diff with an unknown stage', ['--diff', 'canonical', 'optimized'], /--diff stages must be among/],
     ['--diff with --format json', ['--diff', 'canonical', 'fused', '--format', 'json'], /--diff prints text/],

@@ -2,9 +2,11 @@
 // ids, streamed text from the launcher, and its usage errors.
 
 import { describe, expect, it } from 'vitest';
+import { dumpCommand } from '../compiler/cli/dump.ts';
+import { explainCommand } from '../compiler/cli/explain.ts';
 import { generateCommand } from '../compiler/cli/generate.ts';
 import { KilnError } from '../ir/errors.ts';
-import { NANOGPT, printed, runNode } from './cli-capture.ts';
+import { NANOGPT, NEAR_MISS, printed, runNode } from './cli-capture.ts';
 
 const WEIGHTS = 'examples/browser/checkpoint.safetensors';
 const base = [NANOGPT, '--weights', WEIGHTS, '--device', 'cpu', '--json'];
@@ -50,5 +52,25 @@ describe('kiln generate', () => {
     expect(await failure(['--temperature', '0'])).toMatch(/^KILN_E015 kiln generate: --temperature must be a positive number, got "0"/);
     expect(await failure(['--prompt-ids', '1,65'])).toBe('KILN_E011 prompt token 1 is 65, outside the vocabulary [0, 65)');
     expect(await failure(['--prompt', ''])).toMatch(/^KILN_E011 the prompt is empty/);
+  });
+
+  it('kiln dump --stage decode prints the decode step: arange + pos, decode_attention against each layer`s cache, in-graph sampling', async () => {
+    const text = await printed(dumpCommand, [NANOGPT, '--weights', WEIGHTS, '--stage', 'decode', '--batch', '1']);
+    expect(text).toMatch(/^%0 = input\(\) \{name="idx"\} : i32\[1,1\]\n/);
+    expect(text).toMatch(/= input\(\) \{name="pos"\} : i32\[\]\n%\d+ = add\(%1, %\d+\) : i32\[1\]  # examples\/nanogpt\/model\.ts:\d+:\d+  const pos = F\.arange\(0, t\);/);
+    for (const layer of [0, 1, 2, 3]) expect(text).toContain(`= input() {name="k_cache.${layer}"} : f32[128,1,4,32]`);
+    expect(text.match(/= decode_attention_partial\(/g)).toHaveLength(4);
+    expect(text).not.toMatch(/= fused_attention\(|= transpose\(/); // attention reads the cache; at T = 1 the transposes are views
+    expect(text).toMatch(/= sample\(%\d+\) \{greedy=true\} : i32\[1\]/);
+  });
+
+  it('kiln explain --decode lists each decode attention site, or why a model has none', async () => {
+    const text = await printed(explainCommand, [NANOGPT, '--weights', WEIGHTS, '--batch', '1', '--decode']);
+    expect(text).toContain('Decode (kiln generate, 1 row): 4 attention sites read a KV cache; positions from examples/nanogpt/model.ts:206:19 become arange + pos');
+    expect(text).toMatch(/DECODE {5}transformer\.h\.3\.attn {2}examples\/nanogpt\/model\.ts:91:13 {2}decode_attention in 2 splits \+ merge \(flash-decoding\) against k_cache\.3, v_cache\.3 f32\[128,1,4,32\]/);
+    expect(text).toContain('64 kernels per decoded token');
+    const refused = JSON.parse(await printed(explainCommand, [NEAR_MISS, '--decode', '--json'])).decode;
+    expect(refused).toMatchObject({ derived: false, sites: [], kernelsPerToken: null });
+    expect(refused.reason).toMatch(/^KILN_E011 examples\/near-miss\/model\.ts:\d+:\d+: kiln cannot derive a KV-cached decode step: %\d+ matmul holds 2 position dims/);
   });
 });

@@ -10,7 +10,8 @@ import { type ParsedArgs, stringFlag, usageError } from './args.ts';
 import { diffGraphs, formatJson, graphToDot, stageToJson } from './graph-formats.ts';
 import type { Command } from './main.ts';
 import { fileError } from './report.ts';
-import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, autocastFlag, modelSession, positiveInt } from './model.ts';
+import { compileGenerator } from '../generate.ts';
 
 const FORMATS = ['text', 'json', 'dot', 'svg'] as const;
 type Format = (typeof FORMATS)[number];
@@ -24,14 +25,14 @@ export const dumpCommand: Command = {
   spec: {
     name: 'dump',
     summary: 'compile a model without running it and print its IR at a stage, as text, JSON, dot or SVG, or diff two stages',
-    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32]',
+    usage: 'kiln dump MODEL.ts [--stage traced|canonical|fused|lowered|decode|all] [--format text|json|dot|svg] [--diff STAGE_A STAGE_B] [--out FILE] [--weights W] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32]',
     example: `kiln dump examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --format svg`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       TRAIN_FLAG,
       DTYPE_FLAG,
-      { name: 'stage', kind: 'string', choices: [...STAGES, 'all'], default: 'fused', help: 'the pass stage to show; all: every stage in order (text and json only)' },
+      { name: 'stage', kind: 'string', choices: [...STAGES, 'decode', 'all'], default: 'fused', help: "the pass stage to show; all: every stage in order (text and json only); decode: one KV-cached decode step of `kiln generate` (--batch rows, greedy), as it runs, derived from forward() (passes/kv-cache.ts)" },
       { name: 'format', kind: 'string', choices: FORMATS, default: 'text', help: `text: the IR text form; dot: Graphviz clustered by module; svg: that dot drawn; ${JSON_HELP}` },
       { name: 'diff', kind: 'string', values: 2, help: 'STAGE_A STAGE_B: the nodes stage B removed, added and changed relative to stage A, as text (--stage is ignored)' },
       { name: 'out', kind: 'string', file: 'output', help: 'write to this file instead of printing; without it svg goes to stdout when piped and, on a terminal, to MODEL.STAGE.svg beside MODEL.ts' },
@@ -41,13 +42,15 @@ export const dumpCommand: Command = {
   async run(args, mod) {
     const format = stringFlag(args, 'format') as Format;
     const diff = diffStages(args);
-    const stage = stringFlag(args, 'stage') as Stage | 'all';
+    const stage = stringFlag(args, 'stage') as Stage | 'decode' | 'all';
     if (diff && format !== 'text') throw usageError('dump', `--diff prints text; drop --format ${format}`);
     if (stage === 'all' && (format === 'dot' || format === 'svg')) throw usageError('dump', `--format ${format} draws one stage; pick one with --stage`);
 
+    if (stage === 'decode' && args.flags.get('train')) throw usageError('dump', '--stage decode shows generation, not the training step; drop --train');
     const session = await modelSession('dump', args, mod, { backend: 'cpu' }); // the passes are the same for every backend
-    const graphOf = (s: Stage): Graph => session.compilation.passes.stages.get(s)!;
-    const shown: Stage[] = diff ?? (stage === 'all' ? [...STAGES] : [stage]);
+    const decode = stage === 'decode' && !diff ? await decodeGraph(session.model, positiveInt('dump', args, 'batch'), autocastFlag('dump', args)) : undefined;
+    const graphOf = (s: Stage | 'decode'): Graph => (s === 'decode' ? decode! : session.compilation.passes.stages.get(s)!);
+    const shown: (Stage | 'decode')[] = diff ?? (stage === 'all' ? [...STAGES] : [stage]);
     let output: string;
     if (diff) output = diffGraphs(diff[0], graphOf(diff[0]), diff[1], graphOf(diff[1]));
     else if (format === 'json') output = formatJson(shown.map((s) => stageToJson(s, graphOf(s))), stage === 'all');
@@ -69,6 +72,12 @@ export const dumpCommand: Command = {
   },
 };
 
+/** One KV-cached decode step of `kiln generate` for `batch` rows (greedy), after the lowered passes. */
+async function decodeGraph(model: Parameters<typeof compileGenerator>[0], batch: number, autocast: 'f16' | undefined): Promise<Graph> {
+  const generator = await compileGenerator(model, { backend: 'cpu', autocast: autocast ?? false });
+  return generator.decodeStage(batch, { greedy: true });
+}
+
 /** `--diff canonical,fused` as two known stages (a space between them works too), or null without --diff. */
 function diffStages(args: ParsedArgs): [Stage, Stage] | null {
   const text = stringFlag(args, 'diff');
@@ -87,6 +96,6 @@ async function renderSvg(dot: string): Promise<string> {
 }
 
 /** Where `kiln dump MODEL.ts --format svg` on a terminal writes: beside the model, `model.fused.svg` (ignored by git). */
-export function svgBeside(modelPath: string, stage: Stage): string {
+export function svgBeside(modelPath: string, stage: Stage | 'decode'): string {
   return join(dirname(modelPath), `${basename(modelPath, extname(modelPath))}.${stage}.svg`);
 }

@@ -1,11 +1,13 @@
 // kiln explain: for each attention site (each softmax or sdpa of the graph attention fusion saw), whether
 // it was fused, by which rule, onto which kernel and why, or the first constraint that failed, with the
 // user's source line and the lines around it. With --dtype float16, which nodes compute in f16 and
-// where autocast put its casts; and whether the device can run f16 at all.
+// where autocast put its casts; and whether the device can run f16 at all. With --decode, each site's
+// KV-cached decode step (`kiln generate`), or why the model has none (./explain-decode.ts).
 
 import { stringFlag } from './args.ts';
+import { decodeReport, formatDecode } from './explain-decode.ts';
 import type { Command } from './main.ts';
-import { DTYPE_FLAG, MODEL_FLAGS, modelSession } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
 import { type MixedPrecisionReport, formatMixedPrecision, formatSite, mixedPrecisionReport, siteReport, summary } from './explain-report.ts';
 import { sourceContext } from './source.ts';
 
@@ -22,14 +24,15 @@ export const explainCommand: Command = {
   spec: {
     name: 'explain',
     summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line; with --dtype float16, where autocast runs what',
-    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--json]',
+    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--decode] [--json]',
     example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --dtype float16`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       DTYPE_FLAG,
       { name: 'device', kind: 'string', choices: ['cpu', 'webgpu'], default: 'cpu', help: "cpu: the passes' decisions only, no GPU opened; webgpu: also open the adapter and say whether it has shader-f16" },
-      { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}} instead of text' },
+      { name: 'decode', kind: 'boolean', help: 'also each attention site\'s KV-cached decode step (kiln generate): decode_attention, its splits and caches, where positions come from, kernels per decoded token; or why the model has none' },
+      { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}} instead of text; with --decode also "decode": {"derived", "reason", "batch", "positions", "sites": [...], "kernelsPerToken"}' },
     ],
   },
 
@@ -42,14 +45,16 @@ export const explainCommand: Command = {
     const sites = decisions.map((d, i) => siteReport(d, contexts[i]));
     const mixed: MixedPrecisionReport | null = autocast ? mixedPrecisionReport(autocast, passes.stages.get('fused')!, passes.decisions) : null;
     const device = await deviceReport(stringFlag(args, 'device') === 'webgpu');
+    const decode = args.flags.get('decode') ? await decodeReport(session.model, positiveInt('explain', args, 'batch'), autocast) : undefined;
     if (args.flags.get('json')) {
-      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device }, null, 2));
+      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, ...(decode ? { decode } : {}) }, null, 2));
       return;
     }
     for (const [i, site] of sites.entries()) console.log(formatSite(site, contexts[i]) + '\n');
     console.log(summary(sites));
     if (mixed) console.log('\n' + formatMixedPrecision(mixed));
     if (mixed || device.backend === 'webgpu') console.log(`\nDevice: ${device.description}: ${device.note}`);
+    if (decode) console.log('\n' + formatDecode(decode));
   },
 };
 
