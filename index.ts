@@ -26,3 +26,4 @@ export { autocast, autocastState } from './compiler/frontend/autocast.ts';
 export { autocastGraph, type AutocastDType } from './passes/autocast.ts';
 export { AdamW, GradScaler, OPTIM_STEP_KEY, clipGradNorm, learningRate, type AdamWOptions, type GradScalerOptions, type LearningRateSchedule, type ParamGroup } from './compiler/optim.ts';
 export { compileTrainStep, type StepResult, type TrainStep, type TrainStepOptions, type TrainingCompilation } from './compiler/train-step.ts';
+export { compileGenerator, type GenerateOptions, type GenerateResult, type GeneratedStep, type Generator, type GeneratorOptions } from './compiler/generate.ts';
