@@ -63,15 +63,21 @@ export function releaseBuffer(buffer: GPUBuffer): void {
  * the tensor, its size and the limit; an allocation the driver refuses -> E009 at the next check.
  */
 export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`): GPUBuffer {
-  const size = gpuBytes(node.type);
-  if (size > kdev.limits.maxBufferSize) {
-    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's maxBufferSize of ${formatBytes(kdev.limits.maxBufferSize)}; use a smaller batch or shorter sequence`, node.loc);
-  }
+  const size = checkBufferSize(kdev, node);
   return count(
     kdev.errors.scoped({ what: `allocating ${formatBytes(size)} for ${describeNode(node)}`, loc: node.loc }, () =>
       kdev.device.createBuffer({ size, usage: storageUsage(), label }),
     ),
   );
+}
+
+/** A node's GPU bytes; KILN_E009 naming it, its size and maxBufferSize when no buffer can hold it. */
+export function checkBufferSize(kdev: KilnDevice, node: Node): number {
+  const size = gpuBytes(node.type);
+  if (size > kdev.limits.maxBufferSize) {
+    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's maxBufferSize of ${formatBytes(kdev.limits.maxBufferSize)}; use a smaller batch or shorter sequence`, node.loc);
+  }
+  return size;
 }
 
 /**

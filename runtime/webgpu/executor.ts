@@ -9,7 +9,7 @@ import type { Node } from '../../ir/graph.ts';
 import type { HostTensor } from '../../ir/host.ts';
 import { getOp } from '../../ir/registry.ts';
 import { formatType, sameType } from '../../ir/types.ts';
-import { allocateFor, bindingLimits, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
+import { allocateFor, bindingLimits, checkBufferSize, gpuBytes, releaseBuffer, writeTensor } from './buffers.ts';
 import type { KilnDevice } from './device.ts';
 import type { ErrorContext } from './errors.ts';
 import { copyIndexRecord, createIndexRecord, readIndexRecord } from './index-errors.ts';
@@ -60,6 +60,9 @@ export class Executor {
   /** Compiles every pipeline (a rejected shader throws E010 here) and allocates the buffers. */
   static async create(kdev: KilnDevice, program: Program): Promise<Executor> {
     kdev.errors.throwIfFailed();
+    // Values share buffers when their lifetimes do not overlap (codegen/memory.ts); one past maxBufferSize is E009 before anything is made.
+    const plan = planBuffers(program);
+    for (const node of plan.largest) checkBufferSize(kdev, node);
     // A kernel over a tensor past one binding runs in windows of rows (codegen/split.ts), or fails with E009 here.
     const binding = bindingLimits(kdev);
     const dispatches: KernelPart[] = program.kernels.flatMap((kernel) => splitKernel(kernel, binding, kdev.limits) ?? [{ kernel }]);
@@ -77,8 +80,6 @@ export class Executor {
     );
     for (const step of steps) kdev.device.queue.writeBuffer(paramsBuffer, step.paramsOffset, step.kernel.params.buffer, step.kernel.params.byteOffset, step.kernel.params.byteLength);
     const executor = new Executor(kdev, program, steps, paramsBuffer);
-    // Values share buffers when their lifetimes do not overlap (codegen/memory.ts).
-    const plan = planBuffers(program);
     const slots = plan.largest.map((node, i) => allocateFor(kdev, node, `kiln buffer ${i} (%${node.id} and others)`));
     for (const [node, slot] of plan.slotOf) executor.owned.set(node, slots[slot]);
     return executor;
