@@ -72,6 +72,8 @@ const decodeOperands = (dtype: DType) => (t: ReturnType<typeof build>['t']) => [
 node('decode_attention', decodeOperands('f32'), { scale: 0.125, scaling: 'post' });
 node('decode_attention_partial', decodeOperands('f32'), { scale: 0.125, scaling: 'post', splits: 16 });
 node('decode_attention_merge', (t) => [t('f32', [1, 12, 16, 66])], { dtype: 'f32' });
+// Sampling the next token in the graph (issue 18): GPT-2's vocabulary, top_k's radix select, the counter-based draw.
+node('sample', (t) => [t('f32', [2, 50304]), t('i32', [])], { temperature: 0.8, topK: 200, seed: 1337 });
 
 /**
  * f16 versions of the kernels mixed precision runs (issue 16): f16 storage, f32 values in registers,
