@@ -12,7 +12,8 @@
 //   forward, chunk i:  logits_i = x_i @ w^T (f32, [R, V] scratch); lse_i = logsumexp_rows(logits_i);
 //                      loss += sum(cross_entropy_rows(logits_i, t_i));  loss /= kept rows
 //   backward, chunk i: logits_i again; d_i = (exp(logits_i - lse_i) - onehot(t_i)) * kept_i * g / kept
-//                      (one fused elementwise kernel); dx_i = d_i @ w; dw += d_i^T @ x_i;  dx = concat(dx_i)
+//                      (one fused elementwise kernel); dx_i = d_i @ w; dw = accumulate(dw, d_i^T @ x_i);
+//                      dx = concat(dx_i)
 // The memory planner (codegen/memory.ts) gives each chunk's logits and d_i the slots the last chunk
 // freed, so the logits take R x V x 4 bytes instead of N x V x 4. With f16 x and w (autocast) the
 // chunk's logits are f32 products of the f16 values (x and w cast to f32 once), as autocast keeps
@@ -188,7 +189,7 @@ function chunkedGradients(add: Add, site: Site, g: Node, want: { dx: boolean; dw
     if (want.dx) dxParts.push(add('matmul', [d, w], { transposeA: false, transposeB: false }));
     if (want.dw) {
       const part = add('matmul', [d, xi], { transposeA: true, transposeB: false });
-      dw = dw ? add('add', [dw, part]) : part;
+      dw = dw ? add('accumulate', [dw, part]) : part; // not an add: fused adds would keep several partial dw's alive
     }
   });
   const back = (value: Node, like: Node) => (value.type.dtype === like.type.dtype ? value : add('cast', [value], { dtype: like.type.dtype }));

@@ -73,9 +73,9 @@ export function withGradients(graph: Graph): Graph {
 }
 
 /** As compileTrainStep: the fused stage (passes up to fused), autograd, then the whole pipeline again. */
-export function trainingPipeline(traced: Graph, autocast?: 'f16'): { fused: Graph; lowered: Graph; decisions: readonly Decision[] } {
-  const forward = runPasses(traced, DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered'), { autocast });
-  const step = runPasses(withGradients(forward.graph), DEFAULT_PIPELINE, { passes: { fuse_attention: false } });
+export function trainingPipeline(traced: Graph, autocast?: 'f16', passes: Record<string, boolean> = {}): { fused: Graph; lowered: Graph; decisions: readonly Decision[] } {
+  const forward = runPasses(traced, DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered'), { autocast, passes });
+  const step = runPasses(withGradients(forward.graph), DEFAULT_PIPELINE, { passes: { ...passes, fuse_attention: false } });
   return { fused: forward.graph, lowered: step.graph, decisions: forward.decisions.filter((d) => d.pass === 'fuse_linear_cross_entropy') };
 }
 

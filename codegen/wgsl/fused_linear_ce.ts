@@ -1,9 +1,9 @@
-// WGSL lowering of the fused linear + cross-entropy's one kernel of its own (ir/ops/fused_linear_ce.ts):
-// logsumexp_rows, a workgroup per row of a chunk's logits. The rest of the chunked algorithm is matmuls,
+// WGSL lowerings of the fused linear + cross-entropy's kernels of its own (ir/ops/fused_linear_ce.ts):
+// logsumexp_rows, a workgroup per row of a chunk's logits, and accumulate, dw's running sum. The rest of the chunked algorithm is matmuls,
 // cross_entropy_rows and one fused elementwise kernel (passes/linear-ce.ts unrolls it).
 
-import type { TensorType } from '../../ir/types.ts';
-import { F32_MAX, indent, reduceDecl, wgslLiteral, workgroupReduce } from './helpers.ts';
+import { type TensorType, numel } from '../../ir/types.ts';
+import { ELEMENTWISE_GROUP, F32_MAX, groupsFor, indent, reduceDecl, wgslLiteral, workgroupReduce } from './helpers.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 
 const GROUP = 256;
@@ -38,6 +38,19 @@ export function logsumexpRowsKernel(req: KernelRequest): KernelPlan {
   };
 }
 
+/** accumulate: one element per invocation, acc + part. */
+export function accumulateKernel(req: KernelRequest): KernelPlan {
+  const n = numel(req.out.shape);
+  return {
+    inputNames: ['acc', 'part'],
+    params: { n },
+    body: indent(['if (gid >= params.n) { return; }', 'out[gid] = acc[gid] + part[gid];']),
+    workgroupSize: ELEMENTWISE_GROUP,
+    workgroups: groupsFor(n, ELEMENTWISE_GROUP),
+  };
+}
+
 export const fusedLinearCeLowerings: Record<string, Lowering> = {
   logsumexp_rows: logsumexpRowsKernel,
+  accumulate: accumulateKernel,
 };

@@ -213,3 +213,27 @@ registerOp({
   },
   flops: (inputs) => 4 * numel((inputs[0] as TensorType).shape),
 });
+
+// accumulate(acc, part) -> acc + part, f32 of one shape: the chunked dw's running sum. An add would do
+// the same, but elementwise fusion would join the chain of adds into kernels of up to six partial dw's,
+// each [V, C], all alive at once; this op is no elementwise op, so each partial dies once it is added.
+registerOp({
+  name: 'accumulate',
+  operands: ['acc', 'part'],
+  infer(inputs) {
+    arity('accumulate', inputs, 2);
+    const [acc, part] = [0, 1].map((i) => tensorArg('accumulate', inputs, i));
+    expectDType('accumulate', acc, 'f32');
+    if (part.dtype !== 'f32' || part.shape.length !== acc.shape.length || part.shape.some((d, i) => d !== acc.shape[i])) {
+      throw new KilnError('KILN_E001', `accumulate adds a part of the sum's own type ${formatType(acc)}, got ${formatType(part)}`);
+    }
+    return { dtype: 'f32', shape: [...acc.shape] };
+  },
+  cpu(inputs, _attrs, out, precision) {
+    const [acc, part] = [dataOf(inputs, 0), dataOf(inputs, 1)];
+    const result = allocData(out.dtype, acc.length, precision);
+    for (let i = 0; i < acc.length; i++) result[i] = acc[i] + part[i];
+    return result;
+  },
+  flops: (inputs) => numel((inputs[0] as TensorType).shape),
+});
