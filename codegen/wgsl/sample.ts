@@ -8,7 +8,7 @@
 import { SAMPLE_CHUNKS, sampleSpec } from '../../ir/ops/sample.ts';
 import type { TensorType } from '../../ir/types.ts';
 import { DROPOUT_HASH_WGSL, DROPOUT_MIX_WGSL } from './attention.ts';
-import { F32_BITS_WGSL, constDecl, f32FromBits, indent, load } from './helpers.ts';
+import { F32_BITS_WGSL, constDecl, f32FromBits, indent, load, workgroupReduce } from './helpers.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 
 /** u32 keys that order as the f32 values do (negatives flipped whole, positives with the sign bit set), and back. */
@@ -79,14 +79,7 @@ function drawBody(logits: TensorType, topK: boolean): string[] {
     'let base = wid * params.v;',
     `var row_max = ${f32FromBits(-Infinity)};`,
     `for (var e = lid; e < params.v; e = e + GROUP) { row_max = max(row_max, ${x('e')}); }`,
-    'chunk_sum[lid] = row_max;',
-    'workgroupBarrier();',
-    'for (var stride = GROUP / 2u; stride > 0u; stride = stride >> 1u) {',
-    '  if (lid < stride) { chunk_sum[lid] = max(chunk_sum[lid], chunk_sum[lid + stride]); }',
-    '  workgroupBarrier();',
-    '}',
-    'let max_all = chunk_sum[0];',
-    'workgroupBarrier();',
+    workgroupReduce('chunk_sum', SAMPLE_CHUNKS, 'row_max', (a, b) => `max(${a}, ${b})`, 'max_all'),
     ...(topK ? select : [`let threshold = ${f32FromBits(-Infinity)};`]),
     '// Chunk lid: ids [lid * chunk, (lid + 1) * chunk), summed in order.',
     'let first = lid * params.chunk;',

@@ -47,7 +47,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   for (var e = lid; e < params.v; e = e + GROUP) { row_max = max(row_max, (logits[base + e] * INV_TEMPERATURE)); }
   chunk_sum[lid] = row_max;
   workgroupBarrier();
-  for (var stride = GROUP / 2u; stride > 0u; stride = stride >> 1u) {
+  for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
     if (lid < stride) { chunk_sum[lid] = max(chunk_sum[lid], chunk_sum[lid + stride]); }
     workgroupBarrier();
   }
