@@ -13,11 +13,10 @@ import { DTYPE_INFO, bufferBytes } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
 import { type Node, isNode } from '../ir/graph.ts';
 import type { KernelLimits } from '../ir/limits.ts';
-import { matmulDims } from '../ir/ops/linalg.ts';
 import { getOp } from '../ir/registry.ts';
 import { type TensorType, numel } from '../ir/types.ts';
 import { type Kernel, describeNode, kernelFromPlan } from './index.ts';
-import { chooseMatmulTiling, matmulKernel } from './wgsl/linalg.ts';
+import { matmulKernel, pickedMatmulTiling } from './wgsl/linalg.ts';
 import { loweringOf } from './wgsl/index.ts';
 import type { KernelPlan, KernelRequest } from './wgsl/plan.ts';
 
@@ -74,11 +73,11 @@ const matmul: SplitRule = (node) => {
   if (transposeA) return 'its left operand is read transposed (its rows are not contiguous)';
   if (b.type.shape.slice(0, -2).some((d) => d !== 1)) return 'its right operand is batched';
   if (a.type.shape.length !== node.type.shape.length) return 'its left operand broadcasts over the batch';
-  const dims = matmulDims(a.type, b.type, transposeA, transposeB);
+  const whole: KernelRequest = { inputs: [a.type, b.type], attrs: node.attrs, out: node.type };
   return {
     rowDims: node.type.shape.length - 1,
     operands: [{ role: 'rows', dims: a.type.shape.length - 1 }, { role: 'whole', shape: b.type.shape.slice(-2) }],
-    lower: (req) => (a.type.dtype === 'f16' ? loweringOf('matmul', describeNode(node))(req) : matmulKernel(req, chooseMatmulTiling(dims, req.limits))),
+    lower: (req) => (a.type.dtype === 'f16' ? loweringOf('matmul', describeNode(node))(req) : matmulKernel(req, pickedMatmulTiling({ ...whole, limits: req.limits }))),
   };
 };
 

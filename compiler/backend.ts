@@ -36,6 +36,8 @@ export interface PrepareOptions {
    * its range then reads a clamped row. The cpu backend always checks.
    */
   readonly checkBounds?: boolean;
+  /** webgpu: time the alternatives of each kernel that has some and keep the fastest (runtime/webgpu/autotune.ts); unset: KILN_AUTOTUNE=1. */
+  readonly autotune?: boolean;
 }
 
 export interface ExecutionBackend {

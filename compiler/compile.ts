@@ -47,6 +47,13 @@ export interface CompileOptions {
    * KILN_LOG=recompiles), as torch's automatic_dynamic_shapes does.
    */
   dynamic?: boolean | { dim: number };
+  /**
+   * Choose kernels by measuring them (torch.compile's mode="max-autotune"): where a lowering has
+   * alternatives (matmul tilings), each is timed once on this GPU at the real shapes and the fastest
+   * kept, cached per device and shape in memory and on disk (runtime/webgpu/autotune.ts). Default:
+   * KILN_AUTOTUNE=1 turns it on; otherwise kiln's fixed rules pick. webgpu only.
+   */
+  autotune?: boolean;
 }
 
 type ForwardModule = Module & { forward: (...args: never[]) => unknown };
@@ -182,7 +189,7 @@ export function compile<M extends ForwardModule>(model: M, options: CompileOptio
     const passes = runPasses(trace.graph, pipeline, { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value, autocast });
     logDecisions(passes);
     const backend = await loadBackend(backendName);
-    const run = await backend.prepare(passes.graph, { checkBounds: options.checkBounds });
+    const run = await backend.prepare(passes.graph, { checkBounds: options.checkBounds, autotune: options.autotune });
     return { signature, trace, passes, run, autocast, ...(dynamic ? { dynamic } : {}) };
   }
 

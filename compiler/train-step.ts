@@ -53,6 +53,8 @@ export interface TrainStepOptions {
   gradClip?: number;
   /** As compile()'s: token ids and targets checked on the GPU too (default true). */
   checkBounds?: boolean;
+  /** As compile()'s: kernels with alternatives chosen by measuring them on this GPU (default: KILN_AUTOTUNE=1). */
+  autotune?: boolean;
   /**
    * Mixed precision, as torch.autocast (passes/autocast.ts): 'f16' runs matmul and attention in f16 in
    * the forward and so in the backward; the parameters (master weights), their gradients and AdamW's
@@ -184,7 +186,7 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const signature = key.args.join(', ');
     log('graph', `training step: ${trace.graph.nodes.length} traced nodes -> ${step.graph.nodes.length} in the step`, { signature });
     const backend = await loadBackend(options.backend ?? 'webgpu');
-    const compilation: TrainingCompilation = { signature, trace, forward, step, run: await backend.prepare(step.graph, { checkBounds: options.checkBounds }) };
+    const compilation: TrainingCompilation = { signature, trace, forward, step, run: await backend.prepare(step.graph, { checkBounds: options.checkBounds, autotune: options.autotune }) };
     cache.add(key, compilation, buffers);
     return (last = compilation);
   }

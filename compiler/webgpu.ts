@@ -8,6 +8,7 @@ import { getOp } from '../ir/registry.ts';
 import { log } from '../ir/log.ts';
 import type { TensorType } from '../ir/types.ts';
 import { Executor, type Feed, type KilnDevice, getDevice, gpuBytes, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
+import { autotuneFromEnv, autotuneGraph } from '../runtime/webgpu/autotune.ts';
 import { type ExecutionBackend, type PrepareOptions, type RunOptions, type Runner, eagerInputIndex, writeBackParts } from './backend.ts';
 import type { EagerBackend } from './frontend/dispatch.ts';
 import { IndexChecks } from './index-checks.ts';
@@ -76,9 +77,11 @@ function runDetached(kdev: KilnDevice, exec: Executor, feeds: Map<Node, Feed>, o
   return result;
 }
 
-async function prepare(graph: Graph, { checkBounds = true }: PrepareOptions = {}): Promise<Runner> {
+async function prepare(graph: Graph, { checkBounds = true, autotune = autotuneFromEnv() }: PrepareOptions = {}): Promise<Runner> {
   const build = async (kdev: KilnDevice) => {
-    const program = lowerGraph(graph, kdev.limits, { checkBounds });
+    // With autotune, kernels with alternatives are measured first; the tuned limits carry the picks.
+    const limits = autotune ? await autotuneGraph(kdev, graph) : kdev.limits;
+    const program = lowerGraph(graph, limits, { checkBounds });
     logKernels(program);
     return { kdev, exec: await Executor.create(kdev, program), indexChecks: IndexChecks.of(program) };
   };

@@ -1,9 +1,9 @@
-// Structured logs, off by default: KILN_LOG=graph,passes,fusion,guards,recompiles,kernels,device (or all)
+// Structured logs, off by default: KILN_LOG=graph,passes,fusion,guards,recompiles,kernels,device,autotune (or all)
 // turns channels on, and each event is one line on stderr:
 //   [kiln:fusion] fused %33 softmax at model.ts:96:15 rule=attention_chain reason="flash_causal kernel: ..."
 // It lives in ir/ because passes may import only from ir/; everything else imports it from here too.
 
-export const LOG_CHANNELS = ['graph', 'passes', 'fusion', 'guards', 'recompiles', 'kernels', 'device'] as const;
+export const LOG_CHANNELS = ['graph', 'passes', 'fusion', 'guards', 'recompiles', 'kernels', 'device', 'autotune'] as const;
 export type LogChannel = (typeof LOG_CHANNELS)[number];
 
 export type LogFields = Readonly<Record<string, string | number | boolean | undefined>>;

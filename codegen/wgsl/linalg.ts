@@ -16,6 +16,7 @@ import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
 import { broadcastStrides, coordLines, generateKernel, indent, listParams, load, offsetExpr, reportBadIndex, store } from './helpers.ts';
 import type { Lowering } from './plan.ts';
 import { chooseTensorCoreTiling, tensorCoreMatmulKernel, tensorCoresUsable } from './matmul_tc.ts';
+import { type TuningSite, pickOf } from '../tuning.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
 export interface MatmulTiling {
@@ -77,6 +78,31 @@ export function chooseMatmulTiling(dims: MatmulDims, limits: KernelLimits = DEFA
   const big = [large, largeK8].find((t) => fits(t, limits) && dims.k % t.bk === 0) ?? (fits(largeK8, limits) ? largeK8 : undefined);
   if (big && dims.n > 64 && dims.k >= 2048 && waveUse(dims, big, H100_RESIDENT_LARGE) >= waveUse(dims, medium, H100_RESIDENT_MEDIUM)) return big;
   return medium; // 12.5 KiB and 128 invocations: within every WebGPU device's limits
+}
+
+// --- autotune (codegen/tuning.ts): the tilings are candidates, chooseMatmulTiling the rule ---
+
+/** The tilings that fit the device, each a candidate; none where tensor cores take the product (matmul_tc.ts). */
+export const matmulTuning: TuningSite = {
+  op: 'matmul',
+  candidates(req) {
+    const [a, b] = req.inputs as TensorType[];
+    if (a.dtype === 'f16' && b.dtype === 'f16' && tensorCoresUsable(req.limits)) return [];
+    const limits = req.limits ?? DEFAULT_KERNEL_LIMITS;
+    return Object.entries(MATMUL_TILINGS)
+      .filter(([, t]) => fits(t, limits))
+      .map(([name, t]) => ({ name, plan: () => matmulKernel(req, t) }));
+  },
+  rule: (req) => tilingName(chooseMatmulTiling(dimsOf(req), req.limits)),
+};
+
+const dimsOf = (req: KernelRequest): MatmulDims => matmulDims(req.inputs[0] as TensorType, req.inputs[1] as TensorType, req.attrs.transposeA === true, req.attrs.transposeB === true);
+const tilingName = (t: MatmulTiling): string => Object.entries(MATMUL_TILINGS).find(([, x]) => x === t)![0];
+
+/** The measured tiling when this product was autotuned, else the rule's. */
+export function pickedMatmulTiling(req: KernelRequest, dims: MatmulDims = dimsOf(req)): MatmulTiling {
+  const picked = pickOf('matmul', req);
+  return picked ? MATMUL_TILINGS[picked as keyof typeof MATMUL_TILINGS] : chooseMatmulTiling(dims, req.limits);
 }
 
 /** One operand's tile as this invocation copies it: WGSL lines to set up, load from device memory, store into workgroup memory. */
@@ -144,7 +170,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
     const tc = chooseTensorCoreTiling(dims, transposeA, transposeB, req.limits!);
     if (tc) return tensorCoreMatmulKernel(req, tc);
   }
-  const t = tiling ?? chooseMatmulTiling(dims, req.limits);
+  const t = tiling ?? pickedMatmulTiling(req, dims);
   const { bm, bn, bk, tm, tn } = t;
   const threads = matmulInvocations(t);
   const [gx, gy] = [bn / tn, bm / tm]; // invocations along N and M
