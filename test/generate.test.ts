@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { compileGenerator } from '../compiler/generate.ts';
-import { expectCacheMatchesRecompute, tinyModel } from './generate-cases.ts';
+import { expectCacheMatchesRecompute, run, tinyModel } from './generate-cases.ts';
 
 // f32 throughout: the cached step sums the same products as the full forward, in another order (1e-6 at most seen; 1e-5 the issue's bound).
 const TOL = 1e-5;
@@ -24,5 +24,13 @@ describe('compileGenerator on the cpu', () => {
   it('the window grows through the decode steps and past block_size, 2 rows at once', async () => {
     const steps = await expectCacheMatchesRecompute('cpu', tinyModel(4), [[1, 2], [3, 4]], 9, TOL);
     expect(steps.map((s) => s.kind).join(' ')).toBe('prefill decode decode decode decode decode decode window window');
+  });
+
+  it('one symbolic trace for every prompt length (dynamic, the default) gives the graphs, so the logits, of a trace per length, bit for bit', async () => {
+    const model = tinyModel(5);
+    const dynamic = await run(await compileGenerator(model, { backend: 'cpu' }), [3, 1, 4, 1, 5], { maxNewTokens: 6, greedy: true });
+    const fixed = await run(await compileGenerator(model, { backend: 'cpu', dynamic: false }), [3, 1, 4, 1, 5], { maxNewTokens: 6, greedy: true });
+    expect(dynamic.tokens).toEqual(fixed.tokens);
+    for (const [i, s] of dynamic.steps.entries()) expect([...s.logits!], `step ${i}`).toEqual([...fixed.steps[i].logits!]);
   });
 });
