@@ -88,7 +88,7 @@ function explainSites(before: Graph, events: readonly RewriteEvent[], misses: Re
     const miss = misses.get(site);
     const logitsUsed = miss?.reason.match(/interior value (%\d+) = \w+ is also used by (.*)$/);
     const reason = logitsUsed
-      ? `the logits (${logitsUsed[1]}) are also used by ${logitsUsed[2]}, so they must exist in full (inference returns them); left unfused`
+      ? `the logits (${logitsUsed[1]}) are also used by ${logitsUsed[2]}, so they must exist in full (forward() returns them; compileTrainStep keeps only the loss, and fuses); left unfused`
       : (miss?.reason ?? 'the loss is not taken of a matmul');
     return { pass: fuseLinearCrossEntropy.name, site, applied: false, rule: miss?.rule, reason };
   });

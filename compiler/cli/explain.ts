@@ -2,12 +2,15 @@
 // it was fused, by which rule, onto which kernel and why, or the first constraint that failed, with the
 // user's source line and the lines around it. With --dtype float16, which nodes compute in f16 and
 // where autocast put its casts; and whether the device can run f16 at all. With --decode, each site's
-// KV-cached decode step (`kiln generate`), or why the model has none (./explain-decode.ts).
+// KV-cached decode step (`kiln generate`), or why the model has none (./explain-decode.ts). Before the
+// attention sites, each loss site: lm_head and cross_entropy fused into chunks, or why not
+// (./explain-linear-ce.ts); --train explains the training step, where the logits are not returned.
 
 import { stringFlag } from './args.ts';
 import { decodeReport, formatDecode } from './explain-decode.ts';
+import { formatLossSites, lossSites } from './explain-linear-ce.ts';
 import type { Command } from './main.ts';
-import { DTYPE_FLAG, MODEL_FLAGS, modelSession, positiveInt } from './model.ts';
+import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession, positiveInt } from './model.ts';
 import { type MixedPrecisionReport, formatMixedPrecision, formatSite, mixedPrecisionReport, siteReport, summary } from './explain-report.ts';
 import { sourceContext } from './source.ts';
 
@@ -24,15 +27,16 @@ export const explainCommand: Command = {
   spec: {
     name: 'explain',
     summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line; with --dtype float16, where autocast runs what',
-    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--decode] [--json]',
+    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--decode] [--train] [--json]',
     example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --dtype float16`,
     positionals: ['MODEL.ts'],
     flags: [
       ...MODEL_FLAGS,
       DTYPE_FLAG,
+      TRAIN_FLAG,
       { name: 'device', kind: 'string', choices: ['cpu', 'webgpu'], default: 'cpu', help: "cpu: the passes' decisions only, no GPU opened; webgpu: also open the adapter and say whether it has shader-f16" },
       { name: 'decode', kind: 'boolean', help: 'also each attention site\'s KV-cached decode step (kiln generate): decode_attention, its splits and caches, where positions come from, kernels per decoded token; or why the model has none' },
-      { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}} instead of text; with --decode also "decode": {"derived", "reason", "batch", "positions", "sites": [...], "kernelsPerToken"}' },
+      { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}, "lossSites": [...]} instead of text; with --decode also "decode": {"derived", "reason", "batch", "positions", "sites": [...], "kernelsPerToken"}' },
     ],
   },
 
@@ -43,13 +47,17 @@ export const explainCommand: Command = {
     const decisions = passes.decisions.filter((d) => d.pass === 'fuse_attention');
     const contexts = await Promise.all(decisions.map((d) => (d.site.loc ? sourceContext(d.site.loc) : null)));
     const sites = decisions.map((d, i) => siteReport(d, contexts[i]));
+    const loss = await lossSites(passes.decisions);
     const mixed: MixedPrecisionReport | null = autocast ? mixedPrecisionReport(autocast, passes.stages.get('fused')!, passes.decisions) : null;
     const device = await deviceReport(stringFlag(args, 'device') === 'webgpu');
     const decode = args.flags.get('decode') ? await decodeReport(session.model, positiveInt('explain', args, 'batch'), autocast) : undefined;
     if (args.flags.get('json')) {
-      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, ...(decode ? { decode } : {}) }, null, 2));
+      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, lossSites: loss.sites, ...(decode ? { decode } : {}) }, null, 2));
       return;
     }
+    // The loss site first: the attention sites' summary stays the report's last line before the other sections.
+    const lossText = formatLossSites(loss);
+    if (lossText) console.log(lossText + '\n');
     for (const [i, site] of sites.entries()) console.log(formatSite(site, contexts[i]) + '\n');
     console.log(summary(sites));
     if (mixed) console.log('\n' + formatMixedPrecision(mixed));
