@@ -1,13 +1,13 @@
 // The generator's KV caches on WebGPU: zeroed device buffers it owns, and the rows of each step copied
 // into them at a position's offset (one copyBufferToBuffer per layer and tensor, queued after the
-// step's kernels). Loaded by compiler/generate.ts only when it runs on `webgpu`.
+// step's kernels, all in one submit). Loaded by compiler/generate.ts only when it runs on `webgpu`.
 
 import { DTYPE_INFO } from '../ir/dtypes.ts';
 import { type TensorType, formatType, numel } from '../ir/types.ts';
 import { getDevice, gpuBytes } from '../runtime/webgpu/index.ts';
 import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import { Tensor } from './frontend/tensor.ts';
-import type { CacheStorage } from './generate.ts';
+import type { CacheStorage, CacheWrite } from './generate.ts';
 import { GpuValue } from './webgpu.ts';
 
 export async function gpuCacheStorage(): Promise<CacheStorage & { limits: KernelLimits }> {
@@ -19,14 +19,16 @@ export async function gpuCacheStorage(): Promise<CacheStorage & { limits: Kernel
       const buffer = kdev.device.createBuffer({ size: gpuBytes(type), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label });
       return new Tensor(type, { device: new GpuValue(kdev, buffer, type) });
     },
-    writeRows(cache: Tensor, rows: Tensor, offset: number) {
-      const [dst, src] = [cache.device, rows.device];
-      if (!(dst instanceof GpuValue) || !(src instanceof GpuValue)) throw new Error(`cache rows ${formatType(rows.type)} and cache ${formatType(cache.type)} must both live on the GPU`);
-      const bytes = DTYPE_INFO[rows.type.dtype].bytes;
-      const size = numel(rows.type.shape) * bytes;
-      if ((offset * bytes) % 4 || size % 4) throw new Error(`cache rows of ${size} bytes at element ${offset} are not 4-byte aligned, as buffer copies need`);
+    writeRows(writes: readonly CacheWrite[]) {
       const encoder = kdev.device.createCommandEncoder({ label: 'kiln kv cache rows' });
-      encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, offset * bytes, size);
+      for (const { cache, rows, offset } of writes) {
+        const [dst, src] = [cache.device, rows.device];
+        if (!(dst instanceof GpuValue) || !(src instanceof GpuValue)) throw new Error(`cache rows ${formatType(rows.type)} and cache ${formatType(cache.type)} must both live on the GPU`);
+        const bytes = DTYPE_INFO[rows.type.dtype].bytes;
+        const size = numel(rows.type.shape) * bytes;
+        if ((offset * bytes) % 4 || size % 4) throw new Error(`cache rows of ${size} bytes at element ${offset} are not 4-byte aligned, as buffer copies need`);
+        encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, offset * bytes, size);
+      }
       kdev.device.queue.submit([encoder.finish()]);
     },
   };

@@ -95,19 +95,26 @@ export interface Generator {
   kernelsPerToken(batch: number, sampling?: Partial<SampleAttrs>): Promise<number>;
 }
 
+/** One step's rows for one cache: `rows` go into `cache` from element `offset` on. */
+export interface CacheWrite {
+  readonly cache: Tensor;
+  readonly rows: Tensor;
+  readonly offset: number;
+}
+
 /** Where cache tensors live and how a step's rows get into them (compiler/generate-webgpu.ts on the GPU). */
 export interface CacheStorage {
   zeros(type: TensorType, label: string): Promise<Tensor>;
-  /** Copies `rows` into `cache` starting at element `offset`, after everything already queued. */
-  writeRows(cache: Tensor, rows: Tensor, offset: number): void;
+  /** Makes the writes, after everything already queued (on the GPU: one submit of copies). */
+  writeRows(writes: readonly CacheWrite[]): void;
 }
 
 const hostStorage: CacheStorage = {
   async zeros(type) {
     return new Tensor(type, { host: { type, data: allocData(type.dtype, type.shape.reduce((a, b) => a * b, 1), 'f32') } });
   },
-  writeRows(cache, rows, offset) {
-    cache.readHost()!.data.set(rows.readHost()!.data, offset);
+  writeRows(writes) {
+    for (const w of writes) w.cache.readHost()!.data.set(w.rows.readHost()!.data, w.offset);
   },
 };
 
@@ -278,7 +285,7 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
         result = await step((last = p), { idx: idsOf(win), ...counter(i) }, keep);
         if (useCache) {
           const kv = await cachesFor(batch, (await decodeFor(batch, sampling, keep)).graph);
-          for (const [name, cache] of kv) storage.writeRows(cache, result.out.get(name.replace('_cache', ''))!, 0);
+          storage.writeRows([...kv].map(([name, cache]) => ({ cache, rows: result.out.get(name.replace('_cache', ''))!, offset: 0 })));
         }
         kind = i === 0 ? 'prefill' : useCache ? 'window' : 'decode';
       } else {
@@ -287,10 +294,12 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
         const kv = await cachesFor(batch, p.graph);
         const pos = length - 1;
         result = await step((last = p), { idx: idsOf(context.map((r) => [r[pos]])), pos: scalar(pos), ...counter(i), ...Object.fromEntries(kv) }, keep);
-        for (const [name, cache] of kv) {
-          const rowsOut = result.out.get(name.replace('_cache', ''))!;
-          storage.writeRows(cache, rowsOut, pos * rowsOut.type.shape.reduce((a, b) => a * b, 1));
-        }
+        storage.writeRows(
+          [...kv].map(([name, cache]) => {
+            const rows = result.out.get(name.replace('_cache', ''))!;
+            return { cache, rows, offset: pos * rows.type.shape.reduce((a, b) => a * b, 1) };
+          }),
+        );
         kind = 'decode';
       }
       const ms = performance.now() - start;
