@@ -112,3 +112,35 @@ describe('the autotuner', () => {
     expect(cached).toEqual({ ...measured, from: 'disk cache' });
   });
 });
+
+describe('compile({ autotune: true })', () => {
+  it('measures each distinct product of nanoGPT once and gives the logits of the rule\'s kernels, bit for bit; KILN_AUTOTUNE=1 does the same', async () => {
+    const { default: createModel } = await import('../examples/nanogpt/model.ts');
+    const { compile, fromHost } = await import('../index.ts');
+    const model = createModel({ block_size: 16, vocab_size: 96, n_layer: 1, n_head: 2, n_embd: 32, dropout: 0, bias: true }).eval();
+    const r = rng(4);
+    const idx = fromHost({ type: { dtype: 'i32', shape: [2, 16] }, data: Int32Array.from({ length: 32 }, () => Math.floor(r() * 96)) });
+    const logitsOf = async (options: object) => Array.from(await (await compile(model, { backend: 'webgpu', ...options })(idx)).logits.data());
+    const kdev = await getDevice();
+    const picks = picksOf(tunedLimits(kdev.limits));
+    const before = new Set(picks.keys()); // the tests above measured some products on this device
+    const ruled = await logitsOf({});
+    expect(picks.size).toBe(before.size); // without autotune nothing is measured
+    expect(await logitsOf({ autotune: true })).toEqual(ruled);
+    // qkv, attention's projection, MLP up and down, lm_head at the last position: 5 distinct products (attention's own are fused).
+    const added = [...picks.keys()].filter((k) => !before.has(k));
+    expect(added.map((k) => k.slice(0, k.indexOf('(')))).toEqual(['matmul', 'matmul', 'matmul', 'matmul', 'matmul']);
+    const file = readdirSync(join(cacheDir, 'autotune'))[0];
+    expect(Object.keys(JSON.parse(readFileSync(join(cacheDir, 'autotune', file), 'utf8')).picks).sort()).toEqual([...picks.keys()].sort());
+    // KILN_AUTOTUNE=1 with the option unset: a new batch size's products are measured too.
+    process.env.KILN_AUTOTUNE = '1';
+    try {
+      const one = fromHost({ type: { dtype: 'i32', shape: [1, 16] }, data: Int32Array.from({ length: 16 }, () => Math.floor(r() * 96)) });
+      const count = picks.size;
+      await compile(model, { backend: 'webgpu' })(one);
+      expect(picks.size).toBe(count + 5);
+    } finally {
+      delete process.env.KILN_AUTOTUNE;
+    }
+  });
+});

@@ -23,6 +23,9 @@ import { KernelTimer } from './timing.ts';
 /** Timed rounds per candidate after one warm-up round; a candidate's time is its best round. */
 const ROUNDS = 3;
 
+/** Tuned limits whose device has read the disk cache already (once per device). */
+const diskRead = new WeakSet<KernelLimits>();
+
 /** KILN_AUTOTUNE=1 (Node only): autotune when compile() or compileTrainStep() leave the option unset. */
 export function autotuneFromEnv(): boolean {
   return typeof process !== 'undefined' && process.env?.KILN_AUTOTUNE === '1';
@@ -35,7 +38,8 @@ export function autotuneFromEnv(): boolean {
 export async function autotuneGraph(kdev: KilnDevice, graph: Graph): Promise<KernelLimits> {
   const limits = tunedLimits(kdev.limits);
   const picks = picksOf(limits);
-  const disk = await diskCache(kdev);
+  const disk = await diskCache(kdev, !diskRead.has(limits));
+  diskRead.add(limits);
   for (const [key, pick] of disk.picks) if (!picks.has(key)) picks.set(key, pick);
   let measured = 0;
   for (const node of graph.nodes) {
@@ -120,7 +124,7 @@ async function timeCandidates(kdev: KilnDevice, node: Node, candidates: readonly
   return best;
 }
 
-/** The disk cache of one adapter and kiln version: its picks, and how to save them. Browsers: memory only. */
+/** The disk cache of one adapter and kiln version: its picks (when read), and how to save them. Browsers: memory only. */
 interface DiskCache {
   readonly picks: ReadonlyMap<string, Pick>;
   save(picks: ReadonlyMap<string, Pick>): Promise<void>;
@@ -146,17 +150,19 @@ export async function autotuneCacheFile(kdev: KilnDevice): Promise<string | null
   return path.join(dir, 'autotune', `${slug}.json`);
 }
 
-async function diskCache(kdev: KilnDevice): Promise<DiskCache> {
+async function diskCache(kdev: KilnDevice, read: boolean): Promise<DiskCache> {
   const file = await autotuneCacheFile(kdev).catch(() => null);
   if (!file) return NO_DISK;
   const fs = await nodeFs();
   const picks = new Map<string, Pick>();
-  try {
-    const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { picks?: Record<string, Pick> };
-    for (const [key, pick] of Object.entries(saved.picks ?? {})) picks.set(key, { ...pick, from: 'disk cache' });
-    log('autotune', `read ${picks.size} picks from ${file}`);
-  } catch {
-    // No cache yet (or an unreadable one): every request is measured and the file written anew.
+  if (read) {
+    try {
+      const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { picks?: Record<string, Pick> };
+      for (const [key, pick] of Object.entries(saved.picks ?? {})) picks.set(key, { ...pick, from: 'disk cache' });
+      log('autotune', `read ${picks.size} picks from ${file}`);
+    } catch {
+      // No cache yet (or an unreadable one): every request is measured and the file written anew.
+    }
   }
   return {
     picks,
