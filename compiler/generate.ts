@@ -15,6 +15,7 @@ import { lowerGraph } from '../codegen/index.ts';
 import { KilnError } from '../ir/errors.ts';
 import type { Graph } from '../ir/graph.ts';
 import { allocData } from '../ir/host.ts';
+import { mixDropoutSeed } from '../ir/ops/attention.ts';
 import type { TensorType } from '../ir/types.ts';
 import { type AutocastDType, DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
 import { type KvCachePlan, type SampleAttrs, checkSameGraph, decodeGraph, planKvCache, prefillGraph } from '../passes/kv-cache.ts';
@@ -48,7 +49,7 @@ export interface GenerateOptions {
   topK?: number | null;
   /** The argmax instead of a draw. */
   greedy?: boolean;
-  /** Seeds the draws: token i of a run draws with (seed, i), on every backend and with or without the cache. */
+  /** Seeds the draws: token i of a run draws with (seed, i), on every backend and with or without the cache; a new seed compiles nothing. */
   seed?: number;
   /** false: recompute the whole window for every token (no KV cache). Default true. */
   cache?: boolean;
@@ -214,7 +215,7 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
     }
     return p;
   }
-  const samplingKey = (s: SampleAttrs, keep: boolean) => `${s.greedy ? 'greedy' : `t${s.temperature}k${s.topK}s${s.seed}`}${keep ? '+logits' : ''}`;
+  const samplingKey = (s: SampleAttrs, keep: boolean) => `${s.greedy ? 'greedy' : `t${s.temperature}k${s.topK}`}${keep ? '+logits' : ''}`;
   async function decodeStage(batch: number, sampling: SampleAttrs, keepLogits: boolean): Promise<Graph> {
     const { plan: p, fused } = await plan(batch);
     return lowered(decodeGraph(fused, p, capacity, { sampling, keepLogits }));
@@ -256,7 +257,10 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
 
   async function generate(prompt: readonly number[] | readonly (readonly number[])[], o: GenerateOptions): Promise<GenerateResult> {
     if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) fail(`max new tokens must be an integer >= 0, got ${o.maxNewTokens}`);
-    const sampling = samplingOf(o);
+    // The seed reaches the graphs through the counter (token i draws with mixDropoutSeed(seed, i)), so one
+    // compiled graph serves every seed; the graphs' own seed attr stays 0.
+    const asked = samplingOf(o);
+    const sampling = { ...asked, seed: 0 };
     const keep = o.keepLogits === true;
     const useCache = o.cache !== false;
     // nanoGPT crops the context to its last block_size tokens; a prompt that still does not fit the cache is refused.
@@ -269,7 +273,7 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
     let prefillMs = 0;
     let decodeMs = 0;
     let last: Prepared | undefined;
-    const counter = (i: number): Record<string, Tensor> => (sampling.greedy ? {} : { counter: scalar(i) });
+    const counter = (i: number): Record<string, Tensor> => (sampling.greedy ? {} : { counter: scalar(mixDropoutSeed(asked.seed, i) | 0) });
     // Compiled before the clock starts: the rates measure running, not tracing and pipeline creation.
     if (o.maxNewTokens > 0) await prefillFor(batch, Math.min(context[0].length, window), sampling, keep, useCache);
     if (useCache && o.maxNewTokens > 1) await decodeFor(batch, sampling, keep);

@@ -33,4 +33,13 @@ describe('compileGenerator on the cpu', () => {
     expect(dynamic.tokens).toEqual(fixed.tokens);
     for (const [i, s] of dynamic.steps.entries()) expect([...s.logits!], `step ${i}`).toEqual([...fixed.steps[i].logits!]);
   });
+
+  it('a seed repeats its draws, another seed draws others (top_k 5, temperature 1.5), with and without the cache', async () => {
+    const gen = await compileGenerator(tinyModel(6), { backend: 'cpu' });
+    const draw = async (seed: number, cache = true) => (await gen.generate([1, 2, 3], { maxNewTokens: 12, topK: 5, temperature: 1.5, seed, cache })).tokens;
+    const first = await draw(1);
+    expect(await draw(1)).toEqual(first);
+    expect(await draw(1, false)).toEqual(first);
+    expect(await draw(2)).not.toEqual(first);
+  });
 });
