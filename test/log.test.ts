@@ -42,7 +42,7 @@ describe('KILN_LOG channels', () => {
     setLogChannels('fuson, graph');
     log('graph', 'traced');
     expect(lines).toEqual([
-      '[kiln:log] unknown KILN_LOG channel "fuson"; valid: graph, passes, fusion, guards, recompiles, kernels, device, all',
+      '[kiln:log] unknown KILN_LOG channel "fuson"; valid: graph, passes, fusion, guards, recompiles, kernels, device, autotune, all',
       '[kiln:graph] traced',
     ]);
   });

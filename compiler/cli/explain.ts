@@ -4,7 +4,8 @@
 // where autocast put its casts; and whether the device can run f16 at all. With --decode, each site's
 // KV-cached decode step (`kiln generate`), or why the model has none (./explain-decode.ts). Before the
 // attention sites, each loss site: lm_head and cross_entropy fused into chunks, or why not
-// (./explain-linear-ce.ts); --train explains the training step, where the logits are not returned.
+// (./explain-linear-ce.ts); --train explains the training step, where the logits are not returned. With
+// --autotune, each kernel with alternatives timed on the adapter, and the pick (./autotune-report.ts).
 
 import { stringFlag } from './args.ts';
 import { decodeReport, formatDecode } from './explain-decode.ts';
@@ -13,6 +14,8 @@ import type { Command } from './main.ts';
 import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession, positiveInt } from './model.ts';
 import { type MixedPrecisionReport, formatMixedPrecision, formatSite, mixedPrecisionReport, siteReport, summary } from './explain-report.ts';
 import { sourceContext } from './source.ts';
+import { type AutotuneReport, autotuneReports, formatAutotune } from './autotune-report.ts';
+import type { Graph } from '../../ir/graph.ts';
 
 /** What the device does with f16 (`kiln explain --json`'s device). */
 interface DeviceReport {
@@ -27,7 +30,7 @@ export const explainCommand: Command = {
   spec: {
     name: 'explain',
     summary: 'say for each attention site whether it was fused, onto which kernel and why, with its source line; with --dtype float16, where autocast runs what',
-    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--decode] [--train] [--json]',
+    usage: 'kiln explain MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--dtype float16|float32] [--device cpu|webgpu] [--decode] [--train] [--autotune] [--json]',
     example: `kiln explain examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --dtype float16`,
     positionals: ['MODEL.ts'],
     flags: [
@@ -35,6 +38,7 @@ export const explainCommand: Command = {
       DTYPE_FLAG,
       TRAIN_FLAG,
       { name: 'device', kind: 'string', choices: ['cpu', 'webgpu'], default: 'cpu', help: "cpu: the passes' decisions only, no GPU opened; webgpu: also open the adapter and say whether it has shader-f16" },
+      { name: 'autotune', kind: 'boolean', help: "also each kernel with alternatives (matmul tilings): every candidate timed on this machine's adapter, the pick and the rule's pick (opens the GPU; picks cached as compile({ autotune: true }) caches them)" },
       { name: 'decode', kind: 'boolean', help: 'also each attention site\'s KV-cached decode step (kiln generate): decode_attention, its splits and caches, where positions come from, kernels per decoded token; or why the model has none' },
       { name: 'json', kind: 'boolean', help: 'print {"sites": [...], "fused": n, "notFused": m, "mixedPrecision": {...} or null, "device": {...}, "lossSites": [...]} instead of text; with --decode also "decode": {"derived", "reason", "batch", "positions", "sites": [...], "kernelsPerToken"}' },
     ],
@@ -51,8 +55,9 @@ export const explainCommand: Command = {
     const mixed: MixedPrecisionReport | null = autocast ? mixedPrecisionReport(autocast, passes.stages.get('fused')!, passes.decisions) : null;
     const device = await deviceReport(stringFlag(args, 'device') === 'webgpu');
     const decode = args.flags.get('decode') ? await decodeReport(session.model, positiveInt('explain', args, 'batch'), autocast) : undefined;
+    const tuned = args.flags.get('autotune') ? await explainAutotune(passes.stages.get('lowered')!) : undefined;
     if (args.flags.get('json')) {
-      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, lossSites: loss.sites, ...(decode ? { decode } : {}) }, null, 2));
+      console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, lossSites: loss.sites, ...(decode ? { decode } : {}), ...(tuned ? { autotune: tuned.reports } : {}) }, null, 2));
       return;
     }
     // The loss site first: the attention sites' summary stays the report's last line before the other sections.
@@ -63,8 +68,17 @@ export const explainCommand: Command = {
     if (mixed) console.log('\n' + formatMixedPrecision(mixed));
     if (mixed || device.backend === 'webgpu') console.log(`\nDevice: ${device.description}: ${device.note}`);
     if (decode) console.log('\n' + formatDecode(decode));
+    if (tuned) console.log('\n' + formatAutotune(tuned.reports, tuned.device));
   },
 };
+
+/** Each kernel with alternatives, measured on this machine's adapter (runtime/webgpu/autotune.ts). */
+async function explainAutotune(graph: Graph): Promise<{ reports: AutotuneReport[]; device: string }> {
+  const { getDevice } = await import('../../runtime/webgpu/index.ts');
+  const { autotuneGraph } = await import('../../runtime/webgpu/autotune.ts');
+  const kdev = await getDevice();
+  return { reports: autotuneReports(graph, await autotuneGraph(kdev, graph)), device: kdev.description };
+}
 
 /** The device's f16 support: the cpu reference always emulates it; a WebGPU device needs shader-f16. */
 async function deviceReport(webgpu: boolean): Promise<DeviceReport> {

@@ -10,6 +10,9 @@ import { type TensorType, numel } from '../../ir/types.ts';
 import type { Command } from './main.ts';
 import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession } from './model.ts';
 import { getDevice } from '../../runtime/webgpu/index.ts';
+import { autotuneGraph } from '../../runtime/webgpu/autotune.ts';
+import type { KernelLimits } from '../../ir/limits.ts';
+import { type AutotuneReport, autotuneReport, formatChoice } from './autotune-report.ts';
 
 
 /** One kernel as `kiln kernels --json` reports it. */
@@ -29,13 +32,15 @@ export interface KernelReport {
   /** Tensor inputs read once plus the output written once. */
   readonly bytes: number;
   readonly wgsl?: string;
+  /** With --autotune, for a kernel with alternatives: each candidate's measured time, the pick and the rule's. */
+  readonly autotune?: AutotuneReport;
 }
 
 export const kernelsCommand: Command = {
   spec: {
     name: 'kernels',
     summary: 'list the WGSL kernels in dispatch order, with source line, workgroups, FLOPs and bytes',
-    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32] [--wgsl] [--no-fusion] [--json] [--adapter]',
+    usage: 'kiln kernels MODEL.ts [--weights W.safetensors] [--config JSON|gpt2] [--batch B] [--seq T] [--train] [--dtype float16|float32] [--wgsl] [--no-fusion] [--json] [--adapter] [--autotune]',
     example: `kiln kernels examples/nanogpt/model.ts --config '{"n_layer":2,"n_head":2,"n_embd":32,"block_size":32,"vocab_size":96,"flash":false}' --batch 2 --seq 8 --wgsl`,
     positionals: ['MODEL.ts'],
     flags: [
@@ -46,6 +51,7 @@ export const kernelsCommand: Command = {
       { name: 'no-fusion', kind: 'boolean', help: 'switch off attention fusion (the fuse_attention pass), to compare' },
       { name: 'json', kind: 'boolean', help: 'print {"kernels": [...], "totals": {...}} instead of text' },
       { name: 'adapter', kind: 'boolean', help: "tile kernels for this machine's WebGPU adapter limits (default: WebGPU's default limits, no GPU needed)" },
+      { name: 'autotune', kind: 'boolean', help: "time each kernel's alternatives (matmul tilings) on this machine's adapter and use the fastest, as compile({ autotune: true }); each such kernel shows the candidates' times, the pick and the rule's (implies --adapter)" },
     ],
   },
 
@@ -53,11 +59,13 @@ export const kernelsCommand: Command = {
     const passes = args.flags.get('no-fusion') ? { fuse_attention: false } : undefined;
     // The cpu backend: listing kernels needs the lowered graph and codegen, not a GPU.
     const session = await modelSession('kernels', args, mod, { backend: 'cpu', passes });
-    // Tilings depend on the device's limits (workgroup memory, invocations): the adapter's, if asked.
-    const limits = args.flags.get('adapter') ? (await getDevice()).limits : undefined;
-    const program = lowerGraph(session.compilation.passes.stages.get('lowered')!, limits);
+    // Tilings depend on the device's limits (workgroup memory, invocations): the adapter's, if asked; measured with --autotune.
+    const graph = session.compilation.passes.stages.get('lowered')!;
+    const tune = args.flags.get('autotune') === true;
+    const limits = tune ? await autotuneGraph(await getDevice(), graph) : args.flags.get('adapter') ? (await getDevice()).limits : undefined;
+    const program = lowerGraph(graph, limits);
     const withWgsl = args.flags.get('wgsl') === true;
-    const kernels = program.kernels.map((k, i) => kernelReport(k, i, withWgsl));
+    const kernels = program.kernels.map((k, i) => kernelReport(k, i, withWgsl, tune ? limits : undefined));
     const totals = { kernels: kernels.length, flops: sum(kernels, 'flops'), bytes: sum(kernels, 'bytes') };
     if (args.flags.get('json')) {
       console.log(JSON.stringify({ kernels, totals }, null, 2));
@@ -68,8 +76,10 @@ export const kernelsCommand: Command = {
   },
 };
 
-export function kernelReport(k: Kernel, index: number, withWgsl = false): KernelReport {
+/** `tuned`: the limits the kernels were autotuned under, to report each one's choice. */
+export function kernelReport(k: Kernel, index: number, withWgsl = false, tuned?: KernelLimits): KernelReport {
   const { node } = k;
+  const choice = tuned ? autotuneReport(node, tuned) : null;
   const operands = node.inputs.map((x) => (isNode(x) ? x.type : x));
   const bytes = k.inputs.reduce((n, x) => n + tensorBytes(x.type), tensorBytes(node.type));
   return {
@@ -83,6 +93,7 @@ export function kernelReport(k: Kernel, index: number, withWgsl = false): Kernel
     flops: opFlops(node.op, operands, node.attrs, node.type),
     bytes,
     ...(withWgsl ? { wgsl: k.code } : {}),
+    ...(choice ? { autotune: choice } : {}),
   };
 }
 
@@ -108,6 +119,7 @@ export function formatKernels(kernels: readonly KernelReport[]): string {
   const out = [line(header)];
   for (const [i, k] of kernels.entries()) {
     out.push(line(rows[i]));
+    if (k.autotune) out.push(`    autotune: ${formatChoice(k.autotune)}`);
     if (k.wgsl) out.push('', k.wgsl.trimEnd(), '');
   }
   return out.join('\n');
