@@ -118,8 +118,9 @@ interface Site {
   readonly targets: Node;
   readonly ignore: number;
   readonly rows: number;
-  /** Each chunk's log-sum-exp, from the forward when it ran in this graph. */
+  /** Each chunk's log-sum-exp and the count of kept rows, from the forward when it ran in this graph. */
   lse?: Node[];
+  kept?: Node;
 }
 
 const siteKey = (node: Node) => `${node.inputs.slice(0, 3).map((x) => (isNode(x) ? x.id : x)).join(',')}:${ignoreIndexOf(node.op, node.attrs)}`;
@@ -136,12 +137,14 @@ function chunkBounds(site: Site): [number, number][] {
   return out;
 }
 
+/** The number of kept rows; it checks every target, so a bad one fed from the host stops the run before it starts. */
 function keptCount(add: Add, site: Site): Node {
-  return add('sum', [add('cast', [add('ne', [site.targets, site.ignore])], { dtype: 'f32' })], { dims: [0], keepdim: false });
+  return add('kept_targets', [site.targets], { ignoreIndex: site.ignore, classes: site.w.type.shape[0] });
 }
 
 /** The loss: per chunk, its logits, their log-sum-exp (kept for the backward) and the sum of its rows' losses. */
 function chunkedLoss(add: Add, site: Site, keepLse: boolean): Node {
+  const kept = (site.kept = keptCount(add, site)); // first: it checks every target, and names a bad one by its row in the batch
   const [x, w] = [asF32(add, site.x), asF32(add, site.w)];
   let total: Node | undefined;
   const lse: Node[] = [];
@@ -153,7 +156,7 @@ function chunkedLoss(add: Add, site: Site, keepLse: boolean): Node {
     total = total ? add('add', [total, part]) : part;
   }
   if (keepLse) site.lse = lse;
-  return add('div', [total!, keptCount(add, site)]); // 0 / 0 (every row ignored) is NaN, as PyTorch
+  return add('div', [total!, kept]); // 0 / 0 (every row ignored) is NaN, as PyTorch
 }
 
 /** Concatenates row blocks in a tree of concats (each takes at most MAX_CONCAT_INPUTS). */
@@ -173,7 +176,7 @@ function concatRows(add: Add, parts: Node[]): Node {
 function chunkedGradients(add: Add, site: Site, g: Node, want: { dx: boolean; dw: boolean }): { dx?: Node; dw?: Node } {
   const [x, w] = [asF32(add, site.x), asF32(add, site.w)];
   const v = site.w.type.shape[0];
-  const scale = add('div', [g, keptCount(add, site)]);
+  const scale = add('div', [g, site.kept ?? keptCount(add, site)]);
   const classes = add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [v] });
   const dxParts: Node[] = [];
   let dw: Node | undefined;

@@ -4,13 +4,14 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadBackend } from '../compiler/backends.ts';
-import { fromHost } from '../index.ts';
+import { KilnError, Tensor, fromHost } from '../index.ts';
+import { GpuValue } from '../compiler/webgpu.ts';
 import { lowerGraph } from '../codegen/index.ts';
 import { planBuffers } from '../codegen/memory.ts';
 import type { Graph } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { interpret } from '../runtime/interpreter.ts';
-import { releaseDevice } from '../runtime/webgpu/index.ts';
+import { getDevice, releaseDevice, upload } from '../runtime/webgpu/index.ts';
 import { COMPARED, type LmHeadCase, lmHeadFeeds, lmHeadGraph, trainingPipeline, withGradients } from './fused-linear-ce-cases.ts';
 import { singleOp } from './op-graph.ts';
 import { asNumbers, relError, rng } from './helpers.ts';
@@ -75,5 +76,37 @@ describe('fused linear + cross-entropy on WebGPU', () => {
       // Each output is log(sum) + max: the f32 sum of v terms and a few-ulp log, relative to |lse| >= about 1.
       expect(relError(got, asNumbers(want)), `V=${v}`).toBeLessThan(1e-5);
     }
+  });
+});
+
+describe('a target outside [0, V) in the chunked loss', () => {
+  const c: LmHeadCase = { B: 2, T: 10, C: 16, V: 50, ignoreEvery: 3 };
+  const bad = () => {
+    const feeds = lmHeadFeeds(c);
+    const targets = Int32Array.from(feeds.get('targets')!.data);
+    targets[13] = c.V; // row 5 of the second chunk: the message names its row in the batch
+    feeds.set('targets', { type: feeds.get('targets')!.type, data: targets });
+    return feeds;
+  };
+  const messageOf = async (call: () => Promise<unknown>) => {
+    try {
+      await call();
+    } catch (e) {
+      expect(e).toBeInstanceOf(KilnError);
+      return (e as KilnError).message;
+    }
+    throw new Error('no error');
+  };
+
+  it('raises the cpu reference\'s E011 from the host check and, fed from the GPU, from kept_targets\' kernel', async () => {
+    const { lowered } = trainingPipeline(lmHeadGraph(c));
+    const feeds = bad();
+    const expected = await messageOf(async () => interpret(lowered, (n) => feeds.get(String(n.attrs.name))!, 'f32'));
+    expect(expected).toMatch(/^KILN_E011 .*cross_entropy target 50 at row 13 is outside \[0, 50\)$/);
+    const run = await (await loadBackend('webgpu')).prepare(lowered);
+    expect(await messageOf(() => run((n) => fromHost(feeds.get(String(n.attrs.name))!)))).toBe(expected);
+    const kdev = await getDevice();
+    const onGpu = (h: HostTensor) => new Tensor(h.type, { device: new GpuValue(kdev, upload(kdev, h), h.type) });
+    expect(await messageOf(() => run((n) => (n.attrs.name === 'targets' ? onGpu(feeds.get('targets')!) : fromHost(feeds.get(String(n.attrs.name))!))))).toBe(expected);
   });
 });

@@ -1,9 +1,11 @@
 // WGSL lowerings of the fused linear + cross-entropy's kernels of its own (ir/ops/fused_linear_ce.ts):
-// logsumexp_rows, a workgroup per row of a chunk's logits, and accumulate, dw's running sum. The rest of the chunked algorithm is matmuls,
+// logsumexp_rows, a workgroup per row of a chunk's logits; accumulate, dw's running sum; kept_targets,
+// the count of kept rows, which checks every target. The rest of the chunked algorithm is matmuls,
 // cross_entropy_rows and one fused elementwise kernel (passes/linear-ce.ts unrolls it).
 
 import { type TensorType, numel } from '../../ir/types.ts';
-import { ELEMENTWISE_GROUP, F32_MAX, groupsFor, indent, reduceDecl, wgslLiteral, workgroupReduce } from './helpers.ts';
+import { intAttr } from '../../ir/ops/check.ts';
+import { ELEMENTWISE_GROUP, F32_MAX, constDecl, groupsFor, indent, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './helpers.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 
 const GROUP = 256;
@@ -50,7 +52,31 @@ export function accumulateKernel(req: KernelRequest): KernelPlan {
   };
 }
 
+/** kept_targets: one workgroup strides over the targets, counting the kept ones and reporting any outside [0, classes). */
+export function keptTargetsKernel(req: KernelRequest): KernelPlan {
+  const [n] = (req.inputs[0] as TensorType).shape;
+  const body = [
+    'var kept = 0.0;',
+    `for (var row = lid; row < params.n; row = row + ${GROUP}u) {`,
+    '  let label = targets[row];',
+    `  ${reportBadIndex('label', 'params.classes', 'row', 'label != IGNORE_INDEX')}`,
+    '  kept = kept + select(1.0, 0.0, label == IGNORE_INDEX);',
+    '}',
+    workgroupReduce('partial', GROUP, 'kept', (a, b) => `(${a} + ${b})`, 'kept_all'),
+    'if (lid == 0u) { out[0] = kept_all; }',
+  ];
+  return {
+    inputNames: ['targets'],
+    params: { n, classes: intAttr('kept_targets', req.attrs, 'classes') },
+    decls: [constDecl('IGNORE_INDEX', 'i32', intAttr('kept_targets', req.attrs, 'ignoreIndex', -100)), reduceDecl('partial', 'f32', GROUP)].join('\n'),
+    body: indent(body),
+    workgroupSize: GROUP,
+    workgroups: 1,
+  };
+}
+
 export const fusedLinearCeLowerings: Record<string, Lowering> = {
   logsumexp_rows: logsumexpRowsKernel,
   accumulate: accumulateKernel,
+  kept_targets: keptTargetsKernel,
 };

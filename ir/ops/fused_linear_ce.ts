@@ -8,6 +8,7 @@
 //   fused_linear_cross_entropy_dx(x, w, targets, g[]) {ignoreIndex} -> dx [N,C]: (softmax - onehot) @ w * g / kept
 //   fused_linear_cross_entropy_dw(x, w, targets, g[]) {ignoreIndex} -> dw [V,C]: (softmax - onehot)^T @ x * g / kept
 //   logsumexp_rows(logits[n,V]) -> f32[n]                              one chunk's per-row log-sum-exp
+//   kept_targets(targets[N]) {ignoreIndex, classes} -> f32[]           the count the mean divides by
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { type IndexRange, checkIndices } from '../bounds.ts';
@@ -235,5 +236,37 @@ registerOp({
     for (let i = 0; i < acc.length; i++) result[i] = acc[i] + part[i];
     return result;
   },
+  flops: (inputs) => numel((inputs[0] as TensorType).shape),
+});
+
+// kept_targets(targets[N]) {ignoreIndex, classes} -> f32[]: how many targets are not ignored, the
+// chunked loss's divisor. It reads the whole targets tensor and checks it (`indices`), so a target
+// outside [0, classes) fed from the host stops the step before any kernel runs (compiler/index-checks.ts),
+// as the unfused cross_entropy does; the chunks' cross_entropy_rows read slices of it.
+function keptTargetsRange(inputs: readonly OperandType[], attrs: Attrs): IndexRange {
+  const targets = inputs[0] as TensorType;
+  return { op: 'cross_entropy', noun: 'target', operand: 0, size: intAttr('kept_targets', attrs, 'classes'), shape: targets.shape, ignore: ignoreIndexOf('kept_targets', attrs) };
+}
+
+registerOp({
+  name: 'kept_targets',
+  operands: ['targets'],
+  infer(inputs, attrs) {
+    arity('kept_targets', inputs, 1);
+    const targets = tensorArg('kept_targets', inputs, 0);
+    expectDType('kept_targets', targets, 'i32');
+    if (targets.shape.length !== 1) throw new KilnError('KILN_E001', `kept_targets expects targets [N], got ${formatType(targets)}`);
+    keptTargetsRange(inputs, attrs);
+    return { dtype: 'f32', shape: [] };
+  },
+  cpu(inputs, attrs, out, precision) {
+    const targets = dataOf(inputs, 0);
+    checkIndices(targets, keptTargetsRange([(inputs[0] as { type: TensorType }).type], attrs));
+    const ignore = ignoreIndexOf('kept_targets', attrs);
+    const result = allocData(out.dtype, 1, precision);
+    result[0] = Array.prototype.filter.call(targets, (t: number) => t !== ignore).length;
+    return result;
+  },
+  indices: keptTargetsRange,
   flops: (inputs) => numel((inputs[0] as TensorType).shape),
 });
