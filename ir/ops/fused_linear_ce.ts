@@ -95,9 +95,10 @@ function rowGradient(logits: Float64Array, lse: number, target: number, scale: n
   return logits;
 }
 
-/** The scale of every kept row's gradient: g / the number of kept rows (counted first). */
+/** The scale of every kept row's gradient: g / the number of kept rows. */
 function gradScale(op: string, inputs: readonly CpuOperand[], attrs: Attrs): number {
-  const kept = eachKeptRow(op, inputs.slice(0, 3), attrs, () => {});
+  const ignore = ignoreIndexOf(op, attrs);
+  const kept = Array.prototype.filter.call(dataOf(inputs, 2), (t: number) => t !== ignore).length;
   return dataOf(inputs, 3)[0] / kept; // NaN when every row is ignored, as PyTorch
 }
 
@@ -126,55 +127,43 @@ registerOp({
   flops: (inputs) => linearFlops(inputs) + 5 * (inputs[0] as TensorType).shape[0] * (inputs[1] as TensorType).shape[0],
 });
 
-registerOp({
-  name: LINEAR_CE_OPS.dx,
-  operands: ['x', 'w', 'targets', 'g'],
-  infer(inputs, attrs) {
-    const { x } = linearCeDims(LINEAR_CE_OPS.dx, inputs, true);
-    ignoreIndexOf(LINEAR_CE_OPS.dx, attrs);
-    return { dtype: x.dtype, shape: [...x.shape] };
-  },
-  cpu(inputs, attrs, out, precision) {
-    const scale = gradScale(LINEAR_CE_OPS.dx, inputs, attrs);
-    const w = dataOf(inputs, 1);
-    const c = out.shape[1];
-    const acc = new Float64Array(numel(out.shape));
-    eachKeptRow(LINEAR_CE_OPS.dx, inputs, attrs, (r, logits, lse, t) => {
-      const d = rowGradient(logits, lse, t, scale);
-      for (let j = 0; j < d.length; j++) for (let k = 0; k < c; k++) acc[r * c + k] += d[j] * w[j * c + k];
-    });
-    const result = allocData(out.dtype, acc.length, precision);
-    result.set(acc);
-    return result;
-  },
-  indices: indexRange(LINEAR_CE_OPS.dx),
-  flops: (inputs) => 2 * linearFlops(inputs), // the logits again, then d @ w
-});
-
-registerOp({
-  name: LINEAR_CE_OPS.dw,
-  operands: ['x', 'w', 'targets', 'g'],
-  infer(inputs, attrs) {
-    const { w } = linearCeDims(LINEAR_CE_OPS.dw, inputs, true);
-    ignoreIndexOf(LINEAR_CE_OPS.dw, attrs);
-    return { dtype: w.dtype, shape: [...w.shape] };
-  },
-  cpu(inputs, attrs, out, precision) {
-    const scale = gradScale(LINEAR_CE_OPS.dw, inputs, attrs);
-    const x = dataOf(inputs, 0);
-    const c = out.shape[1];
-    const acc = new Float64Array(numel(out.shape));
-    eachKeptRow(LINEAR_CE_OPS.dw, inputs, attrs, (r, logits, lse, t) => {
-      const d = rowGradient(logits, lse, t, scale);
-      for (let j = 0; j < d.length; j++) for (let k = 0; k < c; k++) acc[j * c + k] += d[j] * x[r * c + k];
-    });
-    const result = allocData(out.dtype, acc.length, precision);
-    result.set(acc);
-    return result;
-  },
-  indices: indexRange(LINEAR_CE_OPS.dw),
-  flops: (inputs) => 2 * linearFlops(inputs), // the logits again, then d^T @ x
-});
+/**
+ * dx or dw: each kept row's d = (softmax - onehot) * g / kept, times w into dx's row r (dx = d @ w), or
+ * times x's row r into dw (dw = d^T @ x). The result has x's or w's type.
+ */
+function registerGradient(name: string, wrt: 'x' | 'w'): void {
+  registerOp({
+    name,
+    operands: ['x', 'w', 'targets', 'g'],
+    infer(inputs, attrs) {
+      const dims = linearCeDims(name, inputs, true);
+      ignoreIndexOf(name, attrs);
+      return { dtype: dims[wrt].dtype, shape: [...dims[wrt].shape] };
+    },
+    cpu(inputs, attrs, out, precision) {
+      const scale = gradScale(name, inputs, attrs);
+      const other = dataOf(inputs, wrt === 'x' ? 1 : 0); // dx reads w, dw reads x
+      const c = out.shape[1];
+      const acc = new Float64Array(numel(out.shape));
+      eachKeptRow(name, inputs, attrs, (r, logits, lse, t) => {
+        const d = rowGradient(logits, lse, t, scale);
+        for (let j = 0; j < d.length; j++) {
+          for (let k = 0; k < c; k++) {
+            if (wrt === 'x') acc[r * c + k] += d[j] * other[j * c + k];
+            else acc[j * c + k] += d[j] * other[r * c + k];
+          }
+        }
+      });
+      const result = allocData(out.dtype, acc.length, precision);
+      result.set(acc);
+      return result;
+    },
+    indices: indexRange(name),
+    flops: (inputs) => 2 * linearFlops(inputs), // the logits again, then one product with d
+  });
+}
+registerGradient(LINEAR_CE_OPS.dx, 'x');
+registerGradient(LINEAR_CE_OPS.dw, 'w');
 
 // The gradients of x and w, each one node (the lowered stage unrolls them over chunks of rows together);
 // targets get none.
