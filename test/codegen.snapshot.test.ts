@@ -7,6 +7,7 @@ import { loweringOf, lowerings } from '../codegen/wgsl/index.ts';
 import { Graph, type Node, type Operand } from '../ir/graph.ts';
 import '../ir/ops/index.ts';
 import { allOps } from '../ir/registry.ts';
+import { LINEAR_CE_OPS } from '../ir/ops/fused_linear_ce.ts';
 import type { DType } from '../ir/types.ts';
 
 const loc = (line: number) => ({ file: 'model.ts', line, col: 5 });
@@ -52,6 +53,10 @@ node('softmax', (t) => [t('f32', [2, 4, 24, 24])], { dim: -1 });
 node('layer_norm', (t) => [t('f32', [2, 24, 64]), t('f32', [64]), t('f32', [64])], { eps: 1e-5 });
 node('fused_reduce', (t) => [t('f32', [2, 24, 64]), t('f32', [2, 24, 64])], { op: 'sum', expr: 'mul($0, $1)', dims: [2], keepdim: false });
 node('cross_entropy_rows', (t) => [t('f32', [48, 96]), t('i32', [48])], { ignoreIndex: -100 });
+// The fused linear + cross-entropy's own kernels (passes/linear-ce.ts): one chunk's log-sum-exp, dw's running sum, the kept-row count.
+node('logsumexp_rows', (t) => [t('f32', [8, 96])]);
+node('accumulate', (t) => [t('f32', [96, 32]), t('f32', [96, 32])]);
+node('kept_targets', (t) => [t('i32', [48])], { ignoreIndex: -1, classes: 96 });
 node('concat', (t) => [t('f32', [2, 24, 32]), t('f32', [2, 24, 32]), t('f32', [2, 24, 32])], { dim: 2 });
 node('adamw_update', (t) => [t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [64, 32]), t('f32', [2]), t('f32', [3])], { beta1: 0.9, beta2: 0.99, eps: 1e-8 });
 node('found_inf', (t) => [t('f32', [])]);
@@ -104,8 +109,8 @@ describe('generated WGSL', () => {
     expect(Object.keys(lowerings).filter((name) => !cases[name])).toEqual([]);
   });
 
-  it('has a lowering, keyed by op name, for every op that computes (reshape only aliases its input)', () => {
-    expect(allOps().filter((op) => !op.leaf && !Object.hasOwn(lowerings, op.name)).map((op) => op.name)).toEqual(['reshape']);
+  it('has a lowering, keyed by op name, for every op that computes (reshape only aliases its input; the fused linear + cross-entropy ops are unrolled into chunks first)', () => {
+    expect(allOps().filter((op) => !op.leaf && !Object.hasOwn(lowerings, op.name)).map((op) => op.name)).toEqual(['reshape', ...Object.values(LINEAR_CE_OPS)]);
   });
 
   it('names the op and where lowerings live when an op has none', () => {
