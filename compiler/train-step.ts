@@ -41,6 +41,8 @@ import { leafFeeder, stateTensors } from './leaves.ts';
 import { checkAutocastDType } from './frontend/autocast.ts';
 import { type AdamW, GradScaler } from './optim.ts';
 import { type Trace, forwardArgNames, traceModule } from './tracer.ts';
+import { tuneAttentionBackward } from './autotune-attention.ts';
+import { autotuneFromEnv } from '../runtime/webgpu/autotune.ts';
 
 export interface TrainStepOptions {
   /** Where the step runs; default webgpu. */
@@ -181,7 +183,9 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     // Autocast runs last in the fused stage, after attention fusion, so the backward differentiates its casts.
     // The step reads only the loss: with the logits no longer an output, fuse_linear_cross_entropy can take lm_head and the loss together.
     const forward = runPasses(lossOnly(trace.graph), pipeline.filter((p) => p.stage !== 'lowered'), { ...passOptions, autocast });
-    const withStep = appendOptimizer(forward.graph, optimizer, { gradClip, scaler });
+    // autotune (webgpu): each attention's backward is the one measured faster here, flash or composed (compiler/autotune-attention.ts).
+    const tune = (options.backend ?? 'webgpu') === 'webgpu' && (options.autotune ?? autotuneFromEnv());
+    const withStep = appendOptimizer(tune ? await tuneAttentionBackward(forward.graph) : forward.graph, optimizer, { gradClip, scaler });
     const step = runPasses(withStep, pipeline, { ...passOptions, passes: { ...options.passes, fuse_attention: false } });
     const signature = key.args.join(', ');
     log('graph', `training step: ${trace.graph.nodes.length} traced nodes -> ${step.graph.nodes.length} in the step`, { signature });

@@ -17,7 +17,7 @@ import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { registerOp } from '../registry.ts';
 import { type TensorType, broadcastShapes, formatType, sameShape } from '../types.ts';
-import { type AttentionSpec, attentionDims, attentionFlops, attentionOperands, attentionReference, checkAttentionScaling, effectiveDropoutSeed, rngOperand } from './attention.ts';
+import { type AttentionSpec, attentionBackward, attentionDims, attentionDropout, attentionFlops, attentionOperands, attentionReference, checkAttentionScaling, effectiveDropoutSeed, rngOperand } from './attention.ts';
 import { flashAttentionBackward } from './attention_backward.ts';
 
 export type { AttentionScaling, AttentionSpec } from './attention.ts';
@@ -80,5 +80,9 @@ registerOp({
     return attentionReference(q, k, v, mask, attentionSpec(attrs), precision, p > 0 ? { p, seed: effectiveDropoutSeed(attrs, rng) } : undefined);
   },
   // The flash backward (ir/ops/attention_backward.ts); the composed one where its kernels do not fit.
-  grad: (ctx) => flashAttentionBackward(ctx, attentionSpec(ctx.node.attrs)),
+  // autotune: the composed one also where it was measured faster on this device (compiler/autotune-attention.ts sets meta.backward).
+  grad: (ctx) =>
+    ctx.node.meta?.backward === 'composed'
+      ? attentionBackward(ctx, attentionSpec(ctx.node.attrs), attentionDropout(ctx.node))
+      : flashAttentionBackward(ctx, attentionSpec(ctx.node.attrs)),
 });

@@ -36,11 +36,7 @@ export function autotuneFromEnv(): boolean {
  * limits to lower the graph with (lowerGraph(graph, limits)).
  */
 export async function autotuneGraph(kdev: KilnDevice, graph: Graph): Promise<KernelLimits> {
-  const limits = tunedLimits(kdev.limits);
-  const picks = picksOf(limits);
-  const disk = await diskCache(kdev, !diskRead.has(limits));
-  diskRead.add(limits);
-  for (const [key, pick] of disk.picks) if (!picks.has(key)) picks.set(key, pick);
+  const { limits, picks } = await devicePicks(kdev);
   let measured = 0;
   for (const node of graph.nodes) {
     const site = needsNoKernel(node) ? undefined : tuningSiteOf(node.op);
@@ -53,8 +49,24 @@ export async function autotuneGraph(kdev: KilnDevice, graph: Graph): Promise<Ker
     picks.set(key, pick);
     measured++;
   }
-  if (measured > 0) await disk.save(picks);
+  if (measured > 0) await savePicks(kdev);
   return limits;
+}
+
+/** This device's tuned limits and their picks, with the disk cache's read in on first use. */
+export async function devicePicks(kdev: KilnDevice): Promise<{ limits: KernelLimits; picks: Map<string, Pick> }> {
+  const limits = tunedLimits(kdev.limits);
+  const picks = picksOf(limits);
+  if (!diskRead.has(limits)) {
+    diskRead.add(limits);
+    for (const [key, pick] of (await diskCache(kdev, true)).picks) if (!picks.has(key)) picks.set(key, pick);
+  }
+  return { limits, picks };
+}
+
+/** Writes every pick of this device to its disk cache file (Node; browsers keep them in memory only). */
+export async function savePicks(kdev: KilnDevice): Promise<void> {
+  await (await diskCache(kdev, false)).save(picksOf(tunedLimits(kdev.limits)));
 }
 
 /**
