@@ -60,4 +60,18 @@ describe('kiln kernels --autotune and kiln explain --autotune', () => {
     expect(text).toContain('Kernel choices (autotune on ');
     expect(text).toMatch(/^5 kernels with alternatives; measurement changed the rule's pick in [0-5]$/m);
   });
+
+  it('explain --train: the attention\'s backward, flash or composed, measured before the step\'s products', async () => {
+    const json = JSON.parse(await printed(explainCommand, [...model, '--train', '--json'])) as { autotune: AutotuneReport[] };
+    const [attention, ...products] = json.autotune;
+    expect(attention.op).toBe('fused_attention backward');
+    expect(attention.source).toContain('F.scaledDotProductAttention(q, k, v');
+    expect(attention.candidates.map((c) => c.name)).toEqual(['flash', 'composed']);
+    const times = attention.candidates.map((c) => c.us!);
+    expect(attention.choice).toBe(attention.candidates[times.indexOf(Math.min(...times))].name);
+    expect(attention.rule).toBe('flash');
+    // The step's forward and backward products (dx = dy @ W, dW = dy^T @ x): more than the forward's 5, each measured.
+    expect(products.length).toBeGreaterThan(5);
+    expect(products.every((r) => r.op === 'matmul' && r.candidates.every((c) => c.us !== null) && r.choice === r.candidates.reduce((a, b) => (b.us! < a.us! ? b : a)).name)).toBe(true);
+  });
 });

@@ -1,6 +1,7 @@
 // What `kiln kernels --autotune` and `kiln explain --autotune` say about the kernels with alternatives:
 // for each node whose lowering has candidates (codegen/autotune.ts), the candidates, the time measured
-// for each on this machine's adapter, the pick and the rule's pick (runtime/webgpu/autotune.ts).
+// for each on this machine's adapter, the pick and the rule's pick (runtime/webgpu/autotune.ts); with
+// --train also each attention's backward, flash or composed (compiler/autotune-attention.ts).
 
 import { tuningSiteOf } from '../../codegen/autotune.ts';
 import { type Pick, picksOf, tuningKey } from '../../codegen/tuning.ts';
@@ -46,6 +47,20 @@ export function autotuneReport(node: Node, limits: KernelLimits | undefined): Au
 
 export function autotuneReports(graph: Graph, limits: KernelLimits | undefined): AutotuneReport[] {
   return graph.nodes.map((n) => autotuneReport(n, limits)).filter((r): r is AutotuneReport => r !== null);
+}
+
+/** A training step's attention backward, flash or composed, as measured (compiler/autotune-attention.ts). */
+export function attentionBackwardReport(node: Node, pick: Pick): AutotuneReport {
+  return {
+    node: node.id,
+    op: 'fused_attention backward',
+    loc: node.loc ? formatLoc(node.loc) : null,
+    source: node.loc?.text ?? null,
+    candidates: Object.entries(pick.ns).map(([name, ns]) => ({ name, us: Math.round(ns / 100) / 10 })),
+    choice: pick.choice,
+    rule: pick.rule,
+    measured: `${pick.clock}${pick.from === 'disk cache' ? ', from the disk cache' : ''}; forward and backward timed together`,
+  };
 }
 
 /** `picked medium: largeK8 8312.1 us, medium 6454.4 us, small 9259.3 us (rule: small; timestamp-query)` */

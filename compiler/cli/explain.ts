@@ -14,7 +14,7 @@ import type { Command } from './main.ts';
 import { DTYPE_FLAG, MODEL_FLAGS, TRAIN_FLAG, modelSession, positiveInt } from './model.ts';
 import { type MixedPrecisionReport, formatMixedPrecision, formatSite, mixedPrecisionReport, siteReport, summary } from './explain-report.ts';
 import { sourceContext } from './source.ts';
-import { type AutotuneReport, autotuneReports, formatAutotune } from './autotune-report.ts';
+import { type AutotuneReport, attentionBackwardReport, autotuneReports, formatAutotune } from './autotune-report.ts';
 import type { Graph } from '../../ir/graph.ts';
 
 /** What the device does with f16 (`kiln explain --json`'s device). */
@@ -55,7 +55,7 @@ export const explainCommand: Command = {
     const mixed: MixedPrecisionReport | null = autocast ? mixedPrecisionReport(autocast, passes.stages.get('fused')!, passes.decisions) : null;
     const device = await deviceReport(stringFlag(args, 'device') === 'webgpu');
     const decode = args.flags.get('decode') ? await decodeReport(session.model, positiveInt('explain', args, 'batch'), autocast) : undefined;
-    const tuned = args.flags.get('autotune') ? await explainAutotune(passes.stages.get('lowered')!) : undefined;
+    const tuned = args.flags.get('autotune') ? await explainAutotune(passes.stages.get('lowered')!, args.flags.get('train') ? passes.stages.get('fused') : undefined) : undefined;
     if (args.flags.get('json')) {
       console.log(JSON.stringify({ sites, fused: sites.filter((s) => s.fused).length, notFused: sites.filter((s) => !s.fused).length, mixedPrecision: mixed, device, lossSites: loss.sites, ...(decode ? { decode } : {}), ...(tuned ? { autotune: tuned.reports } : {}) }, null, 2));
       return;
@@ -72,12 +72,14 @@ export const explainCommand: Command = {
   },
 };
 
-/** Each kernel with alternatives, measured on this machine's adapter (runtime/webgpu/autotune.ts). */
-async function explainAutotune(graph: Graph): Promise<{ reports: AutotuneReport[]; device: string }> {
+/** Each kernel with alternatives, measured on this machine's adapter (runtime/webgpu/autotune.ts); with a training forward, each attention's backward too. */
+async function explainAutotune(graph: Graph, trainingForward?: Graph): Promise<{ reports: AutotuneReport[]; device: string }> {
   const { getDevice } = await import('../../runtime/webgpu/index.ts');
   const { autotuneGraph } = await import('../../runtime/webgpu/autotune.ts');
+  const { attentionBackwardPicks } = await import('../autotune-attention.ts');
   const kdev = await getDevice();
-  return { reports: autotuneReports(graph, await autotuneGraph(kdev, graph)), device: kdev.description };
+  const attention = trainingForward ? [...(await attentionBackwardPicks(trainingForward))].map(([node, pick]) => attentionBackwardReport(node, pick)) : [];
+  return { reports: [...attention, ...autotuneReports(graph, await autotuneGraph(kdev, graph))], device: kdev.description };
 }
 
 /** The device's f16 support: the cpu reference always emulates it; a WebGPU device needs shader-f16. */
