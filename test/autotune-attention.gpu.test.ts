@@ -2,9 +2,6 @@
 // candidates' gradients against the f64 reference, the pick is the faster of the two as measured, and a
 // training step compiled with autotune carries the pick into its fused_attention's meta and backward.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerGraph } from '../codegen/index.ts';
 import { ATTENTION_BACKWARDS, attentionBackwardPicks, measureAttentionBackward } from '../compiler/autotune-attention.ts';
@@ -17,16 +14,13 @@ import { runPasses } from '../passes/manager.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
 import type { Tensor } from '../index.ts';
+import { tempAutotuneCache } from './autotune-cache.ts';
 import { relError, rng } from './helpers.ts';
 
-let cacheDir = '';
-beforeAll(() => {
-  cacheDir = mkdtempSync(join(tmpdir(), 'kiln-autotune-attention-'));
-  process.env.KILN_CACHE_DIR = cacheDir;
-});
+let cache: ReturnType<typeof tempAutotuneCache>;
+beforeAll(() => (cache = tempAutotuneCache()));
 afterAll(async () => {
-  delete process.env.KILN_CACHE_DIR;
-  rmSync(cacheDir, { recursive: true, force: true });
+  cache.remove();
   await releaseDevice();
 });
 

@@ -2,26 +2,20 @@
 // candidate tiling with its measured time, the pick (the fastest) and the rule's pick. The second
 // command reuses the first's picks (same device, same products).
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AutotuneReport } from '../compiler/cli/autotune-report.ts';
 import { explainCommand } from '../compiler/cli/explain.ts';
 import { type KernelReport, kernelsCommand } from '../compiler/cli/kernels.ts';
 import { releaseDevice } from '../runtime/webgpu/index.ts';
+import { tempAutotuneCache } from './autotune-cache.ts';
 import { NANOGPT, printed } from './cli-capture.ts';
 
 const CONFIG = JSON.stringify({ n_layer: 1, n_head: 2, n_embd: 32, block_size: 32, vocab_size: 96 });
 const model = [NANOGPT, '--config', CONFIG, '--batch', '2', '--seq', '8', '--autotune'];
-let cacheDir = '';
-beforeAll(() => {
-  cacheDir = mkdtempSync(join(tmpdir(), 'kiln-autotune-cli-'));
-  process.env.KILN_CACHE_DIR = cacheDir;
-});
+let cache: ReturnType<typeof tempAutotuneCache>;
+beforeAll(() => (cache = tempAutotuneCache()));
 afterAll(async () => {
-  delete process.env.KILN_CACHE_DIR;
-  rmSync(cacheDir, { recursive: true, force: true });
+  cache.remove();
   await releaseDevice();
 });
 

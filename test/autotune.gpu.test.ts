@@ -3,8 +3,7 @@
 // gives the rule's results, and picks survive a new device through the disk cache. Every matmul
 // candidate is a MATMUL_TILINGS entry, each tested against the f64 reference in matmul.gpu.test.ts.
 
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lowerGraph } from '../codegen/index.ts';
@@ -17,17 +16,12 @@ import '../ir/ops/index.ts';
 import { autotuneGraph, measurePick } from '../runtime/webgpu/autotune.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
 import { H100_LIMITS, matmulGraph } from './matmul-cases.ts';
+import { tempAutotuneCache } from './autotune-cache.ts';
 import { rng } from './helpers.ts';
 
-let cacheDir = '';
-beforeEach(() => {
-  cacheDir = mkdtempSync(join(tmpdir(), 'kiln-autotune-'));
-  process.env.KILN_CACHE_DIR = cacheDir;
-});
-afterEach(() => {
-  delete process.env.KILN_CACHE_DIR;
-  rmSync(cacheDir, { recursive: true, force: true });
-});
+let cache: ReturnType<typeof tempAutotuneCache>;
+beforeEach(() => (cache = tempAutotuneCache()));
+afterEach(() => cache.remove());
 afterAll(releaseDevice);
 
 const requestOf = (node: Node, limits = H100_LIMITS): KernelRequest => ({ inputs: node.inputs.map((x) => (isNode(x) ? x.type : x)), attrs: node.attrs, out: node.type, limits });
@@ -99,10 +93,10 @@ describe('the autotuner', () => {
     const first = await getDevice();
     const { graph, node } = matmulGraph([64, 48], [80, 48], false, true);
     const measured = picksOf(await autotuneGraph(first, graph)).get(tuningKey('matmul', requestOf(node, tunedLimits(first.limits))))!;
-    const files = readdirSync(join(cacheDir, 'autotune'));
+    const files = readdirSync(join(cache.dir, 'autotune'));
     expect(files).toHaveLength(1);
     expect(files[0]).toContain('kiln-0.');
-    const saved = JSON.parse(readFileSync(join(cacheDir, 'autotune', files[0]), 'utf8'));
+    const saved = JSON.parse(readFileSync(join(cache.dir, 'autotune', files[0]), 'utf8'));
     expect(saved.device).toBe(first.description);
     await releaseDevice();
     const second = await getDevice();
@@ -130,8 +124,8 @@ describe('compile({ autotune: true })', () => {
     // qkv, attention's projection, MLP up and down, lm_head at the last position: 5 distinct products (attention's own are fused).
     const added = [...picks.keys()].filter((k) => !before.has(k));
     expect(added.map((k) => k.slice(0, k.indexOf('(')))).toEqual(['matmul', 'matmul', 'matmul', 'matmul', 'matmul']);
-    const file = readdirSync(join(cacheDir, 'autotune'))[0];
-    expect(Object.keys(JSON.parse(readFileSync(join(cacheDir, 'autotune', file), 'utf8')).picks).sort()).toEqual([...picks.keys()].sort());
+    const file = readdirSync(join(cache.dir, 'autotune'))[0];
+    expect(Object.keys(JSON.parse(readFileSync(join(cache.dir, 'autotune', file), 'utf8')).picks).sort()).toEqual([...picks.keys()].sort());
     // KILN_AUTOTUNE=1 with the option unset: a new batch size's products are measured too.
     process.env.KILN_AUTOTUNE = '1';
     try {
