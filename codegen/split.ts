@@ -125,9 +125,9 @@ export interface BindingLimits {
   readonly offsetAlignment: number;
 }
 
-/** `%12 = matmul(...) : f32[...]` needs 2.5 GiB, more than ...: the one E009 every refusal here uses. */
-export function tooBigError(tensor: Node, bytes: number, limitName: string, limit: number, why: string): KilnError {
-  return new KilnError('KILN_E009', `${describeNode(tensor)} needs ${formatBytes(bytes)}, more than this GPU's ${limitName} of ${formatBytes(limit)}, and ${why}; use a smaller batch or shorter sequence`, tensor.loc);
+/** `%12 = matmul(...) : f32[...] needs 2.5 GiB, more than this GPU's <limit> of 2.0 GiB[, and why]`: the one E009 for a tensor too big (here and runtime/webgpu/buffers.ts). */
+export function tooBigError(tensor: Node, bytes: number, limitName: string, limit: number, why?: string): KilnError {
+  return new KilnError('KILN_E009', `${describeNode(tensor)} needs ${formatBytes(bytes)}, more than this GPU's ${limitName} of ${formatBytes(limit)}${why ? `, and ${why}` : ''}; use a smaller batch or shorter sequence`, tensor.loc);
 }
 
 export function formatBytes(n: number): string {

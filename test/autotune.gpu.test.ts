@@ -108,7 +108,7 @@ describe('the autotuner', () => {
 });
 
 describe('compile({ autotune: true })', () => {
-  it('measures each distinct product of nanoGPT once and gives the logits of the rule\'s kernels, bit for bit; KILN_AUTOTUNE=1 does the same', async () => {
+  it('measures each distinct product of nanoGPT once and gives the logits of the rule\'s kernels, bit for bit; KILN_AUTOTUNE=1 turns it on when the option is unset', async () => {
     const { default: createModel } = await import('../examples/nanogpt/model.ts');
     const { compile, fromHost } = await import('../index.ts');
     const model = createModel({ block_size: 16, vocab_size: 96, n_layer: 1, n_head: 2, n_embd: 32, dropout: 0, bias: true }).eval();

@@ -101,8 +101,8 @@ const tilingName = (t: MatmulTiling): string => Object.entries(MATMUL_TILINGS).f
 
 /** The measured tiling when this product was autotuned, else the rule's. */
 export function pickedMatmulTiling(req: KernelRequest, dims: MatmulDims = dimsOf(req)): MatmulTiling {
-  const picked = pickOf('matmul', req);
-  return picked ? MATMUL_TILINGS[picked as keyof typeof MATMUL_TILINGS] : chooseMatmulTiling(dims, req.limits);
+  const picked = Object.entries(MATMUL_TILINGS).find(([name]) => name === pickOf('matmul', req))?.[1]; // a stale cache's unknown name: the rule
+  return picked ?? chooseMatmulTiling(dims, req.limits);
 }
 
 /** One operand's tile as this invocation copies it: WGSL lines to set up, load from device memory, store into workgroup memory. */

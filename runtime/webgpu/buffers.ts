@@ -2,7 +2,7 @@
 // (ir/dtypes.ts), its WGSL storage type codegen's (codegen/wgsl/dtypes.ts: bool is a u32 holding 0 or 1).
 
 import { describeNode } from '../../codegen/index.ts';
-import { type BindingLimits, formatBytes } from '../../codegen/split.ts';
+import { type BindingLimits, formatBytes, tooBigError } from '../../codegen/split.ts';
 import { storageType } from '../../codegen/wgsl/dtypes.ts';
 import { DTYPE_INFO, bufferBytes } from '../../ir/dtypes.ts';
 import { KilnError } from '../../ir/errors.ts';
@@ -74,9 +74,7 @@ export function allocateFor(kdev: KilnDevice, node: Node, label = `%${node.id}`)
 /** A node's GPU bytes; KILN_E009 naming it, its size and maxBufferSize when no buffer can hold it. */
 export function checkBufferSize(kdev: KilnDevice, node: Node): number {
   const size = gpuBytes(node.type);
-  if (size > kdev.limits.maxBufferSize) {
-    throw new KilnError('KILN_E009', `${describeNode(node)} needs ${formatBytes(size)}, more than this GPU's maxBufferSize of ${formatBytes(kdev.limits.maxBufferSize)}; use a smaller batch or shorter sequence`, node.loc);
-  }
+  if (size > kdev.limits.maxBufferSize) throw tooBigError(node, size, 'maxBufferSize', kdev.limits.maxBufferSize);
   return size;
 }
 
