@@ -56,6 +56,8 @@ export interface KernelIndexCheck {
   readonly indices: Node;
   /** The kernel's slot in its program's error record. */
   readonly slot: number;
+  /** The flat position of the first index it reads: a window's kernel (codegen/split.ts) reports positions from there. */
+  readonly firstPosition?: number;
 }
 
 export interface LowerOptions {

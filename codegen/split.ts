@@ -96,6 +96,10 @@ const SPLIT_RULES: Readonly<Record<string, SplitRule>> = {
   matmul,
   softmax,
   cross_entropy_rows: () => ({ rowDims: 1, operands: [{ role: 'rows', dims: 1 }, { role: 'rows', dims: 1 }] }), // logits [N, C], targets [N] -> [N]
+  embedding: (node) => {
+    const [weight, idx] = tensorsOf(node); // rows of the output are ids: each window reads its ids and the whole table
+    return { rowDims: idx.type.shape.length, operands: [{ role: 'whole', shape: weight.type.shape }, { role: 'rows', dims: idx.type.shape.length }] };
+  },
   layer_norm: lastDimRows(),
   layer_norm_backward: lastDimRows(2), // x, weight, g
 };
@@ -145,8 +149,10 @@ const bytesOf = (t: TensorType) => bufferBytes(t.dtype, numel(t.shape));
 /**
  * The dispatches a kernel needs under these binding limits: null when every binding fits whole,
  * else one part per window of output rows. KILN_E009 when some binding is too big and cannot be split.
+ * A kernel that checks indices gives each window a slot of its own in the error record (`nextSlot`),
+ * so the first bad index is reported at its position in the whole tensor.
  */
-export function splitKernel(kernel: Kernel, binding: BindingLimits, limits?: KernelLimits): KernelPart[] | null {
+export function splitKernel(kernel: Kernel, binding: BindingLimits, limits?: KernelLimits, nextSlot?: () => number): KernelPart[] | null {
   const { node } = kernel;
   const tensors = [...kernel.inputs, node];
   const oversized = tensors.find((t) => bytesOf(t.type) > binding.maxBytes);
@@ -176,10 +182,13 @@ export function splitKernel(kernel: Kernel, binding: BindingLimits, limits?: Ker
     const windowNode: Node = { ...node, inputs, attrs: split.attrs ?? node.attrs, type: windowType(node.type, roles[roles.length - 1]), meta: { ...node.meta, window: `rows ${r0}..${r0 + r} of ${rows}` } };
     const req: KernelRequest = { inputs: inputs.map((x) => (isNode(x) ? x.type : x)), attrs: windowNode.attrs, out: windowNode.type, limits };
     const plan = (split.lower ?? loweringOf(node.op, describeNode(node), node.loc))(req);
-    const part = kernelFromPlan(windowNode, plan, { errorSlot: kernel.indexCheck?.slot });
+    const check = kernel.indexCheck;
+    const slot = check ? (nextSlot?.() ?? check.slot) : undefined;
+    const part = kernelFromPlan(windowNode, plan, { errorSlot: slot, checkBounds: check !== undefined });
     const windows = rowBytes.map((b) => (b > 0 ? { offset: r0 * b, size: Math.max(4, Math.ceil((r * b) / 4) * 4) } : undefined));
+    const indexCheck = check && { ...check, slot: slot!, firstPosition: r0 * (numel(check.indices.type.shape) / rows) };
     // The part reads and writes the program's nodes (their buffers); only its text and params are the window's.
-    parts.push({ kernel: { ...part, node, label: kernel.label, inputs: kernel.inputs }, windows });
+    parts.push({ kernel: { ...part, node, label: kernel.label, inputs: kernel.inputs, indexCheck }, windows });
   }
   return parts;
 }

@@ -120,3 +120,32 @@ describe('nanoGPT past the binding limit', () => {
     expect(split).toEqual(whole);
   });
 });
+
+describe('embeddings past the binding limit', () => {
+  it('looks up windows of ids into windows of rows, bit for bit as unsplit, and still reports a bad id', async () => {
+    const g = new Graph();
+    const table = g.add('input', [], { name: 'wte', dtype: 'f32', shape: [40, 64] });
+    const idx = g.add('input', [], { name: 'idx', dtype: 'i32', shape: [4, 64] });
+    const x = g.add('embedding', [table, idx], {}, loc(30));
+    g.setOutputs([{ name: 'x', node: x }]);
+    const r = rng(8);
+    const ids = Int32Array.from({ length: 256 }, () => Math.floor(r() * 40));
+    const feeds = new Map<Node, HostTensor>([
+      [table, { type: table.type, data: Float32Array.from({ length: 40 * 64 }, () => r() - 0.5) }],
+      [idx, { type: idx.type, data: ids }],
+    ]);
+    const whole = await runAll(g, feeds);
+    // x is f32[4,64,64], 64 KiB (256 bytes a row); the 4-byte ids need 64 rows a window: 4 windows of 16 KiB.
+    process.env.KILN_MAX_STORAGE_BINDING = String(16 * 1024);
+    const split = await runAll(g, feeds);
+    expect([whole.dispatches, split.dispatches]).toEqual([1, 4]);
+    expect(Array.from(split.got.get('x')!)).toEqual(Array.from(whole.got.get('x')!));
+    // An id out of range in the third window: reported at its place in the whole idx (window 2 starts at flat position 128).
+    const kdev = await getDevice();
+    const exec = await Executor.create(kdev, lowerGraph(g, kdev.limits));
+    exec.run(new Map([...feeds, [idx, { type: idx.type, data: ids.map((v, i) => (i === 150 ? 99 : v)) }]]));
+    const error = await exec.readIndexErrors();
+    expect(error?.message).toBe('KILN_E011 model.ts:30:5: embedding index 99 at [2, 22] is outside [0, 40)');
+    exec.destroy();
+  });
+});

@@ -42,7 +42,7 @@ export class Executor {
   private readonly uploads = new Map<Node, GPUBuffer>();
   private fed = new Map<Node, GPUBuffer>();
 
-  /** The kernels that check the indices they read, in program order (their record slots: codegen/index-errors.ts). */
+  /** The kernels that check the indices they read, in program order, windows of split ones included (their record slots: codegen/index-errors.ts). */
   readonly indexChecks: readonly Kernel[];
   /** Where they report bad indices; cleared at the start of every run. */
   private readonly indexRecord: GPUBuffer | null;
@@ -53,7 +53,7 @@ export class Executor {
     private readonly steps: Step[],
     private readonly paramsBuffer: GPUBuffer,
   ) {
-    this.indexChecks = program.kernels.filter((k) => k.indexCheck);
+    this.indexChecks = steps.map((s) => s.kernel).filter((k) => k.indexCheck);
     this.indexRecord = createIndexRecord(kdev, this.indexChecks, 'kiln index errors');
   }
 
@@ -65,7 +65,8 @@ export class Executor {
     for (const node of plan.largest) checkBufferSize(kdev, node);
     // A kernel over a tensor past one binding runs in windows of rows (codegen/split.ts), or fails with E009 here.
     const binding = bindingLimits(kdev);
-    const dispatches: KernelPart[] = program.kernels.flatMap((kernel) => splitKernel(kernel, binding, kdev.limits) ?? [{ kernel }]);
+    let errorSlots = Math.max(-1, ...program.kernels.map((k) => k.indexCheck?.slot ?? -1)) + 1; // windows of checking kernels take slots after the program's
+    const dispatches: KernelPart[] = program.kernels.flatMap((kernel) => splitKernel(kernel, binding, kdev.limits, () => errorSlots++) ?? [{ kernel }]);
     const pipelines = await Promise.all(dispatches.map((d) => pipelineFor(kdev, d.kernel)));
     // All kernels' params share one uniform buffer, each at an aligned offset, written once.
     const align = kdev.limits.minUniformBufferOffsetAlignment;

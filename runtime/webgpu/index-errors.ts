@@ -38,9 +38,9 @@ export async function readIndexRecord(staging: GPUBuffer, checks: readonly Kerne
   staging.unmap();
   staging.destroy();
   for (const kernel of checks) {
-    const { range, slot } = kernel.indexCheck!;
+    const { range, slot, firstPosition = 0 } = kernel.indexCheck!;
     const faults = decodeIndexFaults(words, slot);
-    if (faults) return indexError(range, faults, kernel.node.loc);
+    if (faults) return indexError(range, { ...faults, first: faults.first + firstPosition }, kernel.node.loc);
   }
   return null;
 }
