@@ -10,10 +10,10 @@
 // prefillGraph: forward() at the prompt's length, with each attention's k and v also as outputs,
 // permuted to the cache's position-major layout [T, B, H, D] (so one copy per layer and tensor fills
 // positions 0..T-1), and the last position's logits sampled (ir/ops/sample.ts) into `tokens`.
-// decodeGraph: forward() at T = 1 where the positions become arange + pos (pos an i32[] input: how
-// many positions the cache holds) and each fused_attention(q, k, v) becomes decode_attention(q,
-// k_cache.L, v_cache.L, k, v, pos) (the caches are input leaves the generator feeds with its own
-// device tensors); k and v of the new token come out as [B, H, D] rows for the cache.
+// decodeGraph: forward() at T = 1 where the positions become start + step * pos (pos an i32[] input:
+// how many positions the cache holds; arange(0, T) gives pos itself) and each fused_attention(q, k,
+// v) becomes decode_attention(q, k_cache.L, v_cache.L, k, v, pos) (the caches are input leaves the
+// generator feeds with its own device tensors); the new token's k and v come out as [B, H, D] rows.
 
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
@@ -252,9 +252,10 @@ export function decodeGraph(fused: Graph, plan: KvCachePlan, capacity: number, o
   const g = rebuildGraph(fused, (node, r) => {
     if (positions.has(node)) {
       // positions arange(start, step)[0:1] become start + step * pos: the new token's position
-      const arange = r.keep(node);
       pos ??= input(r.out, 'pos', { dtype: 'i32', shape: [] });
       const step = node.attrs.step as number;
+      if (node.attrs.start === 0 && step === 1 && node.type.dtype === 'i32') return r.out.add('reshape', [pos], { shape: [1] }, node.loc, node.scope); // arange(0, 1) + pos is [pos]: a view
+      const arange = r.keep(node);
       let offset: Operand = step === 1 ? pos : r.out.add('mul', [pos, step], {}, node.loc, node.scope);
       if (arange.type.dtype !== 'i32') offset = r.out.add('cast', [offset], { dtype: arange.type.dtype }, node.loc, node.scope);
       return r.out.add('add', [arange, offset], {}, node.loc, node.scope);

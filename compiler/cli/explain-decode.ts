@@ -28,7 +28,7 @@ export interface DecodeReport {
   readonly derived: boolean;
   readonly reason: string | null;
   readonly batch: number;
-  /** The position ids' sources (F.arange(0, T)), each rewritten to arange + pos. */
+  /** The position ids' sources (F.arange(0, T)), each rewritten to start + step * pos, the new token's position. */
   readonly positions: readonly string[];
   readonly sites: readonly DecodeSiteReport[];
   /** Kernels (dispatches) one decode step runs for `batch` rows, greedy; the cache copies are not kernels. */
@@ -67,7 +67,7 @@ export async function decodeReport(model: ForwardModule, batch: number, autocast
 /** `DECODE     transformer.h.0.attn  model.ts:91:13  decode_attention (2 splits) against k_cache.0, v_cache.0 f32[128,1,4,32]`, per site. */
 export function formatDecode(r: DecodeReport): string {
   if (!r.derived) return `Decode (kiln generate): NOT CACHED: ${r.reason}`;
-  const lines = [`Decode (kiln generate, ${r.batch} row${r.batch === 1 ? '' : 's'}): ${r.sites.length} attention sites read a KV cache; positions from ${r.positions.join(', ') || 'nowhere (no position ids)'} become arange + pos`];
+  const lines = [`Decode (kiln generate, ${r.batch} row${r.batch === 1 ? '' : 's'}): ${r.sites.length} attention sites read a KV cache; positions from ${r.positions.join(', ') || 'nowhere (no position ids)'} become the new token's position (pos)`];
   for (const s of r.sites) {
     const how = s.op === 'decode_attention' ? 'decode_attention' : `decode_attention in ${s.splits} splits + merge (flash-decoding)`;
     lines.push(`DECODE     ${s.module ?? '(top level)'}  ${s.loc ?? '(no source line)'}  ${how} against ${s.cache}`);
