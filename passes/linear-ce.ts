@@ -9,15 +9,19 @@
 // Autograd then gives its x and w gradients as one node each (ir/ops/fused_linear_ce.ts). In the
 // lowered stage, `chunk_linear_cross_entropy` unrolls the three nodes over chunks of rows, since kiln
 // lowers one op to one kernel and a chunk loop is a sequence of kernels:
-//   forward, chunk i:  logits_i = x_i @ w^T (f32, [R, V] scratch); lse_i = logsumexp_rows(logits_i);
+//   forward, chunk i:  logits_i = f32(x_i @ w^T) ([R, V] scratch); lse_i = logsumexp_rows(logits_i);
 //                      loss += sum(cross_entropy_rows(logits_i, t_i));  loss /= kept_targets(t)
 //   backward, chunk i: logits_i again; d_i = (exp(logits_i - lse_i) - onehot(t_i)) * kept_i * g / kept
 //                      (one fused elementwise kernel); dx_i = d_i @ w; dw = accumulate(dw, d_i^T @ x_i);
 //                      dx = concat(dx_i)
 // The memory planner (codegen/memory.ts) gives each chunk's logits and d_i the slots the last chunk
-// freed, so the logits take R x V x 4 bytes instead of N x V x 4. With f16 x and w (autocast) the
-// chunk's logits are f32 products of the f16 values (x and w cast to f32 once), as autocast keeps
-// cross_entropy f32; dx and dw are cast back to f16 at the end.
+// freed, so the logits take R x V x 4 bytes instead of N x V x 4. With f16 x and w (autocast) each chunk
+// computes what the unfused autocast graph computes for its rows: logits_i an f16 matmul of x_i and w
+// cast up to f32 (lse and loss in f32, as autocast keeps cross_entropy), d_i cast to f16, and dx_i and
+// dw's part f16 matmuls (tensor cores where the GPU has them). dw's f16 parts are summed in f32 and
+// rounded to f16 once at the end; the unfused graph's one matmul over all rows rounds once, with no
+// per-chunk rounding, so dw is the one result that differs (by the parts' roundings, 2^-11 each). A
+// chunk's f16 product adds R x V x 2 bytes beside its f32 logits; x and w get no f32 copies.
 // Memory, from the planner (the head and loss of a training step, GPT-2 at B12 T1024, V 50304, C 768, f32):
 // unfused 10.08 GB of buffers, four [12288, 50304] tensors of 2.47 GB each (logits, softmax, one-hot and
 // its cast); fused 0.885 GB: the largest dw's [50304, 768] (154.5 MB; running sum, part, next sum,
@@ -129,9 +133,10 @@ interface Site {
 
 const siteKey = (node: Node) => `${node.inputs.slice(0, 3).map((x) => (isNode(x) ? x.id : x)).join(',')}:${ignoreIndexOf(node.op, node.attrs)}`;
 
-/** x and w as f32 (their f16 values exactly), made once per use. */
-function asF32(add: Add, x: Node): Node {
-  return x.type.dtype === 'f32' ? x : add('cast', [x], { dtype: 'f32' });
+/** A chunk's logits in f32: the product in x's and w's dtype (f16 under autocast), cast up when it is not f32. */
+function chunkLogits(add: Add, xi: Node, w: Node): Node {
+  const logits = add('matmul', [xi, w], { transposeA: false, transposeB: true });
+  return logits.type.dtype === 'f32' ? logits : add('cast', [logits], { dtype: 'f32' });
 }
 
 function chunkBounds(site: Site): [number, number][] {
@@ -149,11 +154,10 @@ function keptCount(add: Add, site: Site): Node {
 /** The loss: per chunk, its logits, their log-sum-exp (kept for the backward) and the sum of its rows' losses. */
 function chunkedLoss(add: Add, site: Site, keepLse: boolean): Node {
   const kept = (site.kept = keptCount(add, site)); // first: it checks every target, and names a bad one by its row in the batch
-  const [x, w] = [asF32(add, site.x), asF32(add, site.w)];
   let total: Node | undefined;
   const lse: Node[] = [];
   for (const [s, e] of chunkBounds(site)) {
-    const logits = add('matmul', [add('slice', [x], { dim: 0, start: s, end: e, step: 1 }), w], { transposeA: false, transposeB: true });
+    const logits = chunkLogits(add, add('slice', [site.x], { dim: 0, start: s, end: e, step: 1 }), site.w);
     if (keepLse) lse.push(add('logsumexp_rows', [logits]));
     const rows = add('cross_entropy_rows', [logits, add('slice', [site.targets], { dim: 0, start: s, end: e, step: 1 })], { ignoreIndex: site.ignore });
     const part = add('sum', [rows], { dims: [0], keepdim: false });
@@ -176,10 +180,14 @@ function concatRows(add: Add, parts: Node[]): Node {
   return parts[0];
 }
 
-/** dx and dw (each only when asked) from one sweep over the chunks, the logits recomputed per chunk. */
+/**
+ * dx and dw (each only when asked) from one sweep over the chunks, the logits recomputed per chunk. The
+ * products with d run in x's and w's dtype (d_i cast to f16 under autocast, as the unfused graph's
+ * gradient of its f32 cast); dw's parts are summed in f32 and take w's dtype once at the end.
+ */
 function chunkedGradients(add: Add, site: Site, g: Node, want: { dx: boolean; dw: boolean }): { dx?: Node; dw?: Node } {
-  const [x, w] = [asF32(add, site.x), asF32(add, site.w)];
-  const v = site.w.type.shape[0];
+  const { x, w } = site;
+  const v = w.type.shape[0];
   const scale = add('div', [g, site.kept ?? keptCount(add, site)]);
   const classes = add('arange', [], { start: 0, step: 1, dtype: 'i32', shape: [v] });
   const dxParts: Node[] = [];
@@ -187,20 +195,22 @@ function chunkedGradients(add: Add, site: Site, g: Node, want: { dx: boolean; dw
   chunkBounds(site).forEach(([s, e], i) => {
     const xi = add('slice', [x], { dim: 0, start: s, end: e, step: 1 });
     const ti = add('reshape', [add('slice', [site.targets], { dim: 0, start: s, end: e, step: 1 })], { shape: [e - s, 1] });
-    const logits = add('matmul', [xi, w], { transposeA: false, transposeB: true });
+    const logits = chunkLogits(add, xi, w);
     const lse = site.lse?.[i] ?? add('logsumexp_rows', [logits]);
     const probs = add('exp', [add('sub', [logits, add('reshape', [lse], { shape: [e - s, 1] })])]);
     const onehot = add('cast', [add('eq', [ti, classes])], { dtype: 'f32' });
     const rowScale = add('mul', [add('cast', [add('ne', [ti, site.ignore])], { dtype: 'f32' }), scale]);
-    const d = add('mul', [add('sub', [probs, onehot]), rowScale]);
+    const d32 = add('mul', [add('sub', [probs, onehot]), rowScale]);
+    const d = d32.type.dtype === x.type.dtype ? d32 : add('cast', [d32], { dtype: x.type.dtype });
     if (want.dx) dxParts.push(add('matmul', [d, w], { transposeA: false, transposeB: false }));
     if (want.dw) {
       const part = add('matmul', [d, xi], { transposeA: true, transposeB: false });
-      dw = dw ? add('accumulate', [dw, part]) : part; // not an add: fused adds would keep several partial dw's alive
+      // A running sum in f32 (accumulate widens an f16 part); not an add: fused adds would keep several partial dw's alive.
+      dw = !dw ? part : add('accumulate', [dw.type.dtype === 'f32' ? dw : add('cast', [dw], { dtype: 'f32' }), part]);
     }
   });
-  const back = (value: Node, like: Node) => (value.type.dtype === like.type.dtype ? value : add('cast', [value], { dtype: like.type.dtype }));
-  return { dx: want.dx ? back(concatRows(add, dxParts), site.x) : undefined, dw: dw && back(dw, site.w) };
+  const dwOut = dw && dw.type.dtype !== w.type.dtype ? add('cast', [dw], { dtype: w.type.dtype }) : dw;
+  return { dx: want.dx ? concatRows(add, dxParts) : undefined, dw: dwOut };
 }
 
 /** Unrolls every fused_linear_cross_entropy node and its gradient nodes over chunks of rows. */

@@ -8,10 +8,12 @@
 //   fused_linear_cross_entropy_dx(x, w, targets, g[]) {ignoreIndex} -> dx [N,C]: (softmax - onehot) @ w * g / kept
 //   fused_linear_cross_entropy_dw(x, w, targets, g[]) {ignoreIndex} -> dw [V,C]: (softmax - onehot)^T @ x * g / kept
 //   logsumexp_rows(logits[n,V]) -> f32[n]                              one chunk's per-row log-sum-exp
+//   accumulate(acc f32, part f32|f16) -> f32                           dw's running sum over chunks
 //   kept_targets(targets[N]) {ignoreIndex, classes} -> f32[]           the count the mean divides by
 
 import { type GradContext, inputGrad } from '../autograd.ts';
 import { type IndexRange, checkIndices } from '../bounds.ts';
+import { DTYPE_INFO } from '../dtypes.ts';
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import { type HostData, allocData } from '../host.ts';
@@ -204,7 +206,8 @@ registerOp({
   flops: (inputs) => 4 * numel((inputs[0] as TensorType).shape),
 });
 
-// accumulate(acc, part) -> acc + part, f32 of one shape: the chunked dw's running sum. An add would do
+// accumulate(acc, part) -> acc + part, f32 of acc's shape, the part f32 or f16 (widened, so autocast's
+// f16 parts of dw sum in f32 without a cast kernel each): the chunked dw's running sum. An add would do
 // the same, but elementwise fusion would join the chain of adds into kernels of up to six partial dw's,
 // each [V, C], all alive at once; this op is no elementwise op, so each partial dies once it is added.
 registerOp({
@@ -214,8 +217,8 @@ registerOp({
     arity('accumulate', inputs, 2);
     const [acc, part] = [0, 1].map((i) => tensorArg('accumulate', inputs, i));
     expectDType('accumulate', acc, 'f32');
-    if (part.dtype !== 'f32' || part.shape.length !== acc.shape.length || part.shape.some((d, i) => d !== acc.shape[i])) {
-      throw new KilnError('KILN_E001', `accumulate adds a part of the sum's own type ${formatType(acc)}, got ${formatType(part)}`);
+    if (!DTYPE_INFO[part.dtype].isFloat || part.shape.length !== acc.shape.length || part.shape.some((d, i) => d !== acc.shape[i])) {
+      throw new KilnError('KILN_E001', `accumulate adds a float part of the sum's shape ${formatType(acc)}, got ${formatType(part)}`);
     }
     return { dtype: 'f32', shape: [...acc.shape] };
   },
