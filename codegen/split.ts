@@ -7,7 +7,10 @@
 // A kernel that cannot be split this way fails with KILN_E009 naming the tensor, its size and the limit.
 //
 // The split rules are data: one entry per op (or family), saying which output dims flatten into rows
-// and how each operand follows them. Adding a splittable op is adding one entry.
+// and how each operand follows them. Adding a splittable op is adding one entry. Not split (E009):
+// reductions (sum, mean: a window with fewer rows may take another summation path), operands read
+// transposed or broadcast along the rows, random ops, and rows too small for the 256-byte offset
+// alignment to fall on a row boundary within the limit.
 
 import { DTYPE_INFO, bufferBytes } from '../ir/dtypes.ts';
 import { KilnError } from '../ir/errors.ts';
