@@ -1,5 +1,5 @@
 // kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers]
-// [--dtype f32,f16] [--train-small | --train-gpt2]`.
+// [--dtype f32,f16] [--train-small | --train-gpt2] [--autotune]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
 // each kind in f32 and in f16 (f16 inputs, or autocast for the models), then the peers (onnxruntime-web,
 // tfjs-webgpu, jax-js, in f32) on the same adapter, each checked against kiln's output. It prints each
@@ -240,7 +240,7 @@ const nanogpt: Suite = async (kdev, { smoke, dtypes }) => {
         if (mode === 'half') model.half();
         const vocab = model.config.vocab_size;
         const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
-        const options: CompileWithAutocast = { backend: 'webgpu', passes: { fuse_attention: fused }, ...(mode === 'autocast' ? { autocast: 'f16' as const } : {}) };
+        const options: CompileWithAutocast = { backend: 'webgpu', passes: { fuse_attention: fused }, ...(mode === 'autocast' ? { autocast: 'f16' as const } : {}), ...(autotune ? { autotune: true } : {}) };
         // Peak bytes: the weights (uploaded on the first call) and the executor's buffers for every intermediate.
         const forward = compile(model, options);
         const { timing, peakBytes, logits } = await withPeakBytes(async () => {
@@ -273,13 +273,16 @@ async function finiteLoss(step: () => Promise<StepResult>, peakBytes: number): P
 /** `--train-small`: the train suite without GPT-2 (its compilations take most of the suite's time); `--train-gpt2`: GPT-2 alone. */
 let skipGpt2 = false;
 let onlyGpt2 = false;
+/** `--autotune`: every compile and training step measures its kernels' candidates first (compile's `autotune` option). */
+let autotune = false;
 
 /**
  * Time per training batch: forward, backward, clipping and AdamW as one compiled step
  * (compiler/train-step.ts), the parameters staying on the GPU; f16 variants under autocast with dynamic
  * loss scaling, f32 master weights (compileTrainStep's `autocast: 'f16'`). Dropout 0, and shakespeare-char
- * also with its config's 0.2 (a fresh mask each step, as training draws them). GPT-2 runs at B8: at B12 its
- * [12,1024,50304] logits (and their gradient) are 2.3 GiB, past WebGPU's 2 GiB binding limit.
+ * also with its config's 0.2 (a fresh mask each step, as training draws them). GPT-2 at B8 and at nanoGPT's B12,
+ * whose [12,1024,50304] logits (2.3 GiB, past WebGPU's 2 GiB binding limit) the fused linear + cross-entropy
+ * (passes/linear-ce.ts) never makes whole.
  */
 const train: Suite = async (kdev, { smoke, dtypes }) => {
   const configs: [string, Partial<GPTConfig>, number, number][] = smoke
@@ -289,13 +292,14 @@ const train: Suite = async (kdev, { smoke, dtypes }) => {
         // train_shakespeare_char.py as it trains: dropout 0.2 on the embeddings, attention weights and residuals
         ['shakespeare-char, dropout 0.2', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false, dropout: 0.2 }, 64, 256],
         ['GPT-2 124M', { dropout: 0 }, 8, 1024],
-      ].filter(([label]) => (label === 'GPT-2 124M' ? !skipGpt2 : !onlyGpt2)) as [string, Partial<GPTConfig>, number, number][];
+        ['GPT-2 124M B12', { dropout: 0 }, 12, 1024],
+      ].filter(([label]) => (String(label).startsWith('GPT-2 124M') ? !skipGpt2 : !onlyGpt2)) as [string, Partial<GPTConfig>, number, number][];
   const out: CaseResult[] = [];
   const kinds = [['manual, fused', false, true], ['sdpa, fused', true, true], ['manual, unfused', false, false], ['sdpa, unfused', true, false]] as const;
   for (const [label, config, B, T] of configs) {
     // GPT-2's variants do not fit the GPU together: they run one after another. The smaller ones are
     // built first and timed in interleaved rounds, so drift of the machine falls on all alike.
-    const together = label !== 'GPT-2 124M';
+    const together = !label.startsWith('GPT-2 124M');
     const built: { name: string; step: () => Promise<StepResult>; peakBytes: number; head: VariantResult }[] = [];
     const variants: VariantResult[] = [];
     const firstLoss = new Map<string, number>();
@@ -312,7 +316,7 @@ const train: Suite = async (kdev, { smoke, dtypes }) => {
           const idx = tensor(Array.from({ length: B * T }, (_, i) => (i * 7919) % vocab), [B, T], 'i32');
           const targets = tensor(Array.from({ length: B * T }, (_, i) => (i * 104729 + 3) % vocab), [B, T], 'i32');
           const optimizer = new AdamW(model, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0.1 });
-          const options: TrainWithAutocast = { backend: 'webgpu', gradClip: 1, passes: { fuse_attention: fused }, ...(dtype === 'f16' ? { autocast: 'f16' as const } : {}) };
+          const options: TrainWithAutocast = { backend: 'webgpu', gradClip: 1, passes: { fuse_attention: fused }, ...(dtype === 'f16' ? { autocast: 'f16' as const } : {}), ...(autotune ? { autotune: true } : {}) };
           const compiled = compileTrainStep(model, optimizer, options);
           const s = () => compiled(idx, targets);
           const { peakBytes, loss } = await withPeakBytes(async () => ({ loss: await (await s()).loss.item() }));
@@ -379,6 +383,7 @@ export async function main(argv: string[]): Promise<BenchReport> {
   const peers = !argv.includes('--no-peers');
   skipGpt2 = argv.includes('--train-small');
   onlyGpt2 = argv.includes('--train-gpt2');
+  autotune = argv.includes('--autotune');
   const dtypes = (flagValue(argv, 'dtype') ?? BENCH_DTYPES.join(',')).split(',') as BenchDtype[];
   for (const d of dtypes) if (!BENCH_DTYPES.includes(d)) throw new Error(`unknown dtype ${d}; dtypes: ${BENCH_DTYPES.join(', ')}`);
   const available = suites(peers);
