@@ -1,10 +1,14 @@
 // WGSL lowerings of the fused linear + cross-entropy's kernels of its own (ir/ops/fused_linear_ce.ts):
 // logsumexp_rows, a workgroup per row of a chunk's logits; accumulate, dw's running sum; kept_targets,
 // the count of kept rows, which checks every target. The rest of the chunked algorithm is matmuls,
-// cross_entropy_rows and one fused elementwise kernel (passes/linear-ce.ts unrolls it).
+// cross_entropy_rows and one fused elementwise kernel (passes/linear-ce.ts unrolls it); the fused op and
+// its gradients lower only to a coded error saying that the unrolling pass is off.
 
+import { KilnError } from '../../ir/errors.ts';
+import { LINEAR_CE_OPS } from '../../ir/ops/fused_linear_ce.ts';
 import { type TensorType, numel } from '../../ir/types.ts';
 import { intAttr } from '../../ir/ops/check.ts';
+import { load } from './dtypes.ts';
 import { ELEMENTWISE_GROUP, F32_MAX, constDecl, groupsFor, indent, reduceDecl, reportBadIndex, wgslLiteral, workgroupReduce } from './helpers.ts';
 import type { KernelPlan, KernelRequest, Lowering } from './plan.ts';
 
@@ -40,13 +44,14 @@ export function logsumexpRowsKernel(req: KernelRequest): KernelPlan {
   };
 }
 
-/** accumulate: one element per invocation, acc + part. */
+/** accumulate: one element per invocation, acc + part (an f16 part widened to f32). */
 export function accumulateKernel(req: KernelRequest): KernelPlan {
   const n = numel(req.out.shape);
+  const part = req.inputs[1] as TensorType;
   return {
     inputNames: ['acc', 'part'],
     params: { n },
-    body: indent(['if (gid >= params.n) { return; }', 'out[gid] = acc[gid] + part[gid];']),
+    body: indent(['if (gid >= params.n) { return; }', `out[gid] = acc[gid] + ${load('part', part.dtype, 'gid')};`]),
     workgroupSize: ELEMENTWISE_GROUP,
     workgroups: groupsFor(n, ELEMENTWISE_GROUP),
   };
@@ -75,8 +80,21 @@ export function keptTargetsKernel(req: KernelRequest): KernelPlan {
   };
 }
 
+/**
+ * The fused op and its gradients have no kernel of their own: chunk_linear_cross_entropy unrolls them
+ * into the kernels above, matmuls and elementwise ones. With that pass switched off and the fusion on,
+ * say so, instead of E011's generic "no WGSL lowering".
+ */
+const needsChunking = (op: string): Lowering => () => {
+  throw new KilnError(
+    'KILN_E011',
+    `${op} runs on WebGPU only in chunks of rows, which the pass chunk_linear_cross_entropy makes, and it is switched off; turn it back on, or switch off fuse_linear_cross_entropy too (passes: { fuse_linear_cross_entropy: false }) to keep lm_head's matmul and cross_entropy unfused`,
+  );
+};
+
 export const fusedLinearCeLowerings: Record<string, Lowering> = {
   logsumexp_rows: logsumexpRowsKernel,
   accumulate: accumulateKernel,
   kept_targets: keptTargetsKernel,
+  ...Object.fromEntries(Object.values(LINEAR_CE_OPS).map((op) => [op, needsChunking(op)])),
 };
