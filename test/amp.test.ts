@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { AdamW, GradScaler, Graph, KilnError, Module, type Parameter, type Tensor, compileTrainStep, interpret, nn, tensor } from '../index.ts';
 import { F32_MAX } from '../ir/dtypes.ts';
 import type { GPT } from '../examples/nanogpt/model.ts';
-import { batch, fresh } from './train-step-cases.ts';
+import { chunkRows } from '../passes/linear-ce.ts';
+import { batch, config, fresh } from './train-step-cases.ts';
 
 /** A 2-D weight and a bias whose loss is mean((x W^T + b)^2): an inf or NaN in x makes every gradient non-finite. */
 class Probe extends Module {
@@ -99,7 +100,7 @@ describe('GradScaler in the compiled training step (cpu)', () => {
 
   describe('under autocast f16', () => {
     /** Steps on one batch from a fresh nanoGPT: each step's skipped flag and scale after it. */
-    async function run(initScale: number, steps: number): Promise<{ model: GPT; optimizer: AdamW; skipped: number[]; scales: number[]; graphF16Matmuls: number }> {
+    async function run(initScale: number, steps: number): Promise<{ model: GPT; optimizer: AdamW; skipped: number[]; scales: number[]; graphF16Matmuls: number; graphF32Matmuls: number }> {
       const { model, optimizer } = fresh();
       const step = compileTrainStep(model, optimizer, { backend: 'cpu', gradClip: 1, autocast: 'f16', scaler: new GradScaler({ initScale }) });
       const [skipped, scales] = [[] as number[], [] as number[]];
@@ -109,7 +110,8 @@ describe('GradScaler in the compiled training step (cpu)', () => {
         scales.push(await scalarOf(r.scale));
       }
       const graphF16Matmuls = step.last!.step.graph.nodesOf('matmul').filter((n) => n.type.dtype === 'f16').length;
-      return { model, optimizer, skipped, scales, graphF16Matmuls };
+      const graphF32Matmuls = step.last!.step.graph.nodesOf('matmul').filter((n) => n.type.dtype === 'f32').length;
+      return { model, optimizer, skipped, scales, graphF16Matmuls, graphF32Matmuls };
     }
 
     it('skips a forced overflow (initial scale 2^40: the f16 gradients overflow), halving the scale until they fit, and then trains as if it had started at that scale', async () => {
@@ -125,11 +127,16 @@ describe('GradScaler in the compiled training step (cpu)', () => {
       expect(direct.skipped.every((s) => s === 0)).toBe(true);
       // The skipped steps changed nothing but the scale: parameters, moments and step count bit for bit.
       expect(snapshot(forced.model, forced.optimizer)).toEqual(snapshot(direct.model, direct.optimizer));
-      // The master weights stayed f32; the backward ran in f16 too: every linear layer's matmuls are f16, the
-      // forward's one per layer (8: four a block) and the backward's two (input and weight gradients). lm_head's
-      // run as fused_linear_cross_entropy in chunks, in f32 from its f16 operands (passes/linear-ce.ts).
+      // The master weights stayed f32; the backward ran in f16 too: every matmul of the step is f16, none f32.
+      // Each linear layer has the forward's one (8: four a block) and the backward's two (input and weight
+      // gradients). lm_head and the loss run as fused_linear_cross_entropy in chunks of rows (passes/linear-ce.ts),
+      // each chunk's products in f16 as the unfused autocast graph's: the logits in the forward, and in the
+      // backward the logits again (recomputed, not stored), dx and dw; the unfused graph had those 3 once (27).
       expect(forced.model.namedParameters().every(([, p]) => p.dtype === 'f32')).toBe(true);
-      expect(forced.graphF16Matmuls).toBe(3 * 8);
+      const [B, T] = batch(0)[0].shape;
+      const chunks = Math.ceil((B * T) / chunkRows(B * T, config.vocab_size, config.n_embd));
+      expect(chunks).toBe(2);
+      expect([forced.graphF16Matmuls, forced.graphF32Matmuls]).toEqual([3 * 8 + 4 * chunks, 0]);
     });
   });
 });
