@@ -182,7 +182,10 @@ export function compileTrainStep<M extends ForwardModule>(model: M, optimizer: A
     const passOptions = { passes: options.passes, attentionScaling: options.attentionScaling, bufferValue: buffers.value };
     // Autocast runs last in the fused stage, after attention fusion, so the backward differentiates its casts.
     // The step reads only the loss: with the logits no longer an output, fuse_linear_cross_entropy can take lm_head and the loss together.
-    const forward = runPasses(lossOnly(trace.graph), pipeline.filter((p) => p.stage !== 'lowered'), { ...passOptions, autocast });
+    // The forward runs the fused stages only: a switch of a lowered-stage pass is for the step below.
+    const forwardPipeline = pipeline.filter((p) => p.stage !== 'lowered');
+    const forwardSwitches = Object.fromEntries(Object.entries(options.passes ?? {}).filter(([name]) => forwardPipeline.some((p) => p.name === name)));
+    const forward = runPasses(lossOnly(trace.graph), forwardPipeline, { ...passOptions, passes: forwardSwitches, autocast });
     // autotune (webgpu): each attention's backward is the one measured faster here, flash or composed (compiler/autotune-attention.ts).
     const tune = (options.backend ?? 'webgpu') === 'webgpu' && (options.autotune ?? autotuneFromEnv());
     const withStep = appendOptimizer(tune ? await tuneAttentionBackward(forward.graph) : forward.graph, optimizer, { gradClip, scaler });

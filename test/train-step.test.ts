@@ -23,6 +23,11 @@ describe('compileTrainStep options', () => {
     const [x] = batch(0);
     await expect(step(x)).rejects.toThrow(/KILN_E011 .*model.ts:\d+:\d+: compileTrainStep needs a 0-d f32 loss; forward\(\) returned logits as f32\[2,1,32\]/);
     expect(() => compileTrainStep(model, optimizer, { passes: { fuse_atention: false } })).toThrow(/unknown pass "fuse_atention"/);
+    // A lowered-stage pass (run on the whole step, not on the forward alone) can be switched too.
+    const unfusedElementwise = compileTrainStep(model, optimizer, { backend: 'cpu', passes: { fuse_elementwise: false } });
+    await unfusedElementwise(...batch(0));
+    expect(unfusedElementwise.last!.step.graph.nodesOf('fused_elementwise')).toEqual([]);
+    expect(step.last!.step.graph.nodesOf('fused_elementwise').length).toBeGreaterThan(0);
     // Guards as compile()'s: the same arguments in eval mode, or with a buffer given new values, compile anew.
     const before = step.last!;
     await step(...batch(1));
