@@ -72,7 +72,7 @@ const lastDimRows =
 // The window's product uses the whole product's tiling, so each element sums over K exactly as unsplit.
 const matmul: SplitRule = (node) => {
   const [a, b] = tensorsOf(node);
-  const { transposeA = false, transposeB = false } = node.attrs as { transposeA?: boolean; transposeB?: boolean };
+  const { transposeA = false } = node.attrs as { transposeA?: boolean };
   if (transposeA) return 'its left operand is read transposed (its rows are not contiguous)';
   if (b.type.shape.slice(0, -2).some((d) => d !== 1)) return 'its right operand is batched';
   if (a.type.shape.length !== node.type.shape.length) return 'its left operand broadcasts over the batch';

@@ -9,7 +9,6 @@ import { compile, fromHost } from '../index.ts';
 import { traceModule } from '../compiler/tracer.ts';
 import { compileTrainStep } from '../compiler/train-step.ts';
 import { lowerGraph } from '../codegen/index.ts';
-import { AdamW } from '../compiler/optim.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import type { HostTensor } from '../ir/host.ts';
 import { numel } from '../ir/types.ts';

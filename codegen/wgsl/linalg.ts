@@ -159,6 +159,33 @@ function operandCopy(x: 'a' | 'b', dtype: DType, kContiguous: boolean, outer: nu
  * Batched matmul. Batch dims broadcast through per-operand batch strides (0 where broadcast). Tiles that
  * divide M, N and K exactly give a kernel without bounds checks; otherwise see operandCopy and write4.
  */
+/** The params both matmul kernels (SIMT here, tensor cores in matmul_tc.ts) take: sizes, tile counts, batch shape and operand batch strides. */
+export function matmulParams(a: TensorType, b: TensorType, dims: MatmulDims, tilesM: number, tilesN: number): Record<string, number> {
+  const { batch, m, k, n } = dims;
+  return {
+    m, n, k,
+    tiles_m: tilesM,
+    tiles_n: tilesN,
+    ...listParams('batch_shape', batch),
+    ...listParams('a_batch_stride', broadcastStrides(batch, a.shape.slice(0, -2)).map((s) => s * m * k)),
+    ...listParams('b_batch_stride', broadcastStrides(batch, b.shape.slice(0, -2)).map((s) => s * k * n)),
+  };
+}
+
+/** The first lines of both matmul kernels: this workgroup's output tile and batch, its operands' batch offsets, the tile's first row and column. */
+export function matmulTileLines(rank: number): string[] {
+  return [
+    'let tile_n = wid % params.tiles_n;',
+    'let tile_m = (wid / params.tiles_n) % params.tiles_m;',
+    'let batch = wid / (params.tiles_n * params.tiles_m);',
+    ...coordLines('batch', rank, 'batch_shape', 'i'),
+    `let a_base = ${offsetExpr(rank, 'i', 'a_batch_stride')};`,
+    `let b_base = ${offsetExpr(rank, 'i', 'b_batch_stride')};`,
+    'let row0 = tile_m * TILE_M;',
+    'let col0 = tile_n * TILE_N;',
+  ];
+}
+
 export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelPlan {
   const [a, b] = req.inputs as TensorType[];
   const transposeA = req.attrs.transposeA === true;
@@ -181,8 +208,6 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   const rank = batch.length;
   const tilesM = Math.ceil(m / bm);
   const tilesN = Math.ceil(n / bn);
-  const aStrides = broadcastStrides(batch, a.shape.slice(0, -2)).map((s) => s * m * k);
-  const bStrides = broadcastStrides(batch, b.shape.slice(0, -2)).map((s) => s * k * n);
   const aCopy = operandCopy('a', a.dtype, !transposeA, bm, t, threads, edges);
   const bCopy = operandCopy('b', b.dtype, transposeB, bn, t, threads, edges);
   const [aRow, bRow] = [bm / 4 + 1, bn / 4 + 1];
@@ -213,14 +238,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   ]);
 
   const body = [
-    'let tile_n = wid % params.tiles_n;',
-    'let tile_m = (wid / params.tiles_n) % params.tiles_m;',
-    'let batch = wid / (params.tiles_n * params.tiles_m);',
-    ...coordLines('batch', rank, 'batch_shape', 'i'),
-    `let a_base = ${offsetExpr(rank, 'i', 'a_batch_stride')};`,
-    `let b_base = ${offsetExpr(rank, 'i', 'b_batch_stride')};`,
-    'let row0 = tile_m * TILE_M;',
-    'let col0 = tile_n * TILE_N;',
+    ...matmulTileLines(rank),
     '// What this invocation copies of each K tile: its element at (o, kk), then more rows of the same tile.',
     ...aCopy.setup,
     ...bCopy.setup,
@@ -283,14 +301,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   ];
   return {
     inputNames: ['a', 'b'],
-    params: {
-      m, n, k,
-      tiles_m: tilesM,
-      tiles_n: tilesN,
-      ...listParams('batch_shape', batch),
-      ...listParams('a_batch_stride', aStrides),
-      ...listParams('b_batch_stride', bStrides),
-    },
+    params: matmulParams(a, b, dims, tilesM, tilesN),
     decls: decls.join('\n'),
     body: indent(body),
     workgroupSize: threads,

@@ -19,7 +19,8 @@
 import { type TensorType, numel } from '../../ir/types.ts';
 import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
 import type { KernelLimits, KernelPlan, KernelRequest } from './plan.ts';
-import { broadcastStrides, coordLines, indent, listParams, offsetExpr, store } from './helpers.ts';
+import { indent, store } from './helpers.ts';
+import { matmulParams, matmulTileLines } from './linalg.ts';
 
 /** A tensor-core tiling: output tile bm x bn, K step bk, subgroups sgm x sgn (32 invocations each). */
 export interface TensorCoreTiling {
@@ -177,14 +178,7 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
   }
 
   const body = [
-    'let tile_n = wid % params.tiles_n;',
-    'let tile_m = (wid / params.tiles_n) % params.tiles_m;',
-    'let batch = wid / (params.tiles_n * params.tiles_m);',
-    ...coordLines('batch', rank, 'batch_shape', 'i'),
-    `let a_base = ${offsetExpr(rank, 'i', 'a_batch_stride')};`,
-    `let b_base = ${offsetExpr(rank, 'i', 'b_batch_stride')};`,
-    'let row0 = tile_m * TILE_M;',
-    'let col0 = tile_n * TILE_N;',
+    ...matmulTileLines(rank),
     '// Subgroup sg computes rows sg_m * WM.. and columns sg_n * WN.. of the tile (32 invocations a subgroup,',
     '// numbered by local index: the lowering is chosen only where subgroups are exactly 32 wide).',
     'let sg = lid / 32u;',
@@ -243,14 +237,7 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
     inputNames: ['a', 'b'],
     directives: ['enable f16;', 'enable subgroups;', 'enable chromium_experimental_subgroup_matrix;'],
     bindingTypes: { a: 'vec4<u32>', b: 'vec4<u32>' },
-    params: {
-      m, n, k,
-      tiles_m: m / bm,
-      tiles_n: n / bn,
-      ...listParams('batch_shape', batch),
-      ...listParams('a_batch_stride', broadcastStrides(batch, a.shape.slice(0, -2)).map((s) => s * m * k)),
-      ...listParams('b_batch_stride', broadcastStrides(batch, b.shape.slice(0, -2)).map((s) => s * k * n)),
-    },
+    params: matmulParams(a, b, dims, m / bm, n / bn),
     decls: decls.join('\n'),
     body: indent(body),
     workgroupSize: threads,

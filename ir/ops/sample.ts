@@ -13,7 +13,7 @@
 import { KilnError } from '../errors.ts';
 import type { Attrs } from '../graph.ts';
 import type { HostData, Precision } from '../host.ts';
-import { type CpuOperand, registerOp } from '../registry.ts';
+import { registerOp } from '../registry.ts';
 import { type TensorType, formatType, numel, sameType } from '../types.ts';
 import { dropoutUniform, mixDropoutSeed } from './attention.ts';
 import { arity, boolAttr, floatDType, intAttr, numAttr, tensorArg } from './check.ts';
