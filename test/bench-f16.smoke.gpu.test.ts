@@ -1,6 +1,6 @@
 // The benchmark's f16 variants end to end at smoke sizes on lavapipe (shader-f16): every f16 variant of
 // every case (attention fused, masked and unfused, forward and backward; matmul; nanoGPT's forward under
-// autocast and model.half(); training steps under autocast with loss scaling) runs beside its f32
+// autocast and model.half(); training steps under autocast with loss scaling; generation) runs beside its f32
 // counterpart in the same process, its output checked against the f32 one, its bytes counted at 2 per
 // element, and report.ts shows the f16 / f32 ratios and, with PyTorch's records merged in, kiln f16
 // against torch f16 (and bf16). bench.smoke.gpu.test.ts runs the same suites on SwiftShader, where they are skipped.
@@ -51,6 +51,8 @@ describe.skipIf(!HAS_LAVAPIPE)('npm run bench -- --suite all --smoke --no-peers,
       ['matmul', ['kiln f16']],
       ['nanogpt', ['compiled manual, fused, autocast f16', 'compiled sdpa, fused, autocast f16', 'compiled manual, unfused, autocast f16', 'compiled manual, fused, model.half() f16']],
       ['train', ['train step manual, fused f16', 'train step sdpa, fused f16', 'train step manual, unfused f16', 'train step sdpa, unfused f16']],
+      ['generate', ['kiln generate cached f16', 'kiln generate cached, static f16', 'kiln generate no cache f16']],
+      ['generate', ['kiln generate cached f16', 'kiln generate cached, static f16', 'kiln generate no cache f16']],
     ]);
     for (const [c, v] of f16Variants()) {
       expect([v.failed, v.skipped], `${c.name}: ${v.name}`).toEqual([undefined, undefined]);

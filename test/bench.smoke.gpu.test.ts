@@ -24,7 +24,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('npm run bench -- --suite all --smoke', () => {
   it('runs every suite and names the adapter', () => {
-    expect(new Set(report.results.map((c) => c.suite))).toEqual(new Set(['attention', 'matmul', 'nanogpt', 'train']));
+    expect(new Set(report.results.map((c) => c.suite))).toEqual(new Set(['attention', 'matmul', 'nanogpt', 'train', 'generate']));
     expect(report.adapter).not.toBe('');
   });
 
@@ -55,6 +55,20 @@ describe('npm run bench -- --suite all --smoke', () => {
           else expect([v.skipped, v.timing], `${c.name}: ${v.name}`).toEqual([NO_SHADER_F16, undefined]);
         }
       }
+    }
+  });
+
+  it('reports generation with and without the KV cache: tokens per second and the kernels of one decode step', () => {
+    const cases = report.results.filter((c) => c.suite === 'generate');
+    expect(cases.map((c) => c.name)).toEqual(['tiny generate B1 prompt 4 new 8', 'tiny generate B2 prompt 4 new 8']);
+    for (const c of cases) {
+      const v = (name: string) => c.variants.find((x) => x.name === name)!;
+      for (const name of ['kiln generate cached f32', 'kiln generate cached, static f32', 'kiln generate no cache f32']) {
+        expect(v(name).rate, `${c.name}: ${name}`).toMatch(/^prefill \d+ tok\/s, decode \d+ tok\/s$/);
+        expect(v(name).kernels, `${c.name}: ${name}`).toBeGreaterThan(0);
+      }
+      // One compiled decode graph serves the dynamic and the static generator alike.
+      expect(v('kiln generate cached f32').kernels).toBe(v('kiln generate cached, static f32').kernels);
     }
   });
 

@@ -1,4 +1,4 @@
-// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|all (or a comma list) [--json OUT] [--smoke] [--no-peers]
+// kiln's benchmark: `npm run bench -- --suite attention|matmul|nanogpt|train|generate|all (or a comma list) [--json OUT] [--smoke] [--no-peers]
 // [--dtype f32,f16] [--train-small | --train-gpt2] [--autotune]`.
 // Every case times its variants in this one process, on whatever adapter kiln finds: kiln's own first,
 // each kind in f32 and in f16 (f16 inputs, or autocast for the models), then the peers (onnxruntime-web,
@@ -14,6 +14,7 @@ import type { Tensor } from '../../compiler/frontend/tensor.ts';
 import { AdamW } from '../../compiler/optim.ts';
 import { type StepResult, type TrainStepOptions, compileTrainStep } from '../../compiler/train-step.ts';
 import { manualSeed } from '../../compiler/frontend/random.ts';
+import { compileGenerator } from '../../compiler/generate.ts';
 import createModel, { type GPTConfig } from '../../examples/nanogpt/model.ts';
 import type { Graph } from '../../ir/graph.ts';
 import { numel } from '../../ir/types.ts';
@@ -372,8 +373,73 @@ const withMatmulPeers = (suite: Suite): Suite => async (kdev, opts) => {
   return cases;
 };
 
+/**
+ * Generation with a KV cache (compiler/generate.ts): prefill and decode tokens per second for
+ * shakespeare-char and GPT-2 124M (random weights: speed does not depend on them) at batch 1 and 8,
+ * greedy. Variants: the cache with one dynamic trace (the default), the cache with a trace per prompt
+ * length (`dynamic: false`), and `cache: false` (the whole window recomputed per token, as nanoGPT's
+ * generate does), in f32 and under autocast f16. The timing is the decode time per token (median over
+ * rounds of one generate() each), `rate` the prefill and decode tokens per second (all rows), `kernels`
+ * the dispatches of one decode step; an f16 variant's check compares the first token's logits with its f32
+ * counterpart's (no verdict: autocast's f16 matmuls, layer after layer). The prompt and length match
+ * torch_anchor.py's transformers case for GPT-2 (prompt 128, 256 new tokens).
+ */
+const generate: Suite = async (_kdev, { smoke, dtypes }) => {
+  const configs: [string, Partial<GPTConfig>, number, number][] = smoke
+    ? [['tiny', { n_layer: 1, n_head: 2, n_embd: 16, block_size: 32, vocab_size: 11 }, 4, 8]]
+    : [
+        ['shakespeare-char', { n_layer: 6, n_head: 6, n_embd: 384, block_size: 256, vocab_size: 65, bias: false }, 64, 128],
+        ['GPT-2 124M', {}, 128, 256],
+      ];
+  const batches = smoke ? [1, 2] : [1, 8];
+  const kinds = [['cached', { cache: true, dynamic: true }], ['cached, static', { cache: true, dynamic: false }], ['no cache', { cache: false, dynamic: true }]] as const;
+  const rounds = smoke ? 2 : 3;
+  const out: CaseResult[] = [];
+  for (const [label, config, promptLength, newTokens] of configs) {
+    for (const B of batches) {
+      const variants: VariantResult[] = [];
+      const firstLogits = new Map<string, Float32Array>();
+      for (const dtype of dtypes) {
+        for (const [kind, how] of kinds) {
+          const name = `kiln generate ${kind} ${dtype}`;
+          let logits: Float32Array | undefined;
+          // GPT-2 without the cache recomputes up to 384 positions per token: 256 tokens of it at B8 take minutes; once is enough to compare.
+          const slow = kind === 'no cache' && label === 'GPT-2 124M';
+          variants.push(await runVariant(_kdev, name, dtype, async () => {
+            manualSeed(1);
+            const model = createModel({ dropout: 0, ...config }).eval();
+            const vocab = model.config.vocab_size;
+            const gen = await compileGenerator(model, { backend: 'webgpu', dynamic: how.dynamic, ...(dtype === 'f16' ? { autocast: 'f16' as const } : {}) });
+            const prompt = Array.from({ length: B }, (_, b) => Array.from({ length: promptLength }, (_, i) => (i * 7919 + b * 31) % vocab));
+            const run = () => gen.generate(prompt, { maxNewTokens: slow ? Math.min(newTokens, 32) : newTokens, greedy: true, cache: how.cache });
+            // The first token's logits (one step, read back): compiles and warms the pipelines, and gives the f16 check.
+            await gen.generate(prompt, { maxNewTokens: 1, greedy: true, cache: how.cache, keepLogits: true, onToken: (st) => { logits = st.logits; } });
+            const ref = firstLogits.get(kind);
+            if (dtype === 'f32' && logits) firstLogits.set(kind, logits);
+            const check = dtype === 'f16' && ref && logits ? checkF16(logits, ref, ref.reduce((m, x) => Math.max(m, Math.abs(x)), 0), "the first token's logits") : undefined;
+            await run();
+            const results = [];
+            for (let r = 0; r < (slow ? 1 : rounds); r++) results.push(await run());
+            const perToken = results.map((x) => x.decodeMs / Math.max(1, x.tokens[0].length - 1)).sort((a, b) => a - b);
+            const median = perToken[Math.floor(perToken.length / 2)];
+            const best = results.reduce((a, b) => (b.decodeTokensPerS > a.decodeTokensPerS ? b : a));
+            return {
+              timing: { medianMs: median, p10Ms: perToken[0], p90Ms: perToken[perToken.length - 1], batches: results.length, runsPerBatch: 1 },
+              rate: `prefill ${Math.round(best.prefillTokensPerS * B)} tok/s, decode ${Math.round(best.decodeTokensPerS * B)} tok/s`,
+              kernels: best.kernelsPerToken,
+              ...(check ? { check } : {}),
+            };
+          }, `kiln generate ${kind} f32`));
+        }
+      }
+      out.push({ suite: 'generate', name: `${label} generate B${B} prompt ${promptLength} new ${newTokens}`, variants });
+    }
+  }
+  return out;
+};
+
 function suites(peers: boolean): Record<string, Suite> {
-  return { attention: attention(peers), matmul: peers ? withMatmulPeers(matmul) : matmul, nanogpt, train };
+  return { attention: attention(peers), matmul: peers ? withMatmulPeers(matmul) : matmul, nanogpt, train, generate };
 }
 
 /** Runs the suites named by argv, prints a table per case, writes `--json OUT`; returns what it measured. */
