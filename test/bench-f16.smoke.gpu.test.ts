@@ -123,7 +123,8 @@ describe.skipIf(!HAS_LAVAPIPE)('npm run bench -- --suite all --smoke --no-peers,
     // Runs of one session, one suite per device command, join in order before the merge.
     const train = { ...report, date: 'later', results: report.results.filter((c) => c.suite === 'train') };
     const joined = joinReports([{ ...report, results: report.results.filter((c) => c.suite !== 'train') }, train]);
-    expect([joined.date, joined.adapter, joined.f16, joined.results.map((c) => c.name)]).toEqual([report.date, report.adapter, true, report.results.map((c) => c.name)]);
+    const inOrder = [...report.results.filter((c) => c.suite !== 'train'), ...train.results].map((c) => c.name);
+    expect([joined.date, joined.adapter, joined.f16, joined.results.map((c) => c.name)]).toEqual([report.date, report.adapter, true, inOrder]);
     const merged = JSON.parse(readFileSync(join(dir, 'merged.json'), 'utf8')) as BenchReport;
     expect(merged.results[0].variants.filter((v) => v.source === 'torch').map((v) => [v.name, v.dtype])).toEqual([
       ['torch manual f16', 'f16'], ['torch sdpa flash f16', 'f16'], ['torch sdpa flash f32', 'f32'], ['torch sdpa flash bf16', 'bf16'],
