@@ -28,17 +28,17 @@ describe('progress of the nanoGPT scripts', () => {
   it('sample shows the tokens generated of num_samples * max_new_tokens in place on a terminal, and clears it before each sample', async () => {
     const tty = stream(true);
     const out: string[] = [];
-    const samples = await sample(['--out_dir', dir, '--num_samples', '2', '--max_new_tokens', '5'], (t) => void out.push(t), tty);
+    const samples = await sample(['--out_dir', dir, '--num_samples', '2', '--max_new_tokens', '5', '--device', 'cpu'], (t) => void out.push(t), tty);
     expect(samples).toHaveLength(2);
     const updates = tty.text.split('\r').filter((s) => s.startsWith('sampling '));
-    // before each of sample 1's five forwards, after it, then sample 2 from 5 on
+    // before sample 1 and after each of its five tokens, then sample 2 from 5 on
     expect(updates.map((u) => Number(/\] (\d+)\/10 /.exec(u)![1]))).toEqual([0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9, 10]);
     expect(updates[0]).toBe('sampling [........................] 0/10  ? token/s  eta ?\x1b[K');
     expect(updates[11]).toMatch(/^sampling \[#{24}\] 10\/10  [\d.]+ (token\/s|s\/token)  eta 0s\x1b\[K$/);
     expect(tty.text).toMatch(/\r {20,}\r$/); // cleared: the sample's text follows on a clean line
 
     const pipe = stream(false);
-    await sample(['--out_dir', dir, '--num_samples', '1', '--max_new_tokens', '5'], () => undefined, pipe);
+    await sample(['--out_dir', dir, '--num_samples', '1', '--max_new_tokens', '5', '--device', 'cpu'], () => undefined, pipe);
     expect(pipe.text).toBe(''); // a plain line only every 10 s
   });
 });

@@ -69,7 +69,7 @@ describe('examples/nanogpt/train.ts on the cpu backend', () => {
   });
 
   it('samples text of the asked length from the checkpoint, reproducibly for a seed', async () => {
-    const args = ['--out_dir', run20, '--num_samples', '2', '--max_new_tokens', '30'];
+    const args = ['--out_dir', run20, '--num_samples', '2', '--max_new_tokens', '30', '--device', 'cpu'];
     const samples = await sample(args, quiet);
     expect(samples).toHaveLength(2);
     for (const s of samples) expect([...s]).toHaveLength(31); // the "\n" prompt + 30 new characters

@@ -1,11 +1,16 @@
 // nanoGPT's sample.py for kiln: load out_dir/ckpt.safetensors, rebuild the GPT from its config,
 // generate, decode with the checkpoint's characters. Run: npm run sample -- --out_dir out-shakespeare-char
+// Generation runs compiled with a KV cache (compileGenerator, docs/generate.md): one prefill of the prompt,
+// then one decode step per token, sampling on the device; --cache false recomputes the window per token
+// (nanoGPT's loop). --device webgpu (default, sample.py's cuda) or cpu.
 // While it generates, stderr shows the tokens done, tokens per second and the time left (compiler/cli/progress.ts).
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { KilnError, type Tensor, manualSeed, tensor } from '../../index.ts';
+import { KilnError } from '../../index.ts';
+import type { BackendName } from '../../compiler/backends.ts';
+import { compileGenerator } from '../../compiler/generate.ts';
 import { modelState } from '../../compiler/checkpoint.ts';
 import { type ProgressStream, ProgressLine } from '../../compiler/cli/progress.ts';
 import { fileError, reportError } from '../../compiler/cli/report.ts';
@@ -21,6 +26,8 @@ export const sampleDefaults = {
   temperature: 0.8, // 1.0 = no change, < 1.0 = less random, > 1.0 = more random
   top_k: 200, // retain only the top_k most likely tokens, clamp others to have 0 probability
   seed: 1337,
+  device: 'webgpu', // 'webgpu' or 'cpu'
+  cache: true, // false: recompute the whole window for every token (no KV cache)
 };
 
 /**
@@ -30,7 +37,7 @@ export const sampleDefaults = {
 export async function main(argv: readonly string[], logTo?: (text: string) => void, progressTo?: ProgressStream): Promise<string[]> {
   const log = logTo ?? ((text: string) => void process.stdout.write(text));
   const cfg = parseFlags(argv, sampleDefaults);
-  manualSeed(cfg.seed);
+  if (cfg.device !== 'webgpu' && cfg.device !== 'cpu') throw new KilnError('KILN_E015', `--device must be webgpu or cpu, got ${cfg.device}`);
   const ckptPath = join(cfg.out_dir, 'ckpt.safetensors');
   const ckpt = await readTrainingCheckpoint(ckptPath);
   const chars = charsOf(ckpt);
@@ -52,22 +59,24 @@ export async function main(argv: readonly string[], logTo?: (text: string) => vo
     return id;
   });
 
+  const generator = await compileGenerator(model, { backend: cfg.device as BackendName });
   const samples: string[] = [];
   const progress = new ProgressLine('sampling', cfg.num_samples * cfg.max_new_tokens, { unit: 'token', ...(progressTo ? { stream: progressTo } : {}) });
   let done = 0; // tokens generated so far, all samples
   for (let k = 0; k < cfg.num_samples; k++) {
-    const x = tensor(startIds, [1, startIds.length], 'i32');
-    // generate calls forward once a token: before each call, show the tokens done so far
-    let calls = 0;
-    const forward = (idx: Tensor) => {
-      progress.update(done + calls++);
-      return model.forward(idx);
-    };
-    const y = await model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k, forward);
-    done += cfg.max_new_tokens;
+    // Sample k draws with seed + k: the same flags give the same samples, each sample its own.
     progress.update(done);
+    const { tokens } = await generator.generate(startIds, {
+      maxNewTokens: cfg.max_new_tokens,
+      temperature: cfg.temperature,
+      topK: Math.min(cfg.top_k, generator.vocabSize),
+      seed: cfg.seed + k,
+      cache: cfg.cache,
+      onToken: ({ index }) => progress.update(done + index + 1),
+    });
+    done += cfg.max_new_tokens;
     progress.finish(); // the sample's text follows on stdout
-    const text = Array.from(await y.data(), (i) => chars[i]).join('');
+    const text = [...startIds, ...tokens[0]].map((i) => chars[i]).join('');
     samples.push(text);
     log(`${text}\n---------------\n`);
   }
