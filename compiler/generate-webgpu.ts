@@ -1,9 +1,9 @@
 // The generator's KV caches on WebGPU: zeroed device buffers it owns, and the rows of each step copied
-// into them at a position's offset (one copyBufferToBuffer per layer and tensor, queued after the
-// step's kernels, all in one submit). Loaded by compiler/generate.ts only when it runs on `webgpu`.
+// into them at a position's offset (one copyBufferToBuffer per layer and tensor, or per batch row where a
+// decode step's rows are columns of c_attn's output, queued after the step's kernels, all in one submit). Loaded by compiler/generate.ts only when it runs on `webgpu`.
 
 import { DTYPE_INFO } from '../ir/dtypes.ts';
-import { type TensorType, formatType, numel } from '../ir/types.ts';
+import { type TensorType, formatType } from '../ir/types.ts';
 import { getDevice, gpuBytes } from '../runtime/webgpu/index.ts';
 import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import { Tensor } from './frontend/tensor.ts';
@@ -21,13 +21,13 @@ export async function gpuCacheStorage(): Promise<CacheStorage & { limits: Kernel
     },
     writeRows(writes: readonly CacheWrite[]) {
       const encoder = kdev.device.createCommandEncoder({ label: 'kiln kv cache rows' });
-      for (const { cache, rows, offset } of writes) {
+      for (const { cache, rows, offset, from, count } of writes) {
         const [dst, src] = [cache.device, rows.device];
         if (!(dst instanceof GpuValue) || !(src instanceof GpuValue)) throw new Error(`cache rows ${formatType(rows.type)} and cache ${formatType(cache.type)} must both live on the GPU`);
         const bytes = DTYPE_INFO[rows.type.dtype].bytes;
-        const size = numel(rows.type.shape) * bytes;
-        if ((offset * bytes) % 4 || size % 4) throw new Error(`cache rows of ${size} bytes at element ${offset} are not 4-byte aligned, as buffer copies need`);
-        encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, offset * bytes, size);
+        const size = count * bytes;
+        if ((offset * bytes) % 4 || (from * bytes) % 4 || size % 4) throw new Error(`cache rows of ${size} bytes from element ${from} of ${formatType(rows.type)} to element ${offset} are not 4-byte aligned, as buffer copies need`);
+        encoder.copyBufferToBuffer(src.buffer, from * bytes, dst.buffer, offset * bytes, size);
       }
       kdev.device.queue.submit([encoder.finish()]);
     },

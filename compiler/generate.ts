@@ -18,7 +18,7 @@ import { allocData } from '../ir/host.ts';
 import { mixDropoutSeed } from '../ir/ops/attention.ts';
 import type { TensorType } from '../ir/types.ts';
 import { type AutocastDType, DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
-import { type KvCachePlan, type SampleAttrs, checkSameGraph, decodeGraph, planKvCache, prefillGraph } from '../passes/kv-cache.ts';
+import { type CacheRows, type KvCachePlan, type SampleAttrs, cacheRowsOf, checkSameGraph, decodeGraph, planKvCache, prefillGraph } from '../passes/kv-cache.ts';
 import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import type { Runner } from './backend.ts';
 import { type BackendName, loadBackend } from './backends.ts';
@@ -96,11 +96,13 @@ export interface Generator {
   kernelsPerToken(batch: number, sampling?: Partial<SampleAttrs>): Promise<number>;
 }
 
-/** One step's rows for one cache: `rows` go into `cache` from element `offset` on. */
+/** One step's rows for one cache: `count` elements of `rows` from element `from` on go into `cache` from element `offset` on. */
 export interface CacheWrite {
   readonly cache: Tensor;
   readonly rows: Tensor;
   readonly offset: number;
+  readonly from: number;
+  readonly count: number;
 }
 
 /** Where cache tensors live and how a step's rows get into them (compiler/generate-webgpu.ts on the GPU). */
@@ -115,12 +117,25 @@ const hostStorage: CacheStorage = {
     return new Tensor(type, { host: { type, data: allocData(type.dtype, type.shape.reduce((a, b) => a * b, 1), 'f32') } });
   },
   writeRows(writes) {
-    for (const w of writes) w.cache.readHost()!.data.set(w.rows.readHost()!.data, w.offset);
+    for (const w of writes) w.cache.readHost()!.data.set(w.rows.readHost()!.data.subarray(w.from, w.from + w.count), w.offset);
   },
 };
 
 const FUSED_PIPELINE = DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered');
 const LOWERED_PIPELINE = DEFAULT_PIPELINE.filter((p) => p.stage === 'lowered');
+
+/**
+ * The copies that put a decode step's new rows into a cache at position `pos`: output `rows` [R, W] holds
+ * row r's `count` elements from column `column` (passes/kv-cache.ts cacheRowsOf), and the cache [S, R...]
+ * takes them at (pos * R + r) * count: one copy when the rows are whole (W = count), else one per row.
+ */
+function rowWrites(cache: Tensor, out: ReadonlyMap<string, Tensor>, where: CacheRows, pos: number): CacheWrite[] {
+  const rows = out.get(where.output)!;
+  const width = rows.type.shape[rows.type.shape.length - 1];
+  const r = rows.type.shape.reduce((a, b) => a * b, 1) / width;
+  if (width === where.count) return [{ cache, rows, offset: pos * r * width, from: 0, count: r * width }];
+  return Array.from({ length: r }, (_, i) => ({ cache, rows, offset: (pos * r + i) * where.count, from: i * width + where.column, count: where.count }));
+}
 
 type ForwardModule = Module & { forward: (...args: never[]) => unknown };
 
@@ -289,7 +304,12 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
         result = await step((last = p), { idx: idsOf(win), ...counter(i) }, keep);
         if (useCache) {
           const kv = await cachesFor(batch, (await decodeFor(batch, sampling, keep)).graph);
-          storage.writeRows([...kv].map(([name, cache]) => ({ cache, rows: result.out.get(name.replace('_cache', ''))!, offset: 0 })));
+          storage.writeRows(
+            [...kv].map(([name, cache]) => {
+              const rows = result.out.get(name.replace('_cache', ''))!;
+              return { cache, rows, offset: 0, from: 0, count: rows.type.shape.reduce((a, b) => a * b, 1) };
+            }),
+          );
         }
         kind = i === 0 ? 'prefill' : useCache ? 'window' : 'decode';
       } else {
@@ -298,12 +318,7 @@ export async function compileGenerator(model: ForwardModule, options: GeneratorO
         const kv = await cachesFor(batch, p.graph);
         const pos = length - 1;
         result = await step((last = p), { idx: idsOf(context.map((r) => [r[pos]])), pos: scalar(pos), ...counter(i), ...Object.fromEntries(kv) }, keep);
-        storage.writeRows(
-          [...kv].map(([name, cache]) => {
-            const rows = result.out.get(name.replace('_cache', ''))!;
-            return { cache, rows, offset: pos * rows.type.shape.reduce((a, b) => a * b, 1) };
-          }),
-        );
+        storage.writeRows([...kv].flatMap(([name, cache]) => rowWrites(cache, result.out, cacheRowsOf(p.graph, name), pos)));
         kind = 'decode';
       }
       const ms = performance.now() - start;

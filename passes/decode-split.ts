@@ -14,7 +14,7 @@ const OPERANDS = ['q', 'k_cache', 'v_cache', 'k_new', 'v_new', 'pos'];
 
 /** The split count of a decode_attention node: as asked, or chosen. */
 function splitsOf(node: Graph['nodes'][number]): number {
-  const { rows, s } = decodeDims('decode_attention', node.inputs.map((x) => (typeof x === 'number' ? x : x.type)));
+  const { rows, s } = decodeDims('decode_attention', node.inputs.map((x) => (typeof x === 'number' ? x : x.type)), node.attrs);
   return decodeSplits(rows, s, decodeSpec('decode_attention', node.attrs, node.type.dtype).splits);
 }
 
@@ -30,7 +30,7 @@ export const SPLIT_DECODE_ATTENTION: Rule = {
     const node = m.node('attention');
     const spec = decodeSpec('decode_attention', node.attrs, node.type.dtype);
     const splits = splitsOf(node);
-    const partial = b.add('decode_attention_partial', OPERANDS.map((name) => m.operand(name)), { scale: spec.scale, scaling: spec.scaling, splits });
+    const partial = b.add('decode_attention_partial', OPERANDS.map((name) => m.operand(name)), { scale: spec.scale, scaling: spec.scaling, splits, ...(node.attrs.columns ? { columns: node.attrs.columns } : {}) });
     return b.add('decode_attention_merge', [partial], { dtype: node.type.dtype });
   },
 };

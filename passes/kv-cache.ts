@@ -14,6 +14,10 @@
 // how many positions the cache holds; arange(0, T) gives pos itself) and each fused_attention(q, k,
 // v) becomes decode_attention(q, k_cache.L, v_cache.L, k, v, pos) (the caches are input leaves the
 // generator feeds with its own device tensors); the new token's k and v come out as [B, H, D] rows.
+// At T = 1 nanoGPT's q, k and v are slices of one row of c_attn's output [B, 1, 3C], copied out by a
+// kernel each: readPackedQkv lets decode_attention read them in place (its attr columns), and gives the
+// new k and v rows as views of that row: output `k.L@c` is [B, W] whose columns [c, c + H*D) of each row
+// are the cache rows (cacheRowsOf says where; the generator copies them, one copy per batch row).
 
 import { KilnError } from '../ir/errors.ts';
 import { type Graph, type Node, type Operand, isNode, rebuildGraph } from '../ir/graph.ts';
@@ -280,7 +284,83 @@ export function decodeGraph(fused: Graph, plan: KvCachePlan, capacity: number, o
   const sampled = sampleLast(g, logits, plan.logits.lastOnly, options.sampling, options.keepLogits === true, () => (counter ??= input(g, 'counter', { dtype: 'i32', shape: [] })));
   g.setOutputs([...sampled, ...rows]);
   if (!sameShape(sampled[0].node.type.shape, [sampled[0].node.type.shape[0]])) throw new Error('decode graph: tokens are not one per row');
-  return eliminateDeadCode(viewsAtOnePosition(g));
+  return eliminateDeadCode(readPackedQkv(viewsAtOnePosition(g)));
+}
+
+/** A step's new rows of one cache in a decode graph: output `output` [R, W], columns [column, column + count) of each of its R rows. */
+export interface CacheRows {
+  readonly output: string;
+  readonly column: number;
+  readonly count: number;
+}
+
+/** Where decodeGraph's graph gives the new rows of cache `k_cache.L` or `v_cache.L`: output `k.L` (whole rows) or `k.L@c` (packed). */
+export function cacheRowsOf(graph: Graph, cache: string): CacheRows {
+  const stem = cache.replace('_cache', '');
+  const out = graph.outputs.find((o) => o.name === stem || o.name.startsWith(`${stem}@`));
+  const leaf = graph.nodes.find((n) => n.op === 'input' && n.attrs.name === cache);
+  if (!out || !leaf) throw new Error(`decode graph: no output holds the new rows of ${cache}`);
+  const rows = numel(out.node.type.shape.slice(0, -1));
+  const count = numel(leaf.type.shape.slice(1)) / rows;
+  const column = out.name === stem ? 0 : Number(out.name.slice(stem.length + 1));
+  if (!Number.isInteger(count) || column + count > out.node.type.shape[out.node.type.shape.length - 1]) throw new Error(`decode graph: output ${out.name} ${formatType(out.node.type)} cannot hold rows of ${cache} ${formatType(leaf.type)}`);
+  return { output: out.name, column, count };
+}
+
+/** The last-dim slice (step 1) that `x` views through reshapes, with its first column; undefined for anything else. */
+function sliceUnderViews(x: Node): { source: Node; column: number; width: number } | undefined {
+  let n = x;
+  while (n.op === 'reshape') n = n.inputs[0] as Node;
+  if (n.op !== 'slice' || (n.attrs.step ?? 1) !== 1) return undefined;
+  const source = n.inputs[0] as Node;
+  const rank = source.type.shape.length;
+  if (normalizeDim(n.attrs.dim as number, rank) !== rank - 1) return undefined;
+  const size = source.type.shape[rank - 1];
+  const start = n.attrs.start as number;
+  return { source, column: start < 0 ? start + size : start, width: n.type.shape[rank - 1] };
+}
+
+/**
+ * decode_attention(q, k_cache, v_cache, k_new, v_new, pos) whose q, k_new and v_new view slices of one
+ * tensor's last dim (nanoGPT's c_attn(x).split(C, 2) then view and transpose, views at T = 1) reads them
+ * from that tensor (attr columns), and each cache's rows output `k.L` that views such a slice becomes the
+ * whole rows `k.L@column`: the slices, one copy kernel each, are left without users (dead code).
+ */
+function readPackedQkv(graph: Graph): Graph {
+  const rowsOutputs = new Map<Node, { source: Node; column: number }>();
+  for (const o of graph.outputs) {
+    const slice = /^[kv]\.\d+$/.test(o.name) ? sliceUnderViews(o.node) : undefined;
+    if (slice && numel(o.node.type.shape) === numel(slice.source.type.shape) / slice.source.type.shape[slice.source.type.shape.length - 1] * slice.width) rowsOutputs.set(o.node, slice);
+  }
+  const g = rebuildGraph(graph, (node, r) => {
+    const rows = rowsOutputs.get(node);
+    if (rows) {
+      const w = rows.source.type.shape[rows.source.type.shape.length - 1];
+      return r.out.add('reshape', [r.mapped(rows.source)], { shape: [numel(rows.source.type.shape) / w, w] }, node.loc, node.scope, { rule: 'kv_cache', reason: `the new rows are columns ${rows.column}.. of each row: no copy` });
+    }
+    if (node.op !== 'decode_attention') return undefined;
+    const [q, kCache, , kNew, vNew, pos] = node.inputs as Node[];
+    const slices = [q, kNew, vNew].map(sliceUnderViews);
+    const source = slices[0]?.source;
+    if (!source || slices.some((x) => x?.source !== source)) return undefined;
+    const batch = kCache.type.shape.slice(1, -1);
+    const d = kCache.type.shape[kCache.type.shape.length - 1];
+    const w = source.type.shape[source.type.shape.length - 1];
+    const packed = [...batch.slice(0, -1), 1, w];
+    if (numel(source.type.shape) !== numel(packed) || slices.some((x) => x!.width !== batch[batch.length - 1] * d)) return undefined;
+    const columns = slices.map((x) => x!.column);
+    if (w % d !== 0 || columns.some((c) => c % d !== 0)) return undefined;
+    let operand = r.mapped(source) as Node;
+    if (!sameShape(operand.type.shape, packed)) operand = r.out.add('reshape', [operand], { shape: packed }, node.loc, node.scope);
+    const inputs = [operand, r.mapped(kCache), r.mapped(node.inputs[2]), operand, operand, r.mapped(pos)];
+    const reason = `${String(node.meta?.reason ?? 'decode attention')}; q, k, v read in place from columns ${columns.join(', ')} of %${source.id}`;
+    return r.out.add('decode_attention', inputs, { ...node.attrs, columns }, node.loc, node.scope, { ...node.meta, reason });
+  });
+  g.setOutputs(g.outputs.map((o, i) => {
+    const rows = rowsOutputs.get(graph.outputs[i].node);
+    return rows ? { name: `${o.name}@${rows.column}`, node: o.node } : o;
+  }));
+  return g;
 }
 
 /** The permutation a transpose or permute node applies, or undefined for other ops. */

@@ -113,3 +113,19 @@ export function f32Bound(x: DecodeInputs, scale: number, splits: number): number
   const weights = 2 * (2 * Math.LN2 * dScore + (3 + 2 * spread) * 2 * U32);
   return maxV * (sums + weights);
 }
+
+/**
+ * The packed form of `x` (decode_attention's attr columns): one tensor [B, 1, W] holding, in each batch
+ * row b, q's heads from column columns[0], k_new's from columns[1] and v_new's from columns[2] (each
+ * H * D wide), W = width; every other column NaN, so a kernel that reads one there writes NaN.
+ */
+export function packDecodeInputs(x: DecodeInputs, columns: readonly [number, number, number], width: number): HostTensor {
+  const [b, h, , d] = x.q.type.shape;
+  const data = new Float32Array(b * width).fill(NaN);
+  for (const [i, t] of [x.q, x.kNew, x.vNew].entries()) {
+    for (let row = 0; row < b; row++) {
+      for (let e = 0; e < h * d; e++) data[row * width + columns[i] + e] = t.data[row * h * d + e];
+    }
+  }
+  return hostTensor(x.q.type.dtype, [b, 1, width], data);
+}

@@ -11,7 +11,7 @@ import { DECODE_MIN_SPLIT_KEYS, DECODE_TARGET_WORKGROUPS, decodeSplits } from '.
 import '../ir/ops/index.ts';
 import type { DType } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
-import { type DecodeCase, decodeInputs, decodeOp, decodeOperands, naiveDecode } from './decode-attention-cases.ts';
+import { type DecodeCase, decodeInputs, decodeOp, decodeOperands, naiveDecode, packDecodeInputs } from './decode-attention-cases.ts';
 import { relError, thrown } from './helpers.ts';
 import { singleOp } from './op-graph.ts';
 import { DEFAULT_PIPELINE, runPasses } from '../passes/index.ts';
@@ -52,6 +52,42 @@ describe('the decode_attention CPU reference', () => {
     // about 16 * 2^-10 = 0.016 at most, the weights by that relative, plus the output's own 2^-11.
     expect(relError(got.data, naiveDecode(x, 0.25))).toBeLessThan(0.03);
     expect(relError(got.data, naiveDecode(x, 0.25))).toBeGreaterThan(0); // it did round
+  });
+});
+
+describe('packed q, k_new, v_new (attr columns: in place in c_attn\'s output row)', () => {
+  const packedOp = (x: ReturnType<typeof decodeInputs>, columns: [number, number, number], width: number, attrs: Record<string, unknown>, op = 'decode_attention') => {
+    const p = packDecodeInputs(x, columns, width);
+    return singleOp(op, [p, x.kCache, x.vCache, p, p, x.pos], { ...attrs, columns });
+  };
+
+  // Columns out of order and a wider row (NaN in the unused columns): the reference must follow the columns, not assume q, k, v.
+  for (const precision of ['f64', 'f32'] as const) {
+    it(`reads each head from its columns: the same numbers as the unpacked operands, bit for bit (${precision} precision)`, () => {
+      const x = decodeInputs(base, 2);
+      const c = 3 * 16;
+      const packed = run(packedOp(x, [2 * c, 0, 4 * c], 5 * c, { scale: 0.25 }), precision);
+      expect(packed.type.shape).toEqual([2, 3, 1, 16]);
+      expect(Array.from(packed.data)).toEqual(Array.from(run(decodeOp(x, { scale: 0.25 }), precision).data));
+      expect(relError(run(packedOp(x, [0, c, 2 * c], 3 * c, { scale: 0.25 })).data, naiveDecode(x, 0.25))).toBeLessThan(1e-12);
+    });
+  }
+
+  it('the split form packed: partial then merge equals the unpacked partial bit for bit', () => {
+    const x = decodeInputs(base, 2);
+    const c = 48;
+    const got = run(packedOp(x, [0, c, 2 * c], 3 * c, { scale: 0.25, splits: 3 }, 'decode_attention_partial'));
+    expect(Array.from(got.data)).toEqual(Array.from(run(decodeOp(x, { scale: 0.25, splits: 3 }, 'decode_attention_partial')).data));
+  });
+
+  it('refuses columns that are not three multiples of D inside the row, and packed rows of the wrong shape', () => {
+    const x = decodeInputs(base, 2);
+    const p = packDecodeInputs(x, [0, 48, 96], 144);
+    const infer = (q: typeof p, columns: unknown) => thrown(() => singleOp('decode_attention', [q, x.kCache, x.vCache, q, q, x.pos], { scale: 0.25, columns })).message;
+    expect(infer(p, [0, 48])).toMatch(/^KILN_E011 decode_attention columns must be three non-negative integers/);
+    expect(infer(p, [0, 40, 96])).toMatch(/^KILN_E001 decode_attention packed rows of 144 must hold 3 heads of 16 from columns 0, 40, 96, each a multiple of 16/);
+    expect(infer(p, [0, 48, 112])).toMatch(/^KILN_E001 decode_attention packed rows of 144 must hold 3 heads/);
+    expect(infer(hostTensor('f32', [2, 144], new Float32Array(288)), [0, 48, 96])).toMatch(/^KILN_E001 decode_attention with packed q, k, v needs each of them \[2, 1, 144\]/);
   });
 });
 

@@ -27,7 +27,9 @@ describe('kiln generate', () => {
     expect(cached.tokens).toHaveLength(8);
     expect(cached.prefill_tokens_per_s).toBeGreaterThan(0);
     expect(cached.decode_tokens_per_s).toBeGreaterThan(0);
-    expect(cached.kernels_per_token).toBe(62); // the 4-layer browser model (test/generate.gpu.test.ts counts them)
+    // The 4-layer browser model: 62 with q, k, v copied out of c_attn's output, at most 50 without (test/generate.gpu.test.ts counts them).
+    expect(cached.kernels_per_token).toBeGreaterThan(4);
+    expect(cached.kernels_per_token).toBeLessThanOrEqual(50);
     const recomputed = await json(['--prompt', 'ROMEO:', '--max-new-tokens', '8', '--greedy', '--no-cache']);
     expect(recomputed.tokens).toEqual(cached.tokens);
   });
@@ -41,7 +43,7 @@ describe('kiln generate', () => {
   it('streams the text after the prompt and ends with the rates, from the launcher', async () => {
     const { code, stdout } = await runNode(['bin/kiln.mjs', 'generate', NANOGPT, '--weights', WEIGHTS, '--device', 'cpu', '--prompt', 'ROMEO:', '--max-new-tokens', '5', '--greedy']);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/^ROMEO:[^]{5}\n\nprefill: [\d.]+ tokens\/s \(6 tokens, [\d.]+ ms\)\ndecode: [\d.]+ tokens\/s \(4 tokens, [\d.]+ ms; 62 kernels per token; KV cache of 128 positions; device cpu\)\n$/);
+    expect(stdout).toMatch(/^ROMEO:[^]{5}\n\nprefill: [\d.]+ tokens\/s \(6 tokens, [\d.]+ ms\)\ndecode: [\d.]+ tokens\/s \(4 tokens, [\d.]+ ms; \d+ kernels per token; KV cache of 128 positions; device cpu\)\n$/);
   });
 
   it('refuses bad flags with one coded line each', async () => {
@@ -68,7 +70,7 @@ describe('kiln generate', () => {
     const text = await printed(explainCommand, [NANOGPT, '--weights', WEIGHTS, '--batch', '1', '--decode']);
     expect(text).toContain('Decode (kiln generate, 1 row): 4 attention sites read a KV cache; positions from examples/nanogpt/model.ts:206:19 become the new token\'s position (pos)');
     expect(text).toMatch(/DECODE {5}transformer\.h\.3\.attn {2}examples\/nanogpt\/model\.ts:91:13 {2}decode_attention in 2 splits \+ merge \(flash-decoding\) against k_cache\.3, v_cache\.3 f32\[128,1,4,32\]/);
-    expect(text).toContain('62 kernels per decoded token');
+    expect(Number(text.match(/(\d+) kernels per decoded token/)?.[1])).toBeLessThanOrEqual(50);
     const refused = JSON.parse(await printed(explainCommand, [NEAR_MISS, '--decode', '--json'])).decode;
     expect(refused).toMatchObject({ derived: false, sites: [], kernelsPerToken: null });
     expect(refused.reason).toMatch(/^KILN_E011 examples\/near-miss\/model\.ts:\d+:\d+: kiln cannot derive a KV-cached decode step: %\d+ matmul holds 2 position dims/);

@@ -23,7 +23,11 @@
 //   kernel's output is stored in f16 (partials are f32).
 // - The merge takes one output element per invocation: M = max over splits of m, then
 //   sum 2^(m_s - M) o_s / sum 2^(m_s - M) l_s.
-// Shapes (rows, S, D, splits, chunk) live in params; the text depends only on ceil(D / 4) and
+// - q, k_new and v_new are read at row packed_row(r, offset) of D elements (heads, row_stride and the
+//   offsets q_row, k_row, v_row in params): plain operands [B, H, 1, D] have row r at r; packed ones
+//   (attr columns: slices of c_attn's output row, ir/ops/decode_attention.ts) at their head block, so
+//   no kernel copies q, k and v out of it. Both forms are the same text.
+// Shapes (rows, S, D, splits, chunk, the packed layout) live in params; the text depends only on ceil(D / 4) and
 // ceil(D / KEYS) (the registers q and the accumulator take), D % 4, the dtype, scale and scaling, and
 // whether the kernel writes partials: one pipeline serves every pos and every S.
 
@@ -44,7 +48,7 @@ type DecodeForm = 'whole' | 'partial';
 
 function decodeKernel(req: KernelRequest, form: DecodeForm): KernelPlan {
   const op = form === 'whole' ? 'decode_attention' : 'decode_attention_partial';
-  const { rows, s, d } = decodeDims(op, req.inputs);
+  const { rows, s, d, layout } = decodeDims(op, req.inputs, req.attrs);
   const dtype = (req.inputs[0] as TensorType).dtype;
   const spec = decodeSpec(op, req.attrs, dtype);
   // The whole kernel is the one-split form: whatever `splits` asks, it is passes/decode-split.ts that splits.
@@ -52,7 +56,7 @@ function decodeKernel(req: KernelRequest, form: DecodeForm): KernelPlan {
   const attention: AttentionSpec = { causal: false, scale: spec.scale, scaling: spec.scaling };
   return {
     inputNames: ['q', 'k_cache', 'v_cache', 'k_new', 'v_new', 'pos'],
-    params: { rows, s, d, splits, chunk: decodeChunk(s, splits) },
+    params: { rows, s, d, splits, chunk: decodeChunk(s, splits), heads: layout.heads, row_stride: layout.stride, q_row: layout.q, k_row: layout.k, v_row: layout.v },
     decls: decodeDecls(attention, dtype, d),
     body: indent(decodeBody(attention, dtype, form)).replace(/^\s+$/gm, ''),
     workgroupSize: DECODE_KEYS,
@@ -80,16 +84,22 @@ function decodeDecls(spec: AttentionSpec, dtype: DType, d: number): string {
     rowLoader('k_cache', 'd', d, dtype),
     rowLoader('k_new', 'd', d, dtype),
     '',
+    '// The row of D elements holding (b, h) row r of q, k_new or v_new, whose rows start at `offset`: r itself',
+    '// for [B, H, 1, D] operands, the head block of a packed row [B, 1, W] (B = r / heads) otherwise.',
+    'fn packed_row(r: u32, offset: u32) -> u32 {',
+    '  return (r / params.heads) * params.row_stride + offset + r % params.heads;',
+    '}',
+    '',
     '// Four dims of key j of row r from col on, as the scores take them: cache row j * rows + r below `cached` (pos), k_new at it.',
     'fn key_at(j: u32, cached: u32, r: u32, col: u32) -> vec4<f32> {',
     `  if (j < cached) { return ${spec.scaling === 'pre_qk' ? scaledQk(dtype, spec, 'load_k_cache(j * params.rows + r, col)', 'K_SCALE') : 'load_k_cache(j * params.rows + r, col)'}; }`,
-    `  return ${spec.scaling === 'pre_qk' ? scaledQk(dtype, spec, 'load_k_new(r, col)', 'K_SCALE') : 'load_k_new(r, col)'};`,
+    `  return ${spec.scaling === 'pre_qk' ? scaledQk(dtype, spec, 'load_k_new(packed_row(r, params.k_row), col)', 'K_SCALE') : 'load_k_new(packed_row(r, params.k_row), col)'};`,
     '}',
     '',
     '// Dim c of value j of row r.',
     'fn value_at(j: u32, cached: u32, r: u32, c: u32) -> f32 {',
     `  if (j < cached) { return ${load('v_cache', dtype, '(j * params.rows + r) * params.d + c')}; }`,
-    `  return ${load('v_new', dtype, 'r * params.d + c')};`,
+    `  return ${load('v_new', dtype, 'packed_row(r, params.v_row) * params.d + c')};`,
     '}',
   ].join('\n');
 }
@@ -127,7 +137,7 @@ function decodeBody(spec: AttentionSpec, dtype: DType, form: DecodeForm): string
     'let end = min(begin + params.chunk, cached + 1u);',
     '',
     'var q_own: array<vec4<f32>, Q_VEC4>;',
-    `for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = ${ownedQk(dtype, spec, 'load_q(r, u * 4u)', 'Q_SCALE', 'K_SCALE')}; }`,
+    `for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = ${ownedQk(dtype, spec, 'load_q(packed_row(r, params.q_row), u * 4u)', 'Q_SCALE', 'K_SCALE')}; }`,
     'var acc: array<f32, V_OWN>;',
     'for (var v = 0u; v < V_OWN; v = v + 1u) { acc[v] = 0.0; }',
     'let masked = kiln_f32_bits(0xff800000u); // -inf',

@@ -21,6 +21,12 @@
 //        t_j = scale * q . key_j * log2(e), the score in base 2. An empty split holds o = 0, m = -inf, l = 0.
 //   decode_attention_merge(partials) {dtype} -> dtype[B, H, 1, D]: M = max_s m_s,
 //        out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s (the log-sum-exp rescaling).
+// Packed q, k_new, v_new (attr `columns`, set by passes/kv-cache.ts): at T = 1 nanoGPT's q, k and v are
+// slices of one row of c_attn's output [B, 1, 3C]; copying them out would cost three kernels. With
+// columns = [cq, ck, cv], q, k_new and v_new are such packed rows [..., 1, W] (the batch dims but the
+// last, the heads H) and head h of batch row b of q is q[b, 0, cq + h * D : cq + (h + 1) * D] (ck, cv
+// for k_new, v_new); W and the columns are multiples of D, so a head block is row
+// (b * W + c) / D + h of the operand seen as rows of D. The same tensor is usually all three operands.
 // Inference only: no gradient rule (a coded error says so).
 
 import { checkIndices, type IndexRange } from '../bounds.ts';
@@ -45,6 +51,25 @@ export interface DecodeDims {
   s: number;
   /** The head dim. */
   d: number;
+  /** Where row r of q, k_new and v_new starts, in rows of D: (r / heads) * stride + offset + r % heads. */
+  layout: PackedRows;
+}
+
+/** How q, k_new and v_new hold their (b, h) rows, in units of D elements (a row of one head). */
+export interface PackedRows {
+  /** The last batch dim (the heads): rows r and r + 1 of one batch row are adjacent. */
+  heads: number;
+  /** Rows of D from one batch row to the next. */
+  stride: number;
+  /** The first row of q, k_new and v_new: column / D. */
+  q: number;
+  k: number;
+  v: number;
+}
+
+/** The row of D elements holding (b, h) row r of an operand whose rows start at `offset` (see PackedRows). */
+export function packedRow(layout: PackedRows, r: number, offset: number): number {
+  return Math.floor(r / layout.heads) * layout.stride + offset + (r % layout.heads);
 }
 
 /** What a decode attention node computes with: its scale and scaling, and its split count as asked (0: let decodeSplits choose). */
@@ -54,12 +79,13 @@ export interface DecodeSpec {
   splits: number;
 }
 
-/** q, k_new, v_new [..., 1, D]; k_cache, v_cache [S, ..., D]; pos i32[]. */
-export function decodeDims(op: string, inputs: readonly OperandType[]): DecodeDims {
+/** q, k_new, v_new [..., 1, D] (or packed rows [..., 1, W] with attr columns); k_cache, v_cache [S, ..., D]; pos i32[]. */
+export function decodeDims(op: string, inputs: readonly OperandType[], attrs: Attrs = {}): DecodeDims {
   arity(op, inputs, 6);
   const [q, kCache, vCache, kNew, vNew, pos] = DECODE_OPERANDS.map((_, i) => tensorArg(op, inputs, i));
   floatDType(op, q, kCache, vCache, kNew, vNew);
   const shapes = `q ${formatType(q)}, k_cache ${formatType(kCache)}, v_cache ${formatType(vCache)}, k_new ${formatType(kNew)}, v_new ${formatType(vNew)}`;
+  if (attrs.columns !== undefined && attrs.columns !== null) return packedDims(op, [q, kCache, vCache, kNew, vNew, pos], attrs.columns, shapes);
   const rank = q.shape.length;
   if (rank < 2 || q.shape[rank - 2] !== 1) throw new KilnError('KILN_E001', `${op} takes one query row per head, q [..., 1, D]: got ${shapes}`);
   const batch = q.shape.slice(0, -2);
@@ -71,9 +97,36 @@ export function decodeDims(op: string, inputs: readonly OperandType[]): DecodeDi
     throw new KilnError('KILN_E001', `${op} needs position-major caches [S, ${[...batch, d].join(', ')}] for q [${q.shape.join(', ')}]: got ${shapes}`);
   }
   if (s < 1) throw new KilnError('KILN_E001', `${op} needs a cache of at least one position, got S = ${s}`);
+  checkPos(op, pos);
+  const rows = numel(batch);
+  return { batch, rows, s, d, layout: { heads: Math.max(rows, 1), stride: rows, q: 0, k: 0, v: 0 } };
+}
+
+function checkPos(op: string, pos: TensorType): void {
   expectDType(op, pos, 'i32');
   if (pos.shape.length !== 0) throw new KilnError('KILN_E001', `${op} pos must be a 0-d i32 tensor (the number of cached positions), got ${formatType(pos)}`);
-  return { batch, rows: numel(batch), s, d };
+}
+
+/** The packed form: the batch dims and D from the caches, q, k_new, v_new [...batch but the heads, 1, W]. */
+function packedDims(op: string, [q, kCache, vCache, kNew, vNew, pos]: TensorType[], columns: unknown, shapes: string): DecodeDims {
+  if (!Array.isArray(columns) || columns.length !== 3 || columns.some((c) => !Number.isInteger(c) || c < 0)) {
+    throw new KilnError('KILN_E011', `${op} columns must be three non-negative integers (where q, k_new and v_new start in each packed row), got ${JSON.stringify(columns)}`);
+  }
+  const rank = kCache.shape.length;
+  if (rank < 3 || !sameShape(vCache.shape, kCache.shape)) throw new KilnError('KILN_E001', `${op} with packed q, k, v needs caches [S, ..., H, D] of one shape: got ${shapes}`);
+  const [s, d] = [kCache.shape[0], kCache.shape[rank - 1]];
+  const batch = kCache.shape.slice(1, -1);
+  const heads = batch[batch.length - 1];
+  const w = q.shape[q.shape.length - 1];
+  const packed = [...batch.slice(0, -1), 1, w];
+  if ([q, kNew, vNew].some((x) => !sameShape(x.shape, packed))) throw new KilnError('KILN_E001', `${op} with packed q, k, v needs each of them [${packed.join(', ')}] (rows of the caches' batch but the heads): got ${shapes}`);
+  if (w % d !== 0 || columns.some((c: number) => c % d !== 0 || c + heads * d > w)) {
+    throw new KilnError('KILN_E001', `${op} packed rows of ${w} must hold ${heads} heads of ${d} from columns ${columns.join(', ')}, each a multiple of ${d}: got ${shapes}`);
+  }
+  if (s < 1) throw new KilnError('KILN_E001', `${op} needs a cache of at least one position, got S = ${s}`);
+  checkPos(op, pos);
+  const [cq, ck, cv] = columns as number[];
+  return { batch, rows: numel(batch), s, d, layout: { heads, stride: w / d, q: cq / d, k: ck / d, v: cv / d } };
 }
 
 /** A node's scale, scaling (default "post"; f16 must say "pre_qk") and splits (default 0). */
@@ -124,19 +177,20 @@ function qkRounder(dtype: DType, precision: Precision, root: number): (x: number
 /** The scores of one step, row by row: scores(r) is f64[pos + 1], scale * q . key_j, and value(r, j, c) reads value_j. */
 function decodeScores(inputs: readonly CpuOperand[], attrs: Attrs, precision: Precision, op: string) {
   const [q, kCache, vCache, kNew, vNew, posT] = inputs as HostTensor[];
-  const { rows, s, d } = decodeDims(op, inputs.map((x) => (x as HostTensor).type));
+  const { rows, s, d, layout } = decodeDims(op, inputs.map((x) => (x as HostTensor).type), attrs);
   checkIndices(posT.data, posRange([q.type, kCache.type]));
   const pos = posT.data[0];
   const spec = decodeSpec(op, attrs, q.type.dtype);
   const [root, post] = spec.scaling === 'pre_qk' ? [Math.sqrt(spec.scale), 1] : [1, spec.scale];
   const round = qkRounder(q.type.dtype, precision, root);
-  const key = (r: number, j: number, c: number) => (j < pos ? kCache.data[(j * rows + r) * d + c] : kNew.data[r * d + c]);
-  const value = (r: number, j: number, c: number) => (j < pos ? vCache.data[(j * rows + r) * d + c] : vNew.data[r * d + c]);
+  const at = (r: number, offset: number) => packedRow(layout, r, offset) * d;
+  const key = (r: number, j: number, c: number) => (j < pos ? kCache.data[(j * rows + r) * d + c] : kNew.data[at(r, layout.k) + c]);
+  const value = (r: number, j: number, c: number) => (j < pos ? vCache.data[(j * rows + r) * d + c] : vNew.data[at(r, layout.v) + c]);
   const scores = (r: number) => {
     const row = new Float64Array(pos + 1);
     for (let j = 0; j <= pos; j++) {
       let x = 0;
-      for (let c = 0; c < d; c++) x += round(q.data[r * d + c]) * round(key(r, j, c));
+      for (let c = 0; c < d; c++) x += round(q.data[at(r, layout.q) + c]) * round(key(r, j, c));
       row[j] = x * post;
     }
     return row;
@@ -150,8 +204,8 @@ function noScalars(op: string, inputs: readonly CpuOperand[]): void {
 }
 
 /** 2 * (S + 1) * D for q . k and as much for p v, per (b, h) row: the most a step does (pos = S - 1). */
-function decodeFlops(inputs: readonly OperandType[]): number {
-  const { rows, s, d } = decodeDims('decode_attention', inputs);
+function decodeFlops(inputs: readonly OperandType[], attrs: Attrs = {}): number {
+  const { rows, s, d } = decodeDims('decode_attention', inputs, attrs);
   return 4 * rows * (s + 1) * d;
 }
 
@@ -165,7 +219,7 @@ registerOp({
   indices: posRange,
   flops: decodeFlops,
   infer(inputs, attrs) {
-    const { batch, d } = decodeDims('decode_attention', inputs);
+    const { batch, d } = decodeDims('decode_attention', inputs, attrs);
     const q = inputs[0] as TensorType;
     decodeSpec('decode_attention', attrs, q.dtype);
     return { dtype: q.dtype, shape: [...batch, 1, d] };
@@ -196,7 +250,7 @@ registerOp({
   indices: posRange,
   flops: decodeFlops,
   infer(inputs, attrs) {
-    const { batch, d } = decodeDims('decode_attention_partial', inputs);
+    const { batch, d } = decodeDims('decode_attention_partial', inputs, attrs);
     const { splits } = decodeSpec('decode_attention_partial', attrs, (inputs[0] as TensorType).dtype);
     if (splits < 1) throw new KilnError('KILN_E011', `decode_attention_partial needs splits >= 1 (passes/decode-split.ts chooses them), got ${splits}`);
     return { dtype: 'f32', shape: [...batch, splits, d + 2] };

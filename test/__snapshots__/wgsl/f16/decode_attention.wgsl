@@ -7,6 +7,11 @@ struct Params {
   d: u32,
   splits: u32,
   chunk: u32,
+  heads: u32,
+  row_stride: u32,
+  q_row: u32,
+  k_row: u32,
+  v_row: u32,
   error_slot: u32,
   groups: u32,
 }
@@ -65,16 +70,22 @@ fn load_k_new(row: u32, col: u32) -> vec4<f32> {
   return vec4<f32>(f32(k_new[at]), f32(k_new[at + 1u]), f32(k_new[at + 2u]), f32(k_new[at + 3u]));
 }
 
+// The row of D elements holding (b, h) row r of q, k_new or v_new, whose rows start at `offset`: r itself
+// for [B, H, 1, D] operands, the head block of a packed row [B, 1, W] (B = r / heads) otherwise.
+fn packed_row(r: u32, offset: u32) -> u32 {
+  return (r / params.heads) * params.row_stride + offset + r % params.heads;
+}
+
 // Four dims of key j of row r from col on, as the scores take them: cache row j * rows + r below `cached` (pos), k_new at it.
 fn key_at(j: u32, cached: u32, r: u32, col: u32) -> vec4<f32> {
   if (j < cached) { return kiln_round_f16(load_k_cache(j * params.rows + r, col) * K_SCALE); }
-  return kiln_round_f16(load_k_new(r, col) * K_SCALE);
+  return kiln_round_f16(load_k_new(packed_row(r, params.k_row), col) * K_SCALE);
 }
 
 // Dim c of value j of row r.
 fn value_at(j: u32, cached: u32, r: u32, c: u32) -> f32 {
   if (j < cached) { return f32(v_cache[(j * params.rows + r) * params.d + c]); }
-  return f32(v_new[r * params.d + c]);
+  return f32(v_new[packed_row(r, params.v_row) * params.d + c]);
 }
 
 @compute @workgroup_size(64)
@@ -93,7 +104,7 @@ fn main(@builtin(workgroup_id) group_id: vec3<u32>, @builtin(num_workgroups) gro
   let end = min(begin + params.chunk, cached + 1u);
 
   var q_own: array<vec4<f32>, Q_VEC4>;
-  for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = kiln_round_f16(load_q(r, u * 4u) * K_SCALE) * Q_SCALE; }
+  for (var u = 0u; u < Q_VEC4; u = u + 1u) { q_own[u] = kiln_round_f16(load_q(packed_row(r, params.q_row), u * 4u) * K_SCALE) * Q_SCALE; }
   var acc: array<f32, V_OWN>;
   for (var v = 0u; v < V_OWN; v = v + 1u) { acc[v] = 0.0; }
   let masked = kiln_f32_bits(0xff800000u); // -inf
