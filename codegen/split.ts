@@ -70,17 +70,28 @@ const lastDimRows =
   });
 
 // The window's product uses the whole product's tiling, so each element sums over K exactly as unsplit.
+// A matmul_epilogue's chain operands follow the rows (a residual of the output's shape) or are read
+// whole by every window (a bias broadcast along all of them).
 const matmul: SplitRule = (node) => {
-  const [a, b] = tensorsOf(node);
+  const [a, b, ...extras] = tensorsOf(node);
   const { transposeA = false } = node.attrs as { transposeA?: boolean };
   if (transposeA) return 'its left operand is read transposed (its rows are not contiguous)';
   if (b.type.shape.slice(0, -2).some((d) => d !== 1)) return 'its right operand is batched';
   if (a.type.shape.length !== node.type.shape.length) return 'its left operand broadcasts over the batch';
-  const whole: KernelRequest = { inputs: [a.type, b.type], attrs: node.attrs, out: node.type };
+  const rowDims = node.type.shape.length - 1;
+  const extraRoles: OperandRole[] = [];
+  for (const x of extras) {
+    const missing = node.type.shape.length - x.type.shape.length;
+    const lead = [...Array<number>(missing).fill(1), ...x.type.shape].slice(0, rowDims);
+    if (lead.every((d) => d === 1)) extraRoles.push({ role: 'whole', shape: x.type.shape.slice(Math.max(0, rowDims - missing)) });
+    else if (missing === 0 && lead.every((d, i) => d === node.type.shape[i])) extraRoles.push({ role: 'rows', dims: rowDims });
+    else return `its epilogue operand ${describeNode(x)} broadcasts along some of the rows`;
+  }
+  const whole: KernelRequest = { inputs: tensorsOf(node).map((x) => x.type), attrs: node.attrs, out: node.type };
   return {
-    rowDims: node.type.shape.length - 1,
-    operands: [{ role: 'rows', dims: a.type.shape.length - 1 }, { role: 'whole', shape: b.type.shape.slice(-2) }],
-    lower: (req) => (a.type.dtype === 'f16' ? loweringOf('matmul', describeNode(node))(req) : matmulKernel(req, pickedMatmulTiling({ ...whole, limits: req.limits }))),
+    rowDims,
+    operands: [{ role: 'rows', dims: a.type.shape.length - 1 }, { role: 'whole', shape: b.type.shape.slice(-2) }, ...extraRoles],
+    lower: (req) => (a.type.dtype === 'f16' ? loweringOf(node.op, describeNode(node))(req) : matmulKernel(req, pickedMatmulTiling({ ...whole, limits: req.limits }))),
   };
 };
 
@@ -97,6 +108,7 @@ const SPLIT_RULES: Readonly<Record<string, SplitRule>> = {
   cast: elementwise,
   fused_elementwise: elementwise,
   matmul,
+  matmul_epilogue: matmul,
   softmax,
   cross_entropy_rows: () => ({ rowDims: 1, operands: [{ role: 'rows', dims: 1 }, { role: 'rows', dims: 1 }] }), // logits [N, C], targets [N] -> [N]
   embedding: (node) => {

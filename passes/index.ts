@@ -11,6 +11,7 @@ import { elementwiseFusion } from './elementwise.ts';
 import { concatSliceGradients, twoStepRowSums } from './gradient-rules.ts';
 import { commonSubexpressions, constantFolding } from './fold.ts';
 import type { Pass } from './manager.ts';
+import { matmulEpilogue } from './matmul-epilogue.ts';
 
 export const DEFAULT_PIPELINE: readonly Pass[] = [
   canonicalize, // canonical: one spelling per computation
@@ -28,6 +29,7 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   decodeSplit, // lowered: decode attention over a long KV cache split across workgroups (flash-decoding)
   twoStepRowSums, // lowered: long sums over leading dims in two steps
   elementwiseFusion, // lowered: elementwise chains as one kernel each
+  matmulEpilogue, // lowered: the chain a matmul feeds, in the matmul's kernel
 ];
 
 export { AUTOCAST_F16_OPS, AUTOCAST_F32_OPS, autocastGraph, autocastPlan, type AutocastDType, type AutocastRule } from './autocast.ts';

@@ -74,7 +74,10 @@ export function withGradients(graph: Graph): Graph {
 
 /** As compileTrainStep: the fused stage (passes up to fused), autograd, then the whole pipeline again. */
 export function trainingPipeline(traced: Graph, autocast?: 'f16', passes: Record<string, boolean> = {}): { fused: Graph; lowered: Graph; decisions: readonly Decision[] } {
-  const forward = runPasses(traced, DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered'), { autocast, passes });
+  const forwardPasses = DEFAULT_PIPELINE.filter((p) => p.stage !== 'lowered');
+  // The forward is given the switches of its own passes (as compileTrainStep does); the whole step gets them all.
+  const forwardSwitches = Object.fromEntries(Object.entries(passes).filter(([name]) => forwardPasses.some((p) => p.name === name)));
+  const forward = runPasses(traced, forwardPasses, { autocast, passes: forwardSwitches });
   const step = runPasses(withGradients(forward.graph), DEFAULT_PIPELINE, { passes: { ...passes, fuse_attention: false } });
   return { fused: forward.graph, lowered: step.graph, decisions: forward.decisions.filter((d) => d.pass === 'fuse_linear_cross_entropy') };
 }

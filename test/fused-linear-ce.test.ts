@@ -62,8 +62,9 @@ describe('fuse_linear_cross_entropy in training', () => {
       for (const [k, e] of Object.entries(errors)) expect(e, k).toBeLessThan(TOL_F32);
       const rows = chunkRows(c.B * c.T, c.V, c.C);
       expect(biggerThanChunk(lowered, c, rows).map((n) => `%${n.id} ${n.op}`)).toEqual([]);
-      // Every chunk's logits, once in the forward and once in the backward.
-      const chunkLogits = lowered.nodes.filter((n) => n.op === 'matmul' && n.type.shape[1] === c.V && n.attrs.transposeB === true);
+      // Every chunk's logits, once in the forward and once in the backward (a matmul_epilogue where the
+      // elementwise chain after the product runs in its kernel: passes/matmul-epilogue.ts).
+      const chunkLogits = lowered.nodes.filter((n) => (n.op === 'matmul' || n.op === 'matmul_epilogue') && n.type.shape[1] === c.V && n.attrs.transposeB === true);
       expect(chunkLogits).toHaveLength(2 * Math.ceil((c.B * c.T) / rows));
       expect(Math.max(...chunkLogits.map((n) => n.type.shape[0]))).toBe(rows);
     });

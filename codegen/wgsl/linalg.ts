@@ -17,6 +17,7 @@ import { broadcastStrides, coordLines, generateKernel, indent, listParams, load,
 import type { Lowering } from './plan.ts';
 import { chooseTensorCoreTiling, tensorCoreMatmulKernel, tensorCoresUsable } from './matmul_tc.ts';
 import { type TuningSite, pickOf } from '../tuning.ts';
+import { matmulEpilogue } from './matmul_epilogue.ts';
 
 /** How matmul splits its output; all sizes are multiples of 4 (vec4s) and bm/tm, bn/tn of 4 and 8. */
 export interface MatmulTiling {
@@ -192,6 +193,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
   const transposeB = req.attrs.transposeB === true;
   const dims = matmulDims(a, b, transposeA, transposeB);
   const { batch, m, k, n } = dims;
+  const epilogue = matmulEpilogue(req, batch.length); // matmul_epilogue: its chain, applied to each sum before the store
   // f16 x f16 on a device with tensor cores (subgroup matrices): matmul_tc.ts, where its tiles divide the product.
   if (!tiling && a.dtype === 'f16' && b.dtype === 'f16' && tensorCoresUsable(req.limits)) {
     const tc = chooseTensorCoreTiling(dims, transposeA, transposeB, req.limits!);
@@ -239,6 +241,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
 
   const body = [
     ...matmulTileLines(rank),
+    ...(epilogue?.setup ?? []),
     '// What this invocation copies of each K tile: its element at (o, kk), then more rows of the same tile.',
     ...aCopy.setup,
     ...bCopy.setup,
@@ -271,11 +274,12 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
     ...writes,
   ];
 
-  const put = (v: string) => store(req.out.dtype, v); // f16: the one rounding of the f32 sum
+  // f16: the one rounding of the f32 sum (or of the epilogue's value, computed from the sum in registers).
+  const put = (v: string, col: string) => store(req.out.dtype, epilogue ? epilogue.apply('row', col, v) : v);
   const write4 = edges.m || edges.n
     ? ['  if (row >= params.m) { return; }', '  let at = out_base + row * params.n + col;',
-      `  for (var c = 0u; c < 4u; c = c + 1u) { if (col + c < params.n) { out[at + c] = ${put('v[c]')}; } }`]
-    : ['  let at = out_base + row * params.n + col;', `  out[at] = ${put('v.x')}; out[at + 1u] = ${put('v.y')}; out[at + 2u] = ${put('v.z')}; out[at + 3u] = ${put('v.w')};`];
+      `  for (var c = 0u; c < 4u; c = c + 1u) { if (col + c < params.n) { out[at + c] = ${put('v[c]', 'col + c')}; } }`]
+    : ['  let at = out_base + row * params.n + col;', `  out[at] = ${put('v.x', 'col')}; out[at + 1u] = ${put('v.y', 'col + 1u')}; out[at + 2u] = ${put('v.z', 'col + 2u')}; out[at + 3u] = ${put('v.w', 'col + 3u')};`];
   const ragged = (['m', 'n', 'k'] as const).filter((d) => edges[d]).map((d) => d.toUpperCase());
   const decls = [
     `// a is ${transposeA ? '[K, M]' : '[M, K]'}, b is ${transposeB ? '[N, K]' : '[K, N]'}. Each workgroup computes a ${bm}x${bn} output tile, each invocation`,
@@ -293,6 +297,7 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
     `const B_STAGE = ${bk * bRow}u;`,
     `var<workgroup> a_tile: array<vec4<f32>, ${2 * bk * aRow}>; // [stage][k][m / 4]`,
     `var<workgroup> b_tile: array<vec4<f32>, ${2 * bk * bRow}>; // [stage][k][n / 4]`,
+    ...(epilogue ? ['', epilogue.decls] : []),
     '',
     '// Four adjacent outputs of one row.',
     'fn write4(out_base: u32, row: u32, col: u32, v: vec4<f32>) {',
@@ -300,8 +305,8 @@ export function matmulKernel(req: KernelRequest, tiling?: MatmulTiling): KernelP
     '}',
   ];
   return {
-    inputNames: ['a', 'b'],
-    params: matmulParams(a, b, dims, tilesM, tilesN),
+    inputNames: ['a', 'b', ...(epilogue?.inputNames ?? [])],
+    params: { ...matmulParams(a, b, dims, tilesM, tilesN), ...epilogue?.params },
     decls: decls.join('\n'),
     body: indent(body),
     workgroupSize: threads,
@@ -322,4 +327,4 @@ export function embeddingKernel(req: KernelRequest): KernelPlan {
   ]);
 }
 
-export const linalgLowerings: Record<string, Lowering> = { matmul: matmulKernel, embedding: embeddingKernel };
+export const linalgLowerings: Record<string, Lowering> = { matmul: matmulKernel, matmul_epilogue: (req) => matmulKernel(req), embedding: embeddingKernel };

@@ -20,6 +20,7 @@ import { type TensorType, numel } from '../../ir/types.ts';
 import { type MatmulDims, matmulDims } from '../../ir/ops/linalg.ts';
 import type { KernelLimits, KernelPlan, KernelRequest } from './plan.ts';
 import { indent, store } from './helpers.ts';
+import { matmulEpilogue } from './matmul_epilogue.ts';
 import { matmulParams, matmulTileLines } from './linalg.ts';
 
 /** A tensor-core tiling: output tile bm x bn, K step bk, subgroups sgm x sgn (32 invocations each). */
@@ -133,6 +134,7 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
     throw new Error(`tensor-core tiling ${JSON.stringify(t)} does not divide ${m}x${n}x${k}`);
   }
   const rank = batch.length;
+  const epilogue = matmulEpilogue(req, rank); // matmul_epilogue: its chain, applied to each sum before the store
   const aCopy = operandCopy('a', t, transposeA, threads);
   const bCopy = operandCopy('b', t, transposeB, threads);
   const accs = [...Array(fm * fn).keys()];
@@ -162,7 +164,7 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
   }
 
   // The sums out through this subgroup's scratch: lane l writes row l / 2, columns (l % 2) * 8 + 0..7.
-  if (req.out.dtype !== 'f16') throw new Error(`tensor-core matmul stores f16, not ${req.out.dtype}`);
+  if (!epilogue && req.out.dtype !== 'f16') throw new Error(`tensor-core matmul stores f16, not ${req.out.dtype}`);
   const writes: string[] = [];
   for (let i = 0; i < fm; i++) {
     for (let j = 0; j < fn; j++) {
@@ -171,7 +173,9 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
       writes.push(
         `subgroupMatrixStore(&c_tile, scratch, acc${i * fn + j}, false, 16u);`,
         'workgroupBarrier();',
-        `write_half8(out_base + (${row} + lane / 2u) * params.n + ${col} + (lane % 2u) * 8u, scratch + lane * 8u);`,
+        epilogue
+          ? `write8(out_base, ${row} + lane / 2u, ${col} + (lane % 2u) * 8u, scratch + lane * 8u);`
+          : `write_half8(out_base + (${row} + lane / 2u) * params.n + ${col} + (lane % 2u) * 8u, scratch + lane * 8u);`,
         'workgroupBarrier();',
       );
     }
@@ -179,6 +183,7 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
 
   const body = [
     ...matmulTileLines(rank),
+    ...(epilogue?.setup ?? []),
     '// Subgroup sg computes rows sg_m * WM.. and columns sg_n * WN.. of the tile (32 invocations a subgroup,',
     '// numbered by local index: the lowering is chosen only where subgroups are exactly 32 wide).',
     'let sg = lid / 32u;',
@@ -228,16 +233,23 @@ export function tensorCoreMatmulKernel(req: KernelRequest, t: TensorCoreTiling):
     ...put8('a'),
     ...put8('b'),
     '',
-    '// Eight adjacent outputs of one row, from the scratch, each rounded to f16 once.',
-    'fn write_half8(at: u32, from: u32) {',
-    `  for (var e = 0u; e < 8u; e = e + 1u) { out[at + e] = ${store('f16', 'c_tile[from + e]')}; }`,
-    '}',
+    ...(epilogue
+      ? [epilogue.decls, '',
+        `// Eight adjacent outputs of one row, from the scratch, each through the epilogue and stored as ${req.out.dtype} once.`,
+        'fn write8(out_base: u32, row: u32, col: u32, from: u32) {',
+        '  let at = out_base + row * params.n + col;',
+        `  for (var e = 0u; e < 8u; e = e + 1u) { out[at + e] = ${store(req.out.dtype, epilogue.apply('row', 'col + e', 'c_tile[from + e]'))}; }`,
+        '}']
+      : ['// Eight adjacent outputs of one row, from the scratch, each rounded to f16 once.',
+        'fn write_half8(at: u32, from: u32) {',
+        `  for (var e = 0u; e < 8u; e = e + 1u) { out[at + e] = ${store('f16', 'c_tile[from + e]')}; }`,
+        '}']),
   ];
   return {
-    inputNames: ['a', 'b'],
+    inputNames: ['a', 'b', ...(epilogue?.inputNames ?? [])],
     directives: ['enable f16;', 'enable subgroups;', 'enable chromium_experimental_subgroup_matrix;'],
     bindingTypes: { a: 'vec4<u32>', b: 'vec4<u32>' },
-    params: matmulParams(a, b, dims, m / bm, n / bn),
+    params: { ...matmulParams(a, b, dims, m / bm, n / bn), ...epilogue?.params },
     decls: decls.join('\n'),
     body: indent(body),
     workgroupSize: threads,

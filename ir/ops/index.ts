@@ -11,5 +11,6 @@ import './sample.ts';
 import './attention_backward.ts';
 import './fused_linear_ce.ts';
 import './fused_elementwise.ts';
+import './matmul_epilogue.ts';
 import './backward.ts';
 import './optim.ts';
