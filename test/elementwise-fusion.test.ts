@@ -24,8 +24,9 @@ describe('elementwise fusion', () => {
   it('fuses nanoGPT’s bias + GELU and bias + residual adds, one kernel each, with the same outputs', async () => {
     const model = createModel(small).eval();
     const idx = tensor(Array.from({ length: 16 }, (_, i) => i % 11), [2, 8], 'i32');
-    const fused = compile(model, { backend: 'cpu' });
-    const plain = compile(model, { backend: 'cpu', passes: { fuse_elementwise: false } });
+    // Matmul epilogues off: they would take these chains into the matmuls' kernels (matmul-epilogue.test.ts).
+    const fused = compile(model, { backend: 'cpu', passes: { fuse_matmul_epilogue: false } });
+    const plain = compile(model, { backend: 'cpu', passes: { fuse_elementwise: false, fuse_matmul_epilogue: false } });
     const a = await fused(idx, idx);
     const b = await plain(idx, idx);
     const lowered = fused.stage('lowered')!;

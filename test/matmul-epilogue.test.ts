@@ -5,7 +5,9 @@
 
 import { describe, expect, it } from 'vitest';
 import { lowerGraph } from '../codegen/index.ts';
+import { reflectBindings } from '../codegen/reflect.ts';
 import { splitKernel } from '../codegen/split.ts';
+import type { KernelLimits } from '../codegen/wgsl/plan.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import '../ir/ops/index.ts';
 import { getOp } from '../ir/registry.ts';
@@ -15,6 +17,7 @@ import { fuseMatmulEpilogues } from '../passes/matmul-epilogue.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { thrown } from './helpers.ts';
 import { epilogueCases } from './matmul-epilogue-cases.ts';
+import { H100_LIMITS } from './matmul-cases.ts';
 
 const fused = (g: Graph, decisions?: Decision[]) => fuseMatmulEpilogues(fuseElementwise(g), decisions);
 
@@ -88,5 +91,30 @@ describe('matmul epilogues', () => {
       [[0, 72], [72, 72], [144, 72], [216, 40]].map(([r0, r]) => [`${r0 * 64}+${r * 64}`, undefined, undefined, `${r0 * 160}+${r * 160}`, `${r0 * 160}+${r * 160}`]),
     );
     expect(thrown(() => splitKernel(kz, { maxBytes: 12 * 1024, offsetAlignment: 256 })).message).toMatch(/^KILN_E009 .*cannot split it: its epilogue operand %\d+ .*broadcasts along some of the rows/);
+  });
+
+  it('puts the chain in the tensor-core kernel\'s store (write8), its operands bound after a and b; a plain matmul keeps write_half8', () => {
+    // What Dawn reports on the H100/H200 (test/tensor-cores.test.ts): the kernel itself runs on the GPU machine only.
+    const limits: KernelLimits = { ...H100_LIMITS, subgroupMinSize: 32, subgroupMaxSize: 32, subgroupMatrix: [{ m: 16, n: 16, k: 16 }] };
+    const g = new Graph();
+    const x = g.add('input', [], { name: 'x', dtype: 'f16', shape: [256, 768] });
+    const w = g.add('input', [], { name: 'w', dtype: 'f16', shape: [3072, 768] });
+    const bias = g.add('input', [], { name: 'bias', dtype: 'f32', shape: [3072] });
+    const residual = g.add('input', [], { name: 'residual', dtype: 'f32', shape: [256, 3072] });
+    const fc = g.add('matmul_epilogue', [x, w, bias], { transposeA: false, transposeB: true, expr: 'f16(gelu(add(f32($0), $1)))' });
+    const proj = g.add('matmul_epilogue', [x, w, bias, residual], { transposeA: false, transposeB: true, expr: 'add($2, add(f32($0), $1))' });
+    const plain = g.add('matmul', [x, w], { transposeA: false, transposeB: true });
+    g.setOutputs([{ name: 'fc', node: fc }, { name: 'proj', node: proj }, { name: 'plain', node: plain }]);
+    const [kFc, kProj, kPlain] = lowerGraph(g, limits).kernels;
+    for (const k of [kFc, kProj, kPlain]) expect(k.code).toContain('subgroupMatrixMultiplyAccumulate');
+    // The f16 product rounded once as the matmul stores it, then the chain in f32; the final cast to f16 is the store's.
+    expect(kFc.code).toContain('let p = kiln_round_f16_1(v);');
+    expect(kFc.code).toContain('return kiln_gelu((f32(p) + e1[e1_base + row * params.e1_stride0 + col * params.e1_stride1]));'); // no batch: strides 0, 1 are the row's and column's
+    expect(kFc.code).toContain('out[at + e] = f16(epilogue(row, col + e, c_tile[from + e]));');
+    expect(kProj.code).toContain('var<storage, read_write> out: array<f32>;');
+    expect(kProj.code).toContain('out[at + e] = epilogue(row, col + e, c_tile[from + e]);');
+    expect(reflectBindings(kProj.code, proj).map((b) => `${b.binding} ${b.name} ${b.kind}`)).toEqual(['0 params uniform', '1 a read', '2 b read', '3 e1 read', '4 e2 read', '5 out read_write']);
+    expect(kPlain.code).toContain('fn write_half8(at: u32, from: u32)');
+    expect(kPlain.code).not.toContain('epilogue');
   });
 });
