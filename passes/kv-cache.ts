@@ -216,6 +216,8 @@ export interface DerivedOptions {
   readonly sampling: SampleAttrs;
   /** Also output the sampled position's logits [rows, V] (tests, and callers that show them). */
   readonly keepLogits?: boolean;
+  /** decodeGraph: false keeps q, k, v as their own tensors (a copy kernel each) instead of reading them in place (tests compare the two). */
+  readonly inPlaceQkv?: boolean;
 }
 
 /**
@@ -284,7 +286,8 @@ export function decodeGraph(fused: Graph, plan: KvCachePlan, capacity: number, o
   const sampled = sampleLast(g, logits, plan.logits.lastOnly, options.sampling, options.keepLogits === true, () => (counter ??= input(g, 'counter', { dtype: 'i32', shape: [] })));
   g.setOutputs([...sampled, ...rows]);
   if (!sameShape(sampled[0].node.type.shape, [sampled[0].node.type.shape[0]])) throw new Error('decode graph: tokens are not one per row');
-  return eliminateDeadCode(readPackedQkv(viewsAtOnePosition(g)));
+  const views = viewsAtOnePosition(g);
+  return eliminateDeadCode(options.inPlaceQkv === false ? views : readPackedQkv(views));
 }
 
 /** A step's new rows of one cache in a decode graph: output `output` [R, W], columns [column, column + count) of each of its R rows. */

@@ -27,7 +27,7 @@ import { decodeSplits } from '../ir/ops/decode_attention.ts';
 import { splitDecodeAttention } from '../passes/decode-split.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { Executor, getDevice, readback, releaseDevice } from '../runtime/webgpu/index.ts';
-import { type DecodeInputs, decodeInputs, decodeOperands, f32Bound, naiveDecode } from './decode-attention-cases.ts';
+import { type DecodeInputs, decodeInputs, decodeOperands, f32Bound, naiveDecode, packDecodeInputs } from './decode-attention-cases.ts';
 
 afterAll(releaseDevice);
 
@@ -89,6 +89,35 @@ describe('decode attention on WebGPU (f32) against an f64 softmax', () => {
         }
       }
     }
+  }
+});
+
+describe('packed q, k_new, v_new (attr columns) on WebGPU', () => {
+  // One leaf bound as q, k_new and v_new, as the decode step binds c_attn's output; columns out of
+  // order in a wider row whose other columns are NaN (read one and the output is NaN). The same
+  // kernel text as the unpacked form, its rows found by params: so the unpacked run's answer, bit for
+  // bit (the same loads in the same order), and within the f32 bound of the f64 softmax.
+  for (const [splits, keys] of [[1, 40], [3, 130]]) {
+    it(`reads each head from its columns, ${splits} split${splits > 1 ? 's' : ''}, pos + 1 = ${keys}: bit-equal to the unpacked operands`, async () => {
+      const x = decodeInputs({ batch: [2, 3], d: 16, s: keys + 2, pos: keys - 1, dtype: 'f32', seed: 70 + splits }, 2);
+      poisonPastPos(x);
+      const c = 3 * 16;
+      const packed = packDecodeInputs(x, [2 * c, 0, 4 * c], 5 * c);
+      const g = new Graph();
+      const [p, kCache, vCache, pos] = [packed, x.kCache, x.vCache, x.pos].map((t, i) => g.add('input', [], { name: `p${i}`, dtype: t.type.dtype, shape: [...t.type.shape] }));
+      g.setOutputs([{ name: 'y', node: g.add('decode_attention', [p, kCache, vCache, p, p, pos], { scale: 0.25, splits, columns: [2 * c, 0, 4 * c] }) }]);
+      const graph = splitDecodeAttention(g);
+      expect(graph.nodes.filter((n) => n.op.startsWith('decode_attention')).map((n) => n.attrs.columns ?? null)).toEqual(splits > 1 ? [[2 * c, 0, 4 * c], null] : [[2 * c, 0, 4 * c]]);
+      const kdev = await getDevice();
+      const exec = await Executor.create(kdev, lowerGraph(graph));
+      const feeds = [packed, x.kCache, x.vCache, x.pos];
+      const outs = exec.run(new Map(graph.nodesOf('input').map((n) => [n, feeds[Number(String(n.attrs.name).slice(1))]])));
+      const got = await readback(kdev, outs.get('y')!, graph.outputs[0].node.type);
+      exec.destroy();
+      const unpacked = decodeGraph(x, { scale: 0.25, splits });
+      expect(Array.from(got)).toEqual(Array.from(await runOnGpu(unpacked.graph, unpacked.leaves, x)));
+      expect(maxAbsError(got, naiveDecode(x, 0.25))).toBeLessThanOrEqual(f32Bound(x, 0.25, splits));
+    });
   }
 });
 

@@ -3,6 +3,13 @@
 
 import { describe, expect, it } from 'vitest';
 import { compileGenerator } from '../compiler/generate.ts';
+import { stateTensors } from '../compiler/leaves.ts';
+import type { Graph, Node } from '../ir/graph.ts';
+import { type HostTensor, hostTensor } from '../ir/host.ts';
+import { numel, sameShape } from '../ir/types.ts';
+import { cacheRowsOf, decodeGraph } from '../passes/kv-cache.ts';
+import { interpret } from '../runtime/interpreter.ts';
+import { rng } from './helpers.ts';
 import { expectCacheMatchesRecompute, run, tinyModel } from './generate-cases.ts';
 
 // f32 throughout: the cached step sums the same products as the full forward, in another order (1e-6 at most seen; 1e-5 the issue's bound).
@@ -41,5 +48,45 @@ describe('compileGenerator on the cpu', () => {
     expect(await draw(1)).toEqual(first);
     expect(await draw(1, false)).toEqual(first);
     expect(await draw(2)).not.toEqual(first);
+  });
+});
+
+describe('the decode step reads q, k, v in place (passes/kv-cache.ts readPackedQkv)', () => {
+  it('no slice runs; logits, tokens and the new cache rows are those of copying q, k, v out, bit for bit (2 rows, pos 5)', async () => {
+    const model = tinyModel(7);
+    const gen = await compileGenerator(model, { backend: 'cpu' });
+    const { plan, fused } = await gen.plan(2);
+    const sampling = { greedy: true, temperature: 1, topK: 0, seed: 0 };
+    const inPlace = decodeGraph(fused, plan, 8, { sampling, keepLogits: true });
+    const copied = decodeGraph(fused, plan, 8, { sampling, keepLogits: true, inPlaceQkv: false });
+    expect(inPlace.nodesOf('slice')).toEqual([]);
+    expect(copied.nodesOf('slice')).toHaveLength(3 * 2); // q, k, v of each of the 2 layers
+    expect(inPlace.nodesOf('decode_attention').map((n) => n.attrs.columns)).toEqual([[0, 16, 32], [0, 16, 32]]);
+    expect(inPlace.outputs.map((o) => o.name)).toEqual(['tokens', 'logits', 'k.0@16', 'v.0@32', 'k.1@16', 'v.1@32']);
+    // Random caches and a token per row at position 5: the same leaves fed to both graphs.
+    const next = rng(3);
+    const leaves = new Map<string, HostTensor>([['idx', hostTensor('i32', [2, 1], Int32Array.of(4, 9))], ['pos', hostTensor('i32', [], Int32Array.of(5))]]);
+    const state = stateTensors(model);
+    const feed = (g: Graph) => (n: Node): HostTensor => {
+      const name = String(n.attrs.name);
+      if (n.op === 'param' || n.op === 'buffer') return state.get(name)!.readHost()!;
+      if (!leaves.has(name)) leaves.set(name, hostTensor('f32', [...n.type.shape], Float32Array.from({ length: numel(n.type.shape) }, () => next() * 2 - 1)));
+      expect(sameShape(leaves.get(name)!.type.shape, n.type.shape), `${name} in ${g.outputs.length} outputs`).toBe(true);
+      return leaves.get(name)!;
+    };
+    const a = interpret(inPlace, feed(inPlace), 'f32');
+    const b = interpret(copied, feed(copied), 'f32');
+    expect(Array.from(a.get('logits')!.data)).toEqual(Array.from(b.get('logits')!.data));
+    expect(Array.from(a.get('tokens')!.data)).toEqual(Array.from(b.get('tokens')!.data));
+    for (const layer of [0, 1]) {
+      for (const [name, column] of [['k', 16], ['v', 32]] as const) {
+        const cache = `${name}_cache.${layer}`;
+        expect(cacheRowsOf(inPlace, cache)).toEqual({ output: `${name}.${layer}@${column}`, column, count: 16 });
+        expect(cacheRowsOf(copied, cache)).toEqual({ output: `${name}.${layer}`, column: 0, count: 8 }); // [B, H, D]: rows of one head, whole
+        const rows = a.get(`${name}.${layer}@${column}`)!; // [2, 48]: each row's [column, column + 16) is the cache row
+        const picked = [0, 1].flatMap((r) => Array.from(rows.data.subarray(r * 48 + column, r * 48 + column + 16)));
+        expect(picked).toEqual(Array.from(b.get(`${name}.${layer}`)!.data));
+      }
+    }
   });
 });
