@@ -72,7 +72,8 @@ export function fuseMatmulEpilogues(graph: Graph, decisions?: Decision[]): Graph
     const { expr, operands } = epilogueOf(node, product);
     const [a, b] = product.inputs;
     const attrs = { transposeA: product.attrs.transposeA ?? false, transposeB: product.attrs.transposeB ?? false, expr: formatExpr(expr) };
-    return out.add('matmul_epilogue', [a, b, ...operands.slice(1)].map(mapped), attrs, node.loc, node.scope);
+    // The kernel is the matmul's, at its source line (c_fc's, not GELU's): where `kiln kernels` lists it.
+    return out.add('matmul_epilogue', [a, b, ...operands.slice(1)].map(mapped), attrs, product.loc, product.scope);
   });
 }
 

@@ -35,8 +35,9 @@ describe('kiln kernels on nanoGPT', () => {
 
   it('counts 2*B*M*N*K FLOPs for a matmul: the q, k, v projection [B,T,C] @ [C,3C] and the lm_head', async () => {
     const l = await listing();
-    expect(at(l, 'matmul', /c_attn/).flops).toBe(2 * B * T * (3 * C) * C);
-    expect(at(l, 'matmul', /c_fc/).flops).toBe(2 * B * T * (4 * C) * C);
+    // c_attn and c_fc carry their bias add (and GELU) as epilogues (passes/matmul-epilogue.ts): one FLOP an output element per op of the chain.
+    expect(at(l, 'matmul_epilogue', /c_attn/).flops).toBe(2 * B * T * (3 * C) * C + B * T * 3 * C);
+    expect(at(l, 'matmul_epilogue', /c_fc/).flops).toBe(2 * B * T * (4 * C) * C + 2 * B * T * 4 * C);
     expect(at(l, 'matmul', /lm_head/).flops).toBe(2 * B * T * V * C);
   });
 
@@ -44,16 +45,18 @@ describe('kiln kernels on nanoGPT', () => {
     const l = await listing();
     // tok_emb [B,T,C] + pos_emb [T,C] (broadcast, read at its own size) -> [B,T,C]
     expect(at(l, 'add', /tok_emb\.add\(pos_emb\)/).bytes).toBe(4 * (B * T * C + T * C + B * T * C));
-    // gelu(x @ W^T + b), fused: reads [B,T,4C] and the bias [4C], writes [B,T,4C]
-    expect(at(l, 'fused_elementwise', /gelu/).bytes).toBe(4 * (B * T * 4 * C * 2 + 4 * C));
+    // gelu(x @ W^T + b), one kernel (a matmul epilogue): reads x [B,T,C], W [4C,C] and the bias [4C], writes [B,T,4C]
+    expect(at(l, 'matmul_epilogue', /c_fc/).bytes).toBe(4 * (B * T * C + 4 * C * C + 4 * C + B * T * 4 * C));
   });
 
   it('counts f16 tensors at 2 bytes an element with --dtype float16: the matmuls read and write f16', async () => {
     const l = await listing('--dtype', 'float16');
-    expect(at(l, 'matmul', /c_attn/).bytes).toBe(2 * (B * T * C + 3 * C * C + B * T * 3 * C));
+    // x, W and the output in f16; its epilogue's bias [3C] is read as it is stored, in f32
+    expect(at(l, 'matmul_epilogue', /c_attn/).bytes).toBe(2 * (B * T * C + 3 * C * C + B * T * 3 * C) + 4 * 3 * C);
     expect(at(l, 'matmul', /lm_head/).bytes).toBe(2 * (B * T * C + V * C + B * T * V));
     expect(at(l, 'add', /tok_emb\.add\(pos_emb\)/).bytes).toBe(4 * (B * T * C + T * C + B * T * C)); // the residual stream stays f32
-    expect(at(l, 'matmul', /c_attn/).flops).toBe(2 * B * T * (3 * C) * C);
+    // the chain f16(add(f32($0), $1)): a FLOP an element for each of its three ops, casts included (fused_elementwise's count)
+    expect(at(l, 'matmul_epilogue', /c_attn/).flops).toBe(2 * B * T * (3 * C) * C + 3 * B * T * 3 * C);
   });
 
   it('totals the FLOPs and bytes of every kernel', async () => {
