@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { AdamW, GradScaler, Graph, KilnError, Module, type Parameter, type Tensor, compileTrainStep, interpret, nn, tensor } from '../index.ts';
 import { F32_MAX } from '../ir/dtypes.ts';
 import type { GPT } from '../examples/nanogpt/model.ts';
+import type { Node } from '../ir/graph.ts';
 import { chunkRows } from '../passes/linear-ce.ts';
 import { batch, config, fresh } from './train-step-cases.ts';
 
@@ -109,8 +110,10 @@ describe('GradScaler in the compiled training step (cpu)', () => {
         skipped.push(await scalarOf(r.skipped));
         scales.push(await scalarOf(r.scale));
       }
-      const graphF16Matmuls = step.last!.step.graph.nodesOf('matmul').filter((n) => n.type.dtype === 'f16').length;
-      const graphF32Matmuls = step.last!.step.graph.nodesOf('matmul').filter((n) => n.type.dtype === 'f32').length;
+      // Each product's dtype: a matmul's own, or, where its elementwise chain runs as its epilogue (passes/matmul-epilogue.ts), its operands'.
+      const products = step.last!.step.graph.nodes.flatMap((n) => (n.op === 'matmul' ? [n.type.dtype] : n.op === 'matmul_epilogue' ? [(n.inputs[0] as Node).type.dtype] : []));
+      const graphF16Matmuls = products.filter((d) => d === 'f16').length;
+      const graphF32Matmuls = products.filter((d) => d === 'f32').length;
       return { model, optimizer, skipped, scales, graphF16Matmuls, graphF32Matmuls };
     }
 
