@@ -45,6 +45,8 @@ node('slice', (t) => [t('f32', [2, 24, 192])], { dim: 2, start: 64, end: 128, st
 node('tril', (t) => [t('f32', [24, 24])], { diagonal: 0 });
 node('triu', (t) => [t('bool', [24, 24])], { diagonal: 1 });
 node('matmul', (t) => [t('f32', [2, 4, 24, 16]), t('f32', [2, 4, 24, 16])], { transposeA: false, transposeB: true });
+// c_proj with its bias and the residual add as its epilogue (passes/matmul-epilogue.ts): the residual read at the output's shape, the bias broadcast along rows.
+node('matmul_epilogue', (t) => [t('f32', [2, 24, 64]), t('f32', [128, 64]), t('f32', [2, 24, 128]), t('f32', [128])], { transposeA: false, transposeB: true, expr: 'add($1, add($0, $2))' });
 node('embedding', (t) => [t('f32', [65, 64]), t('i32', [2, 24])]);
 node('sum', (t) => [t('f32', [2, 24, 64])], { dims: [0, 1], keepdim: false });
 node('mean', (t) => [t('f32', [2, 24, 64])], { dims: [-1], keepdim: true });
@@ -95,6 +97,8 @@ f16Node('cast', 'cast', (t) => [t('f32', [8])], { dtype: 'f16' });
 // A linear's epilogue under autocast: the f16 product cast up, the f32 bias added, GELU, cast down for the next matmul.
 f16Node('fused_elementwise', 'fused_elementwise', (t) => [t('f16', [2, 24, 128]), t('f32', [128])], { expr: 'f16(gelu(add(f32($0), $1)))' });
 f16Node('matmul', 'matmul', (t) => [t('f16', [48, 64]), t('f16', [192, 64])], { transposeA: false, transposeB: true });
+// c_fc under autocast with its epilogue: the f16 product rounded once, cast up, the f32 bias added, GELU, the store's cast down.
+f16Node('matmul_epilogue', 'matmul_epilogue', (t) => [t('f16', [48, 64]), t('f16', [192, 64]), t('f32', [192])], { transposeA: false, transposeB: true, expr: 'f16(gelu(add(f32($0), $1)))' });
 f16Node('embedding', 'embedding', (t) => [t('f16', [65, 64]), t('i32', [2, 24])]);
 f16Node('softmax', 'softmax', (t) => [t('f16', [2, 4, 24, 24])], { dim: -1 });
 f16Node('layer_norm', 'layer_norm', (t) => [t('f16', [2, 24, 64]), t('f16', [64]), t('f16', [64])], { eps: 1e-5 });
