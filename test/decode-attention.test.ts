@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { differentiate } from '../ir/autograd.ts';
 import { Graph } from '../ir/graph.ts';
 import { hostTensor } from '../ir/host.ts';
-import { DECODE_MIN_SPLIT_KEYS, DECODE_TARGET_WORKGROUPS, decodeSplits } from '../ir/ops/decode_attention.ts';
+import { DECODE_MIN_SPLIT_KEYS, DECODE_TARGET_WORKGROUPS, decodeChunk, decodeSplits } from '../ir/ops/decode_attention.ts';
 import '../ir/ops/index.ts';
 import type { DType } from '../ir/types.ts';
 import { interpret } from '../runtime/interpreter.ts';
@@ -104,8 +104,8 @@ describe('the split form', () => {
       const out = interpret(g, (n) => feeds.get(n)!, 'f64');
       expect(relError(out.get('y')!.data, naiveDecode(x, 0.25))).toBeLessThan(1e-12);
       expect(out.get('partial')!.type.shape).toEqual([2, 3, splits, 18]);
-      // Splits past pos + 1 = 66 keys (chunk = ceil(71 / splits)) hold the neutral partial.
-      const chunk = Math.ceil(71 / splits);
+      // Splits past pos + 1 = 66 keys (chunk = ceil(S / splits), S = 70) hold the neutral partial.
+      const chunk = Math.ceil(70 / splits);
       for (let split = Math.ceil(66 / chunk); split < splits; split++) {
         const row = out.get('partial')!.data.subarray(split * 18, (split + 1) * 18);
         expect([row[16], row[17], Math.max(...Array.from(row.subarray(0, 16), Math.abs))]).toEqual([-Infinity, 0, 0]);
@@ -115,16 +115,28 @@ describe('the split form', () => {
 });
 
 describe('the split count kiln chooses', () => {
-  it('fills the target workgroups with one (b, h) row, none under the minimum keys', () => {
-    expect(decodeSplits(1, 1023)).toBe(Math.floor(1024 / DECODE_MIN_SPLIT_KEYS));
-    expect(decodeSplits(12, 1023)).toBe(Math.floor(1024 / DECODE_MIN_SPLIT_KEYS)); // 16 < ceil(264 / 12) = 22
-    expect(decodeSplits(96, 1023)).toBe(Math.ceil(DECODE_TARGET_WORKGROUPS / 96));
-    expect(decodeSplits(6, 64)).toBe(1);
-    expect(decodeSplits(300, 4096)).toBe(1);
+  // Each split runs whole tiles of 64 keys (the kernels' workgroup), the fewest splits for the fewest serial tiles the target workgroups allow.
+  it('fills the target workgroups with splits of whole tiles; none where a split would not shorten the whole kernel', () => {
+    expect(decodeSplits(1, 1023)).toBe(16); // 1023 keys: 16 tiles, one each
+    expect(decodeSplits(12, 1024)).toBe(16); // GPT-2 at batch 1: 16 <= ceil(264 / 12) = 22
+    expect(decodeSplits(6, 256)).toBe(4); // shakespeare-char at batch 1
+    expect(decodeSplits(4, 128)).toBe(2); // the browser model at batch 1
+    expect(decodeSplits(96, 1023)).toBe(3); // at most ceil(264 / 96) = 3 splits: 6, 6 and 4 tiles
+    expect(decodeSplits(80, 1024)).toBe(4); // ceil(264 / 80) = 4 splits of 4 tiles each
+    expect(decodeSplits(200, 1024)).toBe(2); // 2 splits of 8 tiles
+    expect(decodeSplits(6, 64)).toBe(1); // one tile: the whole kernel
+    expect(decodeSplits(12, 127)).toBe(1); // under two whole tiles: a split would hold fewer keys than a tile
+    expect(decodeSplits(300, 4096)).toBe(1); // 300 rows fill the GPU already
+    for (const [rows, s] of [[1, 1023], [12, 1024], [6, 256], [4, 128], [96, 1023], [80, 1024], [7, 1000], [1, 65], [12, 127], [3, 130]]) {
+      const splits = decodeSplits(rows, s);
+      const tiles = (n: number) => Math.ceil(decodeChunk(s, n) / DECODE_MIN_SPLIT_KEYS);
+      expect(rows * splits, `${rows} rows, S ${s}`).toBeLessThanOrEqual(Math.max(rows, DECODE_TARGET_WORKGROUPS + rows));
+      expect(tiles(splits - 1 || 1) > tiles(splits) || splits === 1, `${rows} rows, S ${s}: ${splits} splits, the fewest for ${tiles(splits)} tiles each`).toBe(true);
+    }
   });
   it('takes the split count asked, at most one key per split', () => {
     expect(decodeSplits(6, 64, 7)).toBe(7);
-    expect(decodeSplits(6, 3, 7)).toBe(4);
+    expect(decodeSplits(6, 3, 7)).toBe(3);
   });
 });
 

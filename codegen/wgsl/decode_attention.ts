@@ -7,7 +7,7 @@
 // - pos is read from its buffer on the device: the number of keys (pos + 1) is a run-time value,
 //   uniform over the workgroup, so the key loop (with its barriers) runs to it. A pos outside
 //   [0, S) is reported once through the index-error record (the run raises KILN_E011) and clamped so
-//   the reads stay inside the cache. Split s covers keys [s * chunk, (s + 1) * chunk) of the S + 1 a
+//   the reads stay inside the cache. Split s covers keys [s * chunk, (s + 1) * chunk) of the S a
 //   step can see, clipped to [0, pos]; a split past pos runs no tile and writes the neutral partial
 //   (o = 0, m = -inf, l = 0), so one dispatch grid serves every pos.
 // - Keys go by in tiles of KEYS, one key per invocation: each scores its key against q (held in

@@ -15,8 +15,8 @@
 // As kiln lowers one op to one kernel, the split form is two ops that passes/decode-split.ts makes
 // of a decode_attention in the lowered stage:
 //   decode_attention_partial(q, k_cache, v_cache, k_new, v_new, pos) {scale, scaling, splits}
-//     -> f32[B, H, splits, D + 2]: split s covers keys [s * chunk, (s + 1) * chunk) of the S + 1 a
-//        cache can hold (chunk = ceil((S + 1) / splits)), clipped to [0, pos]; its row holds
+//     -> f32[B, H, splits, D + 2]: split s covers keys [s * chunk, (s + 1) * chunk) of the S a step
+//        can see (pos < S; chunk = ceil(S / splits)), clipped to [0, pos]; its row holds
 //        o = sum_j 2^(t_j - m) value_j (D values), m = max_j t_j, l = sum_j 2^(t_j - m), with
 //        t_j = scale * q . key_j * log2(e), the score in base 2. An empty split holds o = 0, m = -inf, l = 0.
 //   decode_attention_merge(partials) {dtype} -> dtype[B, H, 1, D]: M = max_s m_s,
@@ -142,24 +142,31 @@ export function decodeSpec(op: string, attrs: Attrs, dtype: DType): DecodeSpec {
   return { scale, scaling, splits };
 }
 
-/** Workgroups that keep a GPU of ~132 multiprocessors busy (two each), and the fewest keys worth a split of their own. */
+/** Workgroups that keep a GPU of ~132 multiprocessors busy (two each), and the keys of one tile (the kernels' workgroup, codegen DECODE_KEYS): the fewest worth a split of their own. */
 export const DECODE_TARGET_WORKGROUPS = 264;
 export const DECODE_MIN_SPLIT_KEYS = 64;
 
 /**
  * The split count a decode attention over `rows` (b, h) rows and a cache of `s` positions runs with:
- * `asked` when given (at most S + 1, one key each); else enough splits for rows * splits to reach
- * DECODE_TARGET_WORKGROUPS, none covering fewer than DECODE_MIN_SPLIT_KEYS of the S + 1 keys.
+ * `asked` when given (at most S, one key each: a step sees pos + 1 <= S keys); else the fewest splits
+ * that bring each split's serial tiles of DECODE_MIN_SPLIT_KEYS keys as low as DECODE_TARGET_WORKGROUPS
+ * workgroups allow; a cache under two whole tiles, or rows that fill the target alone, get one split
+ * (the whole kernel, no merge). nanoGPT at batch 1: the browser model (4 heads, S 128) 2 splits of one tile
+ * (the whole kernel runs 2), shakespeare-char (6 heads, S 256) 4 of one (whole: 4), GPT-2 (12 heads, S
+ * 1024) 16 of one (whole: 16); with 300 rows one split.
  */
 export function decodeSplits(rows: number, s: number, asked = 0): number {
-  if (asked > 0) return Math.min(asked, s + 1);
-  const byKeys = Math.max(1, Math.floor((s + 1) / DECODE_MIN_SPLIT_KEYS));
-  return Math.max(1, Math.min(byKeys, Math.ceil(DECODE_TARGET_WORKGROUPS / Math.max(rows, 1))));
+  if (asked > 0) return Math.min(asked, s);
+  if (s < 2 * DECODE_MIN_SPLIT_KEYS) return 1; // under two whole tiles a split would hold fewer keys than a tile
+  const tiles = Math.ceil(s / DECODE_MIN_SPLIT_KEYS); // the whole kernel's tiles at the longest step
+  const most = Math.max(1, Math.min(tiles, Math.ceil(DECODE_TARGET_WORKGROUPS / Math.max(rows, 1))));
+  const tilesPerSplit = Math.ceil(tiles / most);
+  return Math.ceil(tiles / tilesPerSplit);
 }
 
-/** Keys per split: the S + 1 a step can see, cut into `splits` runs. */
+/** Keys per split: the S a step can see at most (pos < S), cut into `splits` runs; kiln's own choice (decodeSplits) gives whole tiles, or fewer keys. */
 export function decodeChunk(s: number, splits: number): number {
-  return Math.ceil((s + 1) / splits);
+  return Math.ceil(s / splits);
 }
 
 /** pos indexes the cache: [0, S). */
@@ -203,7 +210,7 @@ function noScalars(op: string, inputs: readonly CpuOperand[]): void {
   if (inputs.some((x) => typeof x === 'number')) throw new Error(`${op} of a scalar`);
 }
 
-/** 2 * (S + 1) * D for q . k and as much for p v, per (b, h) row: the most a step does (pos = S - 1). */
+/** 2 * (S + 1) * D for q . k and as much for p v, per (b, h) row: a bound on what a step does (pos = S - 1: S keys). */
 function decodeFlops(inputs: readonly OperandType[], attrs: Attrs = {}): number {
   const { rows, s, d } = decodeDims('decode_attention', inputs, attrs);
   return 4 * rows * (s + 1) * d;
