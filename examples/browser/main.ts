@@ -1,13 +1,14 @@
 // kiln in the browser: load a nanoGPT checkpoint (the shipped char-level Shakespeare model, as the page
 // opens), compile it for this browser's WebGPU, show the fused graph and what fusion decided (at the
-// user's file and line, through the bundle's source map), and generate text while timing compiled
-// against eager. The same kiln code as in Node: `kiln serve examples/browser` bundles this file with
+// user's file and line, through the bundle's source map), and generate text with the KV cache
+// (compileGenerator: one prefill, then one decode step per token, sampled on the GPU) while timing it
+// against eager forwards of the whole window. The same kiln code as in Node: `kiln serve examples/browser` bundles this file with
 // esbuild (platform browser).
 
 // First: stacks name the original files before kiln traces anything (top-level await on main.js.map).
 import { BUNDLE_ROOT, sourceMap } from './mapped-stacks.ts';
 import { instance as vizInstance } from '@viz-js/viz';
-import { type CompiledModel, KilnError, type Tensor, compile, tensor, useBackend } from 'kiln';
+import { type CompiledModel, type Generator, KilnError, type Tensor, compile, compileGenerator, tensor, useBackend } from 'kiln';
 import createModel, { type GPT } from 'kiln/examples/nanogpt/model.ts';
 import { configOf, hostTensors } from '../../compiler/checkpoint.ts';
 import { formatSite, siteReport, summary } from '../../compiler/cli/explain-report.ts';
@@ -105,6 +106,7 @@ function parseConfig(text: string): Record<string, unknown> {
 interface Loaded {
   model: GPT;
   compiled: CompiledModel<GPT>;
+  generator: Generator;
   vocab: Vocabulary;
 }
 
@@ -151,6 +153,7 @@ async function prepare(model: GPT, chars: readonly string[] | null, name: string
   const example = windowOf([], model.config.block_size);
   const t0 = performance.now();
   const compilation = await compiled.lower(example.idx, example.targets);
+  const generator = await compileGenerator(model, { backend: 'webgpu' });
   const ms = performance.now() - t0;
   const fused = compilation.passes.stages.get('fused') ?? compilation.passes.graph;
   const decisions = compilation.passes.decisions.filter((d) => d.pass === 'fuse_attention');
@@ -163,7 +166,7 @@ async function prepare(model: GPT, chars: readonly string[] | null, name: string
   $('graph').replaceChildren(viz.renderSVGElement(graphToDot(fused, `${name}: fused graph`)));
   const c = model.config;
   $('status').textContent = `${name}: ${c.n_layer} layers, ${c.n_head} heads, n_embd ${c.n_embd}, vocab ${c.vocab_size}; compiled in ${ms.toFixed(0)} ms (${fused.nodes.length} nodes after fusion).`;
-  return { model, compiled, vocab: vocabularyOf(chars, c.vocab_size) };
+  return { model, compiled, generator, vocab: vocabularyOf(chars, c.vocab_size) };
 }
 
 async function load(bytes: Uint8Array, name: string): Promise<void> {
@@ -207,14 +210,6 @@ async function timedLogits(forward: () => Promise<{ logits: Tensor }> | { logits
   return { row: Float32Array.from(all.subarray(at * vocab, (at + 1) * vocab)), ms };
 }
 
-function sample(row: Float32Array, temperature = 0.8): number {
-  const max = Math.max(...row);
-  const p = Array.from(row, (l) => Math.exp((l - max) / temperature));
-  let u = Math.random() * p.reduce((a, b) => a + b, 0);
-  for (let i = 0; i < p.length; i++) if ((u -= p[i]) < 0) return i;
-  return p.length - 1;
-}
-
 /** `12.3 ms/token, 81.3 tokens/s (6)`: the mean over `count` tokens. */
 function perToken(ms: number, count: number): string {
   return `${(ms / count).toFixed(1)} ms/token, ${((1000 * count) / ms).toFixed(1)} tokens/s (${count})`;
@@ -222,9 +217,12 @@ function perToken(ms: number, count: number): string {
 
 let stopRequested = false;
 
+/** Thrown from onToken to end a generation early (the Stop button). */
+class Stopped extends Error {}
+
 async function generate(): Promise<void> {
   if (!loaded) return;
-  const { model, compiled, vocab: chars } = loaded;
+  const { model, generator, vocab: chars } = loaded;
   const { block_size: blockSize, vocab_size: vocab } = model.config;
   clearError();
   stopRequested = false;
@@ -236,22 +234,33 @@ async function generate(): Promise<void> {
   for (const cell of ['compiled-last', 'eager-last', 'compiled-mean', 'eager-mean']) $(cell).textContent = '–'; // the last run's timings are not this one's
   const total = { compiled: 0, eager: 0 };
   const count = Number($<HTMLInputElement>('count').value) || 64;
+  // The generator's time for a token runs from the end of the last callback to this one (its first token
+  // includes the prompt's prefill); each callback then times eager's forward of the same window.
+  let resumed = performance.now();
   try {
-    for (let step = 1; step <= count && !stopRequested; step++) {
-      const w = windowOf(tokens, blockSize);
-      const fast = await timedLogits(() => compiled(w.idx, w.targets), w.last, vocab);
-      const slow = await timedLogits(() => model.forward(w.idx, w.targets), w.last, vocab);
-      total.compiled += fast.ms;
-      total.eager += slow.ms;
-      tokens.push(sample(fast.row));
-      $('text').textContent += chars.char(tokens[tokens.length - 1]);
-      $('compiled-last').textContent = `${fast.ms.toFixed(1)} ms`;
-      $('eager-last').textContent = `${slow.ms.toFixed(1)} ms`;
-      $('compiled-mean').textContent = perToken(total.compiled, step);
-      $('eager-mean').textContent = perToken(total.eager, step);
-    }
+    await generator.generate(tokens.slice(-blockSize), {
+      maxNewTokens: count,
+      temperature: 0.8,
+      topK: Math.min(200, vocab),
+      seed: Math.floor(Math.random() * 2 ** 31),
+      onToken: async ({ index, tokens: ids }) => {
+        const fastMs = performance.now() - resumed;
+        const w = windowOf(tokens, blockSize);
+        const slow = await timedLogits(() => model.forward(w.idx, w.targets), w.last, vocab);
+        tokens.push(ids[0]);
+        total.compiled += fastMs;
+        total.eager += slow.ms;
+        $('text').textContent += chars.char(ids[0]);
+        $('compiled-last').textContent = `${fastMs.toFixed(1)} ms`;
+        $('eager-last').textContent = `${slow.ms.toFixed(1)} ms`;
+        $('compiled-mean').textContent = perToken(total.compiled, index + 1);
+        $('eager-mean').textContent = perToken(total.eager, index + 1);
+        if (stopRequested) throw new Stopped();
+        resumed = performance.now();
+      },
+    });
   } catch (e) {
-    showError(e);
+    if (!(e instanceof Stopped)) showError(e);
   } finally {
     $<HTMLButtonElement>('generate').disabled = false;
     $<HTMLButtonElement>('stop').disabled = true;
