@@ -116,18 +116,19 @@ describe('the split form', () => {
 
 describe('the split count kiln chooses', () => {
   // Each split runs whole tiles of 64 keys (the kernels' workgroup), the fewest splits for the fewest serial tiles the target workgroups allow.
-  it('fills the target workgroups with splits of whole tiles; none where a split would not shorten the whole kernel', () => {
+  it('fills the target workgroups with splits of whole tiles; none for a cache of DECODE_WHOLE_TILES tiles or fewer', () => {
     expect(decodeSplits(1, 1023)).toBe(16); // 1023 keys: 16 tiles, one each
     expect(decodeSplits(12, 1024)).toBe(16); // GPT-2 at batch 1: 16 <= ceil(264 / 12) = 22
     expect(decodeSplits(6, 256)).toBe(4); // shakespeare-char at batch 1
-    expect(decodeSplits(4, 128)).toBe(2); // the browser model at batch 1
+    expect(decodeSplits(4, 128)).toBe(1); // the browser model at batch 1: 2 tiles, DECODE_WHOLE_TILES
+    expect(decodeSplits(4, 129)).toBe(3); // 3 tiles: one each
     expect(decodeSplits(96, 1023)).toBe(3); // at most ceil(264 / 96) = 3 splits: 6, 6 and 4 tiles
     expect(decodeSplits(80, 1024)).toBe(4); // ceil(264 / 80) = 4 splits of 4 tiles each
     expect(decodeSplits(200, 1024)).toBe(2); // 2 splits of 8 tiles
     expect(decodeSplits(6, 64)).toBe(1); // one tile: the whole kernel
-    expect(decodeSplits(12, 127)).toBe(1); // under two whole tiles: a split would hold fewer keys than a tile
+    expect(decodeSplits(12, 127)).toBe(1);
     expect(decodeSplits(300, 4096)).toBe(1); // 300 rows fill the GPU already
-    for (const [rows, s] of [[1, 1023], [12, 1024], [6, 256], [4, 128], [96, 1023], [80, 1024], [7, 1000], [1, 65], [12, 127], [3, 130]]) {
+    for (const [rows, s] of [[1, 1023], [12, 1024], [6, 256], [4, 129], [96, 1023], [80, 1024], [7, 1000], [1, 65], [12, 127], [3, 130]]) {
       const splits = decodeSplits(rows, s);
       const tiles = (n: number) => Math.ceil(decodeChunk(s, n) / DECODE_MIN_SPLIT_KEYS);
       expect(rows * splits, `${rows} rows, S ${s}`).toBeLessThanOrEqual(Math.max(rows, DECODE_TARGET_WORKGROUPS + rows));

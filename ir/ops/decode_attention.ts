@@ -145,19 +145,26 @@ export function decodeSpec(op: string, attrs: Attrs, dtype: DType): DecodeSpec {
 /** Workgroups that keep a GPU of ~132 multiprocessors busy (two each), and the keys of one tile (the kernels' workgroup, codegen DECODE_KEYS): the fewest worth a split of their own. */
 export const DECODE_TARGET_WORKGROUPS = 264;
 export const DECODE_MIN_SPLIT_KEYS = 64;
+/**
+ * Caches of at most this many tiles run the whole kernel: a split would save at most one tile of the
+ * whole kernel's two (and only at steps past the first 64 keys), and always costs the merge's dispatch;
+ * decode at batch 1 is dispatch-bound (issue 18). An estimate, to be measured on the GPU (bench's
+ * generate suite) against asking splits: 2 on the browser model's S = 128.
+ */
+export const DECODE_WHOLE_TILES = 2;
 
 /**
  * The split count a decode attention over `rows` (b, h) rows and a cache of `s` positions runs with:
  * `asked` when given (at most S, one key each: a step sees pos + 1 <= S keys); else the fewest splits
  * that bring each split's serial tiles of DECODE_MIN_SPLIT_KEYS keys as low as DECODE_TARGET_WORKGROUPS
- * workgroups allow; a cache under two whole tiles, or rows that fill the target alone, get one split
- * (the whole kernel, no merge). nanoGPT at batch 1: the browser model (4 heads, S 128) 2 splits of one tile
- * (the whole kernel runs 2), shakespeare-char (6 heads, S 256) 4 of one (whole: 4), GPT-2 (12 heads, S
- * 1024) 16 of one (whole: 16); with 300 rows one split.
+ * workgroups allow; a cache of at most DECODE_WHOLE_TILES tiles, or rows that fill the target alone, get
+ * one split (the whole kernel, no merge). nanoGPT at batch 1: the browser model (4 heads, S 128) the whole
+ * kernel (2 tiles), shakespeare-char (6 heads, S 256) 4 splits of one tile (whole: 4), GPT-2 (12 heads,
+ * S 1024) 16 of one (whole: 16); with 300 rows one split.
  */
 export function decodeSplits(rows: number, s: number, asked = 0): number {
   if (asked > 0) return Math.min(asked, s);
-  if (s < 2 * DECODE_MIN_SPLIT_KEYS) return 1; // under two whole tiles a split would hold fewer keys than a tile
+  if (s <= DECODE_WHOLE_TILES * DECODE_MIN_SPLIT_KEYS) return 1;
   const tiles = Math.ceil(s / DECODE_MIN_SPLIT_KEYS); // the whole kernel's tiles at the longest step
   const most = Math.max(1, Math.min(tiles, Math.ceil(DECODE_TARGET_WORKGROUPS / Math.max(rows, 1))));
   const tilesPerSplit = Math.ceil(tiles / most);
