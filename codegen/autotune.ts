@@ -7,6 +7,7 @@ import { matmulTuning } from './wgsl/linalg.ts';
 
 const TUNING_SITES: Readonly<Record<string, TuningSite>> = {
   matmul: matmulTuning, // the SIMT tilings (MATMUL_TILINGS); tensor-core products have none
+  matmul_epilogue: matmulTuning, // the same tilings, measured with the epilogue in the kernel
 };
 
 export function tuningSiteOf(op: string): TuningSite | undefined {
