@@ -77,6 +77,8 @@ export function epilogueCases(dtype: 'f32' | 'f16'): EpilogueCase[] {
       const inner = g.add('cast', [g.add('add', [up(g, p), leaf('bias', 'f32', [33])])], { dtype: 'f16' });
       return g.add('tanh', [g.add('cast', [inner], { dtype: 'f32' })]);
     }, dtype === 'f16' ? 'tanh(f32(f16(add(f32($0), $1))))' : 'tanh(f32(f16(add($0, $1))))'),
+    // Tiles that divide M, N and K (no bounds checks in the SIMT kernel; f16 on a device with subgroup matrices: the tensor-core kernel's write8).
+    epilogueCase('tile-aligned c_fc: bias and GELU, batched', dtype, [2], [128, 64, 128], (g, p, leaf) => down(g, g.add('gelu', [g.add('add', [up(g, p), leaf('bias', 'f32', [128])])])), f('gelu(add($0, $1))')),
   ];
 }
 

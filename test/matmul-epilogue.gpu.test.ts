@@ -3,10 +3,10 @@
 // applied before its store, on tiles ragged in M, N and K, against the CPU reference as the device
 // rounds ('f32') and in f64; split into windows past the binding limit bit for bit as unsplit.
 //
-// Tolerance: each output is a K = 29..40 term f32 dot product of values in [-1, 1) (error at most
-// K u sum|x w| <= 40 * 2^-24 * 40 < 1e-4 absolute, u = 2^-24), then a chain of at most 4 f32 ops and one
+// Tolerance: each output is a K <= 64 term f32 dot product of values in [-1, 1) (error at most
+// K u sum|x w| <= 64 * 2^-24 * 64 < 2.5e-4 absolute, u = 2^-24), then a chain of at most 4 f32 ops and one
 // GELU (its erfc fit: 1.2e-7 relative) whose derivatives are at most ~1.2 in magnitude. So |gpu - ref|
-// <= 2e-4 * max(1, |ref|) holds with room, while a wrong operand, stride or column offset moves an
+// <= 3e-4 * max(1, |ref|) holds, while a wrong operand, stride or column offset moves an
 // output by O(0.1). The case with an inner f16 rounding may round the two sides' f32 values to
 // neighbouring f16s: one f16 ULP (2^-10 relative, <= 2^-9 for |v| < 2) is allowed there.
 
@@ -38,7 +38,7 @@ describe('matmul epilogue kernels (f32)', () => {
       for (const precision of ['f32', 'f64'] as const) {
         const want = interpret(c.graph, feed, precision).get('y')!.data;
         let worst = 0;
-        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / ((2e-4 + slack) * Math.max(1, Math.abs(want[i]))));
+        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / ((3e-4 + slack) * Math.max(1, Math.abs(want[i]))));
         expect(worst, precision).toBeLessThanOrEqual(1);
       }
     });
