@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 shared=${KILN_SHARED:-$root/../shared}
 cd "$root"
-bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts test/bench/train-profile.ts test/bench/tensor-core-probe.ts test/bench/tensor-core-check.ts
+bash "$shared/device/pack.sh" test/bench/bench.ts examples/nanogpt/train.ts test/bench/train-profile.ts test/bench/tensor-core-probe.ts test/bench/tensor-core-check.ts test/bench/epilogue-tc-check.ts
 cp test/bench/torch_cases.py .device/   # beside torch_anchor.py and nanogpt_model.py, which it imports
 
 src=node_modules/onnxruntime-web/dist
