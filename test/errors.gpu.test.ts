@@ -61,7 +61,8 @@ describe('each code met on a WebGPU device gives one exact line', () => {
     const x = tensor([1, 2, 3, 4, 5, 6, 7, 8], [2, 4]).half();
     const message = await caught('KILN_E021', () => compile(new HalfLinear().half(), { backend: 'webgpu' })(x));
     expect(message.replace(/\(google swiftshader[^)]*\)/, '(SwiftShader)')).toBe(
-      `KILN_E021 ${locOf('test/fixtures/errors/models.ts', 'this.proj.forward(x)', 'this.proj.'.length)}: %2 = matmul(%0, %1) {transposeA=false, transposeB=true} : f16[2,2] computes in f16, but this WebGPU device (SwiftShader) has no shader-f16; run in f32 (--dtype float32, no autocast, no .half()) or on a GPU that offers shader-f16`,
+      // The linear's matmul and its bias add are one kernel (matmul_epilogue): the first f16 kernel is it.
+      `KILN_E021 ${locOf('test/fixtures/errors/models.ts', 'this.proj.forward(x)', 'this.proj.'.length)}: %5 = matmul_epilogue(%0, %1, %3) {transposeA=false, transposeB=true, expr="add($0, $1)"} : f16[2,2] computes in f16, but this WebGPU device (SwiftShader) has no shader-f16; run in f32 (--dtype float32, no autocast, no .half()) or on a GPU that offers shader-f16`,
     );
   });
 
