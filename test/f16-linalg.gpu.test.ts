@@ -24,7 +24,7 @@ import { HAS_LAVAPIPE } from './lavapipe.ts'; // first: points this file's Dawn 
 import { afterAll, describe, expect, it } from 'vitest';
 import { kernelFromPlan, lowerGraph } from '../codegen/index.ts';
 import { MATMUL_TILINGS, type MatmulTiling, matmulInvocations } from '../codegen/wgsl/linalg.ts';
-import { f16Bits, roundF16 } from '../ir/f16.ts';
+import { roundF16 } from '../ir/f16.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
 import '../ir/ops/index.ts';
@@ -34,7 +34,7 @@ import { type DType, type Shape, numel } from '../ir/types.ts';
 import { Executor, getDevice, readback, releaseDevice, runKernel, upload } from '../runtime/webgpu/index.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { rowParallelCrossEntropy } from '../passes/cross-entropy.ts';
-import { rng } from './helpers.ts';
+import { randomF16, ulp16 } from './helpers.ts';
 import { planOf } from './matmul-cases.ts';
 
 afterAll(releaseDevice);
@@ -42,18 +42,7 @@ afterAll(releaseDevice);
 const U = 2 ** -24; // f32 unit roundoff
 const ULP32 = 2 ** -23; // one f32 ULP, relative, at most
 
-/** The spacing of f16 values at f16 value v. */
-function ulp16(v: number): number {
-  const exponent = (f16Bits(v) >>> 10) & 0x1f;
-  return 2 ** (Math.max(exponent, 1) - 25);
-}
-
 // ---- data and graphs ----
-
-function randomF16(shape: Shape, seed: number, lo = -2, hi = 2): HostTensor {
-  const r = rng(seed);
-  return { type: { dtype: 'f16', shape: [...shape] }, data: Float32Array.from({ length: numel(shape) }, () => roundF16(lo + r() * (hi - lo))) };
-}
 
 const abs = (t: HostTensor): HostTensor => ({ type: t.type, data: Float64Array.from(t.data, Math.abs) });
 const f64 = (d: HostData) => Float64Array.from(d as ArrayLike<number>);

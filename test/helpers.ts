@@ -4,7 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { readCheckpoint } from '../compiler/checkpoint.ts';
 import { KilnError } from '../ir/errors.ts';
+import { f16Bits, roundF16 } from '../ir/f16.ts';
 import type { HostData, HostTensor } from '../ir/host.ts';
+import { type Shape, numel } from '../ir/types.ts';
 
 export const FIXTURE_DIR = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const FIXTURE_WEIGHTS = FIXTURE_DIR + 'shared_b2_t24.weights.safetensors';
@@ -85,4 +87,16 @@ export function thrown(fn: () => unknown): KilnError {
     return e as KilnError;
   }
   throw new Error('expected a KilnError');
+}
+
+/** The spacing of f16 values at f16 value v (2^-24 in the subnormals). */
+export function ulp16(v: number): number {
+  const exponent = (f16Bits(v) >>> 10) & 0x1f;
+  return 2 ** (Math.max(exponent, 1) - 25);
+}
+
+/** A seeded f16 tensor: uniform values in [lo, hi) rounded to f16, held as f32. */
+export function randomF16(shape: Shape, seed: number, lo = -2, hi = 2): HostTensor {
+  const r = rng(seed);
+  return { type: { dtype: 'f16', shape: [...shape] }, data: Float32Array.from({ length: numel(shape) }, () => roundF16(lo + r() * (hi - lo))) };
 }

@@ -16,28 +16,18 @@ import { kernelFromPlan } from '../codegen/index.ts';
 import { flashAttentionKernel, flashTiling } from '../codegen/wgsl/fused_attention.ts';
 import { MATMUL_TILINGS } from '../codegen/wgsl/linalg.ts';
 import { attentionSpec } from '../ir/ops/fused_attention.ts';
-import { f16Bits, roundF16 } from '../ir/f16.ts';
-import type { HostTensor } from '../ir/host.ts';
-import type { Node } from '../ir/graph.ts';
+import type { HostData, HostTensor } from '../ir/host.ts';
+import type { Graph, Node } from '../ir/graph.ts';
 import { getOp } from '../ir/registry.ts';
 import { type Shape, numel } from '../ir/types.ts';
+import type { KernelPlan } from '../codegen/wgsl/plan.ts';
 import { interpret } from '../runtime/interpreter.ts';
 import { type KilnDevice, readback, runKernel, upload } from '../runtime/webgpu/index.ts';
-import { rng } from './helpers.ts';
+import { randomF16, ulp16 } from './helpers.ts';
 import { planOf } from './matmul-cases.ts';
 import { singleOp } from './op-graph.ts';
 
 const U = 2 ** -24;
-
-function ulp16(v: number): number {
-  const exponent = (f16Bits(v) >>> 10) & 0x1f;
-  return 2 ** (Math.max(exponent, 1) - 25);
-}
-
-function randomF16(shape: Shape, seed: number): HostTensor {
-  const r = rng(seed);
-  return { type: { dtype: 'f16', shape: [...shape] }, data: Float32Array.from({ length: numel(shape) }, () => roundF16(-2 + 4 * r())) };
-}
 
 export interface TensorCoreCase {
   readonly label: string;
@@ -74,10 +64,10 @@ export interface TensorCoreResult {
   readonly failure?: string;
 }
 
-async function run(kdev: KilnDevice, node: Node, feeds: Map<Node, HostTensor>, plan: ReturnType<typeof planOf>): Promise<Float64Array> {
-  const [a, b] = node.inputs as Node[];
+/** The node's kernel from `plan` on the device, its output poisoned with NaN first (an element left unwritten fails). */
+async function runPlan(kdev: KilnDevice, node: Node, feeds: Map<Node, HostTensor>, plan: KernelPlan): Promise<Float64Array> {
   const kernel = kernelFromPlan(node, plan);
-  const inputs = [upload(kdev, feeds.get(a)!), upload(kdev, feeds.get(b)!)];
+  const inputs = (node.inputs as Node[]).map((n) => upload(kdev, feeds.get(n)!));
   const out = upload(kdev, { type: node.type, data: new Float32Array(numel(node.type.shape)).fill(NaN) });
   runKernel(kdev, kernel, inputs, out);
   const data = await readback(kdev, out, node.type);
@@ -85,40 +75,59 @@ async function run(kdev: KilnDevice, node: Node, feeds: Map<Node, HostTensor>, p
   return Float64Array.from(data as ArrayLike<number>);
 }
 
-/** One case: kiln's chosen kernel (tensor cores where the device has them) against the references and the SIMT kernel. */
-export async function checkTensorCoreCase(kdev: KilnDevice, c: TensorCoreCase, seed = 1): Promise<TensorCoreResult> {
-  const { graph, feeds, node } = singleOp('matmul', [randomF16(c.a, seed), randomF16(c.b, seed + 1)], { transposeA: c.transposeA, transposeB: c.transposeB });
-  const plan = planOf(node, undefined, kdev.limits);
-  const tensorCores = plan.directives?.some((d) => d.includes('subgroup_matrix')) === true;
-  const gpu = await run(kdev, node, feeds, plan);
-  const simt = await run(kdev, node, feeds, planOf(node, MATMUL_TILINGS.medium));
-  const feed = (n: Node) => feeds.get(n)!;
-  const cpu16 = interpret(graph, feed, 'f32').get('y')!.data;
-  const exact = interpret(graph, feed, 'f64').get('y')!.data;
-  const [a, b] = (node.inputs as Node[]).map((n) => { const t = feeds.get(n)!; return { type: t.type, data: Float64Array.from(t.data, Math.abs) }; });
-  const k = c.transposeA ? c.a.at(-2)! : c.a.at(-1)!;
-  const bound = Float64Array.from(getOp('matmul').cpu([a, b], node.attrs, node.type, 'f64') as ArrayLike<number>, (s) => 4 * k * U * s);
+/** Per element: the tolerances against the CPU f16 reference, f64 and the SIMT kernel (each file section says how they are derived). */
+type Tolerances = (i: number, gpu: number, cpu16: number, simt: number) => readonly [number, number, number];
+
+/**
+ * The largest error over each tolerance, and the first element past one. With `nonFinite` 'match', an
+ * element that is not finite on either side must equal the CPU f16 reference's (overflow to inf); otherwise
+ * a non-finite element fails.
+ */
+function compare(label: string, tensorCores: boolean, gpu: Float64Array, cpu16: ArrayLike<number>, exact: ArrayLike<number>, simt: Float64Array, tolerances: Tolerances, nonFinite: 'match' | 'fail'): TensorCoreResult {
   let [vsCpu16, vsF64, vsSimt, ulps, differ] = [0, 0, 0, 0, 0];
   let failure: string | undefined;
   for (let i = 0; i < gpu.length; i++) {
-    const [g, cc, y, s, e] = [gpu[i]!, cpu16[i]!, exact[i]!, simt[i]!, bound[i]!];
-    if (!Number.isFinite(g) || !Number.isFinite(cc)) {
+    const [g, cc, y, s] = [gpu[i]!, cpu16[i]!, exact[i]!, simt[i]!];
+    if (nonFinite === 'match' && (!Number.isFinite(g) || !Number.isFinite(cc))) {
       if (!Object.is(g, cc)) failure ??= `element ${i}: ${g}, the CPU f16 reference ${cc}`;
       continue;
     }
-    const r16 = Math.abs(g - cc) / (ulp16(g) / 2 + ulp16(cc) / 2 + e + U * Math.abs(y));
-    const r64 = Math.abs(g - y) / (ulp16(g) / 2 + e);
-    const rs = Math.abs(g - s) / (ulp16(g) / 2 + ulp16(s) / 2 + 2 * e);
-    if ((r16 > 1 || r64 > 1 || rs > 1 || Number.isNaN(r16 + r64 + rs)) && !failure) {
-      failure = `element ${i}: ${g}, CPU f16 ${cc}, f64 ${y}, SIMT ${s}, E ${e}`;
-    }
+    const [t16, t64, tSimt] = tolerances(i, g, cc, s);
+    const r16 = Math.abs(g - cc) / t16;
+    const r64 = Math.abs(g - y) / t64;
+    const rs = Math.abs(g - s) / tSimt;
+    if (!(r16 <= 1 && r64 <= 1 && rs <= 1)) failure ??= `element ${i}: ${g}, CPU f16 ${cc}, f64 ${y}, SIMT ${s}`;
     vsCpu16 = Math.max(vsCpu16, r16);
     vsF64 = Math.max(vsF64, r64);
     vsSimt = Math.max(vsSimt, rs);
     if (g !== cc) differ++;
     ulps = Math.max(ulps, Math.abs(g - cc) / ulp16(Math.max(Math.abs(g), Math.abs(cc))));
   }
-  return { label: c.label, tensorCores, elements: gpu.length, vsCpu16, vsF64, vsSimt, ulps, differ, ...(failure ? { failure } : {}) };
+  return { label, tensorCores, elements: gpu.length, vsCpu16, vsF64, vsSimt, ulps, differ, ...(failure ? { failure } : {}) };
+}
+
+/** The graph's output `y` on the CPU: as the device rounds (f16 stored once, 'f32') and the ideal ('f64'). */
+function references(graph: Graph, feeds: Map<Node, HostTensor>): { cpu16: HostData; exact: HostData } {
+  const feed = (n: Node) => feeds.get(n)!;
+  return { cpu16: interpret(graph, feed, 'f32').get('y')!.data, exact: interpret(graph, feed, 'f64').get('y')!.data };
+}
+
+const usesTensorCores = (plan: KernelPlan) => plan.directives?.some((d) => d.includes('subgroup_matrix')) === true;
+
+/** One case: kiln's chosen kernel (tensor cores where the device has them) against the references and the SIMT kernel. */
+export async function checkTensorCoreCase(kdev: KilnDevice, c: TensorCoreCase, seed = 1): Promise<TensorCoreResult> {
+  const { graph, feeds, node } = singleOp('matmul', [randomF16(c.a, seed), randomF16(c.b, seed + 1)], { transposeA: c.transposeA, transposeB: c.transposeB });
+  const plan = planOf(node, undefined, kdev.limits);
+  const gpu = await runPlan(kdev, node, feeds, plan);
+  const simt = await runPlan(kdev, node, feeds, planOf(node, MATMUL_TILINGS.medium));
+  const { cpu16, exact } = references(graph, feeds);
+  const [a, b] = (node.inputs as Node[]).map((n) => { const t = feeds.get(n)!; return { type: t.type, data: Float64Array.from(t.data, Math.abs) }; });
+  const k = c.transposeA ? c.a.at(-2)! : c.a.at(-1)!;
+  const bound = Float64Array.from(getOp('matmul').cpu([a, b], node.attrs, node.type, 'f64') as ArrayLike<number>, (x) => 4 * k * U * x);
+  return compare(c.label, usesTensorCores(plan), gpu, cpu16, exact, simt, (i, g, cc, s) => {
+    const e = bound[i]!;
+    return [ulp16(g) / 2 + ulp16(cc) / 2 + e + U * Math.abs(exact[i]!), ulp16(g) / 2 + e, ulp16(g) / 2 + ulp16(s) / 2 + 2 * e];
+  }, 'match');
 }
 
 export function formatTensorCoreResult(r: TensorCoreResult): string {
@@ -160,37 +169,12 @@ export async function checkAttentionTcCase(kdev: KilnDevice, c: AttentionTcCase,
   const [qn, kn, vn] = node.inputs as Node[];
   const req = { inputs: [qn!.type, kn!.type, vn!.type], attrs: node.attrs, out: node.type, limits: kdev.limits };
   const plan = flashAttentionKernel(req, attentionSpec(node.attrs));
-  const tensorCores = plan.directives?.some((d) => d.includes('subgroup_matrix')) === true;
-  const runPlan = async (p: typeof plan) => {
-    const kernel = kernelFromPlan(node, p);
-    const inputs = [qn!, kn!, vn!].map((n) => upload(kdev, feeds.get(n)!));
-    const out = upload(kdev, { type: node.type, data: new Float32Array(numel(node.type.shape)).fill(NaN) });
-    runKernel(kdev, kernel, inputs, out);
-    const data = await readback(kdev, out, node.type);
-    for (const buf of [...inputs, out]) buf.destroy();
-    return Float64Array.from(data as ArrayLike<number>);
-  };
-  const gpu = await runPlan(plan);
-  const simt = await runPlan(flashAttentionKernel(req, attentionSpec(node.attrs), flashTiling(c.d, c.d, kdev.limits, 'f16')!));
-  const feed = (n: Node) => feeds.get(n)!;
-  const cpu16 = interpret(graph, feed, 'f32').get('y')!.data;
-  const exact = interpret(graph, feed, 'f64').get('y')!.data;
+  const gpu = await runPlan(kdev, node, feeds, plan);
+  const simt = await runPlan(kdev, node, feeds, flashAttentionKernel(req, attentionSpec(node.attrs), flashTiling(c.d, c.d, kdev.limits, 'f16')!));
+  const { cpu16, exact } = references(graph, feeds);
   const maxV = Array.from(v!.data, Math.abs).reduce((a, b) => Math.max(a, b), 0);
   const maxScore = c.d * 2 * 2 * attrs.scale; // |q|, |k| <= 2
   const pTerm = (2 ** -11 + 2 ** -16) * maxV;
-  let [vsCpu16, vsF64, vsSimt, ulps, differ] = [0, 0, 0, 0, 0];
-  let failure: string | undefined;
-  for (let i = 0; i < gpu.length; i++) {
-    const [g, cc, y, s] = [gpu[i]!, cpu16[i]!, exact[i]!, simt[i]!];
-    const r16 = Math.abs(g - cc) / (ulp16(g) / 2 + ulp16(cc) / 2 + pTerm);
-    const rs = Math.abs(g - s) / (ulp16(g) / 2 + ulp16(s) / 2 + pTerm);
-    const r64 = Math.abs(g - y) / (ulp16(g) / 2 + pTerm + 2 ** -10 * maxScore * maxV);
-    if (!(r16 <= 1 && rs <= 1 && r64 <= 1) && !failure) failure = `element ${i}: ${g}, CPU f16 ${cc}, f64 ${y}, SIMT ${s}`;
-    vsCpu16 = Math.max(vsCpu16, r16);
-    vsF64 = Math.max(vsF64, r64);
-    vsSimt = Math.max(vsSimt, rs);
-    if (g !== cc) differ++;
-    ulps = Math.max(ulps, Math.abs(g - cc) / ulp16(Math.max(Math.abs(g), Math.abs(cc))));
-  }
-  return { label: `attention ${c.label}`, tensorCores, elements: gpu.length, vsCpu16, vsF64, vsSimt, ulps, differ, ...(failure ? { failure } : {}) };
+  return compare(`attention ${c.label}`, usesTensorCores(plan), gpu, cpu16, exact, simt, (_, g, cc, s) =>
+    [ulp16(g) / 2 + ulp16(cc) / 2 + pTerm, ulp16(g) / 2 + pTerm + 2 ** -10 * maxScore * maxV, ulp16(g) / 2 + ulp16(s) / 2 + pTerm], 'fail');
 }
